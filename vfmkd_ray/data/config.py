@@ -1,0 +1,26 @@
+"""Config of the image dataset a run reads."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from vfmkd_ray.schema import StrictModel
+
+
+class SyntheticConfig(StrictModel):
+    """What ``vfmkd demo`` generates into ``data.root`` when the dataset is not there yet."""
+
+    num_images: int = Field(64, ge=2)
+    image_size: int = Field(256, ge=32)
+    max_shapes: int = Field(6, ge=1)
+    seed: int = 0
+
+
+class DataConfig(StrictModel):
+    """A COCO-format dataset: ``<root>/<images_dir>/`` plus ``<root>/<annotations>``."""
+
+    root: str = "outputs/demo/data"
+    images_dir: str = "images"
+    annotations: str = "annotations.json"
+    val_fraction: float = Field(0.125, ge=0.0, lt=1.0)
+    synthetic: SyntheticConfig = SyntheticConfig()

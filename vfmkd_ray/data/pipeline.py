@@ -1,0 +1,104 @@
+"""Ray Data stages: fetch + decode images by URI, and turn store rows into training samples.
+
+These are plain callables for ``Dataset.map_batches``; they import nothing from Ray, so they are
+testable on in-memory batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from vfmkd_ray import storage
+from vfmkd_ray.data.images import BadImageError, augment, decode_image, letterbox
+from vfmkd_ray.store.codecs import CODEC_DTYPES
+from vfmkd_ray.store.manifest import Manifest
+from vfmkd_ray.store.reader import decode_features
+from vfmkd_ray.store.schema import feature_column
+
+IMAGE_COLUMN = "image"
+VALID_HW_COLUMN = "valid_hw"
+
+
+def load_letterboxed(
+    image_uri: str, input_size: int, aug_seed: int, policy: str
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Reads, decodes, augments and letterboxes one image; errors name its URI."""
+    try:
+        data = storage.read_bytes(image_uri)
+    except FileNotFoundError:
+        raise BadImageError(f"image not found: {image_uri}") from None
+    except OSError as err:
+        raise BadImageError(f"cannot read image {image_uri}: {err}") from None
+    return letterbox(augment(decode_image(data, image_uri), aug_seed, policy), input_size)
+
+
+def is_validation(image_id: str, val_fraction: float) -> bool:
+    """A stable split by hash of the id: the same image lands in the same split on every node."""
+    bucket = int.from_bytes(hashlib.sha1(image_id.encode()).digest()[:4], "little") / 2**32
+    return bucket < val_fraction
+
+
+class ImageLoader:
+    """``image_uri`` + ``aug_seed`` -> letterboxed uint8 ``image`` and its ``valid_h``/``valid_w``."""
+
+    def __init__(self, input_size: int, policy: str):
+        self.input_size, self.policy = input_size, policy
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images, heights, widths = [], [], []
+        for uri, seed in zip(batch["image_uri"], batch["aug_seed"], strict=True):
+            canvas, (height, width) = load_letterboxed(
+                str(uri), self.input_size, int(seed), self.policy
+            )
+            images.append(canvas)
+            heights.append(height)
+            widths.append(width)
+        return {
+            **batch,
+            IMAGE_COLUMN: np.stack(images),
+            "valid_h": np.array(heights, dtype=np.int32),
+            "valid_w": np.array(widths, dtype=np.int32),
+        }
+
+
+class TrainSampleDecoder:
+    """Store rows of one split -> ``image`` (uint8), ``valid_hw`` and ``feat.L`` (stored dtype).
+
+    Rows of the other split are dropped here, so the split needs no shuffle or join.
+    """
+
+    def __init__(self, manifest: Manifest, dataset: str, split: str, val_fraction: float):
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        self.manifest, self.dataset = manifest, dataset
+        self.want_val, self.val_fraction = split == "val", val_fraction
+        self.images = ImageLoader(manifest.input_size, manifest.augment)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keep = np.array(
+            [is_validation(str(i), self.val_fraction) == self.want_val for i in batch["image_id"]],
+            dtype=bool,
+        )
+        batch = {name: column[keep] for name, column in batch.items()}
+        if not keep.any():
+            return _empty_sample_batch(self.manifest)
+        features = decode_features(batch, self.manifest, self.dataset)
+        loaded = self.images({"image_uri": batch["image_uri"], "aug_seed": batch["aug_seed"]})
+        return {
+            IMAGE_COLUMN: loaded[IMAGE_COLUMN],
+            VALID_HW_COLUMN: np.stack([loaded["valid_h"], loaded["valid_w"]], axis=1),
+            **features,
+        }
+
+
+def _empty_sample_batch(manifest: Manifest) -> dict[str, np.ndarray]:
+    size = manifest.input_size
+    empty = {
+        IMAGE_COLUMN: np.zeros((0, 3, size, size), np.uint8),
+        VALID_HW_COLUMN: np.zeros((0, 2), np.int32),
+    }
+    for layer, spec in manifest.layers.items():
+        empty[feature_column(layer)] = np.zeros((0, *spec.shape), CODEC_DTYPES[manifest.codec])
+    return empty

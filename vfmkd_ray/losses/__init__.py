@@ -1,0 +1,1 @@
+"""Distillation loss terms, one file per family, built by name from the config."""

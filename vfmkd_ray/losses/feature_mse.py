@@ -1,0 +1,46 @@
+"""Masked feature MSE against a teacher feature map (the seed design's main KD term).
+
+Padding added by letterboxing is masked out, so the student is not taught to imitate the teacher's
+response to black borders.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vfmkd_ray.data.images import valid_mask
+from vfmkd_ray.losses.base import KDBatch, LossTerm, masked_mean
+from vfmkd_ray.models.adapters import FeatureAdapter
+from vfmkd_ray.models.feature_info import FeatureInfo
+
+
+class FeatureMSE(LossTerm):
+    def __init__(
+        self,
+        name: str,
+        weight: float,
+        student_info: FeatureInfo,
+        student_stride: int,
+        teacher_layer: str,
+        teacher_shape: tuple[int, int, int],
+    ):
+        super().__init__(name, weight, student_info, student_stride)
+        self.teacher_layer = teacher_layer
+        self.teacher_shape = teacher_shape
+
+    def build_adapter(self) -> nn.Module:
+        channels, height, width = self.teacher_shape
+        return FeatureAdapter(self.in_channels, channels, (height, width))
+
+    def __call__(
+        self, pred_BCHW: torch.Tensor, batch: KDBatch
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        target_BCHW = batch.teacher_features[self.teacher_layer].to(pred_BCHW.dtype)
+        mask_B1HW = valid_mask(batch.valid_hw_B2, batch.image_size, tuple(target_BCHW.shape[-2:]))
+        loss = masked_mean((pred_BCHW - target_BCHW).pow(2), mask_B1HW)
+        with torch.no_grad():
+            cos_BHW = F.cosine_similarity(pred_BCHW.float(), target_BCHW.float(), dim=1, eps=1e-6)
+            cosine = masked_mean(cos_BHW.unsqueeze(1), mask_B1HW)
+        return loss, {"cos": cosine}

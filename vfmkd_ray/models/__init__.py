@@ -1,0 +1,1 @@
+"""Backbones (students and frozen teachers) and the adapters between them."""

@@ -1,0 +1,21 @@
+"""Config of the frozen teacher."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from vfmkd_ray.schema import StrictModel
+
+
+class TeacherConfig(StrictModel):
+    """A registered teacher and where its weights come from.
+
+    ``weights`` is a local path or fsspec URI of a checkpoint, or the literal ``random``; it has no
+    default so a run never falls back to random weights by accident.
+    """
+
+    name: str = "sam_vit_b"
+    weights: str | None = None
+    sha256: str | None = None
+    input_size: int = Field(1024, ge=32)
+    random_seed: int = Field(0, description="init seed when weights is 'random'")

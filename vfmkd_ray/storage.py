@@ -1,0 +1,81 @@
+"""URIs for everything the product reads and writes: local paths, ``file://`` and ``s3://``.
+
+All I/O goes through fsspec so the same code serves a workstation and object storage. Writes that
+other readers may observe are atomic: a local file is written under a temporary name and renamed; an
+object store gets one PUT of the whole payload.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import fsspec
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def absolute(uri: str) -> str:
+    """Local paths become absolute (Ray workers do not share the driver's cwd); URIs pass through."""
+    if uri.startswith("file://"):
+        return str(Path(uri[len("file://") :]).resolve())
+    return uri if is_remote(uri) else str(Path(uri).expanduser().resolve())
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    return url_to_fs(uri)
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"not found: {uri}") from None
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Makes ``uri`` hold ``data`` with no moment where a reader sees a partial file."""
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def write_text_atomic(uri: str, text: str) -> None:
+    write_bytes_atomic(uri, text.encode("utf-8"))
+
+
+def list_files(uri: str, pattern: str) -> list[str]:
+    """URIs of the files directly under ``uri`` matching the glob ``pattern``, sorted."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        return []
+    matches = fs.glob(f"{path.rstrip('/')}/{pattern}")
+    protocol = uri.split("://", 1)[0] + "://" if is_remote(uri) else ""
+    return sorted(protocol + match if protocol else match for match in matches)

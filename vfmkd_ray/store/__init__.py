@@ -1,0 +1,1 @@
+"""The Parquet feature store: schema, codecs, atomic part writer, reader and manifest."""

@@ -1,0 +1,64 @@
+"""``_manifest.json``: what a feature-store dataset holds and how it was made."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from vfmkd_ray import storage
+
+MANIFEST_NAME = "_manifest.json"
+
+
+class LayerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shape: tuple[int, int, int]
+    stride: int
+
+
+class Manifest(BaseModel):
+    """One teacher at one input size; ``row_count`` equals the rows of all parts together."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int
+    teacher: str
+    teacher_weights: str
+    input_size: int
+    layers: dict[str, LayerSpec]
+    codec: str
+    augment: str
+    row_count: int
+    num_parts: int
+    dataset_fingerprint: str
+
+    def describe_mismatch(self, expected: dict[str, Any]) -> list[str]:
+        """The fields whose values differ from ``expected``, as readable lines."""
+        return [
+            f"{key}: store has {getattr(self, key)!r}, run asks for {value!r}"
+            for key, value in expected.items()
+            if getattr(self, key) != value
+        ]
+
+
+def dataset_uri(store_root: str, teacher: str, input_size: int) -> str:
+    return storage.join(storage.absolute(store_root), teacher, str(input_size))
+
+
+def read_manifest(dataset: str) -> Manifest | None:
+    uri = storage.join(dataset, MANIFEST_NAME)
+    if not storage.exists(uri):
+        return None
+    try:
+        return Manifest.model_validate(json.loads(storage.read_text(uri)))
+    except (json.JSONDecodeError, ValueError) as err:
+        raise ValueError(f"corrupt feature-store manifest {uri}: {err}") from None
+
+
+def write_manifest(dataset: str, manifest: Manifest) -> None:
+    storage.write_text_atomic(
+        storage.join(dataset, MANIFEST_NAME), json.dumps(manifest.model_dump(mode="json"), indent=2)
+    )

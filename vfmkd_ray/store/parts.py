@@ -1,0 +1,64 @@
+"""Writing and listing the Parquet parts of a feature-store dataset.
+
+A part becomes visible only when complete (``storage.write_bytes_atomic``), and its name is a hash
+of the image ids it holds, so a retried write task replaces its own part instead of adding a copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vfmkd_ray import storage
+from vfmkd_ray.store.schema import build_table
+
+PART_GLOB = "part-*.parquet"
+
+
+def part_name(image_ids: list[str]) -> str:
+    digest = hashlib.sha1("\n".join(sorted(image_ids)).encode()).hexdigest()[:20]
+    return f"part-{digest}.parquet"
+
+
+def write_part(dataset: str, table: pa.Table) -> str:
+    """Writes ``table`` as one part of ``dataset``; returns the part's URI."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", row_group_size=max(1, table.num_rows))
+    uri = storage.join(dataset, part_name(table.column("image_id").to_pylist()))
+    storage.write_bytes_atomic(uri, sink.getvalue().to_pybytes())
+    return uri
+
+
+class PartWriter:
+    """Ray Data ``map_batches`` callable: one batch of teacher outputs -> one stored part."""
+
+    def __init__(self, dataset: str, layers: list[str], codec: str):
+        self.dataset, self.layers, self.codec = dataset, layers, codec
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        table = build_table(batch, self.layers, self.codec)
+        uri = write_part(self.dataset, table)
+        return {"part": np.array([uri]), "rows": np.array([table.num_rows])}
+
+
+def list_parts(dataset: str) -> list[str]:
+    return storage.list_files(dataset, PART_GLOB)
+
+
+def read_column(part_uri: str, column: str) -> list:
+    fs, path = storage.filesystem(part_uri)
+    with fs.open(path, "rb") as handle:
+        return pq.read_table(handle, columns=[column]).column(column).to_pylist()
+
+
+def stored_image_ids(dataset: str) -> list[str]:
+    """Every ``image_id`` in every part of ``dataset`` (with repeats, if a store has any)."""
+    return [image_id for part in list_parts(dataset) for image_id in read_column(part, "image_id")]
+
+
+def duplicate_ids(image_ids: list[str]) -> list[str]:
+    return sorted(image_id for image_id, count in Counter(image_ids).items() if count > 1)

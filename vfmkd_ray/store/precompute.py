@@ -1,0 +1,168 @@
+"""The precompute job: run the teacher once over a dataset and fill the feature store.
+
+Ray Data reads image records, fetches and letterboxes the images in tasks, runs the teacher in an
+actor pool (one GPU per actor when the cluster has GPUs) and writes Parquet parts atomically.
+Images whose rows already exist are skipped, so an interrupted run resumes without duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import ray
+import torch
+
+from vfmkd_ray import storage
+from vfmkd_ray.config import ExperimentConfig
+from vfmkd_ray.data.coco import read_image_records
+from vfmkd_ray.data.images import BadImageError, normalize
+from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader
+from vfmkd_ray.models.teachers import TeacherConfig, build_teacher, describe_teacher
+from vfmkd_ray.ray_errors import find_cause
+from vfmkd_ray.store.manifest import LayerSpec, Manifest, dataset_uri, read_manifest, write_manifest
+from vfmkd_ray.store.parts import PartWriter, duplicate_ids, list_parts, stored_image_ids
+from vfmkd_ray.store.reader import FeatureStoreError
+from vfmkd_ray.store.schema import SCHEMA_VERSION, aug_seed_for, feature_column
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrecomputeSummary:
+    dataset: str
+    num_images: int
+    num_new: int
+    row_count: int
+    num_parts: int
+    bytes: int
+    seconds: float
+
+
+class TeacherActor:
+    """Ray Data actor: builds the frozen teacher once, then maps image batches to features."""
+
+    def __init__(self, teacher_cfg: dict):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.teacher = build_teacher(TeacherConfig.model_validate(teacher_cfg)).to(self.device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images = normalize(torch.from_numpy(batch.pop(IMAGE_COLUMN)).to(self.device))
+        features = self.teacher(images)
+        return {
+            **batch,
+            **{feature_column(name): f.float().cpu().numpy() for name, f in features.items()},
+        }
+
+
+def expected_manifest_fields(cfg: ExperimentConfig, weights_id: str) -> dict:
+    return {
+        "teacher": cfg.teacher.name,
+        "teacher_weights": weights_id,
+        "input_size": cfg.teacher.input_size,
+        "codec": cfg.store.codec,
+        "augment": cfg.store.augment,
+    }
+
+
+def run_precompute(cfg: ExperimentConfig) -> PrecomputeSummary:
+    """Fills ``<store.root>/<teacher>/<input_size>/`` for every image of ``cfg.data``."""
+    started = time.monotonic()
+    records = read_image_records(cfg.data)
+    dataset = dataset_uri(cfg.store.root, cfg.teacher.name, cfg.teacher.input_size)
+    teacher = describe_teacher(cfg.teacher)  # fails fast on bad names/weights, before any Ray work
+    expected = expected_manifest_fields(cfg, teacher.weights_id)
+    existing = read_manifest(dataset)
+    if existing is not None and (problems := existing.describe_mismatch(expected)):
+        raise FeatureStoreError(
+            f"store {dataset} was made differently:\n  " + "\n  ".join(problems)
+        )
+    done = set(stored_image_ids(dataset))
+    todo = [r for r in records if r.image_id not in done]
+    log.info(
+        "precompute %s: %d images, %d stored, %d to do", dataset, len(records), len(done), len(todo)
+    )
+    if todo:
+        _run_pipeline(cfg, dataset, todo, list(teacher.layer_names))
+    ids = stored_image_ids(dataset)
+    if dupes := duplicate_ids(ids):
+        raise FeatureStoreError(f"store {dataset} holds duplicate image ids: {dupes[:10]}")
+    missing = {r.image_id for r in records} - set(ids)
+    if missing:
+        raise FeatureStoreError(
+            f"store {dataset} lacks {len(missing)} images, e.g. {sorted(missing)[:5]}"
+        )
+    parts = list_parts(dataset)
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        layers={
+            name: LayerSpec(shape=shape, stride=level.reduction)
+            for (name, shape), level in zip(
+                teacher.feature_shapes().items(), teacher.feature_info.levels, strict=True
+            )
+        },
+        row_count=len(ids),
+        num_parts=len(parts),
+        dataset_fingerprint=_fingerprint([(r.image_id, r.image_uri) for r in records]),
+        **expected,
+    )
+    write_manifest(dataset, manifest)
+    return PrecomputeSummary(
+        dataset=dataset,
+        num_images=len(records),
+        num_new=len(todo),
+        row_count=len(ids),
+        num_parts=len(parts),
+        bytes=_total_bytes(parts),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _run_pipeline(cfg: ExperimentConfig, dataset: str, todo: list, layers: list[str]) -> None:
+    items = [asdict(r) | {"aug_seed": aug_seed_for(r.image_id, cfg.seed)} for r in todo]
+    use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    ds = ray.data.from_items(
+        items, override_num_blocks=max(1, len(items) // cfg.store.rows_per_part)
+    )
+    ds = ds.map_batches(
+        ImageLoader(cfg.teacher.input_size, cfg.store.augment),
+        batch_size=cfg.store.teacher_batch_size,
+        concurrency=cfg.store.read_tasks,
+    )
+    ds = ds.map_batches(
+        TeacherActor,
+        fn_constructor_kwargs={"teacher_cfg": cfg.teacher.model_dump()},
+        batch_size=cfg.store.teacher_batch_size,
+        concurrency=cfg.store.num_teacher_actors,
+        num_gpus=1 if use_gpu else 0,
+    )
+    writer = PartWriter(dataset, layers, cfg.store.codec)
+    ds = ds.map_batches(writer, batch_size=cfg.store.rows_per_part)
+    try:
+        written = ds.take_all()
+    except Exception as err:
+        cause = find_cause(err, (BadImageError, FeatureStoreError, FileNotFoundError))
+        if cause is not None:
+            raise type(cause)(str(cause)) from None
+        raise
+    log.info(
+        "precompute wrote %d parts, %d rows", len(written), sum(int(w["rows"]) for w in written)
+    )
+
+
+def _fingerprint(pairs: list[tuple[str, str]]) -> str:
+    digest = hashlib.sha256()
+    for image_id, uri in sorted(pairs):
+        digest.update(f"{image_id}\t{uri}\n".encode())
+    return digest.hexdigest()
+
+
+def _total_bytes(parts: list[str]) -> int:
+    total = 0
+    for part in parts:
+        fs, path = storage.filesystem(part)
+        total += fs.size(path)
+    return total

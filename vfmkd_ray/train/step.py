@@ -1,0 +1,51 @@
+"""The Ray-free distillation step: forward, weighted loss terms, and the optimiser update.
+
+``kd_step`` returns ``{"loss": total, "loss/<term>": value, "<diag>/<term>": value}``; only
+``loss`` carries gradients. Teacher targets come from the store (``batch.teacher_features``) or, if
+missing there, from a live frozen teacher run under ``no_grad``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vfmkd_ray.losses.base import KDBatch, LossTerm
+from vfmkd_ray.models.teachers.base import FrozenTeacher
+
+
+def kd_step(
+    distiller: nn.Module,
+    batch: KDBatch,
+    loss_terms: dict[str, LossTerm],
+    teacher: FrozenTeacher | None = None,
+) -> dict[str, torch.Tensor]:
+    if teacher is not None and not batch.teacher_features:
+        batch.teacher_features = {k: v.detach() for k, v in teacher(batch.images_BCHW).items()}
+    preds = distiller(batch.images_BCHW)
+    out: dict[str, torch.Tensor] = {}
+    total = batch.images_BCHW.new_zeros(())
+    for name, term in loss_terms.items():
+        value, diagnostics = term(preds[name], batch)
+        total = total + term.weight * value.float()
+        out[f"loss/{name}"] = value.detach().float()
+        out.update({f"{key}/{name}": v.detach().float() for key, v in diagnostics.items()})
+    out["loss"] = total
+    return out
+
+
+def optimizer_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    parameters: list[nn.Parameter],
+    grad_clip_norm: float,
+) -> torch.Tensor:
+    """Backward (scaled under AMP), unscale, clip, step; returns the pre-clip gradient norm."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    return grad_norm
