@@ -41,9 +41,7 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and what is allowed."""
 
 
-def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None
-) -> ExperimentConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Loads ``path`` (or the packaged demo config when None) and applies dotted overrides."""
     raw = _read_yaml(Path(path)) if path is not None else _read_packaged("demo.yaml")
     for override in overrides or []:
@@ -96,9 +94,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _read_packaged(name: str) -> dict[str, Any]:
     path = CONFIGS_DIR / name
     if not path.is_file():
-        raise ConfigError(
-            f"{path} not found: run from a clone of the repository (pip install -e .)"
-        )
+        raise ConfigError(f"{path} not found: run from a clone of the repository (pip install -e .)")
     return _read_yaml(path)
 
 

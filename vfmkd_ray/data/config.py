@@ -23,4 +23,7 @@ class DataConfig(StrictModel):
     images_dir: str = "images"
     annotations: str = "annotations.json"
     val_fraction: float = Field(0.125, ge=0.0, lt=1.0)
+    decode_num_cpus: float = Field(
+        0.25, gt=0, description="CPUs reserved per fetch/decode task (mostly I/O, so a fraction)"
+    )
     synthetic: SyntheticConfig = SyntheticConfig()

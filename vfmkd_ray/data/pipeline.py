@@ -49,9 +49,7 @@ class ImageLoader:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images, heights, widths = [], [], []
         for uri, seed in zip(batch["image_uri"], batch["aug_seed"], strict=True):
-            canvas, (height, width) = load_letterboxed(
-                str(uri), self.input_size, int(seed), self.policy
-            )
+            canvas, (height, width) = load_letterboxed(str(uri), self.input_size, int(seed), self.policy)
             images.append(canvas)
             heights.append(height)
             widths.append(width)

@@ -78,8 +78,7 @@ def _polygon(category_id: int, cx: float, cy: float, size: float, rng: np.random
         return [(cx + w * math.cos(a), cy + h * math.sin(a)) for a in angles]
     start = rng.uniform(0, 2 * math.pi)
     return [
-        (cx + size * math.cos(start + k * 2.0944), cy + size * math.sin(start + k * 2.0944))
-        for k in range(3)
+        (cx + size * math.cos(start + k * 2.0944), cy + size * math.sin(start + k * 2.0944)) for k in range(3)
     ]
 
 

@@ -33,7 +33,12 @@ class KDBatch:
 
 
 class LossTerm:
-    """Base class: subclasses build their adapter and compute ``(loss, diagnostics)``."""
+    """Base class: subclasses build their adapter and compute ``(loss, diagnostics)``.
+
+    ``teacher_layers`` names the teacher outputs the term reads from ``KDBatch.teacher_features``.
+    """
+
+    teacher_layers: tuple[str, ...] = ()
 
     def __init__(self, name: str, weight: float, student_info: FeatureInfo, student_stride: int):
         self.name = name

@@ -28,6 +28,7 @@ class FeatureMSE(LossTerm):
     ):
         super().__init__(name, weight, student_info, student_stride)
         self.teacher_layer = teacher_layer
+        self.teacher_layers = (teacher_layer,)
         self.teacher_shape = teacher_shape
 
     def build_adapter(self) -> nn.Module:

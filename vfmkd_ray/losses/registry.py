@@ -18,9 +18,7 @@ LOSS_TERMS: Registry[Callable[..., LossTerm]] = Registry("loss term")
 
 
 @LOSS_TERMS.register("feature_mse")
-def _feature_mse(
-    name: str, cfg: FeatureMSEConfig, student: FeatureInfo, teacher: TeacherShapes
-) -> LossTerm:
+def _feature_mse(name: str, cfg: FeatureMSEConfig, student: FeatureInfo, teacher: TeacherShapes) -> LossTerm:
     layer = cfg.teacher_layer or next(iter(teacher))
     if layer not in teacher:
         raise ValueError(
@@ -34,9 +32,7 @@ def _edge(name: str, cfg: EdgeConfig, student: FeatureInfo, teacher: TeacherShap
     return EdgeLoss(name, cfg.weight, student, cfg.student_stride)
 
 
-def build_loss_terms(
-    cfg: DistillConfig, student: FeatureInfo, teacher: TeacherShapes
-) -> dict[str, LossTerm]:
+def build_loss_terms(cfg: DistillConfig, student: FeatureInfo, teacher: TeacherShapes) -> dict[str, LossTerm]:
     """One built term per ``distill.terms`` entry, keyed by its name."""
     if not cfg.terms:
         raise ValueError("distill.terms is empty: configure at least one loss term")

@@ -50,9 +50,7 @@ def load_weights(uri: str, expected_sha256: str | None = None) -> LoadedWeights:
     data = storage.read_bytes(uri)
     digest = sha256_hex(data)
     if expected_sha256 is not None and digest != expected_sha256.lower():
-        raise ValueError(
-            f"checksum mismatch for {uri}: sha256 {digest}, expected {expected_sha256}"
-        )
+        raise ValueError(f"checksum mismatch for {uri}: sha256 {digest}, expected {expected_sha256}")
     if uri.endswith(".safetensors"):
         return LoadedWeights(load_safetensors(data), digest)
     try:

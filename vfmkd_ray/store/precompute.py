@@ -77,14 +77,10 @@ def run_precompute(cfg: ExperimentConfig) -> PrecomputeSummary:
     expected = expected_manifest_fields(cfg, teacher.weights_id)
     existing = read_manifest(dataset)
     if existing is not None and (problems := existing.describe_mismatch(expected)):
-        raise FeatureStoreError(
-            f"store {dataset} was made differently:\n  " + "\n  ".join(problems)
-        )
+        raise FeatureStoreError(f"store {dataset} was made differently:\n  " + "\n  ".join(problems))
     done = set(stored_image_ids(dataset))
     todo = [r for r in records if r.image_id not in done]
-    log.info(
-        "precompute %s: %d images, %d stored, %d to do", dataset, len(records), len(done), len(todo)
-    )
+    log.info("precompute %s: %d images, %d stored, %d to do", dataset, len(records), len(done), len(todo))
     if todo:
         _run_pipeline(cfg, dataset, todo, list(teacher.layer_names))
     ids = stored_image_ids(dataset)
@@ -92,9 +88,7 @@ def run_precompute(cfg: ExperimentConfig) -> PrecomputeSummary:
         raise FeatureStoreError(f"store {dataset} holds duplicate image ids: {dupes[:10]}")
     missing = {r.image_id for r in records} - set(ids)
     if missing:
-        raise FeatureStoreError(
-            f"store {dataset} lacks {len(missing)} images, e.g. {sorted(missing)[:5]}"
-        )
+        raise FeatureStoreError(f"store {dataset} lacks {len(missing)} images, e.g. {sorted(missing)[:5]}")
     parts = list_parts(dataset)
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -124,23 +118,22 @@ def run_precompute(cfg: ExperimentConfig) -> PrecomputeSummary:
 def _run_pipeline(cfg: ExperimentConfig, dataset: str, todo: list, layers: list[str]) -> None:
     items = [asdict(r) | {"aug_seed": aug_seed_for(r.image_id, cfg.seed)} for r in todo]
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    ds = ray.data.from_items(
-        items, override_num_blocks=max(1, len(items) // cfg.store.rows_per_part)
-    )
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // cfg.store.rows_per_part))
     ds = ds.map_batches(
         ImageLoader(cfg.teacher.input_size, cfg.store.augment),
         batch_size=cfg.store.teacher_batch_size,
-        concurrency=cfg.store.read_tasks,
+        compute=ray.data.TaskPoolStrategy(size=cfg.store.read_tasks),
+        num_cpus=cfg.data.decode_num_cpus,
     )
     ds = ds.map_batches(
         TeacherActor,
         fn_constructor_kwargs={"teacher_cfg": cfg.teacher.model_dump()},
         batch_size=cfg.store.teacher_batch_size,
-        concurrency=cfg.store.num_teacher_actors,
+        compute=ray.data.ActorPoolStrategy(size=cfg.store.num_teacher_actors),
         num_gpus=1 if use_gpu else 0,
     )
     writer = PartWriter(dataset, layers, cfg.store.codec)
-    ds = ds.map_batches(writer, batch_size=cfg.store.rows_per_part)
+    ds = ds.map_batches(writer, batch_size=cfg.store.rows_per_part, num_cpus=cfg.data.decode_num_cpus)
     try:
         written = ds.take_all()
     except Exception as err:
@@ -148,9 +141,7 @@ def _run_pipeline(cfg: ExperimentConfig, dataset: str, todo: list, layers: list[
         if cause is not None:
             raise type(cause)(str(cause)) from None
         raise
-    log.info(
-        "precompute wrote %d parts, %d rows", len(written), sum(int(w["rows"]) for w in written)
-    )
+    log.info("precompute wrote %d parts, %d rows", len(written), sum(int(w["rows"]) for w in written))
 
 
 def _fingerprint(pairs: list[tuple[str, str]]) -> str:

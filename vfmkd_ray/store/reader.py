@@ -17,9 +17,7 @@ class FeatureStoreError(ValueError):
     """A store row that does not match its manifest; the message names the image and store."""
 
 
-def decode_features(
-    batch: dict[str, np.ndarray], manifest: Manifest, dataset: str
-) -> dict[str, np.ndarray]:
+def decode_features(batch: dict[str, np.ndarray], manifest: Manifest, dataset: str) -> dict[str, np.ndarray]:
     """``feat.L`` -> stacked ``B x C x H x W`` arrays in the stored dtype, for every manifest layer."""
     expected_dtype = codecs.CODEC_DTYPES[manifest.codec]
     decoded = {}

@@ -48,13 +48,7 @@ def build_table(batch: dict[str, np.ndarray], layers: list[str], codec: str) -> 
     }
     for layer in layers:
         features = batch[feature_column(layer)]
-        columns[feature_column(layer)] = pa.array(
-            [codecs.encode(f, codec) for f in features], pa.binary()
-        )
-        columns[shape_column(layer)] = pa.array(
-            [list(f.shape) for f in features], pa.list_(pa.int32())
-        )
-        columns[dtype_column(layer)] = pa.array(
-            [codecs.CODEC_DTYPES[codec]] * len(features), pa.string()
-        )
+        columns[feature_column(layer)] = pa.array([codecs.encode(f, codec) for f in features], pa.binary())
+        columns[shape_column(layer)] = pa.array([list(f.shape) for f in features], pa.list_(pa.int32()))
+        columns[dtype_column(layer)] = pa.array([codecs.CODEC_DTYPES[codec]] * len(features), pa.string())
     return pa.table(columns)

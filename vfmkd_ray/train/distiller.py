@@ -17,9 +17,7 @@ class Distiller(nn.Module):
     def __init__(self, student: StudentBackbone, loss_terms: dict[str, LossTerm]):
         super().__init__()
         self.student = student
-        self.adapters = nn.ModuleDict(
-            {name: term.build_adapter() for name, term in loss_terms.items()}
-        )
+        self.adapters = nn.ModuleDict({name: term.build_adapter() for name, term in loss_terms.items()})
         self.levels = {name: term.student_level for name, term in loss_terms.items()}
 
     def uses_every_level(self) -> bool:

@@ -12,6 +12,14 @@ from vfmkd_ray.registry import Registry
 
 STUDENTS: Registry[Callable[[StudentConfig], StudentBackbone]] = Registry("student")
 
+# The timm students this product documents and tests; any other timm name works the same way.
+KNOWN_TIMM_STUDENTS = (
+    "timm/repvit_m0_9",
+    "timm/hgnetv2_b4",
+    "timm/mambaout_femto",
+    "timm/vit_small_patch16_224",
+)
+
 
 @STUDENTS.register("yolov8_cspdarknet")
 def _yolov8(cfg: StudentConfig) -> StudentBackbone:
@@ -38,4 +46,4 @@ def build_student(cfg: StudentConfig) -> StudentBackbone:
     return student
 
 
-__all__ = ["STUDENTS", "StudentBackbone", "StudentConfig", "build_student"]
+__all__ = ["KNOWN_TIMM_STUDENTS", "STUDENTS", "StudentBackbone", "StudentConfig", "build_student"]

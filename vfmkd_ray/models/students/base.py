@@ -13,6 +13,9 @@ class StudentBackbone(nn.Module):
     ``feature_info`` (the seed design's ``get_feature_dims``/``get_feature_strides`` too)."""
 
     feature_info: FeatureInfo
+    # Set by models that only accept one input resolution (plain ViTs); None means any multiple of
+    # the largest stride.
+    fixed_input_size: int | None = None
 
     def get_feature_dims(self) -> list[int]:
         return self.feature_info.channels()

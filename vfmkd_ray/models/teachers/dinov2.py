@@ -29,9 +29,7 @@ class Dinov2Teacher(FrozenTeacher):
         self.name = name
         self.input_size = input_size
         self.vit = timm.create_model(DINOV2_TIMM_NAMES[name], pretrained=False, img_size=input_size)
-        self.feature_info = FeatureInfo(
-            [FeatureLevel(self.vit.embed_dim, DINOV2_PATCH, "vit.norm")]
-        )
+        self.feature_info = FeatureInfo([FeatureLevel(self.vit.embed_dim, DINOV2_PATCH, "vit.norm")])
 
     def extract(self, images_BCHW: torch.Tensor) -> tuple[torch.Tensor, ...]:
         tokens_BNC = self.vit.forward_features(images_BCHW)[:, self.vit.num_prefix_tokens :]

@@ -32,9 +32,7 @@ class SamTeacher(FrozenTeacher):
     def __init__(self, name: str, input_size: int):
         super().__init__()
         if input_size % SAM_PATCH:
-            raise ValueError(
-                f"teacher.input_size must be a multiple of {SAM_PATCH}, got {input_size}"
-            )
+            raise ValueError(f"teacher.input_size must be a multiple of {SAM_PATCH}, got {input_size}")
         embed_dim, depth, num_heads, global_attn = SAM_SPECS[name]
         self.name = name
         self.input_size = input_size
@@ -61,9 +59,7 @@ class SamTeacher(FrozenTeacher):
         """Loads a full SAM checkpoint (``image_encoder.*`` keys) or a bare encoder state dict."""
         prefix = "image_encoder."
         if any(key.startswith(prefix) for key in state_dict):
-            state_dict = {
-                k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)
-            }
+            state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
         own = self.encoder.state_dict()
         adapted = {}
         for key, value in state_dict.items():
@@ -80,6 +76,4 @@ def _resample(key: str, value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     if key.endswith(("rel_pos_h", "rel_pos_w")):  # (2 * size - 1, head_dim)
         table = F.interpolate(value.T.unsqueeze(0), size=shape[0], mode="linear")
         return table.squeeze(0).T
-    raise ValueError(
-        f"checkpoint tensor {key} has shape {tuple(value.shape)}, model has {tuple(shape)}"
-    )
+    raise ValueError(f"checkpoint tensor {key} has shape {tuple(value.shape)}, model has {tuple(shape)}")

@@ -1,0 +1,103 @@
+"""Teacher registry contract: frozen, right shapes, weights from a URI with a checksum."""
+
+import io
+
+import pytest
+import torch
+
+from vfmkd_ray.models.checkpoint_io import sha256_hex
+from vfmkd_ray.models.teachers import TEACHERS, TeacherConfig, build_teacher, describe_teacher
+
+SMALL_SIZE = {"sam": 64, "dinov2": 56}
+# Real forwards for the small variants; the large ones are checked structurally on the meta device.
+RUN_FORWARD = {"sam_vit_b", "dinov2_vits14"}
+
+
+def _size(name: str) -> int:
+    return SMALL_SIZE[name.split("_")[0]]
+
+
+@pytest.mark.parametrize("name", TEACHERS.names())
+def test_teacher_contract(name):
+    cfg = TeacherConfig(name=name, weights="random", input_size=_size(name))
+    meta = describe_teacher(cfg)
+    assert meta.weights_id == "random(seed=0)"
+    assert len(meta.layer_names) == len(meta.feature_info)
+    if name not in RUN_FORWARD:
+        return
+    teacher = build_teacher(cfg)
+    assert not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    teacher.train()
+    assert not teacher.training, "a teacher must stay in eval mode"
+    images = torch.randn(2, 3, cfg.input_size, cfg.input_size, requires_grad=True)
+    features = teacher(images)
+    assert set(features) == set(teacher.layer_names)
+    for layer, (channels, height, width) in teacher.feature_shapes().items():
+        assert tuple(features[layer].shape) == (2, channels, height, width)
+        assert not features[layer].requires_grad
+    assert teacher.feature_shapes() == meta.feature_shapes()
+
+
+def test_random_teacher_is_reproducible():
+    cfg = TeacherConfig(name="sam_vit_b", weights="random", input_size=64)
+    images = torch.randn(1, 3, 64, 64)
+    a = build_teacher(cfg)(images)["image_embed"]
+    b = build_teacher(cfg)(images)["image_embed"]
+    torch.testing.assert_close(a, b)
+
+
+def test_weights_are_required_explicitly():
+    with pytest.raises(ValueError, match="teacher.weights is not set"):
+        build_teacher(TeacherConfig(name="sam_vit_b", input_size=64))
+
+
+def test_unknown_teacher_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown teacher 'sam_vit_q'.*sam_vit_b"):
+        build_teacher(TeacherConfig(name="sam_vit_q", weights="random", input_size=64))
+
+
+def _save(state: dict, path) -> str:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path.write_bytes(buffer.getvalue())
+    return sha256_hex(buffer.getvalue())
+
+
+def test_sam_checkpoint_loads_at_another_input_size_with_checksum(tmp_path):
+    source = build_teacher(TeacherConfig(name="sam_vit_b", weights="random", input_size=128, random_seed=3))
+    full_sam = {f"image_encoder.{k}": v for k, v in source.encoder.state_dict().items()}
+    full_sam["mask_decoder.dummy"] = torch.zeros(1)  # other SAM parts are ignored
+    path = tmp_path / "sam_vit_b.pth"
+    digest = _save(full_sam, path)
+    cfg = TeacherConfig(name="sam_vit_b", weights=str(path), sha256=digest, input_size=64)
+    teacher = build_teacher(cfg)
+    assert teacher.weights_id == f"sha256:{digest}"
+    assert describe_teacher(cfg).weights_id == teacher.weights_id
+    torch.testing.assert_close(
+        teacher.encoder.patch_embed.proj.weight, source.encoder.patch_embed.proj.weight
+    )
+    assert teacher.encoder.pos_embed.shape == (1, 4, 4, 768)
+
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        build_teacher(cfg.model_copy(update={"sha256": "0" * 64}))
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        build_teacher(cfg.model_copy(update={"weights": str(tmp_path / "missing.pth"), "sha256": None}))
+
+
+def test_dinov2_checkpoint_round_trip(tmp_path):
+    source = build_teacher(
+        TeacherConfig(name="dinov2_vits14", weights="random", input_size=56, random_seed=1)
+    )
+    path = tmp_path / "dinov2.pth"
+    _save(source.vit.state_dict(), path)
+    teacher = build_teacher(TeacherConfig(name="dinov2_vits14", weights=str(path), input_size=56))
+    images = torch.randn(1, 3, 56, 56)
+    torch.testing.assert_close(teacher(images)["patch_tokens"], source(images)["patch_tokens"])
+
+
+def test_non_state_dict_file_is_refused(tmp_path):
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a loadable weights file"):
+        build_teacher(TeacherConfig(name="sam_vit_b", weights=str(path), input_size=64))

@@ -1,0 +1,113 @@
+"""Feature-store round trip, atomic parts and shape checks, without Ray."""
+
+import numpy as np
+import pytest
+
+from vfmkd_ray.store.manifest import LayerSpec, Manifest, read_manifest, write_manifest
+from vfmkd_ray.store.parts import (
+    PART_GLOB,
+    PartWriter,
+    duplicate_ids,
+    list_parts,
+    read_column,
+    stored_image_ids,
+)
+from vfmkd_ray.store.reader import FeatureStoreError, decode_features
+from vfmkd_ray.store.schema import feature_column, shape_column
+
+
+def _batch(ids, rng, shape=(8, 4, 4)):
+    return {
+        "image_id": np.array(ids),
+        "image_uri": np.array([f"s3://bucket/{i}.png" for i in ids]),
+        "aug_seed": np.arange(len(ids)),
+        "valid_h": np.full(len(ids), 64),
+        "valid_w": np.full(len(ids), 48),
+        feature_column("embed"): rng.standard_normal((len(ids), *shape)).astype(np.float32),
+    }
+
+
+def _manifest(rows: int) -> Manifest:
+    return Manifest(
+        schema_version=1,
+        teacher="sam_vit_b",
+        teacher_weights="random(seed=0)",
+        input_size=64,
+        layers={"embed": LayerSpec(shape=(8, 4, 4), stride=16)},
+        codec="fp16",
+        augment="none",
+        row_count=rows,
+        num_parts=1,
+        dataset_fingerprint="x",
+    )
+
+    return {
+        name: np.array(col.to_pylist(), dtype=object)
+        for name, col in pq.read_table(part).to_pydict().items()
+        and pq.read_table(part).columns
+        and zip(pq.read_table(part).column_names, pq.read_table(part).columns, strict=True)
+    }
+
+
+def test_features_read_back_equal_the_written_fp16_values(tmp_path):
+    rng = np.random.default_rng(0)
+    batch = _batch(["a", "b", "c"], rng)
+    dataset = str(tmp_path / "sam_vit_b" / "64")
+    PartWriter(dataset, ["embed"], "fp16")(dict(batch))
+    parts = list_parts(dataset)
+    assert len(parts) == 1 and not list((tmp_path / "sam_vit_b" / "64").glob("*.tmp*"))
+    rows = {
+        name: np.array(read_column(parts[0], name), dtype=object)
+        for name in (
+            "image_id",
+            "image_uri",
+            "aug_seed",
+            feature_column("embed"),
+            shape_column("embed"),
+            "feat.embed.dtype",
+        )
+    }
+    decoded = decode_features(rows, _manifest(3), dataset)[feature_column("embed")]
+    assert decoded.dtype == np.float16
+    np.testing.assert_array_equal(decoded, batch[feature_column("embed")].astype(np.float16))
+    assert list(rows["image_uri"]) == list(batch["image_uri"])
+
+
+def test_rewriting_the_same_ids_replaces_the_part(tmp_path):
+    rng = np.random.default_rng(0)
+    dataset = str(tmp_path / "store")
+    writer = PartWriter(dataset, ["embed"], "fp16")
+    writer(_batch(["a", "b"], rng))
+    writer(_batch(["b", "a"], rng))  # a retried task writes the same part name
+    writer(_batch(["c"], rng))
+    assert len(list_parts(dataset)) == 2
+    assert sorted(stored_image_ids(dataset)) == ["a", "b", "c"]
+    assert duplicate_ids(["a", "b", "a"]) == ["a"]
+    assert PART_GLOB == "part-*.parquet"
+
+
+def test_row_with_wrong_shape_names_the_image_and_store(tmp_path):
+    rng = np.random.default_rng(0)
+    dataset = str(tmp_path / "store")
+    PartWriter(dataset, ["embed"], "fp16")(_batch(["img-7"], rng, shape=(8, 2, 2)))
+    part = list_parts(dataset)[0]
+    rows = {
+        name: np.array(read_column(part, name), dtype=object)
+        for name in ("image_id", feature_column("embed"), shape_column("embed"), "feat.embed.dtype")
+    }
+    with pytest.raises(FeatureStoreError) as err:
+        decode_features(rows, _manifest(1), dataset)
+    assert "img-7" in str(err.value) and dataset in str(err.value) and "(8, 2, 2)" in str(err.value)
+
+
+def test_manifest_round_trip_and_mismatch_report(tmp_path):
+    dataset = str(tmp_path / "store")
+    assert read_manifest(dataset) is None
+    write_manifest(dataset, _manifest(3))
+    manifest = read_manifest(dataset)
+    assert manifest == _manifest(3)
+    problems = manifest.describe_mismatch({"teacher": "dinov2_vits14", "input_size": 64})
+    assert problems == ["teacher: store has 'sam_vit_b', run asks for 'dinov2_vits14'"]
+    (tmp_path / "store" / "_manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt feature-store manifest"):
+        read_manifest(dataset)

@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vfmkd_ray.config import CONFIGS_DIR, ConfigError, dump_config, load_config, parse_override
+
+
+def test_every_repository_config_validates():
+    paths = sorted(CONFIGS_DIR.glob("*.yaml"))
+    assert paths, "configs/ holds no YAML"
+    for path in paths:
+        load_config(path)
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(None, ["train.epochs=3", "train.lr=1e-4", "distill.terms.edge.weight=0.25"])
+    assert cfg.train.epochs == 3
+    assert cfg.train.lr == pytest.approx(1e-4)
+    assert cfg.distill.terms["edge"].weight == 0.25
+
+
+def test_unknown_key_names_the_key_and_the_allowed_keys():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.epochz=3"])
+    message = str(err.value)
+    assert "train.epochz" in message
+    assert "epochs" in message and "batch_size" in message
+
+
+def test_unknown_key_in_yaml_file_is_an_error(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"student": {"name": "yolov8_cspdarknet", "colour": "red"}}))
+    with pytest.raises(ConfigError, match="student.colour"):
+        load_config(path)
+
+
+def test_bad_value_names_key_and_value():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["student.size=q"])
+    assert "student.size" in str(err.value) and "'q'" in str(err.value)
+
+
+def test_malformed_override_is_rejected():
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        parse_override("train.epochs")
+    with pytest.raises(ConfigError, match="is a value"):
+        load_config(None, ["train.epochs.max=3"])
+
+
+def test_missing_config_file_is_named(tmp_path: Path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_resolved_config_round_trips():
+    cfg = load_config(None, ["train.epochs=4"])
+    again = load_config(None, [])
+    assert again != cfg
+    reloaded = yaml.safe_load(dump_config(cfg))
+    assert reloaded["train"]["epochs"] == 4
+    assert reloaded["teacher"]["weights"] == "random"

@@ -1,0 +1,87 @@
+"""End to end on a real local Ray: synthetic data -> precompute -> 2-worker training -> backbone.
+
+These start Ray (slow); everything else in the suite is Ray-free.
+"""
+
+from __future__ import annotations
+
+import pytest
+import ray
+import torch
+from safetensors.torch import load_file
+
+from vfmkd_ray.data.images import BadImageError
+from vfmkd_ray.data.synthetic import write_synthetic_coco
+from vfmkd_ray.models.students import build_student
+from vfmkd_ray.store.parts import list_parts, stored_image_ids
+from vfmkd_ray.store.precompute import run_precompute
+from vfmkd_ray.store.reader import FeatureStoreError
+from vfmkd_ray.train.fault_injection import FAIL_ONCE_ENV
+from vfmkd_ray.train.trainer import run_training
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def local_ray(request):
+    env = getattr(request, "param", {}) or {}
+    ray.init(num_cpus=4, runtime_env={"env_vars": env} if env else None, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def test_precompute_train_and_saved_backbone(local_ray, tiny_config):
+    write_synthetic_coco(tiny_config.data)
+    first = run_precompute(tiny_config)
+    assert first.row_count == first.num_images == 16 and first.num_new == 16
+    again = run_precompute(tiny_config)
+    assert again.num_new == 0 and again.row_count == 16
+    assert sorted(stored_image_ids(first.dataset)) == sorted(str(i) for i in range(1, 17))
+
+    summary = run_training(tiny_config)
+    assert [record["epoch"] for record in summary.history] == [1, 2]
+    assert summary.checkpoint is not None
+    state = load_file(summary.best_backbone[0])
+    student = build_student(tiny_config.student)
+    student.load_state_dict(state, strict=True)
+    pth = torch.load(summary.best_backbone[1], weights_only=True)
+    assert set(pth["backbone"]) == set(state)
+    assert (tmp_run := summary.run_dir) and open(f"{tmp_run}/resolved_config.yaml").read().count("tiny")
+
+    # A store row with the wrong shape stops training with a message naming the image.
+    part = list_parts(first.dataset)[0]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(part)
+    shapes = pa.array([[256, 2, 2]] * table.num_rows, pa.list_(pa.int32()))
+    index = table.column_names.index("feat.image_embed.shape")
+    pq.write_table(table.set_column(index, "feat.image_embed.shape", shapes), part)
+    bad_id = table.column("image_id")[0].as_py()
+    with pytest.raises(FeatureStoreError, match=f"image {bad_id} layer image_embed"):
+        run_training(tiny_config.model_copy(update={"name": "bad-shape"}))
+
+
+@pytest.mark.parametrize("local_ray", [{FAIL_ONCE_ENV: "1:/tmp/vfmkd-fail-once-marker"}], indirect=True)
+def test_worker_failure_resumes_from_checkpoint(local_ray, tiny_config, tmp_path):
+    import pathlib
+
+    marker = pathlib.Path("/tmp/vfmkd-fail-once-marker")
+    marker.unlink(missing_ok=True)
+    write_synthetic_coco(tiny_config.data)
+    run_precompute(tiny_config)
+    cfg = tiny_config.model_copy(update={"train": tiny_config.train.model_copy(update={"epochs": 3})})
+    summary = run_training(cfg)
+    assert marker.exists(), "the injected failure did not happen"
+    marker.unlink()
+    assert [record["epoch"] for record in summary.history] == [1, 2, 3]
+
+
+def test_missing_image_is_named(local_ray, tiny_config):
+    write_synthetic_coco(tiny_config.data)
+    image = f"{tiny_config.data.root}/images/000003.png"
+    import os
+
+    os.remove(image)
+    with pytest.raises(BadImageError, match="000003.png"):
+        run_precompute(tiny_config)

@@ -1,0 +1,144 @@
+"""The training driver: checks the store against the config, builds the Ray Data streams and runs
+one Ray Train ``TorchTrainer``. Launching it again with the same ``name`` and ``storage_path``
+resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from vfmkd_ray import storage
+from vfmkd_ray.config import ExperimentConfig, dump_config
+from vfmkd_ray.data.images import BadImageError
+from vfmkd_ray.data.pipeline import TrainSampleDecoder, is_validation
+from vfmkd_ray.models.teachers import describe_teacher
+from vfmkd_ray.ray_errors import find_cause
+from vfmkd_ray.store.manifest import Manifest, dataset_uri, read_manifest
+from vfmkd_ray.store.parts import list_parts, stored_image_ids
+from vfmkd_ray.store.precompute import expected_manifest_fields
+from vfmkd_ray.store.reader import FeatureStoreError
+from vfmkd_ray.train.run_files import (
+    BEST_BACKBONE_PTH,
+    BEST_BACKBONE_SAFETENSORS,
+    RESOLVED_CONFIG,
+    read_metrics_log,
+)
+from vfmkd_ray.train.worker import train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    run_dir: str
+    num_train: int
+    num_val: int
+    steps_per_epoch: int
+    history: list[dict[str, float]]
+    checkpoint: str | None
+    best_backbone: tuple[str, str]
+
+
+class TrainingError(RuntimeError):
+    """Training failed for a reason the product can name (after Ray's retries)."""
+
+
+def check_store(cfg: ExperimentConfig) -> tuple[str, Manifest]:
+    """The store dataset the config asks for, checked to be made by the same teacher and size."""
+    dataset = dataset_uri(cfg.store.root, cfg.teacher.name, cfg.teacher.input_size)
+    manifest = read_manifest(dataset)
+    if manifest is None:
+        raise FeatureStoreError(
+            f"no feature store at {dataset}: run `vfmkd precompute` with this config first"
+        )
+    expected = expected_manifest_fields(cfg, describe_teacher(cfg.teacher).weights_id)
+    if problems := manifest.describe_mismatch(expected):
+        raise FeatureStoreError(f"store {dataset} does not match the config:\n  " + "\n  ".join(problems))
+    return dataset, manifest
+
+
+def run_training(cfg: ExperimentConfig) -> TrainSummary:
+    dataset, manifest = check_store(cfg)
+    ids = stored_image_ids(dataset)
+    num_val = sum(is_validation(i, cfg.data.val_fraction) for i in ids)
+    num_train = len(ids) - num_val
+    per_step = cfg.train.batch_size * cfg.train.num_workers
+    steps_per_epoch = num_train // per_step
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"the train split has {num_train} images, fewer than train.batch_size x train.num_workers "
+            f"= {per_step}: lower the batch size or the worker count"
+        )
+    if num_val == 0:
+        raise ValueError(f"the validation split is empty: raise data.val_fraction ({cfg.data.val_fraction})")
+    storage_path = storage.absolute(cfg.train.storage_path)
+    run_dir = storage.join(storage_path, cfg.name)
+    storage.write_text_atomic(storage.join(run_dir, RESOLVED_CONFIG), dump_config(cfg))
+    log.info(
+        "train %s: %d train / %d val images, %d steps per epoch", run_dir, num_train, num_val, steps_per_epoch
+    )
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "experiment": cfg.model_dump(mode="json"),
+            "plan": {
+                "run_dir": run_dir,
+                "steps_per_epoch": steps_per_epoch,
+                "manifest": manifest.model_dump(),
+            },
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.train.num_workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=cfg.name,
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_checkpoints_to_keep),
+        ),
+        datasets=_datasets(cfg, dataset, manifest),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as err:
+        cause = find_cause(err, (BadImageError, FeatureStoreError))
+        if cause is not None:
+            raise type(cause)(str(cause)) from None
+        raise TrainingError(f"training run {run_dir} failed: {err}") from err
+    return TrainSummary(
+        run_dir=run_dir,
+        num_train=num_train,
+        num_val=num_val,
+        steps_per_epoch=steps_per_epoch,
+        history=read_metrics_log(run_dir),
+        checkpoint=result.checkpoint.path if result.checkpoint else None,
+        best_backbone=(
+            storage.join(run_dir, BEST_BACKBONE_SAFETENSORS),
+            storage.join(run_dir, BEST_BACKBONE_PTH),
+        ),
+    )
+
+
+def local_cpus_needed(cfg: ExperimentConfig) -> float:
+    """Logical CPUs a local Ray needs: the Train workers plus room for the read/decode tasks."""
+    return cfg.train.num_workers * cfg.train.cpus_per_worker + 2
+
+
+def _datasets(cfg: ExperimentConfig, dataset: str, manifest: Manifest) -> dict[str, ray.data.Dataset]:
+    rows = ray.data.read_parquet(list_parts(dataset), num_cpus=cfg.data.decode_num_cpus)
+    return {
+        split: rows.map_batches(
+            TrainSampleDecoder(manifest, dataset, split, cfg.data.val_fraction),
+            batch_size=cfg.train.batch_size,
+            num_cpus=cfg.data.decode_num_cpus,
+        )
+        for split in ("train", "val")
+    }

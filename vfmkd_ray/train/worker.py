@@ -1,0 +1,187 @@
+"""``train_loop_per_worker``: the Ray Train side of distillation, read as an outline.
+
+Each worker builds the student, adapters and loss terms, restores the latest checkpoint if there is
+one, then per epoch: a bounded number of steps over its shard of the store, a validation pass over
+its shard (reduced across workers), and one ``ray.train.report`` with rank 0's checkpoint.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from vfmkd_ray.config import ExperimentConfig
+from vfmkd_ray.data.images import normalize
+from vfmkd_ray.data.pipeline import IMAGE_COLUMN, VALID_HW_COLUMN
+from vfmkd_ray.losses.base import KDBatch, LossTerm
+from vfmkd_ray.losses.registry import build_loss_terms
+from vfmkd_ray.models.students import build_student
+from vfmkd_ray.store.manifest import Manifest
+from vfmkd_ray.store.schema import feature_column
+from vfmkd_ray.train.distiller import Distiller
+from vfmkd_ray.train.fault_injection import maybe_fail_once
+from vfmkd_ray.train.run_files import write_backbone, write_metrics_log
+from vfmkd_ray.train.state import TrainingState, load_training_state, save_training_state
+from vfmkd_ray.train.step import kd_step, optimizer_step
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the driver decided for every worker: identical step counts keep DDP in lock-step."""
+
+    run_dir: str
+    steps_per_epoch: int
+    manifest: dict
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    cfg = ExperimentConfig.model_validate(loop_config["experiment"])
+    plan = RunPlan(**loop_config["plan"])
+    manifest = Manifest.model_validate(plan.manifest)
+    rank = ray.train.get_context().get_world_rank()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.seed)
+
+    student = build_student(cfg.student)
+    teacher_shapes = {name: spec.shape for name, spec in manifest.layers.items()}
+    terms = build_loss_terms(cfg.distill, student.feature_info, teacher_shapes)
+    distiller = Distiller(student, terms).to(device)
+    optimizer = torch.optim.AdamW(
+        distiller.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+    )
+    total_steps = cfg.train.epochs * plan.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    use_amp = cfg.train.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    resumable = {"distiller": distiller, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    state = _restore(resumable)
+    if rank == 0:
+        _log(f"worker 0 on {device}: start at epoch {state.epoch}/{cfg.train.epochs}, AMP {use_amp}")
+
+    model = ray.train.torch.prepare_model(
+        distiller, parallel_strategy_kwargs={"find_unused_parameters": not distiller.uses_every_level()}
+    )
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    for epoch in range(state.epoch, cfg.train.epochs):
+        maybe_fail_once(epoch, rank)
+        started = time.monotonic()
+        model.train()
+        train_means = _mean_across_workers(
+            _train_epoch(
+                model,
+                train_shard,
+                terms,
+                cfg,
+                plan.steps_per_epoch,
+                device,
+                use_amp,
+                optimizer,
+                scaler,
+                scheduler,
+            ),
+            device,
+        )
+        val_means = _mean_across_workers(_evaluate(distiller, val_shard, terms, cfg, device), device)
+        state.epoch, state.step = epoch + 1, state.step + plan.steps_per_epoch
+        record = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": round(time.monotonic() - started, 2),
+            **{f"train/{k}": v for k, v in train_means.items()},
+            **{f"val/{k}": v for k, v in val_means.items()},
+        }
+        state.history.append(record)
+        improved = record["val/loss"] < state.best_val_loss
+        state.best_val_loss = min(state.best_val_loss, record["val/loss"])
+        _report(rank, plan.run_dir, state, record, improved, student, resumable, cfg.train.epochs)
+
+
+def _train_epoch(model, shard, terms, cfg, num_steps, device, use_amp, optimizer, scaler, scheduler):
+    sums: dict[str, float] = {}
+    batches = shard.iter_torch_batches(
+        batch_size=cfg.train.batch_size, drop_last=True, prefetch_batches=cfg.train.prefetch_batches
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    steps = 0
+    for raw in batches:
+        if steps == num_steps:
+            break  # every worker stops at the same step, or DDP would wait forever
+        with torch.autocast(device.type, enabled=use_amp):
+            out = kd_step(model, _to_kd_batch(raw, terms, device), terms)
+        optimizer_step(out["loss"], optimizer, scaler, params, cfg.train.grad_clip_norm)
+        scheduler.step()
+        steps += 1
+        for key, value in out.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach())
+    if steps < num_steps:
+        raise RuntimeError(f"shard ran out after {steps} of {num_steps} planned steps")
+    return {key: (total, steps) for key, total in sums.items()}
+
+
+@torch.no_grad()
+def _evaluate(distiller, shard, terms, cfg, device):
+    distiller.eval()
+    sums: dict[str, tuple[float, int]] = {}
+    for raw in shard.iter_torch_batches(batch_size=cfg.train.batch_size, drop_last=False):
+        batch = _to_kd_batch(raw, terms, device)
+        count = int(batch.images_BCHW.shape[0])
+        for key, value in kd_step(distiller, batch, terms).items():
+            total, seen = sums.get(key, (0.0, 0))
+            sums[key] = (total + float(value) * count, seen + count)
+    return sums
+
+
+def _to_kd_batch(raw: dict[str, torch.Tensor], terms: dict[str, LossTerm], device) -> KDBatch:
+    layers = {layer for term in terms.values() for layer in term.teacher_layers}
+    return KDBatch(
+        images_BCHW=normalize(raw[IMAGE_COLUMN].to(device)),
+        valid_hw_B2=raw[VALID_HW_COLUMN].to(device),
+        teacher_features={layer: raw[feature_column(layer)].to(device).float() for layer in layers},
+    )
+
+
+def _mean_across_workers(sums: dict[str, tuple[float, int]], device) -> dict[str, float]:
+    """Sum-and-count means over all workers (a worker with an empty shard contributes nothing)."""
+    keys = sorted(sums)
+    packed = torch.tensor([[sums[k][0], sums[k][1]] for k in keys], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized() and keys:
+        dist.all_reduce(packed)
+    return {key: float(packed[i, 0] / packed[i, 1].clamp_min(1)) for i, key in enumerate(keys)}
+
+
+def _restore(resumable: dict) -> TrainingState:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return TrainingState()
+    with checkpoint.as_directory() as directory:
+        return load_training_state(directory, resumable)
+
+
+def _report(rank, run_dir, state, record, improved, student, resumable, epochs) -> None:
+    if rank != 0:
+        ray.train.report(record)
+        return
+    if improved:
+        write_backbone(run_dir, student.state_dict())
+    write_metrics_log(run_dir, state.history)
+    _log(
+        f"epoch {record['epoch']}/{epochs}  train loss {record['train/loss']:.4f}  "
+        f"val loss {record['val/loss']:.4f}  "
+        + "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val/cos"))
+        + f"  ({record['seconds']:.1f}s){'  * best' if improved else ''}"
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        save_training_state(directory, state, resumable)
+        ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def _log(message: str) -> None:
+    print(f"[vfmkd train] {message}", flush=True)
