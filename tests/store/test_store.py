@@ -13,7 +13,7 @@ from vfmkd_ray.store.parts import (
     stored_image_ids,
 )
 from vfmkd_ray.store.reader import FeatureStoreError, decode_features
-from vfmkd_ray.store.schema import feature_column, shape_column
+from vfmkd_ray.store.schema import dtype_column, feature_column, shape_column
 
 
 def _batch(ids, rng, shape=(8, 4, 4)):
@@ -47,6 +47,11 @@ def _manifest(rows: int) -> Manifest:
         and pq.read_table(part).columns
         and zip(pq.read_table(part).column_names, pq.read_table(part).columns, strict=True)
     }
+
+
+def _read_rows(part: str, *extra: str) -> dict[str, np.ndarray]:
+    names = ("image_id", feature_column("embed"), shape_column("embed"), dtype_column("embed"), *extra)
+    return {name: np.array(read_column(part, name), dtype=object) for name in names}
 
 
 def test_features_read_back_equal_the_written_fp16_values(tmp_path):
