@@ -1,6 +1,7 @@
 """Synthetic data, COCO records, image decoding and the Ray-free sample stages."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,12 +17,9 @@ def test_synthetic_dataset_is_coco_with_boxes_and_masks(tiny_config):
     assert write_synthetic_coco(tiny_config.data) == 16
     records = read_image_records(tiny_config.data)
     assert len(records) == 16 and records[0].image_id == "1"
-    coco = json.loads(tiny_config.data.root and open(f"{tiny_config.data.root}/annotations.json").read())
-    assert coco["annotations"] and {c["name"] for c in coco["categories"]} == {
-        "rectangle",
-        "ellipse",
-        "triangle",
-    }
+    coco = json.loads(Path(tiny_config.data.root, "annotations.json").read_text())
+    assert coco["annotations"]
+    assert {c["name"] for c in coco["categories"]} == {"rectangle", "ellipse", "triangle"}
     ann = coco["annotations"][0]
     assert len(ann["bbox"]) == 4 and ann["segmentation"][0] and ann["area"] > 0
     assert write_synthetic_coco(tiny_config.data) == 16  # a second call reuses the dataset

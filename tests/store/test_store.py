@@ -41,13 +41,6 @@ def _manifest(rows: int) -> Manifest:
         dataset_fingerprint="x",
     )
 
-    return {
-        name: np.array(col.to_pylist(), dtype=object)
-        for name, col in pq.read_table(part).to_pydict().items()
-        and pq.read_table(part).columns
-        and zip(pq.read_table(part).column_names, pq.read_table(part).columns, strict=True)
-    }
-
 
 def _read_rows(part: str, *extra: str) -> dict[str, np.ndarray]:
     names = ("image_id", feature_column("embed"), shape_column("embed"), dtype_column("embed"), *extra)
