@@ -1,15 +1,32 @@
-"""Turning Ray's wrapped task/actor exceptions back into the product's own clear errors."""
+"""Turning Ray's wrapped task/actor exceptions back into the product's own clear errors.
+
+Ray wraps an error raised in a task (``RayTaskError``, Ray Data's ``UserCodeException``, Train's
+``WorkerGroupError``) once or more. Exception chains do not survive pickling between processes, so
+when the original object is gone its ``module.ClassName: message`` line is recovered from the remote
+traceback text that Ray carries instead.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+
 
 def find_cause(err: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
-    """The innermost exception of one of ``types`` in the cause chain of ``err``.
+    """An exception of one of ``types`` that caused ``err``, rebuilt from its text if need be."""
+    chain = list(_walk(err))
+    for current in reversed(chain):
+        if isinstance(current, types) and not type(current).__name__.startswith("RayTaskError"):
+            return current
+    for current in chain:
+        for error_type in types:
+            match = re.search(rf"\b{error_type.__name__}: (.+)", str(current))
+            if match:
+                return error_type(match.group(1).strip())
+    return None
 
-    Ray wraps an error raised in a task (``RayTaskError``, Ray Data's ``UserCodeException``, Train's
-    ``TrainingFailedError``) once or more; the original sits in ``cause``/``__cause__``.
-    """
-    found = None
+
+def _walk(err: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     stack: list[object] = [err]
     while stack:
@@ -17,11 +34,9 @@ def find_cause(err: BaseException, types: tuple[type[BaseException], ...]) -> Ba
         if not isinstance(current, BaseException) or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, types) and not type(current).__name__.startswith("RayTaskError"):
-            found = current
+        yield current
         stack.extend([current.__cause__, current.__context__, getattr(current, "cause", None)])
-        errors = getattr(current, "worker_failures", None) or getattr(current, "errors", None)
-        if isinstance(errors, dict):
-            stack.extend(errors.values())
+        failures = getattr(current, "worker_failures", None)
+        if isinstance(failures, dict):
+            stack.extend(failures.values())
         stack.extend(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))
-    return found

@@ -1,0 +1,35 @@
+from vfmkd_ray.data.images import BadImageError
+from vfmkd_ray.ray_errors import find_cause
+from vfmkd_ray.store.reader import FeatureStoreError
+
+
+class Wrapper(Exception):
+    def __init__(self, message, worker_failures=None):
+        super().__init__(message)
+        self.worker_failures = worker_failures or {}
+
+
+def test_finds_a_chained_original():
+    original = BadImageError("image not found: s3://b/1.png")
+    try:
+        try:
+            raise original
+        except BadImageError as inner:
+            raise RuntimeError("task failed") from inner
+    except RuntimeError as outer:
+        assert find_cause(outer, (BadImageError,)) is original
+
+
+def test_rebuilds_an_error_known_only_from_remote_traceback_text():
+    remote = RuntimeError(
+        "Traceback (most recent call last):\n  File x\n"
+        "vfmkd_ray.store.reader.FeatureStoreError: feature row for image 3 has shape (1,)\n"
+    )
+    err = Wrapper("Training failed due to worker errors", {0: remote})
+    found = find_cause(err, (BadImageError, FeatureStoreError))
+    assert isinstance(found, FeatureStoreError)
+    assert str(found) == "feature row for image 3 has shape (1,)"
+
+
+def test_unrelated_errors_are_not_claimed():
+    assert find_cause(RuntimeError("out of memory"), (BadImageError,)) is None
