@@ -7,15 +7,14 @@ testable on in-memory batches.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import numpy as np
 
 from vfmkd_ray import storage
 from vfmkd_ray.data.images import BadImageError, augment, decode_image, letterbox
-from vfmkd_ray.store.codecs import CODEC_DTYPES
 from vfmkd_ray.store.manifest import Manifest
 from vfmkd_ray.store.reader import decode_features
-from vfmkd_ray.store.schema import feature_column
 
 IMAGE_COLUMN = "image"
 VALID_HW_COLUMN = "valid_hw"
@@ -74,29 +73,20 @@ class TrainSampleDecoder:
         self.want_val, self.val_fraction = split == "val", val_fraction
         self.images = ImageLoader(manifest.input_size, manifest.augment)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        # A generator, so a batch with no row of this split yields nothing: zero-row tensor columns
+        # would make Ray Data fall back to pickling the whole column.
         keep = np.array(
             [is_validation(str(i), self.val_fraction) == self.want_val for i in batch["image_id"]],
             dtype=bool,
         )
-        batch = {name: column[keep] for name, column in batch.items()}
         if not keep.any():
-            return _empty_sample_batch(self.manifest)
+            return
+        batch = {name: column[keep] for name, column in batch.items()}
         features = decode_features(batch, self.manifest, self.dataset)
         loaded = self.images({"image_uri": batch["image_uri"], "aug_seed": batch["aug_seed"]})
-        return {
+        yield {
             IMAGE_COLUMN: loaded[IMAGE_COLUMN],
             VALID_HW_COLUMN: np.stack([loaded["valid_h"], loaded["valid_w"]], axis=1),
             **features,
         }
-
-
-def _empty_sample_batch(manifest: Manifest) -> dict[str, np.ndarray]:
-    size = manifest.input_size
-    empty = {
-        IMAGE_COLUMN: np.zeros((0, 3, size, size), np.uint8),
-        VALID_HW_COLUMN: np.zeros((0, 2), np.int32),
-    }
-    for layer, spec in manifest.layers.items():
-        empty[feature_column(layer)] = np.zeros((0, *spec.shape), CODEC_DTYPES[manifest.codec])
-    return empty

@@ -7,6 +7,7 @@ its shard (reduced across workers), and one ``ray.train.report`` with rank 0's c
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -184,4 +185,6 @@ def _report(rank, run_dir, state, record, improved, student, resumable, epochs) 
 
 
 def _log(message: str) -> None:
-    print(f"[vfmkd train] {message}", flush=True)
+    # The real stdout, which Ray forwards to the driver once; Ray Train's patched print would tee
+    # the line through its logger as well and show it twice.
+    print(f"[vfmkd train] {message}", file=sys.__stdout__, flush=True)
