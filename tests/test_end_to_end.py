@@ -50,6 +50,12 @@ def test_precompute_train_and_saved_backbone(local_ray, tiny_config):
     assert set(pth["backbone"]) == set(state)
     assert "name: tiny" in Path(summary.run_dir, "resolved_config.yaml").read_text()
 
+    # Launching again with the same name resumes from the latest checkpoint: only epoch 3 runs.
+    longer = tiny_config.model_copy(update={"train": tiny_config.train.model_copy(update={"epochs": 3})})
+    resumed = run_training(longer)
+    assert [record["epoch"] for record in resumed.history] == [1, 2, 3]
+    assert resumed.history[:2] == summary.history
+
     # A store row with the wrong shape stops training with a message naming the image.
     part = list_parts(first.dataset)[0]
     import pyarrow as pa

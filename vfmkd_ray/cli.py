@@ -53,10 +53,8 @@ def _synth(cfg: ExperimentConfig) -> int:
 
 
 def _precompute(cfg: ExperimentConfig) -> int:
-    from vfmkd_ray.ray_session import ensure_ray
     from vfmkd_ray.store.precompute import run_precompute
 
-    ensure_ray()
     summary = run_precompute(cfg)
     print(
         f"store {summary.dataset}: {summary.row_count} rows ({summary.num_new} new), "
@@ -66,10 +64,8 @@ def _precompute(cfg: ExperimentConfig) -> int:
 
 
 def _train(cfg: ExperimentConfig) -> int:
-    from vfmkd_ray.ray_session import ensure_ray
-    from vfmkd_ray.train.trainer import local_cpus_needed, run_training
+    from vfmkd_ray.train.trainer import run_training
 
-    ensure_ray(local_cpus_needed(cfg))
     summary = run_training(cfg)
     last = summary.history[-1] if summary.history else {}
     print(f"run {summary.run_dir}: {last.get('epoch', 0)} epochs, val loss {last.get('val/loss')}")

@@ -19,7 +19,7 @@ def run_demo(cfg: ExperimentConfig) -> bool:
     cfg = cfg.model_copy(update={"name": f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"})
     say(f"1/3 synthetic dataset -> {cfg.data.root}")
     num_images = write_synthetic_coco(cfg.data)
-    ensure_ray(local_cpus_needed(cfg))
+    ensure_ray(local_cpus_needed(cfg))  # one local Ray for both jobs, sized for training
     say(f"2/3 precompute {cfg.teacher.name} ({cfg.teacher.weights} weights, {cfg.teacher.input_size} px)")
     store = run_precompute(cfg)
     say(f"3/3 distill {cfg.student.name}-{cfg.student.size} with {cfg.train.num_workers} Ray Train workers")

@@ -23,6 +23,7 @@ from vfmkd_ray.data.images import BadImageError, normalize
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader
 from vfmkd_ray.models.teachers import TeacherConfig, build_teacher, describe_teacher
 from vfmkd_ray.ray_errors import find_cause
+from vfmkd_ray.ray_session import ensure_ray
 from vfmkd_ray.store.manifest import LayerSpec, Manifest, dataset_uri, read_manifest, write_manifest
 from vfmkd_ray.store.parts import PartWriter, duplicate_ids, list_parts, stored_image_ids
 from vfmkd_ray.store.reader import FeatureStoreError
@@ -71,9 +72,9 @@ def expected_manifest_fields(cfg: ExperimentConfig, weights_id: str) -> dict:
 def run_precompute(cfg: ExperimentConfig) -> PrecomputeSummary:
     """Fills ``<store.root>/<teacher>/<input_size>/`` for every image of ``cfg.data``."""
     started = time.monotonic()
+    teacher = describe_teacher(cfg.teacher)  # fails fast on bad names/weights, before any Ray work
     records = read_image_records(cfg.data)
     dataset = dataset_uri(cfg.store.root, cfg.teacher.name, cfg.teacher.input_size)
-    teacher = describe_teacher(cfg.teacher)  # fails fast on bad names/weights, before any Ray work
     expected = expected_manifest_fields(cfg, teacher.weights_id)
     existing = read_manifest(dataset)
     if existing is not None and (problems := existing.describe_mismatch(expected)):
@@ -82,6 +83,7 @@ def run_precompute(cfg: ExperimentConfig) -> PrecomputeSummary:
     todo = [r for r in records if r.image_id not in done]
     log.info("precompute %s: %d images, %d stored, %d to do", dataset, len(records), len(done), len(todo))
     if todo:
+        ensure_ray()
         _run_pipeline(cfg, dataset, todo, list(teacher.layer_names))
     ids = stored_image_ids(dataset)
     if dupes := duplicate_ids(ids):

@@ -18,6 +18,7 @@ from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import TrainSampleDecoder, is_validation
 from vfmkd_ray.models.teachers import describe_teacher
 from vfmkd_ray.ray_errors import find_cause
+from vfmkd_ray.ray_session import ensure_ray
 from vfmkd_ray.store.manifest import Manifest, dataset_uri, read_manifest
 from vfmkd_ray.store.parts import list_parts, stored_image_ids
 from vfmkd_ray.store.precompute import expected_manifest_fields
@@ -79,6 +80,7 @@ def run_training(cfg: ExperimentConfig) -> TrainSummary:
     storage_path = storage.absolute(cfg.train.storage_path)
     run_dir = storage.join(storage_path, cfg.name)
     storage.write_text_atomic(storage.join(run_dir, RESOLVED_CONFIG), dump_config(cfg))
+    ensure_ray(local_cpus_needed(cfg))
     log.info(
         "train %s: %d train / %d val images, %d steps per epoch", run_dir, num_train, num_val, steps_per_epoch
     )
