@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vfmkd_ray.config import ExperimentConfig, load_config
+from vfmkd_ray.store.manifest import LayerSpec, Manifest
 
 
 def tiny_overrides(root) -> list[str]:
@@ -31,3 +32,24 @@ def tiny_overrides(root) -> list[str]:
 @pytest.fixture
 def tiny_config(tmp_path) -> ExperimentConfig:
     return load_config(None, tiny_overrides(tmp_path))
+
+
+@pytest.fixture
+def make_manifest():
+    """Builds a store manifest for one fp16 layer, as precompute would write it."""
+
+    def build(layer: str, shape: tuple[int, int, int], rows: int, input_size: int = 64) -> Manifest:
+        return Manifest(
+            schema_version=1,
+            teacher="sam_vit_b",
+            teacher_weights="random(seed=0)",
+            input_size=input_size,
+            layers={layer: LayerSpec(shape=shape, stride=input_size // shape[-1])},
+            codec="fp16",
+            augment="none",
+            row_count=rows,
+            num_parts=1,
+            dataset_fingerprint="test",
+        )
+
+    return build

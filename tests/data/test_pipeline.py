@@ -7,11 +7,10 @@ from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN, VALID_HW_COLUMN, TrainSampleDecoder, is_validation
 from vfmkd_ray.data.synthetic import write_synthetic_coco
-from vfmkd_ray.store.manifest import LayerSpec, Manifest
 from vfmkd_ray.store.schema import build_table, feature_column
 
 
-def _store_batch(tiny_config):
+def _store_batch(tiny_config, make_manifest):
     write_synthetic_coco(tiny_config.data)
     records = read_image_records(tiny_config.data)
     rng = np.random.default_rng(0)
@@ -25,23 +24,12 @@ def _store_batch(tiny_config):
     }
     table = build_table(batch, ["image_embed"], "fp16")
     rows = {name: np.array(table.column(name).to_pylist(), dtype=object) for name in table.column_names}
-    manifest = Manifest(
-        schema_version=1,
-        teacher="sam_vit_b",
-        teacher_weights="random(seed=0)",
-        input_size=64,
-        layers={"image_embed": LayerSpec(shape=(256, 4, 4), stride=16)},
-        codec="fp16",
-        augment="none",
-        row_count=len(records),
-        num_parts=1,
-        dataset_fingerprint="x",
-    )
+    manifest = make_manifest("image_embed", (256, 4, 4), len(records))
     return rows, manifest, batch
 
 
-def test_splits_partition_the_rows_and_decode_images_and_features(tiny_config):
-    rows, manifest, batch = _store_batch(tiny_config)
+def test_splits_partition_the_rows_and_decode_images_and_features(tiny_config, make_manifest):
+    rows, manifest, batch = _store_batch(tiny_config, make_manifest)
     fraction = tiny_config.data.val_fraction
     outputs = {
         split: list(TrainSampleDecoder(manifest, "store", split, fraction)(dict(rows)))
@@ -58,15 +46,15 @@ def test_splits_partition_the_rows_and_decode_images_and_features(tiny_config):
     np.testing.assert_array_equal(train[feature_column("image_embed")], expected)
 
 
-def test_batch_without_rows_of_the_split_yields_nothing(tiny_config):
-    rows, manifest, batch = _store_batch(tiny_config)
+def test_batch_without_rows_of_the_split_yields_nothing(tiny_config, make_manifest):
+    rows, manifest, batch = _store_batch(tiny_config, make_manifest)
     only_train = np.array([not is_validation(i, 0.5) for i in batch["image_id"]])
     rows = {name: column[only_train] for name, column in rows.items()}
     assert list(TrainSampleDecoder(manifest, "store", "val", 0.5)(rows)) == []
 
 
-def test_missing_image_of_a_stored_row_is_named(tiny_config):
-    rows, manifest, _ = _store_batch(tiny_config)
+def test_missing_image_of_a_stored_row_is_named(tiny_config, make_manifest):
+    rows, manifest, _ = _store_batch(tiny_config, make_manifest)
     rows["image_uri"] = np.array(
         [uri.replace(".png", "-gone.png") for uri in rows["image_uri"]], dtype=object
     )

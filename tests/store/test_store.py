@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vfmkd_ray.store.manifest import LayerSpec, Manifest, read_manifest, write_manifest
+from vfmkd_ray.store.manifest import read_manifest, write_manifest
 from vfmkd_ray.store.parts import (
     PART_GLOB,
     PartWriter,
@@ -27,27 +27,12 @@ def _batch(ids, rng, shape=(8, 4, 4)):
     }
 
 
-def _manifest(rows: int) -> Manifest:
-    return Manifest(
-        schema_version=1,
-        teacher="sam_vit_b",
-        teacher_weights="random(seed=0)",
-        input_size=64,
-        layers={"embed": LayerSpec(shape=(8, 4, 4), stride=16)},
-        codec="fp16",
-        augment="none",
-        row_count=rows,
-        num_parts=1,
-        dataset_fingerprint="x",
-    )
-
-
 def _read_rows(part: str, *extra: str) -> dict[str, np.ndarray]:
     names = ("image_id", feature_column("embed"), shape_column("embed"), dtype_column("embed"), *extra)
     return {name: np.array(read_column(part, name), dtype=object) for name in names}
 
 
-def test_features_read_back_equal_the_written_fp16_values(tmp_path):
+def test_features_read_back_equal_the_written_fp16_values(tmp_path, make_manifest):
     rng = np.random.default_rng(0)
     batch = _batch(["a", "b", "c"], rng)
     dataset = str(tmp_path / "sam_vit_b" / "64")
@@ -65,7 +50,7 @@ def test_features_read_back_equal_the_written_fp16_values(tmp_path):
             "feat.embed.dtype",
         )
     }
-    decoded = decode_features(rows, _manifest(3), dataset)[feature_column("embed")]
+    decoded = decode_features(rows, make_manifest("embed", (8, 4, 4), 3), dataset)[feature_column("embed")]
     assert decoded.dtype == np.float16
     np.testing.assert_array_equal(decoded, batch[feature_column("embed")].astype(np.float16))
     assert list(rows["image_uri"]) == list(batch["image_uri"])
@@ -84,7 +69,7 @@ def test_rewriting_the_same_ids_replaces_the_part(tmp_path):
     assert PART_GLOB == "part-*.parquet"
 
 
-def test_row_with_wrong_shape_names_the_image_and_store(tmp_path):
+def test_row_with_wrong_shape_names_the_image_and_store(tmp_path, make_manifest):
     rng = np.random.default_rng(0)
     dataset = str(tmp_path / "store")
     PartWriter(dataset, ["embed"], "fp16")(_batch(["img-7"], rng, shape=(8, 2, 2)))
@@ -94,16 +79,16 @@ def test_row_with_wrong_shape_names_the_image_and_store(tmp_path):
         for name in ("image_id", feature_column("embed"), shape_column("embed"), "feat.embed.dtype")
     }
     with pytest.raises(FeatureStoreError) as err:
-        decode_features(rows, _manifest(1), dataset)
+        decode_features(rows, make_manifest("embed", (8, 4, 4), 1), dataset)
     assert "img-7" in str(err.value) and dataset in str(err.value) and "(8, 2, 2)" in str(err.value)
 
 
-def test_manifest_round_trip_and_mismatch_report(tmp_path):
+def test_manifest_round_trip_and_mismatch_report(tmp_path, make_manifest):
     dataset = str(tmp_path / "store")
     assert read_manifest(dataset) is None
-    write_manifest(dataset, _manifest(3))
+    write_manifest(dataset, make_manifest("embed", (8, 4, 4), 3))
     manifest = read_manifest(dataset)
-    assert manifest == _manifest(3)
+    assert manifest == make_manifest("embed", (8, 4, 4), 3)
     problems = manifest.describe_mismatch({"teacher": "dinov2_vits14", "input_size": 64})
     assert problems == ["teacher: store has 'sam_vit_b', run asks for 'dinov2_vits14'"]
     (tmp_path / "store" / "_manifest.json").write_text("{not json")
