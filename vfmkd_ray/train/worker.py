@@ -89,6 +89,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ),
             device,
         )
+        trained = time.monotonic()
         val_means = _mean_across_workers(_evaluate(distiller, val_shard, terms, cfg, device), device)
         state.epoch, state.step = epoch + 1, state.step + plan.steps_per_epoch
         record = {
@@ -96,6 +97,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "step": state.step,
             "lr": scheduler.get_last_lr()[0],
             "seconds": round(time.monotonic() - started, 2),
+            "seconds/train": round(trained - started, 2),
+            "seconds/val": round(time.monotonic() - trained, 2),
             **{f"train/{k}": v for k, v in train_means.items()},
             **{f"val/{k}": v for k, v in val_means.items()},
         }
