@@ -1,20 +1,71 @@
-"""How feature tensors are encoded in the store's binary columns."""
+"""How feature tensors are encoded in the store's binary columns, and decoded on the worker.
+
+- ``fp16``: IEEE half precision (the default; half the bytes of fp32).
+- ``bf16``: bfloat16 (fp32's range, fewer mantissa bits), shipped as its raw uint16 bits.
+- ``int8``: symmetric per-channel quantisation, ``x ~= q * scale[c]`` with ``q`` in [-127, 127];
+  the per-channel scales travel in the row (``feat.<layer>.scale``). Half the bytes of fp16.
+
+Rows cross Ray's object store in their stored form; ``to_float32`` turns a batch into float32 on the
+training device, so decoding costs no object-store bytes.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-CODEC_DTYPES = {"fp16": "float16"}
+# Codec -> the numpy dtype of its stored array (the ``feat.<layer>.dtype`` column).
+CODEC_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
+_STORED_NUMPY = {"fp16": np.float16, "bf16": np.uint16, "int8": np.int8}
+INT8_LEVELS = 127
 
 
-def encode(features_CHW: np.ndarray, codec: str) -> bytes:
+def check_codec(codec: str) -> None:
+    if codec not in CODEC_DTYPES:
+        raise ValueError(f"unknown codec {codec!r}; valid: {sorted(CODEC_DTYPES)}")
+
+
+def encode(features_CHW: np.ndarray, codec: str) -> tuple[bytes, np.ndarray]:
+    """Stored bytes of one float feature map and its per-channel scales (empty unless int8)."""
+    check_codec(codec)
+    features = np.ascontiguousarray(features_CHW, dtype=np.float32)
     if codec == "fp16":
-        return np.ascontiguousarray(features_CHW, dtype=np.float16).tobytes()
-    raise ValueError(f"unknown codec {codec!r}; valid: {sorted(CODEC_DTYPES)}")
+        return features.astype(np.float16).tobytes(), np.zeros(0, np.float32)
+    if codec == "bf16":
+        bits = features.view(np.uint32)
+        rounded = bits + 0x7FFF + ((bits >> 16) & 1)  # round to nearest, ties to even
+        return (rounded >> 16).astype(np.uint16).tobytes(), np.zeros(0, np.float32)
+    peak = np.abs(features).reshape(features.shape[0], -1).max(axis=1)
+    scale = np.where(peak > 0, peak / INT8_LEVELS, 1.0).astype(np.float32)
+    quantised = np.clip(np.rint(features / scale[:, None, None]), -INT8_LEVELS, INT8_LEVELS)
+    return quantised.astype(np.int8).tobytes(), scale
 
 
-def decode(data: bytes, shape: tuple[int, ...], codec: str) -> np.ndarray:
-    """The stored tensor in its stored dtype (float16 for fp16); callers upcast on the device."""
+def stored_array(data: bytes, shape: tuple[int, ...], codec: str) -> np.ndarray:
+    """The stored values as a numpy array (no decoding; bf16 stays as its uint16 bits)."""
+    check_codec(codec)
+    return np.frombuffer(data, dtype=_STORED_NUMPY[codec]).reshape(shape)
+
+
+def to_float32(stored: torch.Tensor, codec: str, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Decodes a batch of stored arrays (``B x C x H x W``) to float32 where the tensor lives.
+
+    Args:
+        stored: ``stored_array`` values, batched.
+        scale: ``B x C`` per-channel scales; required for ``int8``.
+    """
+    check_codec(codec)
     if codec == "fp16":
-        return np.frombuffer(data, dtype=np.float16).reshape(shape)
-    raise ValueError(f"unknown codec {codec!r}; valid: {sorted(CODEC_DTYPES)}")
+        return stored.float()
+    if codec == "bf16":
+        return (stored.to(torch.int32) << 16).view(torch.float32)
+    if scale is None:
+        raise ValueError("int8 features need their per-channel scale")
+    return stored.float() * scale.float()[:, :, None, None]
+
+
+def decode(data: bytes, shape: tuple[int, ...], codec: str, scale: np.ndarray | None = None) -> np.ndarray:
+    """One stored feature map back to float32 (for checks and tools; training uses ``to_float32``)."""
+    stored = torch.from_numpy(stored_array(data, shape, codec).copy()).unsqueeze(0)
+    scales = None if scale is None else torch.from_numpy(np.asarray(scale, np.float32)).unsqueeze(0)
+    return to_float32(stored, codec, scales)[0].numpy()

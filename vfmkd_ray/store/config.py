@@ -16,7 +16,7 @@ class StoreConfig(StrictModel):
     """
 
     root: str = "outputs/demo/store"
-    codec: Literal["fp16"] = "fp16"
+    codec: Literal["fp16", "bf16", "int8"] = "fp16"
     rows_per_part: int = Field(32, ge=1)
     teacher_batch_size: int = Field(8, ge=1)
     num_teacher_actors: int = Field(1, ge=1)

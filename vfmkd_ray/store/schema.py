@@ -1,8 +1,9 @@
 """The Parquet row layout of the feature store (DESIGN section 4), version ``SCHEMA_VERSION``.
 
 Per image: ``image_id``, ``image_uri``, ``aug_seed``, the unpadded ``valid_h``/``valid_w`` after
-letterboxing, and per teacher layer ``L`` three plain columns: ``feat.L`` (binary),
-``feat.L.shape`` (list<int32>) and ``feat.L.dtype`` (string). Plain binary rather than Arrow tensor
+letterboxing, and per teacher layer ``L`` four plain columns: ``feat.L`` (binary),
+``feat.L.shape`` (list<int32>), ``feat.L.dtype`` (string) and ``feat.L.scale`` (float32 bytes: the
+per-channel scales of the int8 codec, empty otherwise). Plain binary rather than Arrow tensor
 extension types, so any Parquet reader can consume the store.
 """
 
@@ -31,6 +32,10 @@ def dtype_column(layer: str) -> str:
     return f"feat.{layer}.dtype"
 
 
+def scale_column(layer: str) -> str:
+    return f"feat.{layer}.scale"
+
+
 def aug_seed_for(image_id: str, seed: int) -> int:
     """A stable per-image augmentation seed, so the student can replay what the teacher saw."""
     digest = hashlib.sha1(f"{seed}:{image_id}".encode()).digest()
@@ -48,7 +53,9 @@ def build_table(batch: dict[str, np.ndarray], layers: list[str], codec: str) -> 
     }
     for layer in layers:
         features = batch[feature_column(layer)]
-        columns[feature_column(layer)] = pa.array([codecs.encode(f, codec) for f in features], pa.binary())
+        encoded = [codecs.encode(f, codec) for f in features]
+        columns[feature_column(layer)] = pa.array([data for data, _ in encoded], pa.binary())
+        columns[scale_column(layer)] = pa.array([scale.tobytes() for _, scale in encoded], pa.binary())
         columns[shape_column(layer)] = pa.array([list(f.shape) for f in features], pa.list_(pa.int32()))
         columns[dtype_column(layer)] = pa.array([codecs.CODEC_DTYPES[codec]] * len(features), pa.string())
     return pa.table(columns)

@@ -23,8 +23,9 @@ from vfmkd_ray.data.pipeline import IMAGE_COLUMN, VALID_HW_COLUMN
 from vfmkd_ray.losses.base import KDBatch, LossTerm
 from vfmkd_ray.losses.registry import build_loss_terms
 from vfmkd_ray.models.students import build_student
+from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import Manifest
-from vfmkd_ray.store.schema import feature_column
+from vfmkd_ray.store.schema import feature_column, scale_column
 from vfmkd_ray.train.distiller import Distiller
 from vfmkd_ray.train.fault_injection import maybe_fail_once
 from vfmkd_ray.train.run_files import write_backbone, write_metrics_log
@@ -68,29 +69,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
     model = ray.train.torch.prepare_model(
         distiller, parallel_strategy_kwargs={"find_unused_parameters": not distiller.uses_every_level()}
     )
+    feed = BatchFeed(terms, manifest.codec, device, cfg.train.batch_size, cfg.train.prefetch_batches)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(state.epoch, cfg.train.epochs):
         maybe_fail_once(epoch, rank)
         started = time.monotonic()
-        model.train()
-        train_means = _mean_across_workers(
-            _train_epoch(
-                model,
-                train_shard,
-                terms,
-                cfg,
-                plan.steps_per_epoch,
-                device,
-                use_amp,
-                optimizer,
-                scaler,
-                scheduler,
-            ),
-            device,
+        train_sums = _train_epoch(
+            model, train_shard, feed, plan.steps_per_epoch, optimizer, scaler, scheduler, cfg, use_amp
         )
         trained = time.monotonic()
-        val_means = _mean_across_workers(_evaluate(distiller, val_shard, terms, cfg, device), device)
+        val_sums = _evaluate(distiller, val_shard, feed)
         state.epoch, state.step = epoch + 1, state.step + plan.steps_per_epoch
         record = {
             "epoch": state.epoch,
@@ -99,8 +88,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "seconds": round(time.monotonic() - started, 2),
             "seconds/train": round(trained - started, 2),
             "seconds/val": round(time.monotonic() - trained, 2),
-            **{f"train/{k}": v for k, v in train_means.items()},
-            **{f"val/{k}": v for k, v in val_means.items()},
+            **{f"train/{k}": v for k, v in _mean_across_workers(train_sums, device).items()},
+            **{f"val/{k}": v for k, v in _mean_across_workers(val_sums, device).items()},
         }
         state.history.append(record)
         improved = record["val/loss"] < state.best_val_loss
@@ -108,18 +97,49 @@ def train_loop_per_worker(loop_config: dict) -> None:
         _report(rank, plan.run_dir, state, record, improved, student, resumable, cfg.train.epochs)
 
 
-def _train_epoch(model, shard, terms, cfg, num_steps, device, use_amp, optimizer, scaler, scheduler):
-    sums: dict[str, float] = {}
-    batches = shard.iter_torch_batches(
-        batch_size=cfg.train.batch_size, drop_last=True, prefetch_batches=cfg.train.prefetch_batches
-    )
+@dataclass(frozen=True)
+class BatchFeed:
+    """Turns a shard's torch batches into ``KDBatch``es on the device, decoding stored features."""
+
+    terms: dict[str, LossTerm]
+    codec: str
+    device: torch.device
+    batch_size: int
+    prefetch_batches: int
+
+    def batches(self, shard, drop_last: bool):
+        for raw in shard.iter_torch_batches(
+            batch_size=self.batch_size, drop_last=drop_last, prefetch_batches=self.prefetch_batches
+        ):
+            yield self.to_kd_batch(raw)
+
+    def to_kd_batch(self, raw: dict[str, torch.Tensor]) -> KDBatch:
+        features = {}
+        for layer in {layer for term in self.terms.values() for layer in term.teacher_layers}:
+            scale = raw.get(scale_column(layer))
+            features[layer] = codecs.to_float32(
+                raw[feature_column(layer)].to(self.device),
+                self.codec,
+                None if scale is None else scale.to(self.device),
+            )
+        return KDBatch(
+            images_BCHW=normalize(raw[IMAGE_COLUMN].to(self.device)),
+            valid_hw_B2=raw[VALID_HW_COLUMN].to(self.device),
+            teacher_features=features,
+        )
+
+
+def _train_epoch(model, shard, feed, num_steps, optimizer, scaler, scheduler, cfg, use_amp):
+    """``num_steps`` optimiser steps; returns per-key (sum of step means, steps)."""
+    model.train()
     params = [p for p in model.parameters() if p.requires_grad]
+    sums: dict[str, float] = {}
     steps = 0
-    for raw in batches:
+    for batch in feed.batches(shard, drop_last=True):
         if steps == num_steps:
             break  # every worker stops at the same step, or DDP would wait forever
-        with torch.autocast(device.type, enabled=use_amp):
-            out = kd_step(model, _to_kd_batch(raw, terms, device), terms)
+        with torch.autocast(feed.device.type, enabled=use_amp):
+            out = kd_step(model, batch, feed.terms)
         optimizer_step(out["loss"], optimizer, scaler, params, cfg.train.grad_clip_norm)
         scheduler.step()
         steps += 1
@@ -131,25 +151,16 @@ def _train_epoch(model, shard, terms, cfg, num_steps, device, use_amp, optimizer
 
 
 @torch.no_grad()
-def _evaluate(distiller, shard, terms, cfg, device):
+def _evaluate(distiller, shard, feed):
+    """The whole validation shard; returns per-key (sum over samples, samples)."""
     distiller.eval()
     sums: dict[str, tuple[float, int]] = {}
-    for raw in shard.iter_torch_batches(batch_size=cfg.train.batch_size, drop_last=False):
-        batch = _to_kd_batch(raw, terms, device)
+    for batch in feed.batches(shard, drop_last=False):
         count = int(batch.images_BCHW.shape[0])
-        for key, value in kd_step(distiller, batch, terms).items():
+        for key, value in kd_step(distiller, batch, feed.terms).items():
             total, seen = sums.get(key, (0.0, 0))
             sums[key] = (total + float(value) * count, seen + count)
     return sums
-
-
-def _to_kd_batch(raw: dict[str, torch.Tensor], terms: dict[str, LossTerm], device) -> KDBatch:
-    layers = {layer for term in terms.values() for layer in term.teacher_layers}
-    return KDBatch(
-        images_BCHW=normalize(raw[IMAGE_COLUMN].to(device)),
-        valid_hw_B2=raw[VALID_HW_COLUMN].to(device),
-        teacher_features={layer: raw[feature_column(layer)].to(device).float() for layer in layers},
-    )
 
 
 def _mean_across_workers(sums: dict[str, tuple[float, int]], device) -> dict[str, float]:

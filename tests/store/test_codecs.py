@@ -1,0 +1,65 @@
+"""Codec round trips and their size/accuracy contract."""
+
+import numpy as np
+import pytest
+import torch
+
+from vfmkd_ray.store import codecs
+
+
+def _features(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # Channels of very different magnitudes, as in real encoder outputs.
+    return (rng.standard_normal((16, 8, 8)) * rng.uniform(0.01, 10, size=(16, 1, 1))).astype(np.float32)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize("codec", ["fp16", "bf16", "int8"])
+def test_round_trip_is_close_and_keeps_the_shape(codec):
+    features = _features()
+    data, scale = codecs.encode(features, codec)
+    decoded = codecs.decode(data, features.shape, codec, scale if codec == "int8" else None)
+    assert decoded.shape == features.shape and decoded.dtype == np.float32
+    assert _cosine(decoded, features) > 0.999
+    tolerance = {"fp16": 1e-3, "bf16": 8e-3, "int8": 1 / 127}[codec]
+    peak = np.abs(features).reshape(16, -1).max(axis=1)[:, None, None]
+    assert np.all(np.abs(decoded - features) <= tolerance * peak + 1e-6)
+
+
+def test_fp16_is_exactly_numpy_half():
+    features = _features()
+    data, _ = codecs.encode(features, "fp16")
+    np.testing.assert_array_equal(
+        codecs.stored_array(data, features.shape, "fp16"), features.astype(np.float16)
+    )
+
+
+def test_bf16_matches_torch_rounding():
+    features = _features()
+    data, _ = codecs.encode(features, "bf16")
+    decoded = codecs.decode(data, features.shape, "bf16")
+    expected = torch.from_numpy(features).to(torch.bfloat16).float().numpy()
+    np.testing.assert_array_equal(decoded, expected)
+
+
+def test_byte_sizes():
+    features = _features()
+    sizes = {codec: len(codecs.encode(features, codec)[0]) for codec in ("fp16", "bf16", "int8")}
+    assert sizes["fp16"] == sizes["bf16"] == features.nbytes // 2
+    assert sizes["int8"] == sizes["fp16"] // 2
+
+
+def test_int8_zero_channel_and_missing_scale():
+    features = np.zeros((2, 2, 2), np.float32)
+    data, scale = codecs.encode(features, "int8")
+    assert np.all(codecs.decode(data, features.shape, "int8", scale) == 0)
+    with pytest.raises(ValueError, match="per-channel scale"):
+        codecs.to_float32(torch.zeros(1, 2, 2, 2, dtype=torch.int8), "int8")
+
+
+def test_unknown_codec():
+    with pytest.raises(ValueError, match="unknown codec 'fp8'"):
+        codecs.encode(_features(), "fp8")
