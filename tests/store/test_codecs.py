@@ -63,3 +63,16 @@ def test_int8_zero_channel_and_missing_scale():
 def test_unknown_codec():
     with pytest.raises(ValueError, match="unknown codec 'fp8'"):
         codecs.encode(_features(), "fp8")
+
+
+def test_int8_on_teacher_output_halves_fp16_with_cosine_above_0999(tiny_config):
+    from vfmkd_ray.data.synthetic import write_synthetic_coco
+    from vfmkd_ray.store.codec_report import measure_codecs
+
+    write_synthetic_coco(tiny_config.data)
+    _, rows = measure_codecs(tiny_config, num_images=4)
+    figures = {row.codec: row for row in rows}
+    assert figures["int8"].mean_cosine >= 0.999
+    assert figures["int8"].payload_bytes == figures["fp16"].payload_bytes / 2
+    assert figures["int8"].scale_bytes == 256 * 4  # one float32 per SAM channel
+    assert figures["fp16"].scale_bytes == figures["bf16"].scale_bytes == 0
