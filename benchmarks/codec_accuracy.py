@@ -26,7 +26,8 @@ def main(overrides: list[str]) -> None:
     fp16 = next(r.bytes_per_image for r in rows if r.codec == "fp16")
     for r in rows:
         print(
-            f"| {r.codec} | {r.bytes_per_image:,.0f} ({r.scale_bytes:,.0f}) | {r.bytes_per_image / raw:.3f} | "
+            f"| {r.codec} | {r.bytes_per_image:,.0f} ({r.scale_bytes:,.0f}) | "
+            f"{r.bytes_per_image / raw:.3f} | "
             f"{r.bytes_per_image / fp16:.3f} | {r.mean_cosine:.6f} | {r.min_cosine:.6f} | "
             f"{r.max_abs_error:.4f} |"
         )
