@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from vfmkd_ray.config import ExperimentConfig, load_config
@@ -53,3 +55,65 @@ def make_manifest():
         )
 
     return build
+
+
+_bucket_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on 127.0.0.1 for the whole session; AWS_* variables point at it."""
+    from tests.s3_server import moto_s3_server
+
+    with moto_s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint) -> str:
+    """A fresh, empty bucket on the test S3 server; returns ``s3://<bucket>``."""
+    import fsspec
+
+    from tests.s3_server import create_bucket
+
+    name = f"vfmkd-test-{next(_bucket_numbers)}"
+    create_bucket(s3_endpoint, name)
+    fsspec.filesystem("s3").invalidate_cache()
+    return f"s3://{name}"
+
+
+def build_store_in_process(cfg: ExperimentConfig) -> str:
+    """The precompute stages run in this process (no Ray): loader -> teacher -> part writer.
+
+    For Ray-free tests of what reads a store; returns the dataset URI.
+    """
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from vfmkd_ray.data.coco import read_image_records
+    from vfmkd_ray.data.pipeline import ImageLoader
+    from vfmkd_ray.data.synthetic import write_synthetic_coco
+    from vfmkd_ray.models.teachers import describe_teacher
+    from vfmkd_ray.store.manifest import dataset_uri
+    from vfmkd_ray.store.parts import PartWriter
+    from vfmkd_ray.store.precompute import TeacherActor, expected_manifest_fields, finalize_store
+    from vfmkd_ray.store.schema import aug_seed_for
+
+    write_synthetic_coco(cfg.data)
+    records = read_image_records(cfg.data)
+    teacher = describe_teacher(cfg.teacher)
+    dataset = dataset_uri(cfg.store.root, cfg.teacher.name, cfg.teacher.input_size)
+    loader = ImageLoader(cfg.teacher.input_size, cfg.store.augment)
+    actor = TeacherActor(cfg.teacher.model_dump())
+    writer = PartWriter(dataset, list(teacher.layer_names), cfg.store.codec)
+    step = cfg.store.rows_per_part
+    for start in range(0, len(records), step):
+        items = [
+            asdict(r) | {"aug_seed": aug_seed_for(r.image_id, cfg.seed)}
+            for r in records[start : start + step]
+        ]
+        batch = {key: np.array([item[key] for item in items]) for key in items[0]}
+        writer(actor(loader(batch)))
+    finalize_store(dataset, records, teacher, expected_manifest_fields(cfg, teacher.weights_id))
+    return dataset

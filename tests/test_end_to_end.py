@@ -12,6 +12,7 @@ import ray
 import torch
 from safetensors.torch import load_file
 
+from vfmkd_ray import storage
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.models.students import build_student
@@ -93,3 +94,26 @@ def test_missing_image_is_named(local_ray, tiny_config):
     os.remove(image)
     with pytest.raises(BadImageError, match="000003.png"):
         run_precompute(tiny_config)
+
+
+def test_s3_end_to_end_with_resume(s3_bucket, local_ray, tiny_config):
+    """Images, features and run storage on the S3 server; a relaunch restores from S3."""
+    cfg = tiny_config.model_copy(
+        update={
+            "data": tiny_config.data.model_copy(update={"root": f"{s3_bucket}/coco"}),
+            "store": tiny_config.store.model_copy(update={"root": f"{s3_bucket}/features", "codec": "int8"}),
+            "train": tiny_config.train.model_copy(update={"storage_path": f"{s3_bucket}/runs"}),
+        }
+    )
+    write_synthetic_coco(cfg.data)
+    store = run_precompute(cfg)
+    assert store.dataset == f"{s3_bucket}/features/sam_vit_b/64" and store.row_count == 16
+    first = run_training(cfg)
+    assert first.run_dir == f"{s3_bucket}/runs/tiny"
+    assert first.checkpoint is not None and first.checkpoint.startswith(s3_bucket[len("s3://") :])
+    assert storage.exists(first.best_backbone[0]) and storage.exists(f"{first.run_dir}/metrics.csv")
+
+    longer = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 3})})
+    resumed = run_training(longer)
+    assert [record["epoch"] for record in resumed.history] == [1, 2, 3]
+    assert resumed.history[:2] == first.history

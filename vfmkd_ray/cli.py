@@ -14,6 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[vfmkd] %(message)s")
     try:
+        if args.command == "verify":
+            return _verify(args)
         cfg = load_config(getattr(args, "config", None), args.overrides)
         return args.handler(cfg)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
@@ -36,7 +38,30 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("config", help="experiment YAML, e.g. configs/demo.yaml")
         sub.add_argument("overrides", nargs="*", help="dotted key=value overrides")
         sub.set_defaults(handler=handler)
+    verify = commands.add_parser("verify", help="check a feature store against its manifest and teacher")
+    verify.add_argument("--store", required=True, help="dataset URI: <store.root>/<teacher>/<input_size>")
+    verify.add_argument("--sample", type=int, default=8, help="stored images to re-run the teacher on")
+    verify.add_argument("--weights", help="teacher checkpoint (path or URI) when not random")
+    verify.add_argument("--max-abs-error", type=float, default=0.05)
+    verify.add_argument("--min-cosine", type=float, default=0.999)
     return parser
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from vfmkd_ray.object_storage import S3Config
+    from vfmkd_ray.store.verify import verify_store
+
+    S3Config().apply()  # the AWS environment as it is
+    report = verify_store(args.store, args.sample, args.weights, args.max_abs_error, args.min_cosine)
+    print(f"store {report.dataset}: {report.rows} rows in {report.parts} parts")
+    print(
+        f"teacher re-run on {report.sampled} images: abs error mean {report.mean_abs_error:.3g} "
+        f"max {report.max_abs_error:.3g}, cosine mean {report.mean_cosine:.6f} min {report.min_cosine:.6f}"
+    )
+    for problem in report.problems[:20]:
+        print(f"PROBLEM: {problem}")
+    print("verify: OK" if report.passed else f"verify: FAILED ({len(report.problems)} problems)")
+    return 0 if report.passed else 1
 
 
 def _demo(cfg: ExperimentConfig) -> int:
@@ -48,6 +73,7 @@ def _demo(cfg: ExperimentConfig) -> int:
 def _synth(cfg: ExperimentConfig) -> int:
     from vfmkd_ray.data.synthetic import write_synthetic_coco
 
+    cfg.s3.apply()
     print(f"{write_synthetic_coco(cfg.data)} images in {cfg.data.root}")
     return 0
 

@@ -16,6 +16,7 @@ from vfmkd_ray.data.config import DataConfig
 from vfmkd_ray.losses.config import DistillConfig
 from vfmkd_ray.models.students.config import StudentConfig
 from vfmkd_ray.models.teachers.config import TeacherConfig
+from vfmkd_ray.object_storage import S3Config
 from vfmkd_ray.schema import StrictModel
 from vfmkd_ray.store.config import StoreConfig
 from vfmkd_ray.train.config import TrainConfig
@@ -35,6 +36,7 @@ class ExperimentConfig(StrictModel):
     store: StoreConfig = StoreConfig()
     distill: DistillConfig = DistillConfig()
     train: TrainConfig = TrainConfig()
+    s3: S3Config = S3Config()
 
 
 class ConfigError(ValueError):

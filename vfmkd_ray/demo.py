@@ -16,6 +16,7 @@ COSINE_KEY = "val/cos/feature_mse"
 def run_demo(cfg: ExperimentConfig) -> bool:
     """Runs the whole pipeline and prints its summary; True when the similarity rose."""
     started = time.monotonic()
+    cfg.s3.apply()
     cfg = cfg.model_copy(update={"name": f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"})
     say(f"1/3 synthetic dataset -> {cfg.data.root}")
     num_images = write_synthetic_coco(cfg.data)

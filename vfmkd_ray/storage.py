@@ -37,6 +37,7 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
+    fs.invalidate_cache(path)  # s3fs caches listings; another process may have written since
     return fs.exists(path)
 
 
@@ -74,6 +75,7 @@ def write_text_atomic(uri: str, text: str) -> None:
 def list_files(uri: str, pattern: str) -> list[str]:
     """URIs of the files directly under ``uri`` matching the glob ``pattern``, sorted."""
     fs, path = filesystem(uri)
+    fs.invalidate_cache(path)
     if not fs.exists(path):
         return []
     matches = fs.glob(f"{path.rstrip('/')}/{pattern}")

@@ -65,3 +65,14 @@ def test_sobel_edges_fire_on_a_step():
     image[..., 8:] = 1.0
     edges = sobel_edges(image)
     assert edges[0, 0, 5, 7:9].min() == 1.0 and edges[0, 0, 5, 2] == 0.0
+
+
+def test_plain_image_folder_without_annotations(tiny_config, tmp_path):
+    write_synthetic_coco(tiny_config.data)
+    folder = tiny_config.data.model_copy(update={"annotations": None})
+    records = read_image_records(folder)
+    assert len(records) == 16 and records[0].image_id == "000001"
+    assert records[0].image_uri.endswith("images/000001.png")
+    empty = folder.model_copy(update={"root": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match="no images"):
+        read_image_records(empty)

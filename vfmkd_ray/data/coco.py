@@ -1,4 +1,4 @@
-"""The image records of a COCO-format dataset on any URI: id, URI and size of every image."""
+"""The image records of a dataset on any URI: a COCO annotations file, or a plain image folder."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from vfmkd_ray.data.config import DataConfig
 class ImageRecord:
     image_id: str
     image_uri: str
-    width: int
+    width: int  # 0 when unknown (image folders without annotations)
     height: int
 
 
@@ -25,6 +25,8 @@ def read_image_records(cfg: DataConfig) -> list[ImageRecord]:
         ValueError: it is not COCO-shaped JSON, or it repeats an image id.
     """
     root = storage.absolute(cfg.root)
+    if cfg.annotations is None:
+        return _folder_records(storage.join(root, cfg.images_dir))
     ann_uri = storage.join(root, cfg.annotations)
     try:
         coco = json.loads(storage.read_text(ann_uri))
@@ -46,3 +48,24 @@ def read_image_records(cfg: DataConfig) -> list[ImageRecord]:
             raise ValueError(f"{ann_uri} lists image id {record.image_id} twice")
         seen.add(record.image_id)
     return records
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _folder_records(images_uri: str) -> list[ImageRecord]:
+    """Every image file directly in ``images_uri``; sizes are read later, with the pixels."""
+    uris = [u for u in storage.list_files(images_uri, "*") if u.lower().endswith(IMAGE_SUFFIXES)]
+    if not uris:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_uri}")
+    records = [ImageRecord(image_id=_stem(uri), image_uri=uri, width=0, height=0) for uri in uris]
+    seen: set[str] = set()
+    for record in records:
+        if record.image_id in seen:
+            raise ValueError(f"{images_uri} holds two images named {record.image_id} (ids are file stems)")
+        seen.add(record.image_id)
+    return records
+
+
+def _stem(uri: str) -> str:
+    return uri.rsplit("/", 1)[-1].rsplit(".", 1)[0]

@@ -17,11 +17,12 @@ class SyntheticConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    """A COCO-format dataset: ``<root>/<images_dir>/`` plus ``<root>/<annotations>``."""
+    """A COCO-format dataset: ``<root>/<images_dir>/`` plus ``<root>/<annotations>``, or a plain
+    image folder when ``annotations`` is null (ids are the file names without extension)."""
 
     root: str = "outputs/demo/data"
     images_dir: str = "images"
-    annotations: str = "annotations.json"
+    annotations: str | None = "annotations.json"
     val_fraction: float = Field(0.125, ge=0.0, lt=1.0)
     decode_num_cpus: float = Field(
         0.25, gt=0, description="CPUs reserved per fetch/decode task (mostly I/O, so a fraction)"

@@ -53,7 +53,7 @@ def _measure(codec: str, features: list[np.ndarray]) -> CodecFigures:
         decoded = codecs.decode(data, original.shape, codec, scale if codec == "int8" else None)
         payloads.append(len(data))
         scales.append(scale.nbytes)
-        cosines.append(_cosine(original, decoded))
+        cosines.append(flat_cosine(original, decoded))
         errors.append(float(np.abs(decoded - original).max()))
     return CodecFigures(
         codec,
@@ -65,6 +65,6 @@ def _measure(codec: str, features: list[np.ndarray]) -> CodecFigures:
     )
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of the two whole feature maps."""
+def flat_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two whole feature maps (flattened)."""
     return float((a * b).sum() / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))

@@ -67,5 +67,5 @@ def to_float32(stored: torch.Tensor, codec: str, scale: torch.Tensor | None = No
 def decode(data: bytes, shape: tuple[int, ...], codec: str, scale: np.ndarray | None = None) -> np.ndarray:
     """One stored feature map back to float32 (for checks and tools; training uses ``to_float32``)."""
     stored = torch.from_numpy(stored_array(data, shape, codec).copy()).unsqueeze(0)
-    scales = None if scale is None else torch.from_numpy(np.asarray(scale, np.float32)).unsqueeze(0)
+    scales = None if scale is None else torch.from_numpy(np.array(scale, np.float32)).unsqueeze(0)
     return to_float32(stored, codec, scales)[0].numpy()

@@ -72,6 +72,7 @@ def expected_manifest_fields(cfg: ExperimentConfig, weights_id: str) -> dict:
 def run_precompute(cfg: ExperimentConfig) -> PrecomputeSummary:
     """Fills ``<store.root>/<teacher>/<input_size>/`` for every image of ``cfg.data``."""
     started = time.monotonic()
+    cfg.s3.apply()
     teacher = describe_teacher(cfg.teacher)  # fails fast on bad names/weights, before any Ray work
     records = read_image_records(cfg.data)
     dataset = dataset_uri(cfg.store.root, cfg.teacher.name, cfg.teacher.input_size)
@@ -85,27 +86,7 @@ def run_precompute(cfg: ExperimentConfig) -> PrecomputeSummary:
     if todo:
         ensure_ray()
         _run_pipeline(cfg, dataset, todo, list(teacher.layer_names))
-    ids = stored_image_ids(dataset)
-    if dupes := duplicate_ids(ids):
-        raise FeatureStoreError(f"store {dataset} holds duplicate image ids: {dupes[:10]}")
-    missing = {r.image_id for r in records} - set(ids)
-    if missing:
-        raise FeatureStoreError(f"store {dataset} lacks {len(missing)} images, e.g. {sorted(missing)[:5]}")
-    parts = list_parts(dataset)
-    manifest = Manifest(
-        schema_version=SCHEMA_VERSION,
-        layers={
-            name: LayerSpec(shape=shape, stride=level.reduction)
-            for (name, shape), level in zip(
-                teacher.feature_shapes().items(), teacher.feature_info.levels, strict=True
-            )
-        },
-        row_count=len(ids),
-        num_parts=len(parts),
-        dataset_fingerprint=_fingerprint([(r.image_id, r.image_uri) for r in records]),
-        **expected,
-    )
-    write_manifest(dataset, manifest)
+    ids, parts = finalize_store(dataset, records, teacher, expected)
     return PrecomputeSummary(
         dataset=dataset,
         num_images=len(records),
@@ -115,6 +96,33 @@ def run_precompute(cfg: ExperimentConfig) -> PrecomputeSummary:
         bytes=_total_bytes(parts),
         seconds=time.monotonic() - started,
     )
+
+
+def finalize_store(dataset: str, records: list, teacher, expected: dict) -> tuple[list[str], list[str]]:
+    """Checks every record has exactly one row, then writes the manifest; returns (ids, parts)."""
+    ids = stored_image_ids(dataset)
+    if dupes := duplicate_ids(ids):
+        raise FeatureStoreError(f"store {dataset} holds duplicate image ids: {dupes[:10]}")
+    missing = {r.image_id for r in records} - set(ids)
+    if missing:
+        raise FeatureStoreError(f"store {dataset} lacks {len(missing)} images, e.g. {sorted(missing)[:5]}")
+    parts = list_parts(dataset)
+    layers = {
+        name: LayerSpec(shape=shape, stride=level.reduction)
+        for (name, shape), level in zip(
+            teacher.feature_shapes().items(), teacher.feature_info.levels, strict=True
+        )
+    }
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        layers=layers,
+        row_count=len(ids),
+        num_parts=len(parts),
+        dataset_fingerprint=_fingerprint([(r.image_id, r.image_uri) for r in records]),
+        **expected,
+    )
+    write_manifest(dataset, manifest)
+    return ids, parts
 
 
 def _run_pipeline(cfg: ExperimentConfig, dataset: str, todo: list, layers: list[str]) -> None:

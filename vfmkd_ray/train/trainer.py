@@ -64,6 +64,7 @@ def check_store(cfg: ExperimentConfig) -> tuple[str, Manifest]:
 
 
 def run_training(cfg: ExperimentConfig) -> TrainSummary:
+    cfg.s3.apply()
     dataset, manifest = check_store(cfg)
     ids = stored_image_ids(dataset)
     num_val = sum(is_validation(i, cfg.data.val_fraction) for i in ids)

@@ -1,0 +1,68 @@
+"""Object storage through a real S3 endpoint (moto server on 127.0.0.1), without Ray."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vfmkd_ray import storage
+from vfmkd_ray.config import dump_config, load_config
+from vfmkd_ray.data.coco import read_image_records
+from vfmkd_ray.data.pipeline import load_letterboxed
+from vfmkd_ray.data.synthetic import write_synthetic_coco
+from vfmkd_ray.object_storage import S3Config, forwarded_env
+from vfmkd_ray.store.parts import PartWriter, list_parts, stored_image_ids
+from vfmkd_ray.store.schema import feature_column
+
+
+def test_atomic_write_list_and_read_on_s3(s3_bucket):
+    uri = storage.join(s3_bucket, "dir", "a.bin")
+    storage.write_bytes_atomic(uri, b"payload")
+    assert storage.exists(uri)
+    assert storage.read_bytes(uri) == b"payload"
+    assert storage.list_files(storage.join(s3_bucket, "dir"), "*.bin") == [uri]
+    with pytest.raises(FileNotFoundError, match="not found: s3://"):
+        storage.read_bytes(storage.join(s3_bucket, "dir", "missing.bin"))
+
+
+def test_synthetic_coco_and_images_on_s3(s3_bucket, tiny_config):
+    data = tiny_config.data.model_copy(update={"root": f"{s3_bucket}/coco"})
+    assert write_synthetic_coco(data) == 16
+    records = read_image_records(data)
+    assert records[0].image_uri.startswith(f"{s3_bucket}/coco/images/")
+    canvas, (height, width) = load_letterboxed(records[0].image_uri, 64, 0, "none")
+    assert canvas.shape == (3, 64, 64) and max(height, width) == 64
+
+
+def test_store_parts_on_s3(s3_bucket):
+    dataset = f"{s3_bucket}/store/sam_vit_b/64"
+    batch = {
+        "image_id": np.array(["a", "b"]),
+        "image_uri": np.array(["s3://x/a.png", "s3://x/b.png"]),
+        "aug_seed": np.arange(2),
+        "valid_h": np.full(2, 64),
+        "valid_w": np.full(2, 64),
+        feature_column("image_embed"): np.zeros((2, 4, 2, 2), np.float32),
+    }
+    PartWriter(dataset, ["image_embed"], "int8")(batch)
+    assert [p.rsplit("/", 1)[0] for p in list_parts(dataset)] == [dataset]
+    assert sorted(stored_image_ids(dataset)) == ["a", "b"]
+
+
+def test_credentials_from_config_reach_the_environment_but_not_the_saved_config(monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = load_config(
+        None,
+        [
+            "s3.endpoint_url=http://127.0.0.1:9",
+            "s3.access_key_id=AKIDSECRET1",
+            "s3.secret_access_key=TOPSECRET2",
+        ],
+    )
+    cfg.s3.apply()
+    env = forwarded_env()
+    assert env["AWS_ACCESS_KEY_ID"] == "AKIDSECRET1" and env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+    saved = dump_config(cfg) + json.dumps(cfg.model_dump(mode="json")) + repr(cfg) + str(cfg.s3)
+    assert "AKIDSECRET1" not in saved and "TOPSECRET2" not in saved
+    assert isinstance(cfg.s3, S3Config)
