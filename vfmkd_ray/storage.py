@@ -58,7 +58,7 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
     fs, path = filesystem(uri)
     if isinstance(fs, LocalFileSystem):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp = f"{path}{TEMP_MARKER}{uuid.uuid4().hex[:8]}"
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -66,6 +66,18 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
         os.replace(tmp, path)
     else:
         fs.pipe_file(path, data)
+
+
+TEMP_MARKER = ".tmp-"
+
+
+def remove_temporaries(uri: str) -> int:
+    """Deletes what interrupted local atomic writes left in the folder ``uri``; returns the count."""
+    leftovers = [u for u in list_files(uri, "*") if TEMP_MARKER in u.rsplit("/", 1)[-1]]
+    for leftover in leftovers:
+        fs, path = filesystem(leftover)
+        fs.rm(path)
+    return len(leftovers)
 
 
 def write_text_atomic(uri: str, text: str) -> None:

@@ -80,6 +80,8 @@ def run_precompute(cfg: ExperimentConfig) -> PrecomputeSummary:
     existing = read_manifest(dataset)
     if existing is not None and (problems := existing.describe_mismatch(expected)):
         raise FeatureStoreError(f"store {dataset} was made differently:\n  " + "\n  ".join(problems))
+    if removed := storage.remove_temporaries(dataset):
+        log.info("removed %d unfinished part files of an interrupted run", removed)
     done = set(stored_image_ids(dataset))
     todo = [r for r in records if r.image_id not in done]
     log.info("precompute %s: %d images, %d stored, %d to do", dataset, len(records), len(done), len(todo))
