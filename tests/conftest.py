@@ -114,6 +114,7 @@ def build_store_in_process(cfg: ExperimentConfig) -> str:
             for r in records[start : start + step]
         ]
         batch = {key: np.array([item[key] for item in items]) for key in items[0]}
-        writer(actor(loader(batch)))
+        for loaded in loader(batch):
+            writer(actor(loaded))
     finalize_store(dataset, records, teacher, expected_manifest_fields(cfg, teacher.weights_id))
     return dataset

@@ -5,6 +5,7 @@ These start Ray (slow); everything else in the suite is Ray-free.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,26 @@ def test_s3_end_to_end_with_resume(s3_bucket, local_ray, tiny_config):
     resumed = run_training(longer)
     assert [record["epoch"] for record in resumed.history] == [1, 2, 3]
     assert resumed.history[:2] == first.history
+
+
+def test_skip_policy_counts_and_lists_bad_samples(local_ray, tiny_config):
+    cfg = tiny_config.model_copy(
+        update={"data": tiny_config.data.model_copy(update={"on_bad_sample": "skip"}), "name": "skips"}
+    )
+    write_synthetic_coco(cfg.data)
+    images = Path(cfg.data.root, "images")
+    (images / "000002.png").write_bytes(b"corrupt before precompute")
+    store = run_precompute(cfg)
+    assert store.row_count == 15 and store.num_skipped == 1
+
+    with pytest.raises(FeatureStoreError, match="1 images of .* have no feature row"):
+        run_training(cfg)  # missing_features: error by default
+
+    (images / "000005.png").write_bytes(b"corrupt after precompute")
+    skipping = cfg.model_copy(update={"data": cfg.data.model_copy(update={"missing_features": "skip"})})
+    summary = run_training(skipping)
+    assert summary.num_bad_samples == 2
+    assert summary.history[-1]["data/bad_samples"] == 2
+    lines = Path(summary.run_dir, "bad_samples.jsonl").read_text().splitlines()
+    stages = sorted(json.loads(line)["stage"] + ":" + json.loads(line)["image_id"] for line in lines)
+    assert stages == ["missing-features:2", "train:5"]

@@ -66,3 +66,20 @@ def test_credentials_from_config_reach_the_environment_but_not_the_saved_config(
     saved = dump_config(cfg) + json.dumps(cfg.model_dump(mode="json")) + repr(cfg) + str(cfg.s3)
     assert "AKIDSECRET1" not in saved and "TOPSECRET2" not in saved
     assert isinstance(cfg.s3, S3Config)
+
+
+def test_unreachable_endpoint_is_a_storage_error_naming_the_uri(monkeypatch):
+    import fsspec
+
+    from vfmkd_ray.data.pipeline import load_letterboxed
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    fsspec.filesystem("s3").clear_instance_cache()
+    try:
+        with pytest.raises(storage.StorageError, match=r"cannot access s3://nowhere/a\.png"):
+            load_letterboxed("s3://nowhere/a.png", 64, 0, "none")
+    finally:
+        fsspec.filesystem("s3").clear_instance_cache()

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(args)
         cfg = load_config(getattr(args, "config", None), args.overrides)
         return args.handler(cfg)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ConfigError, ValueError, OSError, RuntimeError) as err:
         print(f"vfmkd {args.command}: error: {err}", file=sys.stderr)
         return 2
 
@@ -83,7 +83,8 @@ def _precompute(cfg: ExperimentConfig) -> int:
 
     summary = run_precompute(cfg)
     print(
-        f"store {summary.dataset}: {summary.row_count} rows ({summary.num_new} new), "
+        f"store {summary.dataset}: {summary.row_count} rows ({summary.num_new} new, "
+        f"{summary.num_skipped} unreadable images skipped), "
         f"{summary.num_parts} parts, {summary.bytes / 1e6:.2f} MB in {summary.seconds:.1f}s"
     )
     return 0
@@ -96,6 +97,8 @@ def _train(cfg: ExperimentConfig) -> int:
     last = summary.history[-1] if summary.history else {}
     print(f"run {summary.run_dir}: {last.get('epoch', 0)} epochs, val loss {last.get('val/loss')}")
     print(f"best backbone: {summary.best_backbone[0]}")
+    if summary.num_bad_samples:
+        print(f"skipped {summary.num_bad_samples} bad samples: {summary.run_dir}/bad_samples.jsonl")
     return 0
 
 

@@ -38,6 +38,7 @@ def print_summary(num_images: int, store: PrecomputeSummary, train: TrainSummary
         f"images            {num_images} ({train.num_train} train / {train.num_val} val)",
         f"store             {store.row_count} rows, {store.num_parts} parts, {store.bytes / 1e6:.2f} MB "
         f"({store.num_new} computed this run, {store.seconds:.1f}s)",
+        f"bad samples       {train.num_bad_samples} skipped ({store.num_skipped} at precompute)",
         f"steps             {last['step']} ({train.steps_per_epoch} per epoch x {last['epoch']} epochs)",
         f"val loss          epoch {first['epoch']}: {first['val/loss']:.4f}  ->  "
         f"epoch {last['epoch']}: {last['val/loss']:.4f}",

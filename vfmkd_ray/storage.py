@@ -9,11 +9,32 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+
+
+class StorageError(RuntimeError):
+    """Storage could not be reached or refused the request; the message names the URI.
+
+    Never a per-sample problem: a run stops rather than skip samples because a bucket is down.
+    """
+
+
+@contextmanager
+def _access(uri: str) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        raise FileNotFoundError(f"not found: {uri}") from None
+    except (StorageError, IsADirectoryError, NotADirectoryError):
+        raise
+    except Exception as err:  # botocore/aiohttp/pyarrow errors share no base class
+        raise StorageError(f"cannot access {uri}: {type(err).__name__}: {err}") from err
 
 
 def is_remote(uri: str) -> bool:
@@ -37,16 +58,15 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
-    fs.invalidate_cache(path)  # s3fs caches listings; another process may have written since
-    return fs.exists(path)
+    with _access(uri):
+        fs.invalidate_cache(path)  # s3fs caches listings; another process may have written since
+        return fs.exists(path)
 
 
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
-    try:
+    with _access(uri):
         return fs.cat_file(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"not found: {uri}") from None
 
 
 def read_text(uri: str) -> str:
@@ -65,7 +85,8 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     else:
-        fs.pipe_file(path, data)
+        with _access(uri):
+            fs.pipe_file(path, data)
 
 
 TEMP_MARKER = ".tmp-"
@@ -87,9 +108,10 @@ def write_text_atomic(uri: str, text: str) -> None:
 def list_files(uri: str, pattern: str) -> list[str]:
     """URIs of the files directly under ``uri`` matching the glob ``pattern``, sorted."""
     fs, path = filesystem(uri)
-    fs.invalidate_cache(path)
-    if not fs.exists(path):
-        return []
-    matches = fs.glob(f"{path.rstrip('/')}/{pattern}")
+    with _access(uri):
+        fs.invalidate_cache(path)
+        if not fs.exists(path):
+            return []
+        matches = fs.glob(f"{path.rstrip('/')}/{pattern}")
     protocol = uri.split("://", 1)[0] + "://" if is_remote(uri) else ""
     return sorted(protocol + match if protocol else match for match in matches)

@@ -41,7 +41,12 @@ def test_missing_and_corrupt_images_name_their_uri(tmp_path):
     corrupt = tmp_path / "bad.png"
     corrupt.write_bytes(b"\x89PNG not really")
     with pytest.raises(BadImageError, match="cannot decode image .*bad.png"):
-        ImageLoader(64, "none")({"image_uri": np.array([str(corrupt)]), "aug_seed": np.array([0])})
+        batch = {
+            "image_id": np.array(["7"]),
+            "image_uri": np.array([str(corrupt)]),
+            "aug_seed": np.array([0]),
+        }
+        list(ImageLoader(64, "none")(batch))
 
 
 def test_unreadable_annotations_are_named(tmp_path, tiny_config):

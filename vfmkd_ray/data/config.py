@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from vfmkd_ray.schema import StrictModel
@@ -24,6 +26,12 @@ class DataConfig(StrictModel):
     images_dir: str = "images"
     annotations: str | None = "annotations.json"
     val_fraction: float = Field(0.125, ge=0.0, lt=1.0)
+    on_bad_sample: Literal["error", "skip"] = Field(
+        "error", description="a corrupt/missing image or bad feature row: stop, or skip and record it"
+    )
+    missing_features: Literal["error", "skip"] = Field(
+        "error", description="a dataset image without a store row: stop, or skip and record it"
+    )
     decode_num_cpus: float = Field(
         0.25, gt=0, description="CPUs reserved per fetch/decode task (mostly I/O, so a fraction)"
     )

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from vfmkd_ray import storage
+from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
 from vfmkd_ray.data.images import BadImageError, augment, decode_image, letterbox
 from vfmkd_ray.store.manifest import Manifest
-from vfmkd_ray.store.reader import decode_features
+from vfmkd_ray.store.reader import FeatureStoreError, decode_row
 
 IMAGE_COLUMN = "image"
 VALID_HW_COLUMN = "valid_hw"
@@ -40,53 +41,85 @@ def is_validation(image_id: str, val_fraction: float) -> bool:
 
 
 class ImageLoader:
-    """``image_uri`` + ``aug_seed`` -> letterboxed uint8 ``image`` and its ``valid_h``/``valid_w``."""
+    """``image_uri`` + ``aug_seed`` -> letterboxed uint8 ``image`` and its ``valid_h``/``valid_w``.
 
-    def __init__(self, input_size: int, policy: str):
-        self.input_size, self.policy = input_size, policy
+    A generator over batches: with a ``bad_samples`` log, unreadable images are recorded and
+    dropped (a batch with none left yields nothing); without one they raise, naming the URI.
+    """
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images, heights, widths = [], [], []
-        for uri, seed in zip(batch["image_uri"], batch["aug_seed"], strict=True):
-            canvas, (height, width) = load_letterboxed(str(uri), self.input_size, int(seed), self.policy)
+    def __init__(self, input_size: int, policy: str, bad_samples: BadSampleLog | None = None):
+        self.input_size, self.policy, self.bad_samples = input_size, policy, bad_samples
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        keep, images, heights, widths = [], [], [], []
+        for row, (uri, seed) in enumerate(zip(batch["image_uri"], batch["aug_seed"], strict=True)):
+            try:
+                canvas, (height, width) = load_letterboxed(str(uri), self.input_size, int(seed), self.policy)
+            except BadImageError as err:
+                if self.bad_samples is None:
+                    raise
+                self.bad_samples.record(
+                    BadSample(str(batch["image_id"][row]), str(uri), "precompute", str(err))
+                )
+                continue
+            keep.append(row)
             images.append(canvas)
             heights.append(height)
             widths.append(width)
-        return {
-            **batch,
-            IMAGE_COLUMN: np.stack(images),
-            "valid_h": np.array(heights, dtype=np.int32),
-            "valid_w": np.array(widths, dtype=np.int32),
-        }
+        if keep:
+            yield {
+                **{name: np.asarray(column)[keep] for name, column in batch.items()},
+                IMAGE_COLUMN: np.stack(images),
+                "valid_h": np.array(heights, dtype=np.int32),
+                "valid_w": np.array(widths, dtype=np.int32),
+            }
 
 
 class TrainSampleDecoder:
-    """Store rows of one split -> ``image`` (uint8), ``valid_hw`` and ``feat.L`` (stored dtype).
+    """Store rows of one split -> ``image`` (uint8), ``valid_hw`` and ``feat.L`` (stored form).
 
-    Rows of the other split are dropped here, so the split needs no shuffle or join.
+    Rows of the other split are dropped here, so the split needs no shuffle or join. With a
+    ``bad_samples`` log, a row whose image or features cannot be used is recorded and skipped;
+    without one it raises, naming the image and URI.
     """
 
-    def __init__(self, manifest: Manifest, dataset: str, split: str, val_fraction: float):
+    def __init__(
+        self,
+        manifest: Manifest,
+        dataset: str,
+        split: str,
+        val_fraction: float,
+        bad_samples: BadSampleLog | None = None,
+    ):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         self.manifest, self.dataset = manifest, dataset
         self.want_val, self.val_fraction = split == "val", val_fraction
-        self.images = ImageLoader(manifest.input_size, manifest.augment)
+        self.bad_samples = bad_samples
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        # A generator, so a batch with no row of this split yields nothing: zero-row tensor columns
-        # would make Ray Data fall back to pickling the whole column.
-        keep = np.array(
-            [is_validation(str(i), self.val_fraction) == self.want_val for i in batch["image_id"]],
-            dtype=bool,
+        # A generator, so a batch with no usable row yields nothing: zero-row tensor columns would
+        # make Ray Data fall back to pickling the whole column.
+        samples = []
+        for row, image_id in enumerate(batch["image_id"]):
+            if is_validation(str(image_id), self.val_fraction) != self.want_val:
+                continue
+            try:
+                samples.append(self._sample(batch, row))
+            except (BadImageError, FeatureStoreError) as err:
+                if self.bad_samples is None:
+                    raise
+                uri = str(batch["image_uri"][row])
+                self.bad_samples.record(BadSample(str(image_id), uri, "train", str(err)))
+        if samples:
+            yield {column: np.stack([s[column] for s in samples]) for column in samples[0]}
+
+    def _sample(self, batch: dict[str, np.ndarray], row: int) -> dict[str, np.ndarray]:
+        features = decode_row(batch, row, self.manifest, self.dataset)
+        canvas, (height, width) = load_letterboxed(
+            str(batch["image_uri"][row]),
+            self.manifest.input_size,
+            int(batch["aug_seed"][row]),
+            self.manifest.augment,
         )
-        if not keep.any():
-            return
-        batch = {name: column[keep] for name, column in batch.items()}
-        features = decode_features(batch, self.manifest, self.dataset)
-        loaded = self.images({"image_uri": batch["image_uri"], "aug_seed": batch["aug_seed"]})
-        yield {
-            IMAGE_COLUMN: loaded[IMAGE_COLUMN],
-            VALID_HW_COLUMN: np.stack([loaded["valid_h"], loaded["valid_w"]], axis=1),
-            **features,
-        }
+        return {IMAGE_COLUMN: canvas, VALID_HW_COLUMN: np.array([height, width], np.int32), **features}

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from vfmkd_ray import storage
 
 MANIFEST_NAME = "_manifest.json"
+BAD_SAMPLES_DIR = "_bad_samples"  # what precompute skipped, one record per image
 
 
 class LayerSpec(BaseModel):
@@ -33,6 +34,7 @@ class Manifest(BaseModel):
     augment: str
     row_count: int
     num_parts: int
+    num_skipped: int = 0  # dataset images without a row: unreadable at precompute (on_bad_sample: skip)
     dataset_fingerprint: str
 
     def describe_mismatch(self, expected: dict[str, Any]) -> list[str]:

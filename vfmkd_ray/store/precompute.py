@@ -18,13 +18,21 @@ import torch
 
 from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
+from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.images import BadImageError, normalize
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader
 from vfmkd_ray.models.teachers import TeacherConfig, build_teacher, describe_teacher
 from vfmkd_ray.ray_errors import find_cause
 from vfmkd_ray.ray_session import ensure_ray
-from vfmkd_ray.store.manifest import LayerSpec, Manifest, dataset_uri, read_manifest, write_manifest
+from vfmkd_ray.store.manifest import (
+    BAD_SAMPLES_DIR,
+    LayerSpec,
+    Manifest,
+    dataset_uri,
+    read_manifest,
+    write_manifest,
+)
 from vfmkd_ray.store.parts import PartWriter, duplicate_ids, list_parts, stored_image_ids
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.schema import SCHEMA_VERSION, aug_seed_for, feature_column
@@ -39,6 +47,7 @@ class PrecomputeSummary:
     num_new: int
     row_count: int
     num_parts: int
+    num_skipped: int
     bytes: int
     seconds: float
 
@@ -82,30 +91,41 @@ def run_precompute(cfg: ExperimentConfig) -> PrecomputeSummary:
         raise FeatureStoreError(f"store {dataset} was made differently:\n  " + "\n  ".join(problems))
     if removed := storage.remove_temporaries(dataset):
         log.info("removed %d unfinished part files of an interrupted run", removed)
+    bad_samples = _fresh_bad_sample_log(dataset) if cfg.data.on_bad_sample == "skip" else None
     done = set(stored_image_ids(dataset))
     todo = [r for r in records if r.image_id not in done]
     log.info("precompute %s: %d images, %d stored, %d to do", dataset, len(records), len(done), len(todo))
     if todo:
         ensure_ray()
-        _run_pipeline(cfg, dataset, todo, list(teacher.layer_names))
-    ids, parts = finalize_store(dataset, records, teacher, expected)
+        _run_pipeline(cfg, dataset, todo, list(teacher.layer_names), bad_samples)
+    skipped = [s.image_id for s in bad_samples.read_all()] if bad_samples else []
+    if skipped:
+        log.warning("precompute skipped %d unreadable images, listed in %s", len(skipped), bad_samples.folder)
+    ids, parts = finalize_store(dataset, records, teacher, expected, skipped)
     return PrecomputeSummary(
         dataset=dataset,
         num_images=len(records),
         num_new=len(todo),
         row_count=len(ids),
         num_parts=len(parts),
+        num_skipped=len(skipped),
         bytes=_total_bytes(parts),
         seconds=time.monotonic() - started,
     )
 
 
-def finalize_store(dataset: str, records: list, teacher, expected: dict) -> tuple[list[str], list[str]]:
-    """Checks every record has exactly one row, then writes the manifest; returns (ids, parts)."""
+def finalize_store(
+    dataset: str, records: list, teacher, expected: dict, skipped: list[str] = ()
+) -> tuple[list[str], list[str]]:
+    """Checks every record not ``skipped`` has exactly one row, then writes the manifest.
+
+    Returns:
+        The stored image ids and the part URIs.
+    """
     ids = stored_image_ids(dataset)
     if dupes := duplicate_ids(ids):
         raise FeatureStoreError(f"store {dataset} holds duplicate image ids: {dupes[:10]}")
-    missing = {r.image_id for r in records} - set(ids)
+    missing = {r.image_id for r in records} - set(ids) - set(skipped)
     if missing:
         raise FeatureStoreError(f"store {dataset} lacks {len(missing)} images, e.g. {sorted(missing)[:5]}")
     parts = list_parts(dataset)
@@ -120,6 +140,7 @@ def finalize_store(dataset: str, records: list, teacher, expected: dict) -> tupl
         layers=layers,
         row_count=len(ids),
         num_parts=len(parts),
+        num_skipped=len(skipped),
         dataset_fingerprint=_fingerprint([(r.image_id, r.image_uri) for r in records]),
         **expected,
     )
@@ -127,12 +148,23 @@ def finalize_store(dataset: str, records: list, teacher, expected: dict) -> tupl
     return ids, parts
 
 
-def _run_pipeline(cfg: ExperimentConfig, dataset: str, todo: list, layers: list[str]) -> None:
+def _fresh_bad_sample_log(dataset: str) -> BadSampleLog:
+    """This run's record of skipped images (an earlier run's list may be stale: files get fixed)."""
+    log_ = BadSampleLog(storage.join(dataset, BAD_SAMPLES_DIR))
+    for uri in storage.list_files(log_.folder, "*.json"):
+        fs, path = storage.filesystem(uri)
+        fs.rm(path)
+    return log_
+
+
+def _run_pipeline(
+    cfg: ExperimentConfig, dataset: str, todo: list, layers: list[str], bad_samples: BadSampleLog | None
+) -> None:
     items = [asdict(r) | {"aug_seed": aug_seed_for(r.image_id, cfg.seed)} for r in todo]
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // cfg.store.rows_per_part))
     ds = ds.map_batches(
-        ImageLoader(cfg.teacher.input_size, cfg.store.augment),
+        ImageLoader(cfg.teacher.input_size, cfg.store.augment, bad_samples),
         batch_size=cfg.store.teacher_batch_size,
         compute=ray.data.TaskPoolStrategy(size=cfg.store.read_tasks),
         num_cpus=cfg.data.decode_num_cpus,

@@ -14,11 +14,14 @@ from ray.train.torch import TorchTrainer
 
 from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig, dump_config
+from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BAD_SAMPLES_JSONL, BadSample, BadSampleLog
+from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import TrainSampleDecoder, is_validation
 from vfmkd_ray.models.teachers import describe_teacher
 from vfmkd_ray.ray_errors import find_cause
 from vfmkd_ray.ray_session import ensure_ray
+from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store.manifest import Manifest, dataset_uri, read_manifest
 from vfmkd_ray.store.parts import list_parts, stored_image_ids
 from vfmkd_ray.store.precompute import expected_manifest_fields
@@ -39,6 +42,7 @@ class TrainSummary:
     run_dir: str
     num_train: int
     num_val: int
+    num_bad_samples: int
     steps_per_epoch: int
     history: list[dict[str, float]]
     checkpoint: str | None
@@ -64,29 +68,81 @@ def check_store(cfg: ExperimentConfig) -> tuple[str, Manifest]:
 
 
 def run_training(cfg: ExperimentConfig) -> TrainSummary:
+    """Distills the student from the store; relaunching with the same name resumes."""
     cfg.s3.apply()
     dataset, manifest = check_store(cfg)
-    ids = stored_image_ids(dataset)
+    run_dir = storage.join(storage.absolute(cfg.train.storage_path), cfg.name)
+    bad_samples = BadSampleLog(storage.join(run_dir, BAD_SAMPLES_DIR))
+    ids = _usable_image_ids(cfg, dataset, bad_samples)
     num_val = sum(is_validation(i, cfg.data.val_fraction) for i in ids)
     num_train = len(ids) - num_val
+    steps_per_epoch = _steps_per_epoch(cfg, num_train, num_val)
+    storage.write_text_atomic(storage.join(run_dir, RESOLVED_CONFIG), dump_config(cfg))
+    ensure_ray(local_cpus_needed(cfg))
+    log.info(
+        "train %s: %d train / %d val images, %d steps per epoch", run_dir, num_train, num_val, steps_per_epoch
+    )
+    skip_log = bad_samples if cfg.data.on_bad_sample == "skip" else None
+    trainer = _trainer(cfg, run_dir, steps_per_epoch, manifest, _datasets(cfg, dataset, manifest, skip_log))
+    try:
+        result = trainer.fit()
+    except Exception as err:
+        cause = find_cause(err, (BadImageError, FeatureStoreError, StorageError))
+        if cause is not None:
+            raise type(cause)(str(cause)) from None
+        raise TrainingError(f"training run {run_dir} failed: {err}") from err
+    num_bad = bad_samples.write_jsonl(storage.join(run_dir, BAD_SAMPLES_JSONL))
+    if num_bad:
+        log.warning("%d samples were skipped; see %s", num_bad, storage.join(run_dir, BAD_SAMPLES_JSONL))
+    return TrainSummary(
+        run_dir=run_dir,
+        num_train=num_train,
+        num_val=num_val,
+        num_bad_samples=num_bad,
+        steps_per_epoch=steps_per_epoch,
+        history=read_metrics_log(run_dir),
+        checkpoint=result.checkpoint.path if result.checkpoint else None,
+        best_backbone=(
+            storage.join(run_dir, BEST_BACKBONE_SAFETENSORS),
+            storage.join(run_dir, BEST_BACKBONE_PTH),
+        ),
+    )
+
+
+def _usable_image_ids(cfg: ExperimentConfig, dataset: str, bad_samples: BadSampleLog) -> list[str]:
+    """Stored ids; dataset images without a row stop the run or, under ``missing_features: skip``,
+    are recorded as bad samples, so a run never trains on fewer samples silently."""
+    ids = stored_image_ids(dataset)
+    stored = set(ids)
+    missing = [r for r in read_image_records(cfg.data) if r.image_id not in stored]
+    if missing and cfg.data.missing_features == "error":
+        raise FeatureStoreError(
+            f"{len(missing)} images of {cfg.data.root} have no feature row in {dataset}, e.g. "
+            f"{[r.image_uri for r in missing[:3]]}; run `vfmkd precompute`, or set data.missing_features=skip"
+        )
+    for record in missing:
+        bad_samples.record(
+            BadSample(record.image_id, record.image_uri, "missing-features", f"no row in {dataset}")
+        )
+    return ids
+
+
+def _steps_per_epoch(cfg: ExperimentConfig, num_train: int, num_val: int) -> int:
     per_step = cfg.train.batch_size * cfg.train.num_workers
-    steps_per_epoch = num_train // per_step
-    if steps_per_epoch == 0:
+    if num_train < per_step:
         raise ValueError(
             f"the train split has {num_train} images, fewer than train.batch_size x train.num_workers "
             f"= {per_step}: lower the batch size or the worker count"
         )
     if num_val == 0:
         raise ValueError(f"the validation split is empty: raise data.val_fraction ({cfg.data.val_fraction})")
-    storage_path = storage.absolute(cfg.train.storage_path)
-    run_dir = storage.join(storage_path, cfg.name)
-    storage.write_text_atomic(storage.join(run_dir, RESOLVED_CONFIG), dump_config(cfg))
-    ensure_ray(local_cpus_needed(cfg))
-    log.info(
-        "train %s: %d train / %d val images, %d steps per epoch", run_dir, num_train, num_val, steps_per_epoch
-    )
+    return num_train // per_step
 
-    trainer = TorchTrainer(
+
+def _trainer(
+    cfg: ExperimentConfig, run_dir: str, steps_per_epoch: int, manifest: Manifest, datasets
+) -> TorchTrainer:
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "experiment": cfg.model_dump(mode="json"),
@@ -103,30 +159,11 @@ def run_training(cfg: ExperimentConfig) -> TrainSummary:
         ),
         run_config=ray.train.RunConfig(
             name=cfg.name,
-            storage_path=storage_path,
+            storage_path=storage.absolute(cfg.train.storage_path),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_checkpoints_to_keep),
         ),
-        datasets=_datasets(cfg, dataset, manifest),
-    )
-    try:
-        result = trainer.fit()
-    except Exception as err:
-        cause = find_cause(err, (BadImageError, FeatureStoreError))
-        if cause is not None:
-            raise type(cause)(str(cause)) from None
-        raise TrainingError(f"training run {run_dir} failed: {err}") from err
-    return TrainSummary(
-        run_dir=run_dir,
-        num_train=num_train,
-        num_val=num_val,
-        steps_per_epoch=steps_per_epoch,
-        history=read_metrics_log(run_dir),
-        checkpoint=result.checkpoint.path if result.checkpoint else None,
-        best_backbone=(
-            storage.join(run_dir, BEST_BACKBONE_SAFETENSORS),
-            storage.join(run_dir, BEST_BACKBONE_PTH),
-        ),
+        datasets=datasets,
     )
 
 
@@ -135,11 +172,13 @@ def local_cpus_needed(cfg: ExperimentConfig) -> float:
     return cfg.train.num_workers * cfg.train.cpus_per_worker + 2
 
 
-def _datasets(cfg: ExperimentConfig, dataset: str, manifest: Manifest) -> dict[str, ray.data.Dataset]:
+def _datasets(
+    cfg: ExperimentConfig, dataset: str, manifest: Manifest, bad_samples: BadSampleLog | None
+) -> dict[str, ray.data.Dataset]:
     rows = ray.data.read_parquet(list_parts(dataset), num_cpus=cfg.data.decode_num_cpus)
     return {
         split: rows.map_batches(
-            TrainSampleDecoder(manifest, dataset, split, cfg.data.val_fraction),
+            TrainSampleDecoder(manifest, dataset, split, cfg.data.val_fraction, bad_samples),
             batch_size=cfg.train.batch_size,
             num_cpus=cfg.data.decode_num_cpus,
         )

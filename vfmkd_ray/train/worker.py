@@ -17,7 +17,9 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
+from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BadSampleLog
 from vfmkd_ray.data.images import normalize
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN, VALID_HW_COLUMN
 from vfmkd_ray.losses.base import KDBatch, LossTerm
@@ -69,6 +71,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     model = ray.train.torch.prepare_model(
         distiller, parallel_strategy_kwargs={"find_unused_parameters": not distiller.uses_every_level()}
     )
+    bad_samples = BadSampleLog(storage.join(plan.run_dir, BAD_SAMPLES_DIR))
     feed = BatchFeed(terms, manifest.codec, device, cfg.train.batch_size, cfg.train.prefetch_batches)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
@@ -80,7 +83,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         )
         trained = time.monotonic()
         val_sums = _evaluate(distiller, val_shard, feed)
-        state.epoch, state.step = epoch + 1, state.step + plan.steps_per_epoch
+        train_means = _mean_across_workers(train_sums, device)
+        steps_done = int(train_means.pop("steps"))
+        state.epoch, state.step = epoch + 1, state.step + steps_done
         record = {
             "epoch": state.epoch,
             "step": state.step,
@@ -88,9 +93,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "seconds": round(time.monotonic() - started, 2),
             "seconds/train": round(trained - started, 2),
             "seconds/val": round(time.monotonic() - trained, 2),
-            **{f"train/{k}": v for k, v in _mean_across_workers(train_sums, device).items()},
+            **{f"train/{k}": v for k, v in train_means.items()},
             **{f"val/{k}": v for k, v in _mean_across_workers(val_sums, device).items()},
         }
+        if rank == 0:
+            record["data/bad_samples"] = bad_samples.count()
         state.history.append(record)
         improved = record["val/loss"] < state.best_val_loss
         state.best_val_loss = min(state.best_val_loss, record["val/loss"])
@@ -130,14 +137,21 @@ class BatchFeed:
 
 
 def _train_epoch(model, shard, feed, num_steps, optimizer, scaler, scheduler, cfg, use_amp):
-    """``num_steps`` optimiser steps; returns per-key (sum of step means, steps)."""
+    """Up to ``num_steps`` optimiser steps, fewer when a shard runs dry (skipped samples).
+
+    Returns:
+        Per-key (sum of step means, steps), plus ``steps`` itself.
+    """
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     sums: dict[str, float] = {}
     steps = 0
-    for batch in feed.batches(shard, drop_last=True):
-        if steps == num_steps:
-            break  # every worker stops at the same step, or DDP would wait forever
+    batches = feed.batches(shard, drop_last=True)
+    while steps < num_steps:
+        batch = next(batches, None)
+        # Every worker takes the same number of steps, or DDP would wait forever on the others.
+        if not _all_workers_have(batch is not None, feed.device):
+            break
         with torch.autocast(feed.device.type, enabled=use_amp):
             out = kd_step(model, batch, feed.terms)
         optimizer_step(out["loss"], optimizer, scaler, params, cfg.train.grad_clip_norm)
@@ -145,9 +159,7 @@ def _train_epoch(model, shard, feed, num_steps, optimizer, scaler, scheduler, cf
         steps += 1
         for key, value in out.items():
             sums[key] = sums.get(key, 0.0) + float(value.detach())
-    if steps < num_steps:
-        raise RuntimeError(f"shard ran out after {steps} of {num_steps} planned steps")
-    return {key: (total, steps) for key, total in sums.items()}
+    return {key: (total, steps) for key, total in sums.items()} | {"steps": (steps, 1)}
 
 
 @torch.no_grad()
@@ -161,6 +173,14 @@ def _evaluate(distiller, shard, feed):
             total, seen = sums.get(key, (0.0, 0))
             sums[key] = (total + float(value) * count, seen + count)
     return sums
+
+
+def _all_workers_have(has_batch: bool, device) -> bool:
+    if not (dist.is_available() and dist.is_initialized()):
+        return has_batch
+    flag = torch.tensor([1 if has_batch else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def _mean_across_workers(sums: dict[str, tuple[float, int]], device) -> dict[str, float]:
