@@ -141,3 +141,20 @@ def test_skip_policy_counts_and_lists_bad_samples(local_ray, tiny_config):
     lines = Path(summary.run_dir, "bad_samples.jsonl").read_text().splitlines()
     stages = sorted(json.loads(line)["stage"] + ":" + json.loads(line)["image_id"] for line in lines)
     assert stages == ["missing-features:2", "train:5"]
+
+
+def test_missing_rows_and_online_ratio_run_the_teacher_in_the_worker(local_ray, tiny_config):
+    cfg = tiny_config.model_copy(
+        update={
+            "name": "online",
+            "data": tiny_config.data.model_copy(update={"missing_features": "online"}),
+            "distill": tiny_config.distill.model_copy(update={"online_ratio": 0.25}),
+        }
+    )
+    write_synthetic_coco(cfg.data)
+    store = run_precompute(cfg)
+    Path(list_parts(store.dataset)[0]).unlink()  # 4 images lose their rows
+    summary = run_training(cfg)
+    assert summary.num_train + summary.num_val == 16 and summary.num_bad_samples == 0
+    shares = [record["train/data/online_share"] for record in summary.history]
+    assert all(share > 0 for share in shares)

@@ -29,8 +29,9 @@ class DataConfig(StrictModel):
     on_bad_sample: Literal["error", "skip"] = Field(
         "error", description="a corrupt/missing image or bad feature row: stop, or skip and record it"
     )
-    missing_features: Literal["error", "skip"] = Field(
-        "error", description="a dataset image without a store row: stop, or skip and record it"
+    missing_features: Literal["error", "online", "skip"] = Field(
+        "error",
+        description="a dataset image without a store row: stop, run the teacher in the worker, or skip",
     )
     decode_num_cpus: float = Field(
         0.25, gt=0, description="CPUs reserved per fetch/decode task (mostly I/O, so a fraction)"

@@ -14,11 +14,14 @@ import numpy as np
 from vfmkd_ray import storage
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
 from vfmkd_ray.data.images import BadImageError, augment, decode_image, letterbox
+from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import Manifest
 from vfmkd_ray.store.reader import FeatureStoreError, decode_row
+from vfmkd_ray.store.schema import feature_column, scale_column
 
 IMAGE_COLUMN = "image"
 VALID_HW_COLUMN = "valid_hw"
+ONLINE_COLUMN = "online"  # 1 where the worker runs the teacher instead of using stored features
 
 
 def load_letterboxed(
@@ -90,12 +93,15 @@ class TrainSampleDecoder:
         split: str,
         val_fraction: float,
         bad_samples: BadSampleLog | None = None,
+        online_ratio: float = 0.0,
     ):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         self.manifest, self.dataset = manifest, dataset
         self.want_val, self.val_fraction = split == "val", val_fraction
         self.bad_samples = bad_samples
+        self.online_ratio = online_ratio
+        self.rng = np.random.default_rng()  # a fresh draw of online samples every epoch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         # A generator, so a batch with no usable row yields nothing: zero-row tensor columns would
@@ -115,11 +121,32 @@ class TrainSampleDecoder:
             yield {column: np.stack([s[column] for s in samples]) for column in samples[0]}
 
     def _sample(self, batch: dict[str, np.ndarray], row: int) -> dict[str, np.ndarray]:
-        features = decode_row(batch, row, self.manifest, self.dataset)
+        has_row = len(batch[feature_column(next(iter(self.manifest.layers)))][row]) > 0
+        online = not has_row or self.rng.random() < self.online_ratio
+        if online:
+            features = placeholder_features(self.manifest)  # the worker's teacher fills these in
+        else:
+            features = decode_row(batch, row, self.manifest, self.dataset)
         canvas, (height, width) = load_letterboxed(
             str(batch["image_uri"][row]),
             self.manifest.input_size,
             int(batch["aug_seed"][row]),
             self.manifest.augment,
         )
-        return {IMAGE_COLUMN: canvas, VALID_HW_COLUMN: np.array([height, width], np.int32), **features}
+        return {
+            IMAGE_COLUMN: canvas,
+            VALID_HW_COLUMN: np.array([height, width], np.int32),
+            ONLINE_COLUMN: np.uint8(online),
+            **features,
+        }
+
+
+def placeholder_features(manifest: Manifest) -> dict[str, np.ndarray]:
+    """Zero arrays in stored form for a sample whose features the worker computes online."""
+    dtype = codecs.stored_array(b"", (0,), manifest.codec).dtype
+    arrays = {}
+    for layer, spec in manifest.layers.items():
+        arrays[feature_column(layer)] = np.zeros(spec.shape, dtype)
+        if manifest.codec == "int8":
+            arrays[scale_column(layer)] = np.ones(spec.shape[0], np.float32)
+    return arrays

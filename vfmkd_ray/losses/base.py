@@ -26,6 +26,7 @@ class KDBatch:
     images_BCHW: torch.Tensor
     valid_hw_B2: torch.Tensor
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    num_online: int = 0  # samples whose teacher_features were computed live in the worker
 
     @property
     def image_size(self) -> int:

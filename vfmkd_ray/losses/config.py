@@ -37,3 +37,10 @@ class DistillConfig(StrictModel):
     """The loss terms summed with their weights; keys are the names used in metrics."""
 
     terms: dict[str, LossTermConfig] = Field(default_factory=_default_terms)
+    online_ratio: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of samples whose teacher runs in the worker instead of reading the store "
+        "(the seed design uses 0.2)",
+    )

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 import ray.train
 from ray.train.torch import TorchTrainer
@@ -15,7 +17,7 @@ from ray.train.torch import TorchTrainer
 from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig, dump_config
 from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BAD_SAMPLES_JSONL, BadSample, BadSampleLog
-from vfmkd_ray.data.coco import read_image_records
+from vfmkd_ray.data.coco import ImageRecord, read_image_records
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import TrainSampleDecoder, is_validation
 from vfmkd_ray.models.teachers import describe_teacher
@@ -26,6 +28,7 @@ from vfmkd_ray.store.manifest import Manifest, dataset_uri, read_manifest
 from vfmkd_ray.store.parts import list_parts, stored_image_ids
 from vfmkd_ray.store.precompute import expected_manifest_fields
 from vfmkd_ray.store.reader import FeatureStoreError
+from vfmkd_ray.store.schema import aug_seed_for
 from vfmkd_ray.train.run_files import (
     BEST_BACKBONE_PTH,
     BEST_BACKBONE_SAFETENSORS,
@@ -73,7 +76,7 @@ def run_training(cfg: ExperimentConfig) -> TrainSummary:
     dataset, manifest = check_store(cfg)
     run_dir = storage.join(storage.absolute(cfg.train.storage_path), cfg.name)
     bad_samples = BadSampleLog(storage.join(run_dir, BAD_SAMPLES_DIR))
-    ids = _usable_image_ids(cfg, dataset, bad_samples)
+    ids, missing = _usable_image_ids(cfg, dataset, bad_samples)
     num_val = sum(is_validation(i, cfg.data.val_fraction) for i in ids)
     num_train = len(ids) - num_val
     steps_per_epoch = _steps_per_epoch(cfg, num_train, num_val)
@@ -83,7 +86,8 @@ def run_training(cfg: ExperimentConfig) -> TrainSummary:
         "train %s: %d train / %d val images, %d steps per epoch", run_dir, num_train, num_val, steps_per_epoch
     )
     skip_log = bad_samples if cfg.data.on_bad_sample == "skip" else None
-    trainer = _trainer(cfg, run_dir, steps_per_epoch, manifest, _datasets(cfg, dataset, manifest, skip_log))
+    datasets = _datasets(cfg, dataset, manifest, skip_log, missing)
+    trainer = _trainer(cfg, run_dir, steps_per_epoch, manifest, datasets)
     try:
         result = trainer.fit()
     except Exception as err:
@@ -109,9 +113,15 @@ def run_training(cfg: ExperimentConfig) -> TrainSummary:
     )
 
 
-def _usable_image_ids(cfg: ExperimentConfig, dataset: str, bad_samples: BadSampleLog) -> list[str]:
-    """Stored ids; dataset images without a row stop the run or, under ``missing_features: skip``,
-    are recorded as bad samples, so a run never trains on fewer samples silently."""
+def _usable_image_ids(
+    cfg: ExperimentConfig, dataset: str, bad_samples: BadSampleLog
+) -> tuple[list[str], list[ImageRecord]]:
+    """The ids training will see, and the dataset images without a store row.
+
+    Missing rows stop the run (``missing_features: error``), are recorded as bad samples (``skip``)
+    or join training with the teacher run in the worker (``online``): a run never trains on fewer
+    samples silently.
+    """
     ids = stored_image_ids(dataset)
     stored = set(ids)
     missing = [r for r in read_image_records(cfg.data) if r.image_id not in stored]
@@ -120,11 +130,13 @@ def _usable_image_ids(cfg: ExperimentConfig, dataset: str, bad_samples: BadSampl
             f"{len(missing)} images of {cfg.data.root} have no feature row in {dataset}, e.g. "
             f"{[r.image_uri for r in missing[:3]]}; run `vfmkd precompute`, or set data.missing_features=skip"
         )
+    if cfg.data.missing_features == "online":
+        return ids + [r.image_id for r in missing], missing
     for record in missing:
         bad_samples.record(
             BadSample(record.image_id, record.image_uri, "missing-features", f"no row in {dataset}")
         )
-    return ids
+    return ids, []
 
 
 def _steps_per_epoch(cfg: ExperimentConfig, num_train: int, num_val: int) -> int:
@@ -173,14 +185,44 @@ def local_cpus_needed(cfg: ExperimentConfig) -> float:
 
 
 def _datasets(
-    cfg: ExperimentConfig, dataset: str, manifest: Manifest, bad_samples: BadSampleLog | None
+    cfg: ExperimentConfig,
+    dataset: str,
+    manifest: Manifest,
+    bad_samples: BadSampleLog | None,
+    online_only: list[ImageRecord],
 ) -> dict[str, ray.data.Dataset]:
-    rows = ray.data.read_parquet(list_parts(dataset), num_cpus=cfg.data.decode_num_cpus)
+    """Train/val streams over the store rows, plus placeholder rows (features computed online)
+    for ``online_only`` images."""
+    parts = list_parts(dataset)
+    rows = ray.data.read_parquet(parts, num_cpus=cfg.data.decode_num_cpus)
+    if online_only:
+        rows = rows.union(ray.data.from_arrow(_placeholder_rows(parts[0], online_only, cfg.seed)))
     return {
         split: rows.map_batches(
-            TrainSampleDecoder(manifest, dataset, split, cfg.data.val_fraction, bad_samples),
+            TrainSampleDecoder(
+                manifest, dataset, split, cfg.data.val_fraction, bad_samples, cfg.distill.online_ratio
+            ),
             batch_size=cfg.train.batch_size,
             num_cpus=cfg.data.decode_num_cpus,
         )
         for split in ("train", "val")
     }
+
+
+def _placeholder_rows(part: str, records: list[ImageRecord], seed: int) -> pa.Table:
+    """Rows with the store's schema and empty feature columns, one per record."""
+    fs, path = storage.filesystem(part)
+    with fs.open(path, "rb") as handle:
+        schema = pq.read_schema(handle)
+    empty = {pa.binary(): b"", pa.string(): "", pa.list_(pa.int32()): [], pa.int32(): 0}
+    columns = {}
+    for field in schema:
+        if field.name == "image_id":
+            columns[field.name] = [r.image_id for r in records]
+        elif field.name == "image_uri":
+            columns[field.name] = [r.image_uri for r in records]
+        elif field.name == "aug_seed":
+            columns[field.name] = [aug_seed_for(r.image_id, seed) for r in records]
+        else:
+            columns[field.name] = [empty[field.type]] * len(records)
+    return pa.table(columns, schema=schema)

@@ -21,10 +21,11 @@ from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BadSampleLog
 from vfmkd_ray.data.images import normalize
-from vfmkd_ray.data.pipeline import IMAGE_COLUMN, VALID_HW_COLUMN
+from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ONLINE_COLUMN, VALID_HW_COLUMN
 from vfmkd_ray.losses.base import KDBatch, LossTerm
 from vfmkd_ray.losses.registry import build_loss_terms
 from vfmkd_ray.models.students import build_student
+from vfmkd_ray.models.teachers import FrozenTeacher, build_teacher
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import Manifest
 from vfmkd_ray.store.schema import feature_column, scale_column
@@ -72,7 +73,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         distiller, parallel_strategy_kwargs={"find_unused_parameters": not distiller.uses_every_level()}
     )
     bad_samples = BadSampleLog(storage.join(plan.run_dir, BAD_SAMPLES_DIR))
-    feed = BatchFeed(terms, manifest.codec, device, cfg.train.batch_size, cfg.train.prefetch_batches)
+    online = cfg.distill.online_ratio > 0 or cfg.data.missing_features == "online"
+    teacher = build_teacher(cfg.teacher).to(device) if online else None
+    feed = BatchFeed(terms, manifest.codec, device, cfg.train.batch_size, cfg.train.prefetch_batches, teacher)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(state.epoch, cfg.train.epochs):
@@ -113,6 +116,7 @@ class BatchFeed:
     device: torch.device
     batch_size: int
     prefetch_batches: int
+    teacher: FrozenTeacher | None = None  # for samples marked online (never wrapped in DDP)
 
     def batches(self, shard, drop_last: bool):
         for raw in shard.iter_torch_batches(
@@ -129,10 +133,20 @@ class BatchFeed:
                 self.codec,
                 None if scale is None else scale.to(self.device),
             )
+        images = normalize(raw[IMAGE_COLUMN].to(self.device))
+        online = raw[ONLINE_COLUMN].to(self.device).bool()
+        num_online = int(online.sum())
+        if num_online:
+            if self.teacher is None:
+                raise RuntimeError("samples are marked online but the worker has no teacher")
+            live = self.teacher(images[online])
+            for layer in features:
+                features[layer][online] = live[layer].float()
         return KDBatch(
-            images_BCHW=normalize(raw[IMAGE_COLUMN].to(self.device)),
+            images_BCHW=images,
             valid_hw_B2=raw[VALID_HW_COLUMN].to(self.device),
             teacher_features=features,
+            num_online=num_online,
         )
 
 
@@ -154,6 +168,7 @@ def _train_epoch(model, shard, feed, num_steps, optimizer, scaler, scheduler, cf
             break
         with torch.autocast(feed.device.type, enabled=use_amp):
             out = kd_step(model, batch, feed.terms)
+        out["data/online_share"] = torch.tensor(batch.num_online / len(batch.images_BCHW))
         optimizer_step(out["loss"], optimizer, scaler, params, cfg.train.grad_clip_norm)
         scheduler.step()
         steps += 1

@@ -1,0 +1,67 @@
+"""Online teacher: samples marked online get live teacher features in the worker's batch feed."""
+
+import numpy as np
+import torch
+
+from tests.conftest import build_store_in_process
+from vfmkd_ray.data.pipeline import ONLINE_COLUMN, TrainSampleDecoder
+from vfmkd_ray.losses.registry import build_loss_terms
+from vfmkd_ray.models.students import build_student
+from vfmkd_ray.models.teachers import build_teacher
+from vfmkd_ray.store.manifest import read_manifest
+from vfmkd_ray.store.parts import list_parts, read_column
+from vfmkd_ray.store.schema import feature_column
+from vfmkd_ray.train.worker import BatchFeed
+
+COLUMNS = [
+    "image_id",
+    "image_uri",
+    "aug_seed",
+    "feat.image_embed",
+    "feat.image_embed.shape",
+    "feat.image_embed.dtype",
+    "feat.image_embed.scale",
+]
+
+
+def _rows(dataset):
+    part = list_parts(dataset)[0]
+    return {name: np.array(read_column(part, name), dtype=object) for name in COLUMNS}
+
+
+def _decode(manifest, dataset, rows, ratio):
+    outputs = list(TrainSampleDecoder(manifest, dataset, "train", 0.0, None, ratio)(rows))
+    return {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
+
+
+def test_online_ratio_and_rows_without_features_are_marked_online(tiny_config):
+    dataset = build_store_in_process(tiny_config)
+    manifest = read_manifest(dataset)
+    rows = _rows(dataset)
+    assert _decode(manifest, dataset, rows, 0.0)[ONLINE_COLUMN].tolist() == [0, 0, 0, 0]
+    assert _decode(manifest, dataset, rows, 1.0)[ONLINE_COLUMN].tolist() == [1, 1, 1, 1]
+    rows["feat.image_embed"][2] = b""  # a placeholder row: the image has no stored features
+    decoded = _decode(manifest, dataset, rows, 0.0)
+    assert decoded[ONLINE_COLUMN].tolist() == [0, 0, 1, 0]
+    assert not decoded[feature_column("image_embed")][2].any()
+
+
+def test_batch_feed_fills_online_samples_with_the_live_teacher(tiny_config):
+    dataset = build_store_in_process(tiny_config)
+    manifest = read_manifest(dataset)
+    rows = _rows(dataset)
+    decoded = _decode(manifest, dataset, rows, 0.0)
+    decoded[ONLINE_COLUMN] = np.array([0, 1, 0, 1], np.uint8)
+    decoded[feature_column("image_embed")][[1, 3]] = 0  # what the decoder ships for online rows
+    teacher = build_teacher(tiny_config.teacher)
+    student = build_student(tiny_config.student)
+    terms = build_loss_terms(tiny_config.distill, student.feature_info, teacher.feature_shapes())
+    feed = BatchFeed(terms, "fp16", torch.device("cpu"), 4, 1, teacher)
+    batch = feed.to_kd_batch({key: torch.from_numpy(np.asarray(value)) for key, value in decoded.items()})
+    assert batch.num_online == 2
+    live = teacher(batch.images_BCHW)["image_embed"]
+    torch.testing.assert_close(batch.teacher_features["image_embed"][[1, 3]], live[[1, 3]])
+    # Offline rows keep the stored (fp16) values, which match the teacher to fp16 precision.
+    torch.testing.assert_close(
+        batch.teacher_features["image_embed"][[0, 2]], live[[0, 2]], atol=2e-3, rtol=1e-2
+    )
