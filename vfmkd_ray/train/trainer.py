@@ -214,7 +214,6 @@ def _placeholder_rows(part: str, records: list[ImageRecord], seed: int) -> pa.Ta
     fs, path = storage.filesystem(part)
     with fs.open(path, "rb") as handle:
         schema = pq.read_schema(handle)
-    empty = {pa.binary(): b"", pa.string(): "", pa.list_(pa.int32()): [], pa.int32(): 0}
     columns = {}
     for field in schema:
         if field.name == "image_id":
@@ -224,5 +223,17 @@ def _placeholder_rows(part: str, records: list[ImageRecord], seed: int) -> pa.Ta
         elif field.name == "aug_seed":
             columns[field.name] = [aug_seed_for(r.image_id, seed) for r in records]
         else:
-            columns[field.name] = [empty[field.type]] * len(records)
+            columns[field.name] = [_empty_value(field.type)] * len(records)
     return pa.table(columns, schema=schema)
+
+
+def _empty_value(arrow_type: pa.DataType) -> object:
+    if pa.types.is_binary(arrow_type):
+        return b""
+    if pa.types.is_string(arrow_type):
+        return ""
+    if pa.types.is_list(arrow_type):
+        return []
+    if pa.types.is_integer(arrow_type):
+        return 0
+    raise TypeError(f"no placeholder for store column type {arrow_type}")
