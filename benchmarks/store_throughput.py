@@ -1,0 +1,174 @@
+"""Feature-store throughput through the real Ray Data path, against a raw-bytes baseline.
+
+For each codec and target (local disk, and the moto S3 server on 127.0.0.1):
+- write: Ray Data batches of float32 features -> ``PartWriter`` (encode + Parquet + atomic write);
+- read: ``read_parquet`` -> ``decode_features`` (shape/dtype checks, stored arrays) -> batches;
+- raw: the same encoded feature bytes as one flat file/object, read with plain reads and
+  ``np.frombuffer`` per row: the limit the store path is measured against.
+
+    .venv/bin/python benchmarks/store_throughput.py [--rows 128] [--shape 256 64 64] [--repeats 3]
+
+Each figure is the median of ``--repeats`` runs (min-max in brackets); MB are 10^6 stored bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.s3_server
+
+from tests.s3_server import create_bucket, moto_s3_server
+from vfmkd_ray import storage
+from vfmkd_ray.store import codecs
+from vfmkd_ray.store.manifest import LayerSpec, Manifest
+from vfmkd_ray.store.parts import PartWriter, list_parts
+from vfmkd_ray.store.reader import decode_features
+from vfmkd_ray.store.schema import feature_column
+
+LAYER = "image_embed"
+
+
+class FeatureSource:
+    """Distinct float32 rows cut from one random pool (generating fresh noise would dominate)."""
+
+    def __init__(self, shape: tuple[int, int, int]):
+        self.shape = shape
+        self.pool = np.random.default_rng(0).standard_normal(int(np.prod(shape)) * 2).astype(np.float32)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        size = int(np.prod(self.shape))
+        rows = [self.pool[(int(i) * 7919) % size :][:size].reshape(self.shape) for i in batch["id"]]
+        ids = [str(i) for i in batch["id"]]
+        return {
+            "image_id": np.array(ids),
+            "image_uri": np.array([f"mem://{i}" for i in ids]),
+            "aug_seed": np.asarray(batch["id"], np.int64),
+            "valid_h": np.full(len(ids), self.shape[1] * 16, np.int32),
+            "valid_w": np.full(len(ids), self.shape[2] * 16, np.int32),
+            feature_column(LAYER): np.stack(rows),
+        }
+
+
+class Decoder:
+    def __init__(self, manifest: Manifest, dataset: str):
+        self.manifest, self.dataset = manifest, dataset
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return decode_features(batch, self.manifest, self.dataset)
+
+
+def write_store(dataset: str, rows: int, shape, codec: str, rows_per_part: int) -> float:
+    ds = ray.data.range(rows, override_num_blocks=max(1, rows // rows_per_part))
+    ds = ds.map_batches(FeatureSource(shape), batch_size=rows_per_part)
+    ds = ds.map_batches(PartWriter(dataset, [LAYER], codec), batch_size=rows_per_part)
+    started = time.perf_counter()
+    written = sum(int(r) for r in ds.to_pandas()["rows"])
+    assert written == rows, written
+    return time.perf_counter() - started
+
+
+def read_store(dataset: str, manifest: Manifest, batch_size: int) -> tuple[float, int]:
+    started = time.perf_counter()
+    ds = ray.data.read_parquet(list_parts(dataset)).map_batches(
+        Decoder(manifest, dataset), batch_size=batch_size
+    )
+    count = sum(
+        len(b[feature_column(LAYER)]) for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy")
+    )
+    return time.perf_counter() - started, count
+
+
+def raw_read(uri: str, row_bytes: int, shape, codec: str) -> float:
+    started = time.perf_counter()
+    fs, path = storage.filesystem(uri)
+    with fs.open(path, "rb") as handle:
+        while chunk := handle.read(row_bytes):
+            codecs.stored_array(chunk, shape, codec)  # np.frombuffer + reshape
+    return time.perf_counter() - started
+
+
+def run_one(root: str, codec: str, args) -> dict[str, list[float]]:
+    shape = tuple(args.shape)
+    row_bytes = len(codecs.encode(np.zeros(shape, np.float32), codec)[0])
+    manifest = Manifest(
+        schema_version=1,
+        teacher="bench",
+        teacher_weights="none",
+        input_size=shape[1] * 16,
+        layers={LAYER: LayerSpec(shape=shape, stride=16)},
+        codec=codec,
+        augment="none",
+        row_count=args.rows,
+        num_parts=0,
+        dataset_fingerprint="bench",
+    )
+    times: dict[str, list[float]] = {"write": [], "read": [], "raw read": []}
+    for repeat in range(args.repeats):
+        dataset = storage.join(root, f"{codec}-{repeat}")
+        times["write"].append(write_store(dataset, args.rows, shape, codec, args.rows_per_part))
+        seconds, count = read_store(dataset, manifest, args.rows_per_part)
+        assert count == args.rows
+        times["read"].append(seconds)
+        raw_uri = storage.join(root, f"raw-{codec}-{repeat}.bin")
+        payload = b"".join(
+            codecs.encode(FeatureSource(shape)({"id": np.array([i])})[feature_column(LAYER)][0], codec)[0]
+            for i in range(args.rows)
+        )
+        storage.write_bytes_atomic(raw_uri, payload)
+        times["raw read"].append(raw_read(raw_uri, row_bytes, shape, codec))
+    return {op: [args.rows / t for t in ts] for op, ts in times.items()} | {"row_bytes": [row_bytes]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=128)
+    parser.add_argument("--shape", type=int, nargs=3, default=[256, 64, 64], help="C H W (SAM at 1024 px)")
+    parser.add_argument("--rows-per-part", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--codecs", nargs="+", default=["fp16", "bf16", "int8"])
+    parser.add_argument("--targets", nargs="+", default=["local", "s3"], choices=["local", "s3"])
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"Ray {ray.__version__}; {args.rows} rows of {tuple(args.shape)} float32 features, "
+        f"median of {args.repeats} (min-max)"
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, moto_s3_server() as endpoint:
+        create_bucket(endpoint, "bench")
+        ray.init(num_cpus=os.cpu_count(), logging_level="ERROR")  # after the AWS env is set
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        roots = {"local": tmp, "s3": "s3://bench"}
+        for target in args.targets:
+            for codec in args.codecs:
+                rates = run_one(roots[target], codec, args)
+                rows.append((target, codec, rates))
+        ray.shutdown()
+    print("\n| target | codec | bytes/row | op | rows/s | MB/s | vs raw read |")
+    print("|---|---|---|---|---|---|---|")
+    for target, codec, rates in rows:
+        row_bytes = rates.pop("row_bytes")[0]
+        raw = statistics.median(rates["raw read"])
+        for op, values in rates.items():
+            median = statistics.median(values)
+            spread = f"{min(values):,.1f}-{max(values):,.1f}"
+            print(
+                f"| {target} | {codec} | {row_bytes:,} | {op} | {median:,.1f} ({spread}) "
+                f"| {median * row_bytes / 1e6:,.1f} | {median / raw:.3f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
