@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: $(VENV)/.installed-test
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Measured figures, not timed tests (see README for the latest).
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/codec_accuracy.py
+	$(BIN)/python benchmarks/store_throughput.py
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

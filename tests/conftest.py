@@ -118,3 +118,12 @@ def build_store_in_process(cfg: ExperimentConfig) -> str:
             writer(actor(loaded))
     finalize_store(dataset, records, teacher, expected_manifest_fields(cfg, teacher.weights_id))
     return dataset
+
+
+def read_part_rows(part: str) -> dict:
+    """Every column of one store part as object arrays, the way Ray Data hands batches to stages."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(part)
+    return {name: np.array(table.column(name).to_pylist(), dtype=object) for name in table.column_names}

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import build_store_in_process
+from tests.conftest import build_store_in_process, read_part_rows
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader, TrainSampleDecoder
 from vfmkd_ray.store.manifest import read_manifest
-from vfmkd_ray.store.parts import list_parts, read_column
+from vfmkd_ray.store.parts import list_parts
 
 
 def test_log_is_idempotent_per_sample_and_writes_jsonl(tmp_path):
@@ -50,16 +50,7 @@ def test_decoder_skips_a_corrupt_image_and_a_mis_shaped_row(tmp_path, tiny_confi
     dataset = build_store_in_process(tiny_config)
     manifest = read_manifest(dataset)
     part = list_parts(dataset)[0]
-    names = [
-        "image_id",
-        "image_uri",
-        "aug_seed",
-        "feat.image_embed",
-        "feat.image_embed.shape",
-        "feat.image_embed.dtype",
-        "feat.image_embed.scale",
-    ]
-    rows = {name: np.array(read_column(part, name), dtype=object) for name in names}
+    rows = read_part_rows(part)
     rows["feat.image_embed.shape"][0] = [256, 2, 2]
     with open(rows["image_uri"][1], "wb") as handle:
         handle.write(b"not a png")

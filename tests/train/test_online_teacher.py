@@ -3,30 +3,20 @@
 import numpy as np
 import torch
 
-from tests.conftest import build_store_in_process
+from tests.conftest import build_store_in_process, read_part_rows
 from vfmkd_ray.data.pipeline import ONLINE_COLUMN, TrainSampleDecoder
 from vfmkd_ray.losses.registry import build_loss_terms
 from vfmkd_ray.models.students import build_student
 from vfmkd_ray.models.teachers import build_teacher
 from vfmkd_ray.store.manifest import read_manifest
-from vfmkd_ray.store.parts import list_parts, read_column
+from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.schema import feature_column
 from vfmkd_ray.train.worker import BatchFeed
-
-COLUMNS = [
-    "image_id",
-    "image_uri",
-    "aug_seed",
-    "feat.image_embed",
-    "feat.image_embed.shape",
-    "feat.image_embed.dtype",
-    "feat.image_embed.scale",
-]
 
 
 def _rows(dataset):
     part = list_parts(dataset)[0]
-    return {name: np.array(read_column(part, name), dtype=object) for name in COLUMNS}
+    return read_part_rows(part)
 
 
 def _decode(manifest, dataset, rows, ratio):

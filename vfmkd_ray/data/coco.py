@@ -42,12 +42,7 @@ def read_image_records(cfg: DataConfig) -> list[ImageRecord]:
         ]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{ann_uri} is not a COCO annotations file: {err!r}") from None
-    seen: set[str] = set()
-    for record in records:
-        if record.image_id in seen:
-            raise ValueError(f"{ann_uri} lists image id {record.image_id} twice")
-        seen.add(record.image_id)
-    return records
+    return _unique(records, ann_uri)
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -59,10 +54,14 @@ def _folder_records(images_uri: str) -> list[ImageRecord]:
     if not uris:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_uri}")
     records = [ImageRecord(image_id=_stem(uri), image_uri=uri, width=0, height=0) for uri in uris]
+    return _unique(records, f"{images_uri} (ids are file stems)")
+
+
+def _unique(records: list[ImageRecord], source: str) -> list[ImageRecord]:
     seen: set[str] = set()
     for record in records:
         if record.image_id in seen:
-            raise ValueError(f"{images_uri} holds two images named {record.image_id} (ids are file stems)")
+            raise ValueError(f"{source} has image id {record.image_id} twice")
         seen.add(record.image_id)
     return records
 
