@@ -55,3 +55,26 @@ def test_batch_feed_fills_online_samples_with_the_live_teacher(tiny_config):
     torch.testing.assert_close(
         batch.teacher_features["image_embed"][[0, 2]], live[[0, 2]], atol=2e-3, rtol=1e-2
     )
+
+
+def test_online_draws_differ_between_calls_of_a_pickled_decoder(tiny_config):
+    import pickle
+
+    dataset = build_store_in_process(
+        tiny_config.model_copy(
+            update={
+                "data": tiny_config.data.model_copy(
+                    update={"synthetic": tiny_config.data.synthetic.model_copy(update={"num_images": 32})}
+                )
+            }
+        )
+    )
+    manifest = read_manifest(dataset)
+    rows = {}
+    for part in list_parts(dataset):
+        for key, value in read_part_rows(part).items():
+            rows[key] = np.concatenate([rows[key], value]) if key in rows else value
+    # Ray ships the stage to every task (and every epoch's tasks) as the same pickled bytes.
+    shipped = pickle.dumps(TrainSampleDecoder(manifest, dataset, "train", 0.0, None, 0.5))
+    draws = [tuple(next(pickle.loads(shipped)(dict(rows)))[ONLINE_COLUMN].tolist()) for _ in range(4)]
+    assert len(set(draws)) > 1, "every epoch drew the same online samples"

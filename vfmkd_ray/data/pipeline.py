@@ -101,17 +101,19 @@ class TrainSampleDecoder:
         self.want_val, self.val_fraction = split == "val", val_fraction
         self.bad_samples = bad_samples
         self.online_ratio = online_ratio
-        self.rng = np.random.default_rng()  # a fresh draw of online samples every epoch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         # A generator, so a batch with no usable row yields nothing: zero-row tensor columns would
         # make Ray Data fall back to pickling the whole column.
+        # Seeded from fresh OS entropy per call: a generator made in __init__ would be pickled into
+        # every task with the same state and draw the same "random" samples every epoch.
+        rng = np.random.default_rng()
         samples = []
         for row, image_id in enumerate(batch["image_id"]):
             if is_validation(str(image_id), self.val_fraction) != self.want_val:
                 continue
             try:
-                samples.append(self._sample(batch, row))
+                samples.append(self._sample(batch, row, rng))
             except (BadImageError, FeatureStoreError) as err:
                 if self.bad_samples is None:
                     raise
@@ -120,9 +122,11 @@ class TrainSampleDecoder:
         if samples:
             yield {column: np.stack([s[column] for s in samples]) for column in samples[0]}
 
-    def _sample(self, batch: dict[str, np.ndarray], row: int) -> dict[str, np.ndarray]:
+    def _sample(
+        self, batch: dict[str, np.ndarray], row: int, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
         has_row = len(batch[feature_column(next(iter(self.manifest.layers)))][row]) > 0
-        online = not has_row or self.rng.random() < self.online_ratio
+        online = not has_row or rng.random() < self.online_ratio
         if online:
             features = placeholder_features(self.manifest)  # the worker's teacher fills these in
         else:
