@@ -2,7 +2,8 @@
 
 For each codec and target (local disk, and the moto S3 server on 127.0.0.1):
 - write: Ray Data batches of float32 features -> ``PartWriter`` (encode + Parquet + atomic write);
-- read: ``read_parquet`` -> ``decode_features`` (shape/dtype checks, stored arrays) -> batches;
+- read: ``read_store_rows`` (the training source) -> ``decode_features`` (shape/dtype checks,
+  stored arrays) -> batches;
 - raw: the same encoded feature bytes as one flat file/object, read with plain reads and
   ``np.frombuffer`` per row: the limit the store path is measured against.
 
@@ -32,6 +33,7 @@ from vfmkd_ray import storage
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import LayerSpec, Manifest
 from vfmkd_ray.store.parts import PartWriter, list_parts
+from vfmkd_ray.store.ray_source import read_store_rows
 from vfmkd_ray.store.reader import decode_features
 from vfmkd_ray.store.schema import feature_column
 
@@ -79,7 +81,7 @@ def write_store(dataset: str, rows: int, shape, codec: str, rows_per_part: int) 
 
 def read_store(dataset: str, manifest: Manifest, batch_size: int) -> tuple[float, int]:
     started = time.perf_counter()
-    ds = ray.data.read_parquet(list_parts(dataset)).map_batches(
+    ds = read_store_rows(list_parts(dataset), num_cpus=1).map_batches(
         Decoder(manifest, dataset), batch_size=batch_size
     )
     count = sum(

@@ -26,7 +26,8 @@ class StorageError(RuntimeError):
 
 
 @contextmanager
-def _access(uri: str) -> Iterator[None]:
+def access(uri: str) -> Iterator[None]:
+    """Maps what a filesystem raises for ``uri`` to FileNotFoundError or StorageError naming it."""
     try:
         yield
     except FileNotFoundError:
@@ -58,14 +59,14 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
-    with _access(uri):
+    with access(uri):
         fs.invalidate_cache(path)  # s3fs caches listings; another process may have written since
         return fs.exists(path)
 
 
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
-    with _access(uri):
+    with access(uri):
         return fs.cat_file(path)
 
 
@@ -85,7 +86,7 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     else:
-        with _access(uri):
+        with access(uri):
             fs.pipe_file(path, data)
 
 
@@ -108,7 +109,7 @@ def write_text_atomic(uri: str, text: str) -> None:
 def list_files(uri: str, pattern: str) -> list[str]:
     """URIs of the files directly under ``uri`` matching the glob ``pattern``, sorted."""
     fs, path = filesystem(uri)
-    with _access(uri):
+    with access(uri):
         fs.invalidate_cache(path)
         if not fs.exists(path):
             return []

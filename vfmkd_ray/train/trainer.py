@@ -27,6 +27,7 @@ from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store.manifest import Manifest, dataset_uri, read_manifest
 from vfmkd_ray.store.parts import list_parts, stored_image_ids
 from vfmkd_ray.store.precompute import expected_manifest_fields
+from vfmkd_ray.store.ray_source import read_store_rows
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.schema import aug_seed_for
 from vfmkd_ray.train.run_files import (
@@ -194,7 +195,7 @@ def _datasets(
     """Train/val streams over the store rows, plus placeholder rows (features computed online)
     for ``online_only`` images."""
     parts = list_parts(dataset)
-    rows = ray.data.read_parquet(parts, num_cpus=cfg.data.decode_num_cpus)
+    rows = read_store_rows(parts, cfg.data.decode_num_cpus)
     if online_only:
         rows = rows.union(ray.data.from_arrow(_placeholder_rows(parts[0], online_only, cfg.seed)))
     return {
