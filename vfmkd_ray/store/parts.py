@@ -49,10 +49,21 @@ def list_parts(dataset: str) -> list[str]:
     return storage.list_files(dataset, PART_GLOB)
 
 
-def read_column(part_uri: str, column: str) -> list:
+def read_part(part_uri: str, columns: list[str] | None = None) -> pa.Table:
+    """The rows of one part (all columns unless ``columns``); errors name the part's URI."""
     fs, path = storage.filesystem(part_uri)
-    with fs.open(path, "rb") as handle:
-        return pq.read_table(handle, columns=[column]).column(column).to_pylist()
+    with storage.access(part_uri), fs.open(path, "rb") as handle:
+        return pq.read_table(handle, columns=columns)
+
+
+def read_part_schema(part_uri: str) -> pa.Schema:
+    fs, path = storage.filesystem(part_uri)
+    with storage.access(part_uri), fs.open(path, "rb") as handle:
+        return pq.read_schema(handle)
+
+
+def read_column(part_uri: str, column: str) -> list:
+    return read_part(part_uri, [column]).column(column).to_pylist()
 
 
 def stored_image_ids(dataset: str) -> list[str]:

@@ -10,22 +10,16 @@ as everywhere else.
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
-from vfmkd_ray import storage
+from vfmkd_ray.store.parts import read_part
 
 
 class PartReader:
     """``map_batches`` stage: a batch of part URIs -> the rows of those parts."""
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        tables = []
-        for uri in batch.column("part").to_pylist():
-            fs, path = storage.filesystem(uri)
-            with storage.access(uri), fs.open(path, "rb") as handle:
-                tables.append(pq.read_table(handle))
-        return pa.concat_tables(tables)
+        return pa.concat_tables([read_part(uri) for uri in batch.column("part").to_pylist()])
 
 
 def read_store_rows(parts: list[str], num_cpus: float) -> ray.data.Dataset:

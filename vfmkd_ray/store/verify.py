@@ -11,17 +11,15 @@ import random
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
-from vfmkd_ray import storage
 from vfmkd_ray.data.images import normalize
 from vfmkd_ray.data.pipeline import load_letterboxed
 from vfmkd_ray.models.teachers import TeacherConfig, build_teacher
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.codec_report import flat_cosine
 from vfmkd_ray.store.manifest import Manifest, read_manifest
-from vfmkd_ray.store.parts import duplicate_ids, list_parts
+from vfmkd_ray.store.parts import duplicate_ids, list_parts, read_part
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.schema import dtype_column, feature_column, scale_column, shape_column
 
@@ -59,7 +57,8 @@ def verify_store(
         raise FeatureStoreError(f"no feature store manifest at {dataset}")
     parts = list_parts(dataset)
     tables = {
-        part: _read(part, ["image_id", "image_uri", "aug_seed", *_shape_columns(manifest)]) for part in parts
+        part: read_part(part, ["image_id", "image_uri", "aug_seed", *_shape_columns(manifest)])
+        for part in parts
     }
     report = VerifyReport(dataset=dataset, rows=sum(t.num_rows for t in tables.values()), parts=len(parts))
     report.problems.extend(_structure_problems(manifest, tables))
@@ -108,7 +107,7 @@ def _compare_with_teacher(
     for part, index in picked:
         by_part.setdefault(part, []).append(index)
     for part, indices in by_part.items():
-        rows = _read(part, None).take(indices).to_pylist()
+        rows = read_part(part).take(indices).to_pylist()
         for row in rows:
             canvas, _ = load_letterboxed(
                 row["image_uri"], manifest.input_size, row["aug_seed"], manifest.augment
@@ -150,9 +149,3 @@ def _teacher_config(manifest: Manifest, weights: str | None) -> TeacherConfig:
 
 def _shape_columns(manifest: Manifest) -> list[str]:
     return [column for layer in manifest.layers for column in (shape_column(layer), dtype_column(layer))]
-
-
-def _read(part: str, columns: list[str] | None):
-    fs, path = storage.filesystem(part)
-    with fs.open(path, "rb") as handle:
-        return pq.read_table(handle, columns=columns)

@@ -9,7 +9,6 @@ import logging
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 import ray.train
 from ray.train.torch import TorchTrainer
@@ -25,7 +24,7 @@ from vfmkd_ray.ray_errors import find_cause
 from vfmkd_ray.ray_session import ensure_ray
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store.manifest import Manifest, dataset_uri, read_manifest
-from vfmkd_ray.store.parts import list_parts, stored_image_ids
+from vfmkd_ray.store.parts import list_parts, read_part_schema, stored_image_ids
 from vfmkd_ray.store.precompute import expected_manifest_fields
 from vfmkd_ray.store.ray_source import read_store_rows
 from vfmkd_ray.store.reader import FeatureStoreError
@@ -212,9 +211,7 @@ def _datasets(
 
 def _placeholder_rows(part: str, records: list[ImageRecord], seed: int) -> pa.Table:
     """Rows with the store's schema and empty feature columns, one per record."""
-    fs, path = storage.filesystem(part)
-    with fs.open(path, "rb") as handle:
-        schema = pq.read_schema(handle)
+    schema = read_part_schema(part)
     columns = {}
     for field in schema:
         if field.name == "image_id":
