@@ -48,10 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from vfmkd_ray.object_storage import S3Config
     from vfmkd_ray.store.verify import verify_store
 
-    S3Config().apply()  # the AWS environment as it is
     report = verify_store(args.store, args.sample, args.weights, args.max_abs_error, args.min_cosine)
     print(f"store {report.dataset}: {report.rows} rows in {report.parts} parts")
     print(

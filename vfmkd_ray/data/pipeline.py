@@ -147,7 +147,7 @@ class TrainSampleDecoder:
 
 def placeholder_features(manifest: Manifest) -> dict[str, np.ndarray]:
     """Zero arrays in stored form for a sample whose features the worker computes online."""
-    dtype = codecs.stored_array(b"", (0,), manifest.codec).dtype
+    dtype = codecs.stored_dtype(manifest.codec)
     arrays = {}
     for layer, spec in manifest.layers.items():
         arrays[feature_column(layer)] = np.zeros(spec.shape, dtype)

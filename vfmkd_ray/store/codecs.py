@@ -41,10 +41,15 @@ def encode(features_CHW: np.ndarray, codec: str) -> tuple[bytes, np.ndarray]:
     return quantised.astype(np.int8).tobytes(), scale
 
 
+def stored_dtype(codec: str) -> np.dtype:
+    """The numpy dtype of the stored array (bf16 is held as its uint16 bits)."""
+    check_codec(codec)
+    return np.dtype(_STORED_NUMPY[codec])
+
+
 def stored_array(data: bytes, shape: tuple[int, ...], codec: str) -> np.ndarray:
     """The stored values as a numpy array (no decoding; bf16 stays as its uint16 bits)."""
-    check_codec(codec)
-    return np.frombuffer(data, dtype=_STORED_NUMPY[codec]).reshape(shape)
+    return np.frombuffer(data, dtype=stored_dtype(codec)).reshape(shape)
 
 
 def to_float32(stored: torch.Tensor, codec: str, scale: torch.Tensor | None = None) -> torch.Tensor:
