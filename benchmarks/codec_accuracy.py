@@ -16,8 +16,9 @@ def main(overrides: list[str]) -> None:
     cfg = load_config(None, overrides)
     write_synthetic_coco(cfg.data)
     raw, rows = measure_codecs(cfg, cfg.data.synthetic.num_images)
+    teacher = cfg.teachers[cfg.primary_teacher]
     print(
-        f"{cfg.teacher.name} ({cfg.teacher.weights} weights) at {cfg.teacher.input_size} px, "
+        f"{teacher.name} ({teacher.weights} weights) at {teacher.input_size} px, "
         f"{cfg.data.synthetic.num_images} synthetic images"
     )
     print("| codec | bytes/image (scales) | vs fp32 | vs fp16 | mean cosine | min cosine | max abs error |")

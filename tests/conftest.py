@@ -19,7 +19,7 @@ def tiny_overrides(root) -> list[str]:
         "data.synthetic.image_size=64",
         "data.synthetic.max_shapes=3",
         "data.val_fraction=0.25",
-        "teacher.input_size=64",
+        "teachers.sam.input_size=64",
         f"store.root={root}/store",
         "store.rows_per_part=4",
         "store.teacher_batch_size=4",
@@ -31,9 +31,26 @@ def tiny_overrides(root) -> list[str]:
     ]
 
 
+# A second teacher for multi-teacher tests: DINOv2 ViT-S/14 at 56 px (a 4 x 4 grid, a different input
+# size from the primary SAM's 64 px), distilled into the student's stride-32 level.
+SECOND_TEACHER = [
+    "teachers.dino.name=dinov2_vits14",
+    "teachers.dino.weights=random",
+    "teachers.dino.input_size=56",
+    "distill.terms.dino_s32.type=feature_mse",
+    "distill.terms.dino_s32.teacher=dino",
+    "distill.terms.dino_s32.student_stride=32",
+]
+
+
 @pytest.fixture
 def tiny_config(tmp_path) -> ExperimentConfig:
     return load_config(None, tiny_overrides(tmp_path))
+
+
+@pytest.fixture
+def two_teacher_config(tmp_path) -> ExperimentConfig:
+    return load_config(None, tiny_overrides(tmp_path) + SECOND_TEACHER)
 
 
 @pytest.fixture
@@ -82,8 +99,9 @@ def s3_bucket(s3_endpoint) -> str:
     return f"s3://{name}"
 
 
-def build_store_in_process(cfg: ExperimentConfig) -> str:
-    """The precompute stages run in this process (no Ray): loader -> teacher -> part writer.
+def build_store_in_process(cfg: ExperimentConfig, alias: str | None = None) -> str:
+    """The precompute stages of teacher ``alias`` (default: the primary one) run in this process
+    (no Ray): loader -> teacher -> part writer.
 
     For Ray-free tests of what reads a store; returns the dataset URI.
     """
@@ -95,18 +113,24 @@ def build_store_in_process(cfg: ExperimentConfig) -> str:
     from vfmkd_ray.data.pipeline import ImageLoader
     from vfmkd_ray.data.synthetic import write_synthetic_coco
     from vfmkd_ray.models.teachers import describe_teacher
-    from vfmkd_ray.store.manifest import dataset_uri
     from vfmkd_ray.store.parts import PartWriter
-    from vfmkd_ray.store.precompute import TeacherActor, expected_manifest_fields, finalize_store
+    from vfmkd_ray.store.precompute import (
+        TeacherActor,
+        expected_manifest_fields,
+        finalize_store,
+        teacher_dataset,
+    )
     from vfmkd_ray.store.schema import aug_seed_for
 
+    alias = alias or cfg.primary_teacher
+    teacher_cfg = cfg.teachers[alias]
     write_synthetic_coco(cfg.data)
     records = read_image_records(cfg.data)
-    teacher = describe_teacher(cfg.teacher)
-    dataset = dataset_uri(cfg.store.root, cfg.teacher.name, cfg.teacher.input_size)
-    loader = ImageLoader(cfg.teacher.input_size, cfg.store.augment)
-    actor = TeacherActor(cfg.teacher.model_dump())
-    writer = PartWriter(dataset, list(teacher.layer_names), cfg.store.codec)
+    teacher = describe_teacher(teacher_cfg)
+    dataset = teacher_dataset(cfg, alias)
+    loader = ImageLoader(teacher_cfg.input_size, cfg.store.augment)
+    actor = TeacherActor(teacher_cfg.model_dump())
+    writer = PartWriter(dataset, list(teacher.selected_layers), cfg.store.codec)
     step = cfg.store.rows_per_part
     for start in range(0, len(records), step):
         items = [
@@ -116,7 +140,7 @@ def build_store_in_process(cfg: ExperimentConfig) -> str:
         batch = {key: np.array([item[key] for item in items]) for key in items[0]}
         for loaded in loader(batch):
             writer(actor(loaded))
-    finalize_store(dataset, records, teacher, expected_manifest_fields(cfg, teacher.weights_id))
+    finalize_store(dataset, records, teacher, expected_manifest_fields(cfg, alias, teacher.weights_id))
     return dataset
 
 

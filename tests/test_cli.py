@@ -13,7 +13,7 @@ def test_unknown_config_key_exits_2_with_the_key_named(capsys):
 def test_unknown_student_is_reported(tmp_path, capsys):
     code = main(["synth", str(CONFIGS_DIR / "demo.yaml"), f"data.root={tmp_path}", "student.name=resnet"])
     assert code == 0  # synth does not build the student
-    assert main(["precompute", str(CONFIGS_DIR / "demo.yaml"), "teacher.name=sam_vit_q"]) == 2
+    assert main(["precompute", str(CONFIGS_DIR / "demo.yaml"), "teachers.sam.name=sam_vit_q"]) == 2
     assert "unknown teacher 'sam_vit_q'" in capsys.readouterr().err
 
 

@@ -59,4 +59,27 @@ def test_resolved_config_round_trips():
     assert again != cfg
     reloaded = yaml.safe_load(dump_config(cfg))
     assert reloaded["train"]["epochs"] == 4
-    assert reloaded["teacher"]["weights"] == "random"
+    assert reloaded["teachers"]["sam"]["weights"] == "random"
+
+
+def test_teachers_are_named_and_terms_refer_to_them():
+    cfg = load_config(
+        None,
+        [
+            "teachers.dino.name=dinov2_vits14",
+            "teachers.dino.weights=random",
+            "distill.terms.dino_s32.type=feature_mse",
+            "distill.terms.dino_s32.teacher=dino",
+            "distill.terms.dino_s32.student_stride=32",
+        ],
+    )
+    assert list(cfg.teachers) == ["sam", "dino"] and cfg.primary_teacher == "sam"
+    with pytest.raises(ConfigError, match=r"distill.terms.dino_s32.teacher 'dino' .*teachers: \['sam'\]"):
+        load_config(None, ["distill.terms.dino_s32.type=feature_mse", "distill.terms.dino_s32.teacher=dino"])
+    with pytest.raises(ConfigError, match="teachers is empty"):
+        load_config(None, ["teachers={}"])
+    with pytest.raises(ConfigError, match="teachers.sam-2: an alias is letters"):
+        load_config(None, ["teachers.sam-2.name=sam2_hiera_t"])
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["teachers.sam.layer=x"])
+    assert "teachers.sam.layer" in str(err.value) and "layers" in str(err.value)

@@ -36,9 +36,9 @@ def local_ray(request):
 
 def test_precompute_train_and_saved_backbone(local_ray, tiny_config):
     write_synthetic_coco(tiny_config.data)
-    first = run_precompute(tiny_config)
+    [first] = run_precompute(tiny_config)
     assert first.row_count == first.num_images == 16 and first.num_new == 16
-    again = run_precompute(tiny_config)
+    [again] = run_precompute(tiny_config)
     assert again.num_new == 0 and again.row_count == 16
     assert sorted(stored_image_ids(first.dataset)) == sorted(str(i) for i in range(1, 17))
 
@@ -107,7 +107,7 @@ def test_s3_end_to_end_with_resume(s3_bucket, local_ray, tiny_config):
         }
     )
     write_synthetic_coco(cfg.data)
-    store = run_precompute(cfg)
+    [store] = run_precompute(cfg)
     assert store.dataset == f"{s3_bucket}/features/sam_vit_b/64" and store.row_count == 16
     first = run_training(cfg)
     assert first.run_dir == f"{s3_bucket}/runs/tiny"
@@ -127,7 +127,7 @@ def test_skip_policy_counts_and_lists_bad_samples(local_ray, tiny_config):
     write_synthetic_coco(cfg.data)
     images = Path(cfg.data.root, "images")
     (images / "000002.png").write_bytes(b"corrupt before precompute")
-    store = run_precompute(cfg)
+    [store] = run_precompute(cfg)
     assert store.row_count == 15 and store.num_skipped == 1
 
     with pytest.raises(FeatureStoreError, match="1 images of .* have no feature row"):
@@ -143,18 +143,24 @@ def test_skip_policy_counts_and_lists_bad_samples(local_ray, tiny_config):
     assert stages == ["missing-features:2", "train:5"]
 
 
-def test_missing_rows_and_online_ratio_run_the_teacher_in_the_worker(local_ray, tiny_config):
-    cfg = tiny_config.model_copy(
+def test_two_teachers_with_missing_rows_and_online_ratio(local_ray, two_teacher_config):
+    """SAM (primary) and DINOv2 at another input size, each with its own store and loss term; rows
+    missing from either store, and a 25% online share, run both teachers in the worker."""
+    cfg = two_teacher_config.model_copy(
         update={
             "name": "online",
-            "data": tiny_config.data.model_copy(update={"missing_features": "online"}),
-            "distill": tiny_config.distill.model_copy(update={"online_ratio": 0.25}),
+            "data": two_teacher_config.data.model_copy(update={"missing_features": "online"}),
+            "distill": two_teacher_config.distill.model_copy(update={"online_ratio": 0.25}),
         }
     )
     write_synthetic_coco(cfg.data)
-    store = run_precompute(cfg)
-    Path(list_parts(store.dataset)[0]).unlink()  # 4 images lose their rows
+    sam, dino = run_precompute(cfg)
+    assert (sam.teacher, dino.teacher) == ("sam", "dino") and dino.dataset.endswith("dinov2_vits14/56")
+    Path(list_parts(sam.dataset)[0]).unlink()  # 4 images lose their SAM rows
+    Path(list_parts(dino.dataset)[-1]).unlink()  # and up to 4 others their DINOv2 rows
     summary = run_training(cfg)
     assert summary.num_train + summary.num_val == 16 and summary.num_bad_samples == 0
     shares = [record["train/data/online_share"] for record in summary.history]
     assert all(share > 0 for share in shares)
+    last = summary.history[-1]
+    assert {"val/cos/feature_mse", "val/cos/dino_s32", "train/loss/dino_s32"} <= set(last)

@@ -28,7 +28,7 @@ def test_killed_precompute_resumes_without_duplicates(tmp_path):
         *tiny_overrides(tmp_path),
         f"data.synthetic.num_images={NUM_IMAGES}",
         "data.synthetic.image_size=128",
-        "teacher.input_size=128",
+        "teachers.sam.input_size=128",
         "store.rows_per_part=2",
         "store.teacher_batch_size=2",
     ]

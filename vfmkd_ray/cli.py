@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "verify":
             return _verify(args)
         cfg = load_config(getattr(args, "config", None), args.overrides)
-        return args.handler(cfg)
+        return args.handler(cfg, args)
     except (ConfigError, ValueError, OSError, RuntimeError) as err:
         print(f"vfmkd {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("config", help="experiment YAML, e.g. configs/demo.yaml")
         sub.add_argument("overrides", nargs="*", help="dotted key=value overrides")
         sub.set_defaults(handler=handler)
+        if name == "precompute":
+            sub.add_argument(
+                "--teacher", action="append", help="precompute only this teacher alias (repeatable)"
+            )
     verify = commands.add_parser("verify", help="check a feature store against its manifest and teacher")
     verify.add_argument("--store", required=True, help="dataset URI: <store.root>/<teacher>/<input_size>")
     verify.add_argument("--sample", type=int, default=8, help="stored images to re-run the teacher on")
@@ -62,13 +66,13 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
-def _demo(cfg: ExperimentConfig) -> int:
+def _demo(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from vfmkd_ray.demo import run_demo
 
     return 0 if run_demo(cfg) else 1
 
 
-def _synth(cfg: ExperimentConfig) -> int:
+def _synth(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from vfmkd_ray.data.synthetic import write_synthetic_coco
 
     cfg.s3.apply()
@@ -76,19 +80,19 @@ def _synth(cfg: ExperimentConfig) -> int:
     return 0
 
 
-def _precompute(cfg: ExperimentConfig) -> int:
+def _precompute(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from vfmkd_ray.store.precompute import run_precompute
 
-    summary = run_precompute(cfg)
-    print(
-        f"store {summary.dataset}: {summary.row_count} rows ({summary.num_new} new, "
-        f"{summary.num_skipped} unreadable images skipped), "
-        f"{summary.num_parts} parts, {summary.bytes / 1e6:.2f} MB in {summary.seconds:.1f}s"
-    )
+    for summary in run_precompute(cfg, args.teacher or None):
+        print(
+            f"teacher {summary.teacher}: store {summary.dataset}: {summary.row_count} rows "
+            f"({summary.num_new} new, {summary.num_skipped} unreadable images skipped), "
+            f"{summary.num_parts} parts, {summary.bytes / 1e6:.2f} MB in {summary.seconds:.1f}s"
+        )
     return 0
 
 
-def _train(cfg: ExperimentConfig) -> int:
+def _train(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from vfmkd_ray.train.trainer import run_training
 
     summary = run_training(cfg)

@@ -6,11 +6,12 @@ values are reported as ``ConfigError`` naming the dotted key and what is allowed
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from vfmkd_ray.data.config import DataConfig
 from vfmkd_ray.losses.config import DistillConfig
@@ -21,6 +22,7 @@ from vfmkd_ray.schema import StrictModel
 from vfmkd_ray.store.config import StoreConfig
 from vfmkd_ray.train.config import TrainConfig
 
+TEACHER_ALIAS = re.compile(r"[A-Za-z0-9_]+")
 # The experiment YAML files of the repository; the demo's embedded default is demo.yaml here.
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -32,11 +34,37 @@ class ExperimentConfig(StrictModel):
     seed: int = 0
     data: DataConfig = DataConfig()
     student: StudentConfig = StudentConfig()
-    teacher: TeacherConfig = TeacherConfig()
+    teachers: dict[str, TeacherConfig] = Field(
+        default_factory=lambda: {"sam": TeacherConfig()},
+        description="teachers by alias, each with its own store; the first is the primary teacher, "
+        "whose input size the student trains at",
+    )
     store: StoreConfig = StoreConfig()
     distill: DistillConfig = DistillConfig()
     train: TrainConfig = TrainConfig()
     s3: S3Config = S3Config()
+
+    @model_validator(mode="after")
+    def _teachers_are_named_and_used(self) -> ExperimentConfig:
+        if not self.teachers:
+            raise ValueError("teachers is empty: configure at least one teacher")
+        for alias in self.teachers:
+            if not TEACHER_ALIAS.fullmatch(alias):
+                raise ValueError(f"teachers.{alias}: an alias is letters, digits and '_' only")
+        for name, term in self.distill.terms.items():
+            alias = getattr(term, "teacher", None)
+            if alias is not None and alias not in self.teachers:
+                raise ValueError(
+                    f"distill.terms.{name}.teacher {alias!r} is not a configured teacher; "
+                    f"teachers: {list(self.teachers)}"
+                )
+        return self
+
+    @property
+    def primary_teacher(self) -> str:
+        """The alias of the first teacher: its store drives the data stream, its input size the
+        student's."""
+        return next(iter(self.teachers))
 
 
 class ConfigError(ValueError):
@@ -114,7 +142,9 @@ def _describe(err: ValidationError) -> str:
     lines = []
     for problem in err.errors():
         key = ".".join(str(part) for part in problem["loc"])
-        if problem["type"] == "extra_forbidden":
+        if not key:  # a check across sections; its message names the keys
+            lines.append(str(problem["msg"]).removeprefix("Value error, "))
+        elif problem["type"] == "extra_forbidden":
             allowed = _allowed_keys(problem["loc"][:-1])
             lines.append(f"unknown config key {key!r}; allowed keys here: {allowed}")
         else:
@@ -126,6 +156,9 @@ def _describe(err: ValidationError) -> str:
 def _allowed_keys(parent_loc: tuple[Any, ...]) -> str:
     model: Any = ExperimentConfig
     for part in parent_loc:
+        if get_origin(model) is dict:  # a named entry, e.g. teachers.<alias>
+            model = get_args(model)[1]
+            continue
         field = model.model_fields.get(str(part)) if _is_model(model) else None
         if field is None:
             return "(see the schema)"

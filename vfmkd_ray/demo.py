@@ -10,7 +10,7 @@ from vfmkd_ray.ray_session import ensure_ray
 from vfmkd_ray.store.precompute import PrecomputeSummary, run_precompute
 from vfmkd_ray.train.trainer import TrainSummary, local_cpus_needed, run_training
 
-COSINE_KEY = "val/cos/feature_mse"
+COSINE_PREFIX = "val/cos/"  # one per feature term: cosine to its teacher on the val split
 
 
 def run_demo(cfg: ExperimentConfig) -> bool:
@@ -21,31 +21,47 @@ def run_demo(cfg: ExperimentConfig) -> bool:
     say(f"1/3 synthetic dataset -> {cfg.data.root}")
     num_images = write_synthetic_coco(cfg.data)
     ensure_ray(local_cpus_needed(cfg))  # one local Ray for both jobs, sized for training
-    say(f"2/3 precompute {cfg.teacher.name} ({cfg.teacher.weights} weights, {cfg.teacher.input_size} px)")
-    store = run_precompute(cfg)
+    teachers = ", ".join(f"{t.name} ({t.weights} weights, {t.input_size} px)" for t in cfg.teachers.values())
+    say(f"2/3 precompute {teachers}")
+    stores = run_precompute(cfg)
     say(f"3/3 distill {cfg.student.name}-{cfg.student.size} with {cfg.train.num_workers} Ray Train workers")
     train = run_training(cfg)
-    rose = print_summary(num_images, store, train, time.monotonic() - started)
+    rose = print_summary(num_images, stores, train, time.monotonic() - started)
     return rose
 
 
-def print_summary(num_images: int, store: PrecomputeSummary, train: TrainSummary, seconds: float) -> bool:
+def print_summary(
+    num_images: int, stores: list[PrecomputeSummary], train: TrainSummary, seconds: float
+) -> bool:
+    """Prints the run's summary; True when every teacher-cosine metric rose."""
     first, last = train.history[0], train.history[-1]
-    rose = last.get(COSINE_KEY, 0.0) > first.get(COSINE_KEY, 0.0)
+    cosine_keys = [key for key in last if key.startswith(COSINE_PREFIX)]
+    rose = bool(cosine_keys) and all(last[key] > first.get(key, 0.0) for key in cosine_keys)
     lines = [
         "",
         "=== vfmkd demo summary ===",
         f"images            {num_images} ({train.num_train} train / {train.num_val} val)",
-        f"store             {store.row_count} rows, {store.num_parts} parts, {store.bytes / 1e6:.2f} MB "
-        f"({store.num_new} computed this run, {store.seconds:.1f}s)",
-        f"bad samples       {train.num_bad_samples} skipped ({store.num_skipped} at precompute)",
+    ]
+    for store in stores:
+        lines += [
+            f"store {store.teacher:<11} {store.row_count} rows, {store.num_parts} parts, "
+            f"{store.bytes / 1e6:.2f} MB ({store.num_new} computed this run, {store.seconds:.1f}s)",
+            f"                  {store.dataset}",
+        ]
+    lines += [
+        f"bad samples       {train.num_bad_samples} skipped "
+        f"({sum(s.num_skipped for s in stores)} at precompute)",
         f"steps             {last['step']} ({train.steps_per_epoch} per epoch x {last['epoch']} epochs)",
         f"val loss          epoch {first['epoch']}: {first['val/loss']:.4f}  ->  "
         f"epoch {last['epoch']}: {last['val/loss']:.4f}",
-        f"teacher cosine    epoch {first['epoch']}: {first.get(COSINE_KEY, float('nan')):.4f}  ->  "
-        f"epoch {last['epoch']}: {last.get(COSINE_KEY, float('nan')):.4f}  "
-        f"({'rose' if rose else 'DID NOT RISE'})",
-        f"feature store     {store.dataset}",
+    ]
+    for key in cosine_keys:
+        start, end = first.get(key, float("nan")), last[key]
+        lines.append(
+            f"cosine {key.removeprefix(COSINE_PREFIX):<10} epoch {first['epoch']}: {start:.4f}  ->  "
+            f"epoch {last['epoch']}: {end:.4f}  ({'rose' if end > start else 'DID NOT RISE'})"
+        )
+    lines += [
         f"run directory     {train.run_dir}",
         f"last checkpoint   {train.checkpoint}",
         f"best backbone     {train.best_backbone[0]}",

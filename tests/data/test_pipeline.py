@@ -5,8 +5,15 @@ import pytest
 
 from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.images import BadImageError
-from vfmkd_ray.data.pipeline import IMAGE_COLUMN, VALID_HW_COLUMN, TrainSampleDecoder, is_validation
+from vfmkd_ray.data.pipeline import (
+    IMAGE_COLUMN,
+    VALID_HW_COLUMN,
+    TrainSampleDecoder,
+    is_validation,
+    teacher_column,
+)
 from vfmkd_ray.data.synthetic import write_synthetic_coco
+from vfmkd_ray.store.manifest import StoreDataset
 from vfmkd_ray.store.schema import build_table, feature_column
 
 
@@ -32,7 +39,7 @@ def test_splits_partition_the_rows_and_decode_images_and_features(tiny_config, m
     rows, manifest, batch = _store_batch(tiny_config, make_manifest)
     fraction = tiny_config.data.val_fraction
     outputs = {
-        split: list(TrainSampleDecoder(manifest, "store", split, fraction)(dict(rows)))
+        split: list(TrainSampleDecoder(StoreDataset("sam", "store", manifest), split, fraction)(dict(rows)))
         for split in ("train", "val")
     }
     expected_val = [is_validation(i, fraction) for i in batch["image_id"]]
@@ -43,14 +50,14 @@ def test_splits_partition_the_rows_and_decode_images_and_features(tiny_config, m
     assert train[VALID_HW_COLUMN].shape[1] == 2 and train[VALID_HW_COLUMN].max() <= 64
     keep = ~np.array(expected_val)
     expected = batch[feature_column("image_embed")][keep].astype(np.float16)
-    np.testing.assert_array_equal(train[feature_column("image_embed")], expected)
+    np.testing.assert_array_equal(train[teacher_column("sam", feature_column("image_embed"))], expected)
 
 
 def test_batch_without_rows_of_the_split_yields_nothing(tiny_config, make_manifest):
     rows, manifest, batch = _store_batch(tiny_config, make_manifest)
     only_train = np.array([not is_validation(i, 0.5) for i in batch["image_id"]])
     rows = {name: column[only_train] for name, column in rows.items()}
-    assert list(TrainSampleDecoder(manifest, "store", "val", 0.5)(rows)) == []
+    assert list(TrainSampleDecoder(StoreDataset("sam", "store", manifest), "val", 0.5)(rows)) == []
 
 
 def test_missing_image_of_a_stored_row_is_named(tiny_config, make_manifest):
@@ -59,4 +66,4 @@ def test_missing_image_of_a_stored_row_is_named(tiny_config, make_manifest):
         [uri.replace(".png", "-gone.png") for uri in rows["image_uri"]], dtype=object
     )
     with pytest.raises(BadImageError, match="image not found: .*-gone.png"):
-        list(TrainSampleDecoder(manifest, "store", "train", 0.0)(rows))
+        list(TrainSampleDecoder(StoreDataset("sam", "store", manifest), "train", 0.0)(rows))

@@ -8,9 +8,9 @@ import torch
 from vfmkd_ray.models.checkpoint_io import sha256_hex
 from vfmkd_ray.models.teachers import TEACHERS, TeacherConfig, build_teacher, describe_teacher
 
-SMALL_SIZE = {"sam": 64, "dinov2": 56}
+SMALL_SIZE = {"sam": 64, "sam2": 64, "dinov2": 56}
 # Real forwards for the small variants; the large ones are checked structurally on the meta device.
-RUN_FORWARD = {"sam_vit_b", "dinov2_vits14"}
+RUN_FORWARD = {"sam_vit_b", "sam2_hiera_t", "dinov2_vits14"}
 
 
 def _size(name: str) -> int:
@@ -101,3 +101,35 @@ def test_non_state_dict_file_is_refused(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a loadable weights file"):
         build_teacher(TeacherConfig(name="sam_vit_b", weights=str(path), input_size=64))
+
+
+def test_sam2_fpn_levels_and_official_checkpoint_layout(tmp_path):
+    source = build_teacher(TeacherConfig(name="sam2_hiera_t", weights="random", input_size=64, random_seed=2))
+    assert source.feature_shapes() == {
+        "fpn_s4": (256, 16, 16),
+        "fpn_s8": (256, 8, 8),
+        "fpn_s16": (256, 4, 4),
+    }
+    # The layout of the released sam2_hiera_*.pt files: the whole model under "model".
+    official = {f"image_encoder.{k}": v for k, v in source.encoder.state_dict().items()}
+    official["sam_mask_decoder.dummy"] = torch.zeros(1)
+    path = tmp_path / "sam2_hiera_tiny.pt"
+    _save({"model": official}, path)
+    cfg = TeacherConfig(name="sam2_hiera_t", weights=str(path), input_size=64, layers=["fpn_s16", "fpn_s4"])
+    teacher = build_teacher(cfg)
+    assert teacher.selected_layers == ("fpn_s4", "fpn_s16")
+    assert list(describe_teacher(cfg).feature_shapes()) == ["fpn_s4", "fpn_s16"]
+    assert teacher.layer_strides() == {"fpn_s4": 4, "fpn_s16": 16}
+    images = torch.randn(1, 3, 64, 64)
+    features, expected = teacher(images), source(images)
+    assert set(features) == {"fpn_s4", "fpn_s16"}
+    torch.testing.assert_close(features["fpn_s16"], expected["fpn_s16"])
+
+
+def test_unknown_layer_and_bad_input_size_are_named():
+    with pytest.raises(ValueError, match=r"no layer \['fpn_s32'\].*fpn_s4"):
+        describe_teacher(
+            TeacherConfig(name="sam2_hiera_s", weights="random", input_size=64, layers=["fpn_s32"])
+        )
+    with pytest.raises(ValueError, match="multiple of 32 for sam2_hiera_b\\+, got 48"):
+        describe_teacher(TeacherConfig(name="sam2_hiera_b+", weights="random", input_size=48))

@@ -60,9 +60,10 @@ def test_store_with_real_weights_needs_them(tiny_config, tmp_path):
     from vfmkd_ray.models.teachers import build_teacher
 
     weights = tmp_path / "sam.pth"
-    torch.save(build_teacher(tiny_config.teacher).encoder.state_dict(), weights)
+    sam = tiny_config.teachers["sam"]
+    torch.save(build_teacher(sam).encoder.state_dict(), weights)
     cfg = tiny_config.model_copy(
-        update={"teacher": tiny_config.teacher.model_copy(update={"weights": str(weights)})}
+        update={"teachers": {"sam": sam.model_copy(update={"weights": str(weights)})}}
     )
     dataset = build_store_in_process(cfg)
     with pytest.raises(ValueError, match="pass --weights"):

@@ -13,8 +13,8 @@ from vfmkd_ray.train.step import kd_step, optimizer_step
 def test_loss_falls_over_20_steps_and_teacher_gets_no_gradient(tiny_config):
     torch.manual_seed(0)
     student = build_student(tiny_config.student)
-    teacher = build_teacher(tiny_config.teacher)
-    terms = build_loss_terms(tiny_config.distill, student.feature_info, teacher.feature_shapes())
+    teacher = build_teacher(tiny_config.teachers["sam"])
+    terms = build_loss_terms(tiny_config.distill, student.feature_info, {"sam": teacher.feature_shapes()})
     distiller = Distiller(student, terms)
     optimizer = torch.optim.AdamW(distiller.parameters(), lr=2e-3)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -22,7 +22,7 @@ def test_loss_falls_over_20_steps_and_teacher_gets_no_gradient(tiny_config):
     valid_hw = torch.tensor([[64, 64], [48, 64], [64, 40], [64, 64]])
     losses, cosines = [], []
     for _ in range(20):
-        out = kd_step(distiller, KDBatch(images, valid_hw), terms, teacher=teacher)
+        out = kd_step(distiller, KDBatch(images, valid_hw), terms, {"sam": teacher})
         assert set(out) == {"loss", "loss/feature_mse", "loss/edge", "cos/feature_mse"}
         optimizer_step(out["loss"], optimizer, scaler, list(distiller.parameters()), 10.0)
         losses.append(float(out["loss"].detach()))
@@ -36,10 +36,13 @@ def test_loss_falls_over_20_steps_and_teacher_gets_no_gradient(tiny_config):
 def test_loss_is_the_weighted_sum_of_terms(tiny_config):
     torch.manual_seed(0)
     student = build_student(tiny_config.student)
-    teacher = build_teacher(tiny_config.teacher)
-    terms = build_loss_terms(tiny_config.distill, student.feature_info, teacher.feature_shapes())
+    teacher = build_teacher(tiny_config.teachers["sam"])
+    terms = build_loss_terms(tiny_config.distill, student.feature_info, {"sam": teacher.feature_shapes()})
     out = kd_step(
-        Distiller(student, terms), KDBatch(torch.randn(2, 3, 64, 64), torch.full((2, 2), 64)), terms, teacher
+        Distiller(student, terms),
+        KDBatch(torch.randn(2, 3, 64, 64), torch.full((2, 2), 64)),
+        terms,
+        {"sam": teacher},
     )
     expected = sum(terms[name].weight * out[f"loss/{name}"] for name in terms)
     torch.testing.assert_close(out["loss"].detach(), expected)
@@ -48,12 +51,12 @@ def test_loss_is_the_weighted_sum_of_terms(tiny_config):
 def test_padding_is_masked_out_of_the_feature_loss(tiny_config):
     torch.manual_seed(0)
     student = build_student(tiny_config.student)
-    teacher = build_teacher(tiny_config.teacher)
-    terms = build_loss_terms(tiny_config.distill, student.feature_info, teacher.feature_shapes())
+    teacher = build_teacher(tiny_config.teachers["sam"])
+    terms = build_loss_terms(tiny_config.distill, student.feature_info, {"sam": teacher.feature_shapes()})
     term = terms["feature_mse"]
     target = torch.zeros(1, 256, 4, 4)
     pred = torch.zeros(1, 256, 4, 4)
     pred[..., 2:, :] = 5.0  # wrong only in the bottom half, which is padding for a 32 px tall image
-    batch = KDBatch(torch.zeros(1, 3, 64, 64), torch.tensor([[32, 64]]), {term.teacher_layer: target})
+    batch = KDBatch(torch.zeros(1, 3, 64, 64), torch.tensor([[32, 64]]), {term.teacher_key: target})
     loss, _ = term(pred, batch)
     assert float(loss) == 0.0

@@ -4,14 +4,16 @@ import numpy as np
 import torch
 
 from tests.conftest import build_store_in_process, read_part_rows
-from vfmkd_ray.data.pipeline import ONLINE_COLUMN, TrainSampleDecoder
+from vfmkd_ray.data.pipeline import ONLINE_COLUMN, TrainSampleDecoder, teacher_column
 from vfmkd_ray.losses.registry import build_loss_terms
 from vfmkd_ray.models.students import build_student
 from vfmkd_ray.models.teachers import build_teacher
-from vfmkd_ray.store.manifest import read_manifest
+from vfmkd_ray.store.manifest import StoreDataset, read_manifest
 from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.schema import feature_column
 from vfmkd_ray.train.worker import BatchFeed
+
+STORED_EMBED = teacher_column("sam", feature_column("image_embed"))
 
 
 def _rows(dataset):
@@ -20,7 +22,9 @@ def _rows(dataset):
 
 
 def _decode(manifest, dataset, rows, ratio):
-    outputs = list(TrainSampleDecoder(manifest, dataset, "train", 0.0, None, ratio)(rows))
+    outputs = list(
+        TrainSampleDecoder(StoreDataset("sam", dataset, manifest), "train", 0.0, None, ratio)(rows)
+    )
     return {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
 
 
@@ -33,7 +37,7 @@ def test_online_ratio_and_rows_without_features_are_marked_online(tiny_config):
     rows["feat.image_embed"][2] = b""  # a placeholder row: the image has no stored features
     decoded = _decode(manifest, dataset, rows, 0.0)
     assert decoded[ONLINE_COLUMN].tolist() == [0, 0, 1, 0]
-    assert not decoded[feature_column("image_embed")][2].any()
+    assert not decoded[STORED_EMBED][2].any()
 
 
 def test_batch_feed_fills_online_samples_with_the_live_teacher(tiny_config):
@@ -42,18 +46,18 @@ def test_batch_feed_fills_online_samples_with_the_live_teacher(tiny_config):
     rows = _rows(dataset)
     decoded = _decode(manifest, dataset, rows, 0.0)
     decoded[ONLINE_COLUMN] = np.array([0, 1, 0, 1], np.uint8)
-    decoded[feature_column("image_embed")][[1, 3]] = 0  # what the decoder ships for online rows
-    teacher = build_teacher(tiny_config.teacher)
+    decoded[STORED_EMBED][[1, 3]] = 0  # what the decoder ships for online rows
+    teacher = build_teacher(tiny_config.teachers["sam"])
     student = build_student(tiny_config.student)
-    terms = build_loss_terms(tiny_config.distill, student.feature_info, teacher.feature_shapes())
-    feed = BatchFeed(terms, "fp16", torch.device("cpu"), 4, 1, teacher)
+    terms = build_loss_terms(tiny_config.distill, student.feature_info, {"sam": teacher.feature_shapes()})
+    feed = BatchFeed(terms, {"sam": "fp16"}, torch.device("cpu"), 4, 1, {"sam": teacher})
     batch = feed.to_kd_batch({key: torch.from_numpy(np.asarray(value)) for key, value in decoded.items()})
     assert batch.num_online == 2
     live = teacher(batch.images_BCHW)["image_embed"]
-    torch.testing.assert_close(batch.teacher_features["image_embed"][[1, 3]], live[[1, 3]])
+    torch.testing.assert_close(batch.teacher_features["sam/image_embed"][[1, 3]], live[[1, 3]])
     # Offline rows keep the stored (fp16) values, which match the teacher to fp16 precision.
     torch.testing.assert_close(
-        batch.teacher_features["image_embed"][[0, 2]], live[[0, 2]], atol=2e-3, rtol=1e-2
+        batch.teacher_features["sam/image_embed"][[0, 2]], live[[0, 2]], atol=2e-3, rtol=1e-2
     )
 
 
@@ -75,6 +79,8 @@ def test_online_draws_differ_between_calls_of_a_pickled_decoder(tiny_config):
         for key, value in read_part_rows(part).items():
             rows[key] = np.concatenate([rows[key], value]) if key in rows else value
     # Ray ships the stage to every task (and every epoch's tasks) as the same pickled bytes.
-    shipped = pickle.dumps(TrainSampleDecoder(manifest, dataset, "train", 0.0, None, 0.5))
+    shipped = pickle.dumps(
+        TrainSampleDecoder(StoreDataset("sam", dataset, manifest), "train", 0.0, None, 0.5)
+    )
     draws = [tuple(next(pickle.loads(shipped)(dict(rows)))[ONLINE_COLUMN].tolist()) for _ in range(4)]
     assert len(set(draws)) > 1, "every epoch drew the same online samples"

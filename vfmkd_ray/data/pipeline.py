@@ -14,9 +14,11 @@ import numpy as np
 from vfmkd_ray import storage
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
 from vfmkd_ray.data.images import BadImageError, augment, decode_image, letterbox
+from vfmkd_ray.models.teachers.ensemble import feature_key
 from vfmkd_ray.store import codecs
-from vfmkd_ray.store.manifest import Manifest
+from vfmkd_ray.store.manifest import Manifest, StoreDataset
 from vfmkd_ray.store.reader import FeatureStoreError, decode_row
+from vfmkd_ray.store.row_index import StoreRowIndex
 from vfmkd_ray.store.schema import feature_column, scale_column
 
 IMAGE_COLUMN = "image"
@@ -79,28 +81,33 @@ class ImageLoader:
 
 
 class TrainSampleDecoder:
-    """Store rows of one split -> ``image`` (uint8), ``valid_hw`` and ``feat.L`` (stored form).
+    """Store rows of one split -> ``image`` (uint8), ``valid_hw``, ``online`` and, per teacher,
+    ``<alias>/feat.L`` in stored form (``teacher_column``).
 
-    Rows of the other split are dropped here, so the split needs no shuffle or join. With a
+    Rows stream from the primary teacher's store; the other teachers' rows are read by image id
+    through their ``StoreRowIndex``. Rows of the other split, and ``excluded`` ids (already recorded
+    as skipped by the driver), are dropped here, so the split needs no shuffle or join. With a
     ``bad_samples`` log, a row whose image or features cannot be used is recorded and skipped;
     without one it raises, naming the image and URI.
     """
 
     def __init__(
         self,
-        manifest: Manifest,
-        dataset: str,
+        primary: StoreDataset,
         split: str,
         val_fraction: float,
         bad_samples: BadSampleLog | None = None,
         online_ratio: float = 0.0,
+        others: tuple[StoreRowIndex, ...] = (),
+        excluded: frozenset[str] = frozenset(),
     ):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        self.manifest, self.dataset = manifest, dataset
+        self.primary, self.others = primary, others
         self.want_val, self.val_fraction = split == "val", val_fraction
         self.bad_samples = bad_samples
         self.online_ratio = online_ratio
+        self.excluded = excluded
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         # A generator, so a batch with no usable row yields nothing: zero-row tensor columns would
@@ -108,34 +115,76 @@ class TrainSampleDecoder:
         # Seeded from fresh OS entropy per call: a generator made in __init__ would be pickled into
         # every task with the same state and draw the same "random" samples every epoch.
         rng = np.random.default_rng()
+        ids = [str(image_id) for image_id in batch["image_id"]]
+        rows = [
+            row
+            for row, image_id in enumerate(ids)
+            if image_id not in self.excluded and is_validation(image_id, self.val_fraction) == self.want_val
+        ]
+        online = {row: self._is_online(batch, row, ids[row], rng) for row in rows}
+        offline_ids = [ids[row] for row in rows if not online[row]]
+        other_rows = [(index, index.read_rows(offline_ids)) for index in self.others]
+        positions = {image_id: position for position, image_id in enumerate(offline_ids)}
         samples = []
-        for row, image_id in enumerate(batch["image_id"]):
-            if is_validation(str(image_id), self.val_fraction) != self.want_val:
-                continue
+        for row in rows:
             try:
-                samples.append(self._sample(batch, row, rng))
+                features = (
+                    self._placeholders()
+                    if online[row]
+                    else self._stored_features(batch, row, other_rows, positions[ids[row]])
+                )
+                samples.append(self._sample(batch, row, online[row], features))
             except (BadImageError, FeatureStoreError) as err:
                 if self.bad_samples is None:
                     raise
                 uri = str(batch["image_uri"][row])
-                self.bad_samples.record(BadSample(str(image_id), uri, "train", str(err)))
+                self.bad_samples.record(BadSample(ids[row], uri, "train", str(err)))
         if samples:
             yield {column: np.stack([s[column] for s in samples]) for column in samples[0]}
 
-    def _sample(
-        self, batch: dict[str, np.ndarray], row: int, rng: np.random.Generator
+    def _is_online(
+        self, batch: dict[str, np.ndarray], row: int, image_id: str, rng: np.random.Generator
+    ) -> bool:
+        if len(batch[feature_column(next(iter(self.primary.manifest.layers)))][row]) == 0:
+            return True  # a placeholder row: no stored features (missing_features: online)
+        if any(image_id not in index for index in self.others):
+            return True  # the driver lets such ids through only under missing_features: online
+        return bool(rng.random() < self.online_ratio)
+
+    def _stored_features(
+        self,
+        batch: dict[str, np.ndarray],
+        row: int,
+        other_rows: list[tuple[StoreRowIndex, dict[str, list]]],
+        position: int,
     ) -> dict[str, np.ndarray]:
-        has_row = len(batch[feature_column(next(iter(self.manifest.layers)))][row]) > 0
-        online = not has_row or rng.random() < self.online_ratio
-        if online:
-            features = placeholder_features(self.manifest)  # the worker's teacher fills these in
-        else:
-            features = decode_row(batch, row, self.manifest, self.dataset)
+        primary = self.primary
+        features = _prefixed(primary.alias, decode_row(batch, row, primary.manifest, primary.uri))
+        for index, rows in other_rows:
+            store = index.store
+            if rows["aug_seed"][position] != int(batch["aug_seed"][row]):
+                raise FeatureStoreError(
+                    f"image {batch['image_id'][row]} was augmented with seed {rows['aug_seed'][position]} "
+                    f"in store {store.uri} but {batch['aug_seed'][row]} in {primary.uri}: "
+                    "precompute every teacher with the same seed"
+                )
+            features |= _prefixed(store.alias, decode_row(rows, position, store.manifest, store.uri))
+        return features
+
+    def _placeholders(self) -> dict[str, np.ndarray]:
+        features = _prefixed(self.primary.alias, placeholder_features(self.primary.manifest))
+        for index in self.others:
+            features |= _prefixed(index.store.alias, placeholder_features(index.store.manifest))
+        return features
+
+    def _sample(
+        self, batch: dict[str, np.ndarray], row: int, online: bool, features: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         canvas, (height, width) = load_letterboxed(
             str(batch["image_uri"][row]),
-            self.manifest.input_size,
+            self.primary.manifest.input_size,
             int(batch["aug_seed"][row]),
-            self.manifest.augment,
+            self.primary.manifest.augment,
         )
         return {
             IMAGE_COLUMN: canvas,
@@ -143,6 +192,15 @@ class TrainSampleDecoder:
             ONLINE_COLUMN: np.uint8(online),
             **features,
         }
+
+
+def teacher_column(alias: str, column: str) -> str:
+    """A store column of teacher ``alias`` in the training stream, e.g. ``dino/feat.patch_tokens``."""
+    return feature_key(alias, column)
+
+
+def _prefixed(alias: str, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {teacher_column(alias, name): value for name, value in columns.items()}
 
 
 def placeholder_features(manifest: Manifest) -> dict[str, np.ndarray]:

@@ -20,7 +20,8 @@ class KDBatch:
     Attributes:
         images_BCHW: ImageNet-normalised float images (letterboxed squares).
         valid_hw_B2: unpadded height and width of each image.
-        teacher_features: teacher layer name -> float ``B x C x h x w`` target.
+        teacher_features: ``<alias>/<layer>`` (``teachers.ensemble.feature_key``) -> float
+            ``B x C x h x w`` target.
     """
 
     images_BCHW: torch.Tensor
@@ -36,7 +37,8 @@ class KDBatch:
 class LossTerm:
     """Base class: subclasses build their adapter and compute ``(loss, diagnostics)``.
 
-    ``teacher_layers`` names the teacher outputs the term reads from ``KDBatch.teacher_features``.
+    ``teacher_layers`` names the teacher outputs (``<alias>/<layer>`` keys) the term reads from
+    ``KDBatch.teacher_features``.
     """
 
     teacher_layers: tuple[str, ...] = ()

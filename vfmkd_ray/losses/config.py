@@ -15,7 +15,8 @@ class FeatureMSEConfig(StrictModel):
     type: Literal["feature_mse"] = "feature_mse"
     weight: float = Field(1.0, ge=0)
     student_stride: int = 16
-    teacher_layer: str | None = Field(None, description="default: the teacher's first layer")
+    teacher: str | None = Field(None, description="teacher alias; default: the primary teacher")
+    teacher_layer: str | None = Field(None, description="default: the teacher's first stored layer")
 
 
 class EdgeConfig(StrictModel):

@@ -23,12 +23,12 @@ class FeatureMSE(LossTerm):
         weight: float,
         student_info: FeatureInfo,
         student_stride: int,
-        teacher_layer: str,
+        teacher_key: str,
         teacher_shape: tuple[int, int, int],
     ):
         super().__init__(name, weight, student_info, student_stride)
-        self.teacher_layer = teacher_layer
-        self.teacher_layers = (teacher_layer,)
+        self.teacher_key = teacher_key
+        self.teacher_layers = (teacher_key,)
         self.teacher_shape = teacher_shape
 
     def build_adapter(self) -> nn.Module:
@@ -38,7 +38,7 @@ class FeatureMSE(LossTerm):
     def __call__(
         self, pred_BCHW: torch.Tensor, batch: KDBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        target_BCHW = batch.teacher_features[self.teacher_layer].to(pred_BCHW.dtype)
+        target_BCHW = batch.teacher_features[self.teacher_key].to(pred_BCHW.dtype)
         mask_B1HW = valid_mask(batch.valid_hw_B2, batch.image_size, tuple(target_BCHW.shape[-2:]))
         loss = masked_mean((pred_BCHW - target_BCHW).pow(2), mask_B1HW)
         with torch.no_grad():

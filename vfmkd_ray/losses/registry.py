@@ -1,4 +1,4 @@
-"""Loss terms by config ``type``, built against the student's and teacher's feature levels."""
+"""Loss terms by config ``type``, built against the student's and the teachers' feature levels."""
 
 from __future__ import annotations
 
@@ -9,22 +9,26 @@ from vfmkd_ray.losses.config import DistillConfig, EdgeConfig, FeatureMSEConfig
 from vfmkd_ray.losses.edge import EdgeLoss
 from vfmkd_ray.losses.feature_mse import FeatureMSE
 from vfmkd_ray.models.feature_info import FeatureInfo
+from vfmkd_ray.models.teachers.ensemble import feature_key
 from vfmkd_ray.registry import Registry
 
-# Teacher layer name -> (C, H, W) of one sample, in the order the teacher returns them.
-TeacherShapes = dict[str, tuple[int, int, int]]
+# Teacher alias -> layer name -> (C, H, W) of one sample; the first teacher is the primary one.
+TeacherShapes = dict[str, dict[str, tuple[int, int, int]]]
 
 LOSS_TERMS: Registry[Callable[..., LossTerm]] = Registry("loss term")
 
 
 @LOSS_TERMS.register("feature_mse")
 def _feature_mse(name: str, cfg: FeatureMSEConfig, student: FeatureInfo, teacher: TeacherShapes) -> LossTerm:
-    layer = cfg.teacher_layer or next(iter(teacher))
-    if layer not in teacher:
-        raise ValueError(
-            f"distill.terms.{name}.teacher_layer {layer!r} unknown; teacher layers: {list(teacher)}"
-        )
-    return FeatureMSE(name, cfg.weight, student, cfg.student_stride, layer, teacher[layer])
+    alias = cfg.teacher or next(iter(teacher))
+    if alias not in teacher:
+        raise ValueError(f"teacher {alias!r} unknown; teachers: {list(teacher)}")
+    layers = teacher[alias]
+    layer = cfg.teacher_layer or next(iter(layers))
+    if layer not in layers:
+        raise ValueError(f"teacher_layer {layer!r} unknown; layers of teacher {alias!r}: {list(layers)}")
+    key = feature_key(alias, layer)
+    return FeatureMSE(name, cfg.weight, student, cfg.student_stride, key, layers[layer])
 
 
 @LOSS_TERMS.register("edge")

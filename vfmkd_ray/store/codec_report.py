@@ -34,11 +34,12 @@ class CodecFigures:
 
 
 def measure_codecs(cfg: ExperimentConfig, num_images: int) -> tuple[float, list[CodecFigures]]:
-    """Float32 bytes per image and one row per codec over the first ``num_images`` images."""
-    teacher = build_teacher(cfg.teacher)
+    """Float32 bytes per image and one row per codec over the first ``num_images`` images, for
+    the primary teacher's stored layers."""
+    teacher = build_teacher(cfg.teachers[cfg.primary_teacher])
     features = []
     for record in read_image_records(cfg.data)[:num_images]:
-        canvas, _ = load_letterboxed(record.image_uri, cfg.teacher.input_size, 0, "none")
+        canvas, _ = load_letterboxed(record.image_uri, teacher.input_size, 0, "none")
         with torch.no_grad():
             out = teacher(normalize(torch.from_numpy(canvas)[None]))
         features.extend(f[0].numpy() for f in out.values())

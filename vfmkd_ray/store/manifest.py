@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -44,6 +45,15 @@ class Manifest(BaseModel):
             for key, value in expected.items()
             if getattr(self, key) != value
         ]
+
+
+@dataclass(frozen=True)
+class StoreDataset:
+    """A store dataset as a run uses it: the teacher alias it serves, its URI and its manifest."""
+
+    alias: str
+    uri: str
+    manifest: Manifest
 
 
 def dataset_uri(store_root: str, teacher: str, input_size: int) -> str:

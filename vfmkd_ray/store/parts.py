@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +29,8 @@ def part_name(image_ids: list[str]) -> str:
 def write_part(dataset: str, table: pa.Table) -> str:
     """Writes ``table`` as one part of ``dataset``; returns the part's URI."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", row_group_size=max(1, table.num_rows))
+    # One row per row group, so another teacher's lookup (store.row_index) reads one row's bytes.
+    pq.write_table(table, sink, compression="zstd", row_group_size=1)
     uri = storage.join(dataset, part_name(table.column("image_id").to_pylist()))
     storage.write_bytes_atomic(uri, sink.getvalue().to_pybytes())
     return uri
@@ -49,17 +52,23 @@ def list_parts(dataset: str) -> list[str]:
     return storage.list_files(dataset, PART_GLOB)
 
 
-def read_part(part_uri: str, columns: list[str] | None = None) -> pa.Table:
-    """The rows of one part (all columns unless ``columns``); errors name the part's URI."""
+@contextmanager
+def open_parquet(part_uri: str) -> Iterator[pq.ParquetFile]:
+    """One part as a ``ParquetFile``; storage errors inside the block name the part's URI."""
     fs, path = storage.filesystem(part_uri)
     with storage.access(part_uri), fs.open(path, "rb") as handle:
-        return pq.read_table(handle, columns=columns)
+        yield pq.ParquetFile(handle)
+
+
+def read_part(part_uri: str, columns: list[str] | None = None) -> pa.Table:
+    """The rows of one part (all columns unless ``columns``); errors name the part's URI."""
+    with open_parquet(part_uri) as parquet:
+        return parquet.read(columns=columns)
 
 
 def read_part_schema(part_uri: str) -> pa.Schema:
-    fs, path = storage.filesystem(part_uri)
-    with storage.access(part_uri), fs.open(path, "rb") as handle:
-        return pq.read_schema(handle)
+    with open_parquet(part_uri) as parquet:
+        return parquet.schema_arrow
 
 
 def read_column(part_uri: str, column: str) -> list:

@@ -1,8 +1,9 @@
-"""The precompute job: run the teacher once over a dataset and fill the feature store.
+"""The precompute job: run each teacher once over a dataset and fill its feature store.
 
-Ray Data reads image records, fetches and letterboxes the images in tasks, runs the teacher in an
-actor pool (one GPU per actor when the cluster has GPUs) and writes Parquet parts atomically.
-Images whose rows already exist are skipped, so an interrupted run resumes without duplicates.
+Per teacher, Ray Data reads image records, fetches and letterboxes the images in tasks, runs the
+teacher in an actor pool (one GPU per actor when the cluster has GPUs) and writes Parquet parts
+atomically. Images whose rows already exist are skipped, so an interrupted run resumes without
+duplicates.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PrecomputeSummary:
+    teacher: str  # the alias in the config
     dataset: str
     num_images: int
     num_new: int
@@ -68,41 +70,72 @@ class TeacherActor:
         }
 
 
-def expected_manifest_fields(cfg: ExperimentConfig, weights_id: str) -> dict:
+def teacher_dataset(cfg: ExperimentConfig, alias: str) -> str:
+    """``<store.root>/<teacher name>/<input_size>``: where the store of teacher ``alias`` lives."""
+    teacher = cfg.teachers[alias]
+    return dataset_uri(cfg.store.root, teacher.name, teacher.input_size)
+
+
+def expected_manifest_fields(cfg: ExperimentConfig, alias: str, weights_id: str) -> dict:
+    teacher = cfg.teachers[alias]
     return {
-        "teacher": cfg.teacher.name,
+        "teacher": teacher.name,
         "teacher_weights": weights_id,
-        "input_size": cfg.teacher.input_size,
+        "input_size": teacher.input_size,
         "codec": cfg.store.codec,
         "augment": cfg.store.augment,
     }
 
 
-def run_precompute(cfg: ExperimentConfig) -> PrecomputeSummary:
+def run_precompute(cfg: ExperimentConfig, aliases: list[str] | None = None) -> list[PrecomputeSummary]:
+    """Fills the store of each teacher in ``aliases`` (default: every configured teacher)."""
+    for alias in aliases or []:
+        if alias not in cfg.teachers:
+            raise ValueError(f"no teacher {alias!r} in the config; teachers: {list(cfg.teachers)}")
+    cfg.s3.apply()
+    for alias in aliases or cfg.teachers:  # fail fast on bad names/weights, before any Ray work
+        describe_teacher(cfg.teachers[alias])
+    return [precompute_teacher(cfg, alias) for alias in aliases or cfg.teachers]
+
+
+def precompute_teacher(cfg: ExperimentConfig, alias: str) -> PrecomputeSummary:
     """Fills ``<store.root>/<teacher>/<input_size>/`` for every image of ``cfg.data``."""
     started = time.monotonic()
-    cfg.s3.apply()
-    teacher = describe_teacher(cfg.teacher)  # fails fast on bad names/weights, before any Ray work
+    teacher_cfg = cfg.teachers[alias]
+    teacher = describe_teacher(teacher_cfg)
     records = read_image_records(cfg.data)
-    dataset = dataset_uri(cfg.store.root, cfg.teacher.name, cfg.teacher.input_size)
-    expected = expected_manifest_fields(cfg, teacher.weights_id)
+    dataset = teacher_dataset(cfg, alias)
+    expected = expected_manifest_fields(cfg, alias, teacher.weights_id)
     existing = read_manifest(dataset)
     if existing is not None and (problems := existing.describe_mismatch(expected)):
         raise FeatureStoreError(f"store {dataset} was made differently:\n  " + "\n  ".join(problems))
+    if existing is not None and list(existing.layers) != list(teacher.selected_layers):
+        raise FeatureStoreError(
+            f"store {dataset} holds layers {list(existing.layers)}, teachers.{alias}.layers selects "
+            f"{list(teacher.selected_layers)}: select the same layers or use another store.root"
+        )
     if removed := storage.remove_temporaries(dataset):
         log.info("removed %d unfinished part files of an interrupted run", removed)
     bad_samples = _fresh_bad_sample_log(dataset) if cfg.data.on_bad_sample == "skip" else None
     done = set(stored_image_ids(dataset))
     todo = [r for r in records if r.image_id not in done]
-    log.info("precompute %s: %d images, %d stored, %d to do", dataset, len(records), len(done), len(todo))
+    log.info(
+        "precompute %s (%s): %d images, %d stored, %d to do",
+        alias,
+        dataset,
+        len(records),
+        len(done),
+        len(todo),
+    )
     if todo:
         ensure_ray()
-        _run_pipeline(cfg, dataset, todo, list(teacher.layer_names), bad_samples)
+        _run_pipeline(cfg, teacher_cfg, dataset, todo, list(teacher.selected_layers), bad_samples)
     skipped = [s.image_id for s in bad_samples.read_all()] if bad_samples else []
     if skipped:
         log.warning("precompute skipped %d unreadable images, listed in %s", len(skipped), bad_samples.folder)
     ids, parts = finalize_store(dataset, records, teacher, expected, skipped)
     return PrecomputeSummary(
+        teacher=alias,
         dataset=dataset,
         num_images=len(records),
         num_new=len(todo),
@@ -129,11 +162,9 @@ def finalize_store(
     if missing:
         raise FeatureStoreError(f"store {dataset} lacks {len(missing)} images, e.g. {sorted(missing)[:5]}")
     parts = list_parts(dataset)
+    strides = teacher.layer_strides()
     layers = {
-        name: LayerSpec(shape=shape, stride=level.reduction)
-        for (name, shape), level in zip(
-            teacher.feature_shapes().items(), teacher.feature_info.levels, strict=True
-        )
+        name: LayerSpec(shape=shape, stride=strides[name]) for name, shape in teacher.feature_shapes().items()
     }
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -158,20 +189,25 @@ def _fresh_bad_sample_log(dataset: str) -> BadSampleLog:
 
 
 def _run_pipeline(
-    cfg: ExperimentConfig, dataset: str, todo: list, layers: list[str], bad_samples: BadSampleLog | None
+    cfg: ExperimentConfig,
+    teacher_cfg: TeacherConfig,
+    dataset: str,
+    todo: list,
+    layers: list[str],
+    bad_samples: BadSampleLog | None,
 ) -> None:
     items = [asdict(r) | {"aug_seed": aug_seed_for(r.image_id, cfg.seed)} for r in todo]
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // cfg.store.rows_per_part))
     ds = ds.map_batches(
-        ImageLoader(cfg.teacher.input_size, cfg.store.augment, bad_samples),
+        ImageLoader(teacher_cfg.input_size, cfg.store.augment, bad_samples),
         batch_size=cfg.store.teacher_batch_size,
         compute=ray.data.TaskPoolStrategy(size=cfg.store.read_tasks),
         num_cpus=cfg.data.decode_num_cpus,
     )
     ds = ds.map_batches(
         TeacherActor,
-        fn_constructor_kwargs={"teacher_cfg": cfg.teacher.model_dump()},
+        fn_constructor_kwargs={"teacher_cfg": teacher_cfg.model_dump()},
         batch_size=cfg.store.teacher_batch_size,
         compute=ray.data.ActorPoolStrategy(size=cfg.store.num_teacher_actors),
         num_gpus=1 if use_gpu else 0,

@@ -134,7 +134,11 @@ def _teacher_config(manifest: Manifest, weights: str | None) -> TeacherConfig:
     if manifest.teacher_weights.startswith(RANDOM_PREFIX):
         seed = int(manifest.teacher_weights[len(RANDOM_PREFIX) : -1])
         return TeacherConfig(
-            name=manifest.teacher, weights="random", random_seed=seed, input_size=manifest.input_size
+            name=manifest.teacher,
+            weights="random",
+            random_seed=seed,
+            input_size=manifest.input_size,
+            layers=list(manifest.layers),
         )
     if weights is None:
         raise ValueError(
@@ -143,7 +147,11 @@ def _teacher_config(manifest: Manifest, weights: str | None) -> TeacherConfig:
         )
     sha256 = manifest.teacher_weights.removeprefix("sha256:")
     return TeacherConfig(
-        name=manifest.teacher, weights=weights, sha256=sha256, input_size=manifest.input_size
+        name=manifest.teacher,
+        weights=weights,
+        sha256=sha256,
+        input_size=manifest.input_size,
+        layers=list(manifest.layers),
     )
 
 

@@ -2,7 +2,7 @@
 
 ``kd_step`` returns ``{"loss": total, "loss/<term>": value, "<diag>/<term>": value}``; only
 ``loss`` carries gradients. Teacher targets come from the store (``batch.teacher_features``) or, if
-missing there, from a live frozen teacher run under ``no_grad``.
+missing there, from live frozen teachers run under ``no_grad``.
 """
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ from torch import nn
 
 from vfmkd_ray.losses.base import KDBatch, LossTerm
 from vfmkd_ray.models.teachers.base import FrozenTeacher
+from vfmkd_ray.models.teachers.ensemble import run_teachers
 
 
 def kd_step(
     distiller: nn.Module,
     batch: KDBatch,
     loss_terms: dict[str, LossTerm],
-    teacher: FrozenTeacher | None = None,
+    teachers: dict[str, FrozenTeacher] | None = None,
 ) -> dict[str, torch.Tensor]:
-    if teacher is not None and not batch.teacher_features:
-        batch.teacher_features = {k: v.detach() for k, v in teacher(batch.images_BCHW).items()}
+    if teachers and not batch.teacher_features:
+        batch.teacher_features = run_teachers(teachers, batch.images_BCHW)
     preds = distiller(batch.images_BCHW)
     out: dict[str, torch.Tensor] = {}
     total = batch.images_BCHW.new_zeros(())

@@ -15,17 +15,14 @@ from ray.train.torch import TorchTrainer
 
 from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig, dump_config
-from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BAD_SAMPLES_JSONL, BadSample, BadSampleLog
-from vfmkd_ray.data.coco import ImageRecord, read_image_records
+from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BAD_SAMPLES_JSONL, BadSampleLog
+from vfmkd_ray.data.coco import ImageRecord
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import TrainSampleDecoder, is_validation
-from vfmkd_ray.models.teachers import describe_teacher
 from vfmkd_ray.ray_errors import find_cause
 from vfmkd_ray.ray_session import ensure_ray
 from vfmkd_ray.storage import StorageError
-from vfmkd_ray.store.manifest import Manifest, dataset_uri, read_manifest
-from vfmkd_ray.store.parts import list_parts, read_part_schema, stored_image_ids
-from vfmkd_ray.store.precompute import expected_manifest_fields
+from vfmkd_ray.store.parts import list_parts, read_part_schema
 from vfmkd_ray.store.ray_source import read_store_rows
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.schema import aug_seed_for
@@ -35,6 +32,7 @@ from vfmkd_ray.train.run_files import (
     RESOLVED_CONFIG,
     read_metrics_log,
 )
+from vfmkd_ray.train.teacher_stores import RunStores, TrainingImages, check_stores, usable_images
 from vfmkd_ray.train.worker import train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -56,29 +54,15 @@ class TrainingError(RuntimeError):
     """Training failed for a reason the product can name (after Ray's retries)."""
 
 
-def check_store(cfg: ExperimentConfig) -> tuple[str, Manifest]:
-    """The store dataset the config asks for, checked to be made by the same teacher and size."""
-    dataset = dataset_uri(cfg.store.root, cfg.teacher.name, cfg.teacher.input_size)
-    manifest = read_manifest(dataset)
-    if manifest is None:
-        raise FeatureStoreError(
-            f"no feature store at {dataset}: run `vfmkd precompute` with this config first"
-        )
-    expected = expected_manifest_fields(cfg, describe_teacher(cfg.teacher).weights_id)
-    if problems := manifest.describe_mismatch(expected):
-        raise FeatureStoreError(f"store {dataset} does not match the config:\n  " + "\n  ".join(problems))
-    return dataset, manifest
-
-
 def run_training(cfg: ExperimentConfig) -> TrainSummary:
     """Distills the student from the store; relaunching with the same name resumes."""
     cfg.s3.apply()
-    dataset, manifest = check_store(cfg)
+    stores = check_stores(cfg)
     run_dir = storage.join(storage.absolute(cfg.train.storage_path), cfg.name)
     bad_samples = BadSampleLog(storage.join(run_dir, BAD_SAMPLES_DIR))
-    ids, missing = _usable_image_ids(cfg, dataset, bad_samples)
-    num_val = sum(is_validation(i, cfg.data.val_fraction) for i in ids)
-    num_train = len(ids) - num_val
+    images = usable_images(cfg, stores, bad_samples)
+    num_val = sum(is_validation(i, cfg.data.val_fraction) for i in images.ids)
+    num_train = len(images.ids) - num_val
     steps_per_epoch = _steps_per_epoch(cfg, num_train, num_val)
     storage.write_text_atomic(storage.join(run_dir, RESOLVED_CONFIG), dump_config(cfg))
     ensure_ray(local_cpus_needed(cfg))
@@ -86,8 +70,8 @@ def run_training(cfg: ExperimentConfig) -> TrainSummary:
         "train %s: %d train / %d val images, %d steps per epoch", run_dir, num_train, num_val, steps_per_epoch
     )
     skip_log = bad_samples if cfg.data.on_bad_sample == "skip" else None
-    datasets = _datasets(cfg, dataset, manifest, skip_log, missing)
-    trainer = _trainer(cfg, run_dir, steps_per_epoch, manifest, datasets)
+    datasets = _datasets(cfg, stores, images, skip_log)
+    trainer = _trainer(cfg, run_dir, steps_per_epoch, stores, datasets)
     try:
         result = trainer.fit()
     except Exception as err:
@@ -113,32 +97,6 @@ def run_training(cfg: ExperimentConfig) -> TrainSummary:
     )
 
 
-def _usable_image_ids(
-    cfg: ExperimentConfig, dataset: str, bad_samples: BadSampleLog
-) -> tuple[list[str], list[ImageRecord]]:
-    """The ids training will see, and the dataset images without a store row.
-
-    Missing rows stop the run (``missing_features: error``), are recorded as bad samples (``skip``)
-    or join training with the teacher run in the worker (``online``): a run never trains on fewer
-    samples silently.
-    """
-    ids = stored_image_ids(dataset)
-    stored = set(ids)
-    missing = [r for r in read_image_records(cfg.data) if r.image_id not in stored]
-    if missing and cfg.data.missing_features == "error":
-        raise FeatureStoreError(
-            f"{len(missing)} images of {cfg.data.root} have no feature row in {dataset}, e.g. "
-            f"{[r.image_uri for r in missing[:3]]}; run `vfmkd precompute`, or set data.missing_features=skip"
-        )
-    if cfg.data.missing_features == "online":
-        return ids + [r.image_id for r in missing], missing
-    for record in missing:
-        bad_samples.record(
-            BadSample(record.image_id, record.image_uri, "missing-features", f"no row in {dataset}")
-        )
-    return ids, []
-
-
 def _steps_per_epoch(cfg: ExperimentConfig, num_train: int, num_val: int) -> int:
     per_step = cfg.train.batch_size * cfg.train.num_workers
     if num_train < per_step:
@@ -152,7 +110,7 @@ def _steps_per_epoch(cfg: ExperimentConfig, num_train: int, num_val: int) -> int
 
 
 def _trainer(
-    cfg: ExperimentConfig, run_dir: str, steps_per_epoch: int, manifest: Manifest, datasets
+    cfg: ExperimentConfig, run_dir: str, steps_per_epoch: int, stores: RunStores, datasets
 ) -> TorchTrainer:
     return TorchTrainer(
         train_loop_per_worker,
@@ -161,7 +119,7 @@ def _trainer(
             "plan": {
                 "run_dir": run_dir,
                 "steps_per_epoch": steps_per_epoch,
-                "manifest": manifest.model_dump(),
+                "manifests": {alias: m.model_dump() for alias, m in stores.manifests().items()},
             },
         },
         scaling_config=ray.train.ScalingConfig(
@@ -185,22 +143,24 @@ def local_cpus_needed(cfg: ExperimentConfig) -> float:
 
 
 def _datasets(
-    cfg: ExperimentConfig,
-    dataset: str,
-    manifest: Manifest,
-    bad_samples: BadSampleLog | None,
-    online_only: list[ImageRecord],
+    cfg: ExperimentConfig, stores: RunStores, images: TrainingImages, bad_samples: BadSampleLog | None
 ) -> dict[str, ray.data.Dataset]:
-    """Train/val streams over the store rows, plus placeholder rows (features computed online)
-    for ``online_only`` images."""
-    parts = list_parts(dataset)
+    """Train/val streams over the primary store's rows, plus placeholder rows (features computed
+    online) for images the primary store lacks."""
+    parts = list_parts(stores.primary.uri)
     rows = read_store_rows(parts, cfg.data.decode_num_cpus)
-    if online_only:
-        rows = rows.union(ray.data.from_arrow(_placeholder_rows(parts[0], online_only, cfg.seed)))
+    if images.online_only:
+        rows = rows.union(ray.data.from_arrow(_placeholder_rows(parts[0], images.online_only, cfg.seed)))
     return {
         split: rows.map_batches(
             TrainSampleDecoder(
-                manifest, dataset, split, cfg.data.val_fraction, bad_samples, cfg.distill.online_ratio
+                stores.primary,
+                split,
+                cfg.data.val_fraction,
+                bad_samples,
+                cfg.distill.online_ratio,
+                others=stores.others,
+                excluded=images.excluded,
             ),
             batch_size=cfg.train.batch_size,
             num_cpus=cfg.data.decode_num_cpus,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray.train
 import ray.train.torch
@@ -21,11 +21,12 @@ from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BadSampleLog
 from vfmkd_ray.data.images import normalize
-from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ONLINE_COLUMN, VALID_HW_COLUMN
+from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ONLINE_COLUMN, VALID_HW_COLUMN, teacher_column
 from vfmkd_ray.losses.base import KDBatch, LossTerm
 from vfmkd_ray.losses.registry import build_loss_terms
 from vfmkd_ray.models.students import build_student
 from vfmkd_ray.models.teachers import FrozenTeacher, build_teacher
+from vfmkd_ray.models.teachers.ensemble import run_teachers, split_feature_key
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import Manifest
 from vfmkd_ray.store.schema import feature_column, scale_column
@@ -42,19 +43,21 @@ class RunPlan:
 
     run_dir: str
     steps_per_epoch: int
-    manifest: dict
+    manifests: dict[str, dict]  # teacher alias -> its store's manifest, the primary teacher first
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
     cfg = ExperimentConfig.model_validate(loop_config["experiment"])
     plan = RunPlan(**loop_config["plan"])
-    manifest = Manifest.model_validate(plan.manifest)
+    manifests = {alias: Manifest.model_validate(m) for alias, m in plan.manifests.items()}
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.seed)
 
     student = build_student(cfg.student)
-    teacher_shapes = {name: spec.shape for name, spec in manifest.layers.items()}
+    teacher_shapes = {
+        alias: {name: spec.shape for name, spec in m.layers.items()} for alias, m in manifests.items()
+    }
     terms = build_loss_terms(cfg.distill, student.feature_info, teacher_shapes)
     distiller = Distiller(student, terms).to(device)
     optimizer = torch.optim.AdamW(
@@ -74,8 +77,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
     )
     bad_samples = BadSampleLog(storage.join(plan.run_dir, BAD_SAMPLES_DIR))
     online = cfg.distill.online_ratio > 0 or cfg.data.missing_features == "online"
-    teacher = build_teacher(cfg.teacher).to(device) if online else None
-    feed = BatchFeed(terms, manifest.codec, device, cfg.train.batch_size, cfg.train.prefetch_batches, teacher)
+    teachers = {alias: build_teacher(t).to(device) for alias, t in cfg.teachers.items()} if online else {}
+    codecs_by_teacher = {alias: m.codec for alias, m in manifests.items()}
+    feed = BatchFeed(
+        terms, codecs_by_teacher, device, cfg.train.batch_size, cfg.train.prefetch_batches, teachers
+    )
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(state.epoch, cfg.train.epochs):
@@ -112,11 +118,12 @@ class BatchFeed:
     """Turns a shard's torch batches into ``KDBatch``es on the device, decoding stored features."""
 
     terms: dict[str, LossTerm]
-    codec: str
+    codecs: dict[str, str]  # teacher alias -> its store's codec
     device: torch.device
     batch_size: int
     prefetch_batches: int
-    teacher: FrozenTeacher | None = None  # for samples marked online (never wrapped in DDP)
+    # By alias, for samples marked online (never wrapped in DDP).
+    teachers: dict[str, FrozenTeacher] = field(default_factory=dict)
 
     def batches(self, shard, drop_last: bool):
         for raw in shard.iter_torch_batches(
@@ -126,22 +133,23 @@ class BatchFeed:
 
     def to_kd_batch(self, raw: dict[str, torch.Tensor]) -> KDBatch:
         features = {}
-        for layer in {layer for term in self.terms.values() for layer in term.teacher_layers}:
-            scale = raw.get(scale_column(layer))
-            features[layer] = codecs.to_float32(
-                raw[feature_column(layer)].to(self.device),
-                self.codec,
+        for key in {key for term in self.terms.values() for key in term.teacher_layers}:
+            alias, layer = split_feature_key(key)
+            scale = raw.get(teacher_column(alias, scale_column(layer)))
+            features[key] = codecs.to_float32(
+                raw[teacher_column(alias, feature_column(layer))].to(self.device),
+                self.codecs[alias],
                 None if scale is None else scale.to(self.device),
             )
         images = normalize(raw[IMAGE_COLUMN].to(self.device))
         online = raw[ONLINE_COLUMN].to(self.device).bool()
         num_online = int(online.sum())
         if num_online:
-            if self.teacher is None:
-                raise RuntimeError("samples are marked online but the worker has no teacher")
-            live = self.teacher(images[online])
-            for layer in features:
-                features[layer][online] = live[layer].float()
+            if not self.teachers:
+                raise RuntimeError("samples are marked online but the worker has no teachers")
+            live = run_teachers(self.teachers, images[online])
+            for key in features:
+                features[key][online] = live[key].float()
         return KDBatch(
             images_BCHW=images,
             valid_hw_B2=raw[VALID_HW_COLUMN].to(self.device),

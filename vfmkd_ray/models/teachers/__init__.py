@@ -1,4 +1,4 @@
-"""Frozen teachers by name: SAM ViT-B/L/H and DINOv2 ViT-S/B/L."""
+"""Frozen teachers by name: SAM ViT-B/L/H, SAM 2 Hiera-T/S/B+/L and DINOv2 ViT-S/B/L."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from vfmkd_ray.models.teachers.base import RANDOM_WEIGHTS, FrozenTeacher
 from vfmkd_ray.models.teachers.config import TeacherConfig
 from vfmkd_ray.models.teachers.dinov2 import DINOV2_TIMM_NAMES, Dinov2Teacher
 from vfmkd_ray.models.teachers.sam import SAM_SPECS, SamTeacher
+from vfmkd_ray.models.teachers.sam2 import SAM2_TRUNKS, Sam2Teacher
 from vfmkd_ray.registry import Registry
 
 TEACHERS: Registry[Callable[[str, int], FrozenTeacher]] = Registry("teacher")
 for _name in SAM_SPECS:
     TEACHERS.add(_name, SamTeacher)
+for _name in SAM2_TRUNKS:
+    TEACHERS.add(_name, Sam2Teacher)
 for _name in DINOV2_TIMM_NAMES:
     TEACHERS.add(_name, Dinov2Teacher)
 
@@ -27,6 +30,7 @@ def describe_teacher(cfg: TeacherConfig) -> FrozenTeacher:
     _require_weights(cfg)
     with torch.device("meta"):
         teacher = builder(cfg.name, cfg.input_size)
+    teacher.select_layers(cfg.layers)
     if cfg.weights == RANDOM_WEIGHTS:
         teacher.weights_id = _random_id(cfg)
     else:
@@ -48,7 +52,7 @@ def build_teacher(cfg: TeacherConfig) -> FrozenTeacher:
         loaded = load_weights(cfg.weights, cfg.sha256)
         teacher.load_checkpoint(loaded.state_dict)
         teacher.weights_id = f"sha256:{loaded.sha256}"
-    return teacher.freeze()
+    return teacher.select_layers(cfg.layers).freeze()
 
 
 def _require_weights(cfg: TeacherConfig) -> None:

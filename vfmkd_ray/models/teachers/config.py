@@ -19,3 +19,6 @@ class TeacherConfig(StrictModel):
     sha256: str | None = None
     input_size: int = Field(1024, ge=32)
     random_seed: int = Field(0, description="init seed when weights is 'random'")
+    layers: list[str] | None = Field(
+        None, description="the teacher layers to store and distill from; default: all of them"
+    )
