@@ -9,13 +9,21 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# The SAM 2 teachers need the `sam2` package, which ships only as source: its build imports torch and
+# compiles an optional CUDA extension (used by SAM 2's video post-processing, not by its image
+# encoder). So it is built after torch is in the venv, against that torch, without the extension.
+SAM2 := sam2==1.1.0
+INSTALL_SAM2 := SAM2_BUILD_CUDA=0 $(BIN)/pip install --quiet --no-build-isolation "$(SAM2)"
+
 # Re-install only when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
+	$(INSTALL_SAM2)
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(INSTALL_SAM2)
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
