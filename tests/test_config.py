@@ -4,13 +4,32 @@ import pytest
 import yaml
 
 from vfmkd_ray.config import CONFIGS_DIR, ConfigError, dump_config, load_config, parse_override
+from vfmkd_ray.models.teachers import describe_teacher
+from vfmkd_ray.train.trainer import check_loss_terms
 
 
-def test_every_repository_config_validates():
+def test_every_repository_config_validates_and_its_loss_terms_build():
     paths = sorted(CONFIGS_DIR.glob("*.yaml"))
     assert paths, "configs/ holds no YAML"
     for path in paths:
-        load_config(path)
+        cfg = load_config(path)
+        # The teachers' structure only: the checkpoints the configs name are not on this machine.
+        shapes = {
+            alias: describe_teacher(
+                t.model_copy(update={"weights": "random", "sha256": None})
+            ).feature_shapes()
+            for alias, t in cfg.teachers.items()
+        }
+        check_loss_terms(cfg, shapes)
+
+
+def test_a_term_on_an_unstored_layer_or_missing_stride_is_a_config_error():
+    cfg = load_config(None, ["distill.terms.feature_mse.teacher_layer=fpn_s4"])
+    with pytest.raises(ConfigError, match="teacher_layer 'fpn_s4' unknown; layers of teacher 'sam'"):
+        check_loss_terms(cfg, {"sam": {"image_embed": (256, 16, 16)}})
+    cfg = load_config(None, ["distill.terms.feature_mse.student_stride=64"])
+    with pytest.raises(ConfigError, match="no feature level with stride 64"):
+        check_loss_terms(cfg, {"sam": {"image_embed": (256, 16, 16)}})
 
 
 def test_overrides_are_typed_and_nested():

@@ -56,6 +56,11 @@ class StoreDataset:
     manifest: Manifest
 
 
+def layer_shapes(manifests: dict[str, Manifest]) -> dict[str, dict[str, tuple[int, int, int]]]:
+    """Teacher alias -> stored layer -> (C, H, W): what loss terms are built against."""
+    return {alias: {name: spec.shape for name, spec in m.layers.items()} for alias, m in manifests.items()}
+
+
 def dataset_uri(store_root: str, teacher: str, input_size: int) -> str:
     return storage.join(storage.absolute(store_root), teacher, str(input_size))
 

@@ -11,17 +11,21 @@ from dataclasses import dataclass
 import pyarrow as pa
 import ray
 import ray.train
+import torch
 from ray.train.torch import TorchTrainer
 
 from vfmkd_ray import storage
-from vfmkd_ray.config import ExperimentConfig, dump_config
+from vfmkd_ray.config import ConfigError, ExperimentConfig, dump_config
 from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BAD_SAMPLES_JSONL, BadSampleLog
 from vfmkd_ray.data.coco import ImageRecord
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import TrainSampleDecoder, is_validation
+from vfmkd_ray.losses.registry import TeacherShapes, build_loss_terms
+from vfmkd_ray.models.students import build_student
 from vfmkd_ray.ray_errors import find_cause
 from vfmkd_ray.ray_session import ensure_ray
 from vfmkd_ray.storage import StorageError
+from vfmkd_ray.store.manifest import layer_shapes
 from vfmkd_ray.store.parts import list_parts, read_part_schema
 from vfmkd_ray.store.ray_source import read_store_rows
 from vfmkd_ray.store.reader import FeatureStoreError
@@ -58,6 +62,7 @@ def run_training(cfg: ExperimentConfig) -> TrainSummary:
     """Distills the student from the store; relaunching with the same name resumes."""
     cfg.s3.apply()
     stores = check_stores(cfg)
+    check_loss_terms(cfg, layer_shapes(stores.manifests()))
     run_dir = storage.join(storage.absolute(cfg.train.storage_path), cfg.name)
     bad_samples = BadSampleLog(storage.join(run_dir, BAD_SAMPLES_DIR))
     images = usable_images(cfg, stores, bad_samples)
@@ -95,6 +100,17 @@ def run_training(cfg: ExperimentConfig) -> TrainSummary:
             storage.join(run_dir, BEST_BACKBONE_PTH),
         ),
     )
+
+
+def check_loss_terms(cfg: ExperimentConfig, teacher_shapes: TeacherShapes) -> None:
+    """Builds the loss terms against the student's levels and the teachers' layers on the meta
+    device, so a term naming a missing layer or stride fails before any Ray work."""
+    with torch.device("meta"):
+        student = build_student(cfg.student.model_copy(update={"weights": None}))
+    try:
+        build_loss_terms(cfg.distill, student.feature_info, teacher_shapes)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _steps_per_epoch(cfg: ExperimentConfig, num_train: int, num_val: int) -> int:

@@ -28,7 +28,7 @@ from vfmkd_ray.models.students import build_student
 from vfmkd_ray.models.teachers import FrozenTeacher, build_teacher
 from vfmkd_ray.models.teachers.ensemble import run_teachers, split_feature_key
 from vfmkd_ray.store import codecs
-from vfmkd_ray.store.manifest import Manifest
+from vfmkd_ray.store.manifest import Manifest, layer_shapes
 from vfmkd_ray.store.schema import feature_column, scale_column
 from vfmkd_ray.train.distiller import Distiller
 from vfmkd_ray.train.fault_injection import maybe_fail_once
@@ -55,10 +55,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     torch.manual_seed(cfg.seed)
 
     student = build_student(cfg.student)
-    teacher_shapes = {
-        alias: {name: spec.shape for name, spec in m.layers.items()} for alias, m in manifests.items()
-    }
-    terms = build_loss_terms(cfg.distill, student.feature_info, teacher_shapes)
+    terms = build_loss_terms(cfg.distill, student.feature_info, layer_shapes(manifests))
     distiller = Distiller(student, terms).to(device)
     optimizer = torch.optim.AdamW(
         distiller.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
