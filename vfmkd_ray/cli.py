@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "verify":
             return _verify(args)
+        if args.command == "export":
+            return _export(args)
         cfg = load_config(getattr(args, "config", None), args.overrides)
         return args.handler(cfg, args)
     except (ConfigError, ValueError, OSError, RuntimeError) as err:
@@ -42,6 +44,19 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--teacher", action="append", help="precompute only this teacher alias (repeatable)"
             )
+    export = commands.add_parser(
+        "export", help="hand a distilled backbone to RT-DETRv2, MMDetection/MMYOLO, timm or ONNX"
+    )
+    export.add_argument(
+        "--checkpoint", help="training checkpoint (dir or .pt), {'backbone': ...} file or state dict"
+    )
+    export.add_argument("--format", required=True, help="rtdetrv2, mmdet, mmyolo, safetensors, timm or onnx")
+    export.add_argument("--out", help="where to write the export (path or URI); snippets go beside it")
+    export.add_argument("--check", metavar="FILE", help="only check an existing export in --format")
+    export.add_argument("--config", help="experiment YAML naming the student (default: the run's own)")
+    export.add_argument("--student", help="student name instead of --config, e.g. timm/hgnetv2_b4")
+    export.add_argument("--size", default="n", help="YOLOv8 size with --student yolov8_cspdarknet")
+    export.add_argument("--input-size", type=int, help="ONNX input size (default: the model's, else 640)")
     verify = commands.add_parser("verify", help="check a feature store against its manifest and teacher")
     verify.add_argument("--store", required=True, help="dataset URI: <store.root>/<teacher>/<input_size>")
     verify.add_argument("--sample", type=int, default=8, help="stored images to re-run the teacher on")
@@ -64,6 +79,30 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"PROBLEM: {problem}")
     print("verify: OK" if report.passed else f"verify: FAILED ({len(report.problems)} problems)")
     return 0 if report.passed else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from vfmkd_ray.export.command import run_check, run_export
+    from vfmkd_ray.models.students import StudentConfig
+
+    student = None
+    if args.config:
+        student = load_config(args.config).student
+    elif args.student:
+        student = StudentConfig(name=args.student, size=args.size)
+    if args.check:
+        report = run_check(args.check, args.format, student, args.checkpoint)
+        print(report.describe())
+        print("check: OK" if report.ok else "check: FAILED")
+        return 0 if report.ok else 1
+    if not args.checkpoint or not args.out:
+        raise ValueError("export needs --checkpoint and --out (or --check FILE)")
+    result = run_export(args.checkpoint, args.format, args.out, student, args.input_size)
+    print(f"{result.student} from {result.source_kind} {args.checkpoint}")
+    print(result.report.describe())
+    for uri in result.files:
+        print(f"wrote {uri}")
+    return 0
 
 
 def _demo(cfg: ExperimentConfig, args: argparse.Namespace) -> int:

@@ -64,6 +64,13 @@ def exists(uri: str) -> bool:
         return fs.exists(path)
 
 
+def is_dir(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    with access(uri):
+        fs.invalidate_cache(path)
+        return fs.isdir(path)
+
+
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     with access(uri):
