@@ -19,6 +19,7 @@ from vfmkd_ray.train.distiller import Distiller
 YOLO = StudentConfig(name="yolov8_cspdarknet", size="n")
 HGNET = StudentConfig(name="timm/hgnetv2_b4")
 REPVIT = StudentConfig(name="timm/repvit_m0_9")
+MAMBAOUT = StudentConfig(name="timm/mambaout_femto")  # channels-last features
 SIZE = 64
 
 
@@ -47,7 +48,7 @@ def _outputs(model, images):
 
 ROUND_TRIPS = [
     (fmt, cfg) for fmt in ("mmdet", "mmyolo", "safetensors", "onnx") for cfg in (YOLO, HGNET, REPVIT)
-] + [("rtdetrv2", HGNET), ("timm", HGNET), ("timm", REPVIT)]
+] + [("rtdetrv2", HGNET), ("timm", HGNET), ("timm", REPVIT), ("timm", MAMBAOUT), ("onnx", MAMBAOUT)]
 
 
 @pytest.mark.parametrize(("fmt", "cfg"), ROUND_TRIPS, ids=lambda v: v if isinstance(v, str) else v.name)
@@ -176,6 +177,8 @@ def test_bad_inputs_are_refused_and_nothing_is_written(tmp_path):
         run_export(str(good), "tflite", str(out), YOLO)
     with pytest.raises(ExportError, match="RT-DETRv2 has no backbone with the architecture of yolov8"):
         run_export(str(good), "rtdetrv2", str(out), YOLO)
+    with pytest.raises(ExportError, match="yolov8_cspdarknet-n is not a timm model"):
+        run_export(str(good), "timm", str(out), YOLO)
     with pytest.raises(ExportError, match="holds neither a training checkpoint"):
         run_export(_save([1, 2, 3], tmp_path / "list.pth"), "mmyolo", str(out), YOLO)
     with pytest.raises(ExportError, match="no resolved_config.yaml next to"):
