@@ -52,7 +52,7 @@ def test_killed_precompute_resumes_without_duplicates(tmp_path):
 
     ray.init(num_cpus=2, logging_level="ERROR")
     try:
-        summary = run_precompute(cfg)
+        [summary] = run_precompute(cfg)
     finally:
         ray.shutdown()
     ids = stored_image_ids(str(dataset))
