@@ -34,12 +34,16 @@ def _parser() -> argparse.ArgumentParser:
     for name, handler, text in (
         ("synth", _synth, "write the synthetic COCO dataset of data.synthetic to data.root"),
         ("precompute", _precompute, "run the teacher over the dataset into the feature store"),
-        ("train", _train, "distill the student from the feature store with Ray Train"),
+        ("train", _train, "distill the student (features, or task: detection) with Ray Train"),
+        ("eval", _eval, "COCO mAP of a detection run, with and without crop refinement"),
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("config", help="experiment YAML, e.g. configs/demo.yaml")
         sub.add_argument("overrides", nargs="*", help="dotted key=value overrides")
         sub.set_defaults(handler=handler)
+        if name == "eval":
+            sub.add_argument("--checkpoint", help="detector file (default: the run's best_detector.pth)")
+            sub.add_argument("--split", choices=["val", "train", "all"], default="val")
         if name == "precompute":
             sub.add_argument(
                 "--teacher", action="append", help="precompute only this teacher alias (repeatable)"
@@ -105,6 +109,18 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from vfmkd_ray.detection.evaluate import run_eval
+
+    result = run_eval(cfg, args.checkpoint, args.split)
+    print(f"{result.checkpoint}: {result.num_images} {result.split} images in {result.seconds:.0f}s")
+    print("| inference | mAP | AP50 | AP_small |")
+    print("|---|---|---|---|")
+    for mode, figures in result.metrics.items():
+        print(f"| {mode} | {figures['mAP']:.4f} | {figures['AP50']:.4f} | {figures['AP_small']:.4f} |")
+    return 0
+
+
 def _demo(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from vfmkd_ray.demo import run_demo
 
@@ -132,6 +148,14 @@ def _precompute(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
 
 def _train(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    if cfg.task == "detection":
+        from vfmkd_ray.detection.trainer import run_detection_training
+
+        summary = run_detection_training(cfg)
+        last = summary.history[-1] if summary.history else {}
+        print(f"run {summary.run_dir}: {last.get('epoch', 0)} epochs, val loss {last.get('val/loss')}")
+        print(f"best detector: {summary.best_detector}")
+        return 0
     from vfmkd_ray.train.trainer import run_training
 
     summary = run_training(cfg)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from vfmkd_ray.data.config import DataConfig
+from vfmkd_ray.detection.config import DetectionConfig
 from vfmkd_ray.losses.config import DistillConfig
 from vfmkd_ray.models.students.config import StudentConfig
 from vfmkd_ray.models.teachers.config import TeacherConfig
@@ -32,6 +33,9 @@ class ExperimentConfig(StrictModel):
 
     name: str = Field("vfmkd", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
+    task: Literal["features", "detection"] = Field(
+        "features", description="feature distillation from teacher stores, or YOLC detection distillation"
+    )
     data: DataConfig = DataConfig()
     student: StudentConfig = StudentConfig()
     teachers: dict[str, TeacherConfig] = Field(
@@ -43,6 +47,7 @@ class ExperimentConfig(StrictModel):
     distill: DistillConfig = DistillConfig()
     train: TrainConfig = TrainConfig()
     s3: S3Config = S3Config()
+    detection: DetectionConfig = DetectionConfig()
 
     @model_validator(mode="after")
     def _teachers_are_named_and_used(self) -> ExperimentConfig:
@@ -51,8 +56,17 @@ class ExperimentConfig(StrictModel):
         for alias in self.teachers:
             if not TEACHER_ALIAS.fullmatch(alias):
                 raise ValueError(f"teachers.{alias}: an alias is letters, digits and '_' only")
+        detection_only = {"fgd"}
         for name, term in self.distill.terms.items():
+            if (term.type in detection_only) != (self.task == "detection"):
+                raise ValueError(
+                    f"distill.terms.{name} (type {term.type}) does not apply to task: {self.task}; "
+                    "task: detection takes fgd terms only (distill.terms: {} for none), task: features "
+                    "takes the feature terms"
+                )
             alias = getattr(term, "teacher", None)
+            if self.task == "detection":
+                continue
             if alias is not None and alias not in self.teachers:
                 raise ValueError(
                     f"distill.terms.{name}.teacher {alias!r} is not a configured teacher; "

@@ -12,9 +12,15 @@ from vfmkd_ray.schema import StrictModel
 class SyntheticConfig(StrictModel):
     """What ``vfmkd demo`` generates into ``data.root`` when the dataset is not there yet."""
 
+    kind: Literal["shapes", "tiny_objects"] = Field(
+        "shapes", description="large shapes (feature distillation) or dense tiny objects (detection)"
+    )
     num_images: int = Field(64, ge=2)
     image_size: int = Field(256, ge=32)
     max_shapes: int = Field(6, ge=1)
+    clusters: int = Field(3, ge=1, description="tiny_objects: most dense clusters per image")
+    objects_per_cluster: int = Field(12, ge=2, description="tiny_objects: most objects per cluster")
+    object_size: tuple[int, int] = Field((5, 10), description="tiny_objects: side range in pixels")
     seed: int = 0
 
 

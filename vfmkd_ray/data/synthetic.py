@@ -1,4 +1,5 @@
-"""A small synthetic COCO dataset (shapes with boxes and polygon masks) for the demo and tests."""
+"""Small synthetic COCO datasets for the demo and tests: large shapes with boxes and polygon masks,
+or dense tiny objects for detection (``synthetic.kind``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from vfmkd_ray import storage
 from vfmkd_ray.data.config import DataConfig
+from vfmkd_ray.data.tiny_objects import TINY_CATEGORIES, draw_tiny_object_image
 
 CATEGORIES = (
     {"id": 1, "name": "rectangle"},
@@ -32,17 +34,23 @@ def write_synthetic_coco(cfg: DataConfig) -> int:
     rng = np.random.default_rng(spec.seed)
     images, annotations = [], []
     for image_id in range(1, spec.num_images + 1):
-        width = spec.image_size
-        height = int(spec.image_size * rng.uniform(0.75, 1.0))
-        image, shapes = _draw_image(rng, width, height, spec.max_shapes)
         file_name = f"{image_id:06d}.png"
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        storage.write_bytes_atomic(storage.join(root, cfg.images_dir, file_name), buffer.getvalue())
+        if spec.kind == "tiny_objects":
+            png, width, height, objects = draw_tiny_object_image(rng, spec)
+            shapes = [(category, _rectangle(box)) for category, box in objects]
+        else:
+            width = spec.image_size
+            height = int(spec.image_size * rng.uniform(0.75, 1.0))
+            image, shapes = _draw_image(rng, width, height, spec.max_shapes)
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            png = buffer.getvalue()
+        storage.write_bytes_atomic(storage.join(root, cfg.images_dir, file_name), png)
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         for category_id, polygon in shapes:
             annotations.append(_annotation(len(annotations) + 1, image_id, category_id, polygon))
-    coco = {"images": images, "annotations": annotations, "categories": list(CATEGORIES)}
+    categories = TINY_CATEGORIES if spec.kind == "tiny_objects" else CATEGORIES
+    coco = {"images": images, "annotations": annotations, "categories": list(categories)}
     storage.write_text_atomic(ann_uri, json.dumps(coco))
     return len(images)
 
@@ -80,6 +88,11 @@ def _polygon(category_id: int, cx: float, cy: float, size: float, rng: np.random
     return [
         (cx + size * math.cos(start + k * 2.0944), cy + size * math.sin(start + k * 2.0944)) for k in range(3)
     ]
+
+
+def _rectangle(box: list[float]) -> list[float]:
+    x, y, w, h = box
+    return [x, y, x + w, y, x + w, y + h, x, y + h]
 
 
 def _annotation(ann_id: int, image_id: int, category_id: int, flat: list[float]) -> dict:

@@ -28,6 +28,7 @@ class KDBatch:
     valid_hw_B2: torch.Tensor
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
     num_online: int = 0  # samples whose teacher_features were computed live in the worker
+    boxes: list[torch.Tensor] | None = None  # detection: per image N x 4 ground-truth pixel boxes
 
     @property
     def image_size(self) -> int:

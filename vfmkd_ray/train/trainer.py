@@ -68,7 +68,7 @@ def run_training(cfg: ExperimentConfig) -> TrainSummary:
     images = usable_images(cfg, stores, bad_samples)
     num_val = sum(is_validation(i, cfg.data.val_fraction) for i in images.ids)
     num_train = len(images.ids) - num_val
-    steps_per_epoch = _steps_per_epoch(cfg, num_train, num_val)
+    steps_per_epoch = steps_per_epoch_for(cfg, num_train, num_val)
     storage.write_text_atomic(storage.join(run_dir, RESOLVED_CONFIG), dump_config(cfg))
     ensure_ray(local_cpus_needed(cfg))
     log.info(
@@ -113,7 +113,7 @@ def check_loss_terms(cfg: ExperimentConfig, teacher_shapes: TeacherShapes) -> No
         raise ConfigError(str(err)) from None
 
 
-def _steps_per_epoch(cfg: ExperimentConfig, num_train: int, num_val: int) -> int:
+def steps_per_epoch_for(cfg: ExperimentConfig, num_train: int, num_val: int) -> int:
     per_step = cfg.train.batch_size * cfg.train.num_workers
     if num_train < per_step:
         raise ValueError(

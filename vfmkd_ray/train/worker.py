@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 
 from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
@@ -30,10 +29,11 @@ from vfmkd_ray.models.teachers.ensemble import run_teachers, split_feature_key
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import Manifest, layer_shapes
 from vfmkd_ray.store.schema import feature_column, scale_column
+from vfmkd_ray.train.collectives import all_workers_have, mean_across_workers, restore_state
 from vfmkd_ray.train.distiller import Distiller
 from vfmkd_ray.train.fault_injection import maybe_fail_once
 from vfmkd_ray.train.run_files import write_backbone, write_metrics_log
-from vfmkd_ray.train.state import TrainingState, load_training_state, save_training_state
+from vfmkd_ray.train.state import save_training_state
 from vfmkd_ray.train.step import kd_step, optimizer_step
 
 
@@ -65,7 +65,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     use_amp = cfg.train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     resumable = {"distiller": distiller, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
-    state = _restore(resumable)
+    state = restore_state(resumable)
     if rank == 0:
         _log(f"worker 0 on {device}: start at epoch {state.epoch}/{cfg.train.epochs}, AMP {use_amp}")
 
@@ -89,7 +89,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         )
         trained = time.monotonic()
         val_sums = _evaluate(distiller, val_shard, feed)
-        train_means = _mean_across_workers(train_sums, device)
+        train_means = mean_across_workers(train_sums, device)
         steps_done = int(train_means.pop("steps"))
         state.epoch, state.step = epoch + 1, state.step + steps_done
         record = {
@@ -100,7 +100,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "seconds/train": round(trained - started, 2),
             "seconds/val": round(time.monotonic() - trained, 2),
             **{f"train/{k}": v for k, v in train_means.items()},
-            **{f"val/{k}": v for k, v in _mean_across_workers(val_sums, device).items()},
+            **{f"val/{k}": v for k, v in mean_across_workers(val_sums, device).items()},
         }
         if rank == 0:
             record["data/bad_samples"] = bad_samples.count()
@@ -169,7 +169,7 @@ def _train_epoch(model, shard, feed, num_steps, optimizer, scaler, scheduler, cf
     while steps < num_steps:
         batch = next(batches, None)
         # Every worker takes the same number of steps, or DDP would wait forever on the others.
-        if not _all_workers_have(batch is not None, feed.device):
+        if not all_workers_have(batch is not None, feed.device):
             break
         with torch.autocast(feed.device.type, enabled=use_amp):
             out = kd_step(model, batch, feed.terms)
@@ -193,31 +193,6 @@ def _evaluate(distiller, shard, feed):
             total, seen = sums.get(key, (0.0, 0))
             sums[key] = (total + float(value) * count, seen + count)
     return sums
-
-
-def _all_workers_have(has_batch: bool, device) -> bool:
-    if not (dist.is_available() and dist.is_initialized()):
-        return has_batch
-    flag = torch.tensor([1 if has_batch else 0], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-def _mean_across_workers(sums: dict[str, tuple[float, int]], device) -> dict[str, float]:
-    """Sum-and-count means over all workers (a worker with an empty shard contributes nothing)."""
-    keys = sorted(sums)
-    packed = torch.tensor([[sums[k][0], sums[k][1]] for k in keys], dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized() and keys:
-        dist.all_reduce(packed)
-    return {key: float(packed[i, 0] / packed[i, 1].clamp_min(1)) for i, key in enumerate(keys)}
-
-
-def _restore(resumable: dict) -> TrainingState:
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return TrainingState()
-    with checkpoint.as_directory() as directory:
-        return load_training_state(directory, resumable)
 
 
 def _report(rank, run_dir, state, record, improved, student, resumable, epochs) -> None:

@@ -1,0 +1,113 @@
+"""The detection training driver (``task: detection``): COCO records -> Ray Data decode stage ->
+one Ray Train ``TorchTrainer``. Relaunching with the same ``name`` and ``storage_path`` resumes."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from vfmkd_ray import storage
+from vfmkd_ray.config import ConfigError, ExperimentConfig, dump_config
+from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BAD_SAMPLES_JSONL, BadSampleLog
+from vfmkd_ray.data.images import BadImageError
+from vfmkd_ray.data.pipeline import is_validation
+from vfmkd_ray.detection.checkpoint import BEST_DETECTOR, load_detector
+from vfmkd_ray.detection.dataset import DetectionSampleDecoder, read_detection_records
+from vfmkd_ray.detection.worker import detection_loop_per_worker
+from vfmkd_ray.ray_errors import find_cause
+from vfmkd_ray.ray_session import ensure_ray
+from vfmkd_ray.storage import StorageError
+from vfmkd_ray.train.run_files import RESOLVED_CONFIG, read_metrics_log
+from vfmkd_ray.train.trainer import TrainingError, local_cpus_needed, steps_per_epoch_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DetectionSummary:
+    run_dir: str
+    num_train: int
+    num_val: int
+    num_bad_samples: int
+    steps_per_epoch: int
+    history: list[dict[str, float]]
+    checkpoint: str | None
+    best_detector: str
+
+
+def run_detection_training(cfg: ExperimentConfig) -> DetectionSummary:
+    cfg.s3.apply()
+    if cfg.distill.enable:
+        if not cfg.distill.teacher_ckpt:
+            raise ConfigError("distill.enable is true but distill.teacher_ckpt is not set")
+        load_detector(cfg.distill.teacher_ckpt)  # fails fast, naming the file, before any Ray work
+    records, _ = read_detection_records(cfg.data, cfg.detection.num_classes)
+    num_val = sum(is_validation(r.image_id, cfg.data.val_fraction) for r in records)
+    num_train = len(records) - num_val
+    steps_per_epoch = steps_per_epoch_for(cfg, num_train, num_val)
+    run_dir = storage.join(storage.absolute(cfg.train.storage_path), cfg.name)
+    storage.write_text_atomic(storage.join(run_dir, RESOLVED_CONFIG), dump_config(cfg))
+    bad_samples = BadSampleLog(storage.join(run_dir, BAD_SAMPLES_DIR))
+    skip_log = bad_samples if cfg.data.on_bad_sample == "skip" else None
+    ensure_ray(local_cpus_needed(cfg))
+    log.info(
+        "detection %s: %d train / %d val images, %d steps per epoch",
+        run_dir,
+        num_train,
+        num_val,
+        steps_per_epoch,
+    )
+    # Boxes travel flat (x1 y1 x2 y2 ...): Arrow turns nested lists into arrays of arrays.
+    items = ray.data.from_items([asdict(r) | {"boxes": [v for box in r.boxes for v in box]} for r in records])
+    datasets = {
+        split: items.map_batches(
+            DetectionSampleDecoder(
+                cfg.detection.input_size, cfg.detection.max_objects, split, cfg.data.val_fraction, skip_log
+            ),
+            batch_size=cfg.train.batch_size,
+            num_cpus=cfg.data.decode_num_cpus,
+        )
+        for split in ("train", "val")
+    }
+    trainer = TorchTrainer(
+        detection_loop_per_worker,
+        train_loop_config={
+            "experiment": cfg.model_dump(mode="json"),
+            "run_dir": run_dir,
+            "steps_per_epoch": steps_per_epoch,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.train.num_workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=cfg.name,
+            storage_path=storage.absolute(cfg.train.storage_path),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_checkpoints_to_keep),
+        ),
+        datasets=datasets,
+    )
+    try:
+        result = trainer.fit()
+    except Exception as err:
+        cause = find_cause(err, (BadImageError, StorageError, FileNotFoundError))
+        if cause is not None:
+            raise type(cause)(str(cause)) from None
+        raise TrainingError(f"detection run {run_dir} failed: {err}") from err
+    num_bad = bad_samples.write_jsonl(storage.join(run_dir, BAD_SAMPLES_JSONL))
+    return DetectionSummary(
+        run_dir=run_dir,
+        num_train=num_train,
+        num_val=num_val,
+        num_bad_samples=num_bad,
+        steps_per_epoch=steps_per_epoch,
+        history=read_metrics_log(run_dir),
+        checkpoint=result.checkpoint.path if result.checkpoint else None,
+        best_detector=storage.join(run_dir, BEST_DETECTOR),
+    )

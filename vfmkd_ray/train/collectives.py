@@ -1,0 +1,35 @@
+"""What every Ray Train loop here shares: the step-count agreement that keeps DDP in lock-step,
+sum-and-count means across workers, and restoring the latest checkpoint."""
+
+from __future__ import annotations
+
+import ray.train
+import torch
+import torch.distributed as dist
+
+from vfmkd_ray.train.state import TrainingState, load_training_state
+
+
+def all_workers_have(has_batch: bool, device) -> bool:
+    if not (dist.is_available() and dist.is_initialized()):
+        return has_batch
+    flag = torch.tensor([1 if has_batch else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def mean_across_workers(sums: dict[str, tuple[float, int]], device) -> dict[str, float]:
+    """Sum-and-count means over all workers (a worker with an empty shard contributes nothing)."""
+    keys = sorted(sums)
+    packed = torch.tensor([[sums[k][0], sums[k][1]] for k in keys], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized() and keys:
+        dist.all_reduce(packed)
+    return {key: float(packed[i, 0] / packed[i, 1].clamp_min(1)) for i, key in enumerate(keys)}
+
+
+def restore_state(resumable: dict) -> TrainingState:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return TrainingState()
+    with checkpoint.as_directory() as directory:
+        return load_training_state(directory, resumable)
