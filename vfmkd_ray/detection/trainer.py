@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 
 import ray
 import ray.train
-from ray.train.torch import TorchTrainer
 
 from vfmkd_ray import storage
 from vfmkd_ray.config import ConfigError, ExperimentConfig, dump_config
@@ -18,11 +17,10 @@ from vfmkd_ray.data.pipeline import is_validation
 from vfmkd_ray.detection.checkpoint import BEST_DETECTOR, load_detector
 from vfmkd_ray.detection.dataset import DetectionSampleDecoder, read_detection_records
 from vfmkd_ray.detection.worker import detection_loop_per_worker
-from vfmkd_ray.ray_errors import find_cause
 from vfmkd_ray.ray_session import ensure_ray
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.train.run_files import RESOLVED_CONFIG, read_metrics_log
-from vfmkd_ray.train.trainer import TrainingError, local_cpus_needed, steps_per_epoch_for
+from vfmkd_ray.train.trainer import fit, local_cpus_needed, steps_per_epoch_for, torch_trainer
 
 log = logging.getLogger(__name__)
 
@@ -73,33 +71,9 @@ def run_detection_training(cfg: ExperimentConfig) -> DetectionSummary:
         )
         for split in ("train", "val")
     }
-    trainer = TorchTrainer(
-        detection_loop_per_worker,
-        train_loop_config={
-            "experiment": cfg.model_dump(mode="json"),
-            "run_dir": run_dir,
-            "steps_per_epoch": steps_per_epoch,
-        },
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.train.num_workers,
-            use_gpu=cfg.train.use_gpu,
-            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
-        ),
-        run_config=ray.train.RunConfig(
-            name=cfg.name,
-            storage_path=storage.absolute(cfg.train.storage_path),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_checkpoints_to_keep),
-        ),
-        datasets=datasets,
-    )
-    try:
-        result = trainer.fit()
-    except Exception as err:
-        cause = find_cause(err, (BadImageError, StorageError, FileNotFoundError))
-        if cause is not None:
-            raise type(cause)(str(cause)) from None
-        raise TrainingError(f"detection run {run_dir} failed: {err}") from err
+    loop_config = {"run_dir": run_dir, "steps_per_epoch": steps_per_epoch}
+    trainer = torch_trainer(cfg, detection_loop_per_worker, loop_config, datasets)
+    result = fit(trainer, run_dir, (BadImageError, StorageError, FileNotFoundError))
     num_bad = bad_samples.write_jsonl(storage.join(run_dir, BAD_SAMPLES_JSONL))
     return DetectionSummary(
         run_dir=run_dir,

@@ -76,14 +76,13 @@ def run_training(cfg: ExperimentConfig) -> TrainSummary:
     )
     skip_log = bad_samples if cfg.data.on_bad_sample == "skip" else None
     datasets = _datasets(cfg, stores, images, skip_log)
-    trainer = _trainer(cfg, run_dir, steps_per_epoch, stores, datasets)
-    try:
-        result = trainer.fit()
-    except Exception as err:
-        cause = find_cause(err, (BadImageError, FeatureStoreError, StorageError))
-        if cause is not None:
-            raise type(cause)(str(cause)) from None
-        raise TrainingError(f"training run {run_dir} failed: {err}") from err
+    plan = {
+        "run_dir": run_dir,
+        "steps_per_epoch": steps_per_epoch,
+        "manifests": {alias: m.model_dump() for alias, m in stores.manifests().items()},
+    }
+    trainer = torch_trainer(cfg, train_loop_per_worker, {"plan": plan}, datasets)
+    result = fit(trainer, run_dir, (BadImageError, FeatureStoreError, StorageError))
     num_bad = bad_samples.write_jsonl(storage.join(run_dir, BAD_SAMPLES_JSONL))
     if num_bad:
         log.warning("%d samples were skipped; see %s", num_bad, storage.join(run_dir, BAD_SAMPLES_JSONL))
@@ -125,19 +124,12 @@ def steps_per_epoch_for(cfg: ExperimentConfig, num_train: int, num_val: int) -> 
     return num_train // per_step
 
 
-def _trainer(
-    cfg: ExperimentConfig, run_dir: str, steps_per_epoch: int, stores: RunStores, datasets
-) -> TorchTrainer:
+def torch_trainer(cfg: ExperimentConfig, loop, loop_config: dict, datasets) -> TorchTrainer:
+    """The ``TorchTrainer`` of a run: scaling, failure and checkpoint settings from ``cfg.train``;
+    ``name`` + ``storage_path`` make a relaunch resume."""
     return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "experiment": cfg.model_dump(mode="json"),
-            "plan": {
-                "run_dir": run_dir,
-                "steps_per_epoch": steps_per_epoch,
-                "manifests": {alias: m.model_dump() for alias, m in stores.manifests().items()},
-            },
-        },
+        loop,
+        train_loop_config={"experiment": cfg.model_dump(mode="json"), **loop_config},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.num_workers,
             use_gpu=cfg.train.use_gpu,
@@ -151,6 +143,17 @@ def _trainer(
         ),
         datasets=datasets,
     )
+
+
+def fit(trainer: TorchTrainer, run_dir: str, named_errors: tuple[type[Exception], ...]) -> ray.train.Result:
+    """Runs ``trainer``; an error the product can name comes back as itself, not as Ray's wrapper."""
+    try:
+        return trainer.fit()
+    except Exception as err:
+        cause = find_cause(err, named_errors)
+        if cause is not None:
+            raise type(cause)(str(cause)) from None
+        raise TrainingError(f"training run {run_dir} failed: {err}") from err
 
 
 def local_cpus_needed(cfg: ExperimentConfig) -> float:
