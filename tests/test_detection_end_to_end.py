@@ -1,6 +1,8 @@
 """Detection distillation in real Ray Train workers: a teacher run, a student distilled from it
 (YOLC KD + FGD), a relaunch that resumes, and ``vfmkd eval``."""
 
+import os
+
 import pytest
 import ray
 
@@ -31,7 +33,8 @@ def test_teacher_then_distilled_student_resumes_and_evaluates(local_ray, tmp_pat
         *base,
         "name=student",
         "distill.enable=true",
-        f"distill.teacher_ckpt={teacher.best_detector}",
+        # Relative, as users write it: the workers run elsewhere and must get it absolute.
+        f"distill.teacher_ckpt={os.path.relpath(teacher.best_detector)}",
         "distill.terms={fgd: {type: fgd}}",
         "distill.lsm_visualize=true",
         "detection.lsm.score_threshold=0.05",  # an early teacher is unsure: still produce crops

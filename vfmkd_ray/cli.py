@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from vfmkd_ray.config import ConfigError, ExperimentConfig, load_config
@@ -18,9 +19,11 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(args)
         if args.command == "export":
             return _export(args)
+        if args.command in ("submit", "jobs"):
+            return _submission(args)
         cfg = load_config(getattr(args, "config", None), args.overrides)
         return args.handler(cfg, args)
-    except (ConfigError, ValueError, OSError, RuntimeError) as err:
+    except (ConfigError, ValueError, OSError, RuntimeError) as err:  # SubmissionError is a RuntimeError
         print(f"vfmkd {args.command}: error: {err}", file=sys.stderr)
         return 2
 
@@ -36,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         ("precompute", _precompute, "run the teacher over the dataset into the feature store"),
         ("train", _train, "distill the student (features, or task: detection) with Ray Train"),
         ("eval", _eval, "COCO mAP of a detection run, with and without crop refinement"),
+        ("tune", _tune, "Ray Tune over the tune.space keys, one Ray Train run per trial (ASHA)"),
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("config", help="experiment YAML, e.g. configs/demo.yaml")
@@ -61,6 +65,22 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--student", help="student name instead of --config, e.g. timm/hgnetv2_b4")
     export.add_argument("--size", default="n", help="YOLOv8 size with --student yolov8_cspdarknet")
     export.add_argument("--input-size", type=int, help="ONNX input size (default: the model's, else 640)")
+    submit = commands.add_parser("submit", help="run a command as a Ray job on a cluster")
+    submit.add_argument(
+        "--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"), help="http://HEAD:8265"
+    )
+    submit.add_argument("--runtime", choices=["cluster", "pip", "image"], default="cluster")
+    submit.add_argument("--image", help="container image with --runtime image")
+    submit.add_argument("--env", action="append", default=[], help="environment variable to pass, by name")
+    submit.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    submit.add_argument("job", help="demo, precompute, train, tune, export or eval")
+    submit.add_argument(
+        "args", nargs=argparse.REMAINDER, help="the command's arguments (CONFIG key=value ...)"
+    )
+    jobs = commands.add_parser("jobs", help="status, logs or stop of a submitted job")
+    jobs.add_argument("action", choices=["status", "logs", "stop"])
+    jobs.add_argument("job_id")
+    jobs.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"), help="http://HEAD:8265")
     verify = commands.add_parser("verify", help="check a feature store against its manifest and teacher")
     verify.add_argument("--store", required=True, help="dataset URI: <store.root>/<teacher>/<input_size>")
     verify.add_argument("--sample", type=int, default=8, help="stored images to re-run the teacher on")
@@ -119,6 +139,40 @@ def _eval(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     for mode, figures in result.metrics.items():
         print(f"| {mode} | {figures['mAP']:.4f} | {figures['AP50']:.4f} | {figures['AP_small']:.4f} |")
     return 0
+
+
+def _tune(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from vfmkd_ray.tune.runner import run_tune
+
+    summary = run_tune(cfg)
+    print(f"tune {summary.directory}: {summary.num_trials} trials, {summary.num_early_stopped} stopped early")
+    print(summary.table)
+    print(f"best {cfg.tune.metric} {summary.best_metric:.4f} with {summary.best_params}")
+    print(f"best config: {summary.best_config}  (run it with: vfmkd train {summary.best_config})")
+    return 0
+
+
+def _submission(args: argparse.Namespace) -> int:
+    from vfmkd_ray import submission
+
+    if not args.address:
+        raise ValueError("give --address http://HEAD:8265 (or set RAY_API_SERVER_ADDRESS)")
+    if args.command == "jobs":
+        if args.action == "status":
+            status, message = submission.status(args.address, args.job_id)
+            print(f"{args.job_id}: {status}{': ' + message if message else ''}")
+        elif args.action == "logs":
+            print(submission.logs(args.address, args.job_id), end="")
+        else:
+            stopped = submission.stop(args.address, args.job_id)
+            print(f"{args.job_id}: {'stop requested' if stopped else 'not running'}")
+        return 0
+    job_id = submission.submit(args.address, args.job, args.args, args.runtime, args.image, args.env)
+    if args.no_wait:
+        return 0
+    outcome = submission.follow(args.address, job_id)
+    print(f"job {job_id}: {outcome.status}{': ' + outcome.message if outcome.message else ''}")
+    return 0 if submission.succeeded(outcome) else 1
 
 
 def _demo(cfg: ExperimentConfig, args: argparse.Namespace) -> int:

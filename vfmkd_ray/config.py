@@ -22,6 +22,7 @@ from vfmkd_ray.object_storage import S3Config
 from vfmkd_ray.schema import StrictModel
 from vfmkd_ray.store.config import StoreConfig
 from vfmkd_ray.train.config import TrainConfig
+from vfmkd_ray.tune.config import TuneConfig
 
 TEACHER_ALIAS = re.compile(r"[A-Za-z0-9_]+")
 # The experiment YAML files of the repository; the demo's embedded default is demo.yaml here.
@@ -48,6 +49,7 @@ class ExperimentConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     s3: S3Config = S3Config()
     detection: DetectionConfig = DetectionConfig()
+    tune: TuneConfig = TuneConfig()
 
     @model_validator(mode="after")
     def _teachers_are_named_and_used(self) -> ExperimentConfig:
@@ -90,7 +92,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     raw = _read_yaml(Path(path)) if path is not None else _read_packaged("demo.yaml")
     for override in overrides or []:
         key, value = parse_override(override)
-        _set_dotted(raw, key, value)
+        set_dotted(raw, key, value)
     return validate_config(raw)
 
 
@@ -117,7 +119,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
-def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node = raw
     parts = key.split(".")
     for depth, part in enumerate(parts[:-1]):

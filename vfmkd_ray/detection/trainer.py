@@ -37,12 +37,17 @@ class DetectionSummary:
     best_detector: str
 
 
-def run_detection_training(cfg: ExperimentConfig) -> DetectionSummary:
+def run_detection_training(cfg: ExperimentConfig, callbacks=None) -> DetectionSummary:
     cfg.s3.apply()
     if cfg.distill.enable:
         if not cfg.distill.teacher_ckpt:
             raise ConfigError("distill.enable is true but distill.teacher_ckpt is not set")
-        load_detector(cfg.distill.teacher_ckpt)  # fails fast, naming the file, before any Ray work
+        # Workers do not share the driver's working directory: they get an absolute path.
+        teacher_ckpt = storage.absolute(cfg.distill.teacher_ckpt)
+        cfg = cfg.model_copy(
+            update={"distill": cfg.distill.model_copy(update={"teacher_ckpt": teacher_ckpt})}
+        )
+        load_detector(teacher_ckpt)  # fails fast, naming the file, before any Ray work
     records, _ = read_detection_records(cfg.data, cfg.detection.num_classes)
     num_val = sum(is_validation(r.image_id, cfg.data.val_fraction) for r in records)
     num_train = len(records) - num_val
@@ -72,7 +77,7 @@ def run_detection_training(cfg: ExperimentConfig) -> DetectionSummary:
         for split in ("train", "val")
     }
     loop_config = {"run_dir": run_dir, "steps_per_epoch": steps_per_epoch}
-    trainer = torch_trainer(cfg, detection_loop_per_worker, loop_config, datasets)
+    trainer = torch_trainer(cfg, detection_loop_per_worker, loop_config, datasets, callbacks)
     result = fit(trainer, run_dir, (BadImageError, StorageError, FileNotFoundError))
     num_bad = bad_samples.write_jsonl(storage.join(run_dir, BAD_SAMPLES_JSONL))
     return DetectionSummary(

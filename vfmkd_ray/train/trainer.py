@@ -58,7 +58,7 @@ class TrainingError(RuntimeError):
     """Training failed for a reason the product can name (after Ray's retries)."""
 
 
-def run_training(cfg: ExperimentConfig) -> TrainSummary:
+def run_training(cfg: ExperimentConfig, callbacks=None) -> TrainSummary:
     """Distills the student from the store; relaunching with the same name resumes."""
     cfg.s3.apply()
     stores = check_stores(cfg)
@@ -81,7 +81,7 @@ def run_training(cfg: ExperimentConfig) -> TrainSummary:
         "steps_per_epoch": steps_per_epoch,
         "manifests": {alias: m.model_dump() for alias, m in stores.manifests().items()},
     }
-    trainer = torch_trainer(cfg, train_loop_per_worker, {"plan": plan}, datasets)
+    trainer = torch_trainer(cfg, train_loop_per_worker, {"plan": plan}, datasets, callbacks)
     result = fit(trainer, run_dir, (BadImageError, FeatureStoreError, StorageError))
     num_bad = bad_samples.write_jsonl(storage.join(run_dir, BAD_SAMPLES_JSONL))
     if num_bad:
@@ -124,9 +124,10 @@ def steps_per_epoch_for(cfg: ExperimentConfig, num_train: int, num_val: int) -> 
     return num_train // per_step
 
 
-def torch_trainer(cfg: ExperimentConfig, loop, loop_config: dict, datasets) -> TorchTrainer:
+def torch_trainer(cfg: ExperimentConfig, loop, loop_config: dict, datasets, callbacks=None) -> TorchTrainer:
     """The ``TorchTrainer`` of a run: scaling, failure and checkpoint settings from ``cfg.train``;
-    ``name`` + ``storage_path`` make a relaunch resume."""
+    ``name`` + ``storage_path`` make a relaunch resume. ``callbacks`` (Tune's report callback)
+    see every reported epoch."""
     return TorchTrainer(
         loop,
         train_loop_config={"experiment": cfg.model_dump(mode="json"), **loop_config},
@@ -140,6 +141,7 @@ def torch_trainer(cfg: ExperimentConfig, loop, loop_config: dict, datasets) -> T
             storage_path=storage.absolute(cfg.train.storage_path),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.num_checkpoints_to_keep),
+            callbacks=callbacks,
         ),
         datasets=datasets,
     )

@@ -1,0 +1,82 @@
+"""``vfmkd submit`` against a real local Ray head (127.0.0.1, dashboard job server, token auth)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_overrides
+from vfmkd_ray.cli import main
+from vfmkd_ray.submission import client
+
+pytestmark = pytest.mark.ray
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A head of its own (own ports, own temp dir), stopped by signal: `ray stop` would also stop
+    any other local Ray on the machine."""
+    dashboard = _free_port()
+    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # socket paths must stay short
+    ports = {
+        "--port": _free_port(),
+        "--dashboard-port": dashboard,
+        "--dashboard-agent-listen-port": _free_port(),
+        "--dashboard-agent-grpc-port": _free_port(),
+        "--metrics-export-port": _free_port(),
+        "--runtime-env-agent-port": _free_port(),
+    }
+    args = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+            "--num-cpus=4", "--num-gpus=0", "--disable-usage-stats", f"--temp-dir={temp}"]  # fmt: skip
+    head = subprocess.Popen(
+        args + [f"{flag}={port}" for flag, port in ports.items()],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            client(address).list_jobs()
+            break
+        except Exception:
+            if time.monotonic() > deadline or head.poll() is not None:
+                os.killpg(head.pid, signal.SIGTERM)
+                pytest.fail(f"the Ray head at {address} did not come up")
+            time.sleep(2)
+    yield address
+    os.killpg(head.pid, signal.SIGTERM)
+    head.wait(timeout=60)
+
+
+def test_demo_job_succeeds_and_a_failing_job_is_reported(ray_head, tmp_path, capsys):
+    overrides = tiny_overrides(tmp_path)
+    assert main(["submit", "--address", ray_head, "demo", *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "=== vfmkd demo summary ===" in out
+    job_id = out.split("submitted ", 1)[1].split(":", 1)[0]
+    assert out.rstrip().endswith(f"job {job_id}: SUCCEEDED")
+
+    assert main(["jobs", "status", job_id, "--address", ray_head]) == 0
+    assert f"{job_id}: SUCCEEDED" in capsys.readouterr().out
+    assert main(["jobs", "logs", job_id, "--address", ray_head]) == 0
+    assert "=== vfmkd demo summary ===" in capsys.readouterr().out
+
+    missing = [*overrides, f"store.root={tmp_path}/no-store", "name=missing-store"]
+    assert main(["submit", "--address", ray_head, "train", "configs/demo.yaml", *missing]) == 1
+    failed = capsys.readouterr().out
+    assert "FAILED" in failed and "no feature store for teacher 'sam'" in failed
