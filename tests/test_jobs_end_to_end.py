@@ -41,8 +41,11 @@ def ray_head():
     }
     args = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
             "--num-cpus=4", "--num-gpus=0", "--disable-usage-stats", f"--temp-dir={temp}"]  # fmt: skip
+    # As on a cluster node, `python` is the environment Ray runs in (here: this virtualenv).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     head = subprocess.Popen(
         args + [f"{flag}={port}" for flag, port in ports.items()],
+        env={**os.environ, "PATH": path},
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -69,7 +72,7 @@ def test_demo_job_succeeds_and_a_failing_job_is_reported(ray_head, tmp_path, cap
     out = capsys.readouterr().out
     assert "=== vfmkd demo summary ===" in out
     job_id = out.split("submitted ", 1)[1].split(":", 1)[0]
-    assert out.rstrip().endswith(f"job {job_id}: SUCCEEDED")
+    assert f"job {job_id}: SUCCEEDED" in out.splitlines()[-1]
 
     assert main(["jobs", "status", job_id, "--address", ray_head]) == 0
     assert f"{job_id}: SUCCEEDED" in capsys.readouterr().out

@@ -17,7 +17,8 @@ def test_runtime_env_uploads_the_repo_without_data_and_passes_env_by_name(monkey
     monkeypatch.setenv("WANDB_API_KEY", "secret-value")
     spec = runtime_env("cluster", None, ["WANDB_API_KEY"])
     assert spec["working_dir"] == str(REPO_ROOT)
-    assert {".venv", "outputs", "data", "*.parquet", "*.pth"} <= set(spec["excludes"])
+    assert {"/.venv", "/outputs", "/data", "*.parquet", "*.pth"} <= set(spec["excludes"])
+    assert not any(pattern in ("data", "data/") for pattern in spec["excludes"]), "vfmkd_ray/data is code"
     assert spec["env_vars"]["WANDB_API_KEY"] == "secret-value"
     assert "pip" not in spec and "image_uri" not in spec
     assert runtime_env("pip", None, [])["pip"] == project_dependencies()

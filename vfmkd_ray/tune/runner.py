@@ -53,12 +53,10 @@ def run_tune(cfg: ExperimentConfig) -> TuneSummary:
     name = f"{cfg.name}-tune"
     root = storage.absolute(cfg.train.storage_path)
     directory = storage.join(root, name)
-    ensure_ray(local_cpus_needed(cfg))
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            _trial, base=cfg.model_dump(mode="json"), trials_dir=storage.join(directory, TRIALS_DIR)
-        ),
-        {"cpu": 0},  # the trial's Ray Train workers hold the resources
+    ensure_ray(spec.max_concurrent_trials * (local_cpus_needed(cfg) + 1))
+    # A trial's driver holds one CPU (Tune's default) next to its Ray Train workers.
+    trainable = tune.with_parameters(
+        _trial, base=cfg.model_dump(mode="json"), trials_dir=storage.join(directory, TRIALS_DIR)
     )
     if tune.Tuner.can_restore(directory):
         log.info("resuming tune run %s", directory)
