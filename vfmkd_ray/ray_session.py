@@ -8,6 +8,8 @@ import os
 
 import ray
 
+from vfmkd_ray import storage
+from vfmkd_ray.config import ConfigError, ExperimentConfig
 from vfmkd_ray.object_storage import forwarded_env
 
 log = logging.getLogger(__name__)
@@ -40,3 +42,26 @@ def ensure_ray(min_local_cpus: float = 0) -> None:
         resources.get("GPU", 0),
         ", ".join(sorted(env)) or "no AWS settings",
     )
+
+
+def require_shared_paths(cfg: ExperimentConfig, num_nodes: int | None = None) -> None:
+    """On a cluster of several nodes, every location must be reachable from every node: object
+    storage, or local paths the config declares shared (``train.shared_filesystem``)."""
+    num_nodes = num_nodes if num_nodes is not None else len([n for n in ray.nodes() if n.get("Alive")])
+    if num_nodes <= 1 or cfg.train.shared_filesystem:
+        return
+    local = {
+        key: uri
+        for key, uri in (
+            ("data.root", cfg.data.root),
+            ("store.root", cfg.store.root),
+            ("train.storage_path", cfg.train.storage_path),
+        )
+        if not storage.is_remote(uri)
+    }
+    if local:
+        raise ConfigError(
+            f"the Ray cluster has {num_nodes} nodes but {', '.join(f'{k}={v}' for k, v in local.items())} "
+            "is a local path the other nodes cannot see: use s3:// URIs, or set "
+            "train.shared_filesystem=true if it is on a filesystem every node mounts"
+        )

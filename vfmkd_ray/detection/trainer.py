@@ -17,7 +17,7 @@ from vfmkd_ray.data.pipeline import is_validation
 from vfmkd_ray.detection.checkpoint import BEST_DETECTOR, load_detector
 from vfmkd_ray.detection.dataset import DetectionSampleDecoder, read_detection_records
 from vfmkd_ray.detection.worker import detection_loop_per_worker
-from vfmkd_ray.ray_session import ensure_ray
+from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.train.run_files import RESOLVED_CONFIG, read_metrics_log
 from vfmkd_ray.train.trainer import fit, local_cpus_needed, steps_per_epoch_for, torch_trainer
@@ -57,6 +57,7 @@ def run_detection_training(cfg: ExperimentConfig, callbacks=None) -> DetectionSu
     bad_samples = BadSampleLog(storage.join(run_dir, BAD_SAMPLES_DIR))
     skip_log = bad_samples if cfg.data.on_bad_sample == "skip" else None
     ensure_ray(local_cpus_needed(cfg))
+    require_shared_paths(cfg)
     log.info(
         "detection %s: %d train / %d val images, %d steps per epoch",
         run_dir,

@@ -25,7 +25,7 @@ from vfmkd_ray.data.images import BadImageError, normalize
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader
 from vfmkd_ray.models.teachers import TeacherConfig, build_teacher, describe_teacher
 from vfmkd_ray.ray_errors import find_cause
-from vfmkd_ray.ray_session import ensure_ray
+from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.store.manifest import (
     BAD_SAMPLES_DIR,
     LayerSpec,
@@ -129,6 +129,7 @@ def precompute_teacher(cfg: ExperimentConfig, alias: str) -> PrecomputeSummary:
     )
     if todo:
         ensure_ray()
+        require_shared_paths(cfg)
         _run_pipeline(cfg, teacher_cfg, dataset, todo, list(teacher.selected_layers), bad_samples)
     skipped = [s.image_id for s in bad_samples.read_all()] if bad_samples else []
     if skipped:

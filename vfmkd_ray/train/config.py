@@ -23,3 +23,8 @@ class TrainConfig(StrictModel):
     max_failures: int = Field(1, ge=0, description="worker-group restarts from the last checkpoint")
     num_checkpoints_to_keep: int = Field(2, ge=1)
     prefetch_batches: int = Field(1, ge=0)
+    shared_filesystem: bool = Field(
+        False,
+        description="local paths (data, store, storage_path) are on a filesystem every node mounts "
+        "(NFS, EFS, Lustre); without it a multi-node cluster needs s3:// URIs",
+    )

@@ -23,7 +23,7 @@ from vfmkd_ray.data.pipeline import TrainSampleDecoder, is_validation
 from vfmkd_ray.losses.registry import TeacherShapes, build_loss_terms
 from vfmkd_ray.models.students import build_student
 from vfmkd_ray.ray_errors import find_cause
-from vfmkd_ray.ray_session import ensure_ray
+from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store.manifest import layer_shapes
 from vfmkd_ray.store.parts import list_parts, read_part_schema
@@ -71,6 +71,7 @@ def run_training(cfg: ExperimentConfig, callbacks=None) -> TrainSummary:
     steps_per_epoch = steps_per_epoch_for(cfg, num_train, num_val)
     storage.write_text_atomic(storage.join(run_dir, RESOLVED_CONFIG), dump_config(cfg))
     ensure_ray(local_cpus_needed(cfg))
+    require_shared_paths(cfg)
     log.info(
         "train %s: %d train / %d val images, %d steps per epoch", run_dir, num_train, num_val, steps_per_epoch
     )
