@@ -44,6 +44,17 @@ SECOND_TEACHER = [
 
 
 @pytest.fixture
+def local_ray(request):
+    """A real local Ray for one test (4 logical CPUs); ``indirect`` params become worker env vars."""
+    import ray
+
+    env = getattr(request, "param", {}) or {}
+    ray.init(num_cpus=4, runtime_env={"env_vars": env} if env else None, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
 def tiny_config(tmp_path) -> ExperimentConfig:
     return load_config(None, tiny_overrides(tmp_path))
 

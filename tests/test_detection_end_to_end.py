@@ -4,7 +4,6 @@
 import os
 
 import pytest
-import ray
 
 from tests.detection.conftest import detection_overrides
 from vfmkd_ray.cli import main
@@ -13,13 +12,6 @@ from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.detection.trainer import run_detection_training
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture
-def local_ray():
-    ray.init(num_cpus=4, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 def test_teacher_then_distilled_student_resumes_and_evaluates(local_ray, tmp_path, capsys):

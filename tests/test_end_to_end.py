@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 from safetensors.torch import load_file
 
@@ -24,14 +23,6 @@ from vfmkd_ray.train.fault_injection import FAIL_ONCE_ENV
 from vfmkd_ray.train.trainer import run_training
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture
-def local_ray(request):
-    env = getattr(request, "param", {}) or {}
-    ray.init(num_cpus=4, runtime_env={"env_vars": env} if env else None, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 def test_precompute_train_and_saved_backbone(local_ray, tiny_config):

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import ray
 import yaml
 
 from tests.conftest import tiny_overrides
@@ -17,13 +16,6 @@ from vfmkd_ray.tune.report import BEST_CONFIG, PLOT, RESULTS_CSV
 from vfmkd_ray.tune.runner import run_tune
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture
-def local_ray():
-    ray.init(num_cpus=4, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 def test_tune_early_stops_writes_results_and_its_best_config_trains(local_ray, tmp_path, capsys):

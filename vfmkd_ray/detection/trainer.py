@@ -20,20 +20,13 @@ from vfmkd_ray.detection.worker import detection_loop_per_worker
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.train.run_files import RESOLVED_CONFIG, read_metrics_log
-from vfmkd_ray.train.trainer import fit, local_cpus_needed, steps_per_epoch_for, torch_trainer
+from vfmkd_ray.train.trainer import RunSummary, fit, local_cpus_needed, steps_per_epoch_for, torch_trainer
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DetectionSummary:
-    run_dir: str
-    num_train: int
-    num_val: int
-    num_bad_samples: int
-    steps_per_epoch: int
-    history: list[dict[str, float]]
-    checkpoint: str | None
+class DetectionSummary(RunSummary):
     best_detector: str
 
 

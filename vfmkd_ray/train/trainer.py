@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainSummary:
+class RunSummary:
+    """What a finished training run reports, feature or detection distillation alike."""
+
     run_dir: str
     num_train: int
     num_val: int
@@ -51,6 +53,10 @@ class TrainSummary:
     steps_per_epoch: int
     history: list[dict[str, float]]
     checkpoint: str | None
+
+
+@dataclass(frozen=True)
+class TrainSummary(RunSummary):
     best_backbone: tuple[str, str]
 
 
