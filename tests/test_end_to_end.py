@@ -23,6 +23,7 @@ from vfmkd_ray.train.fault_injection import FAIL_ONCE_ENV
 from vfmkd_ray.train.trainer import run_training
 
 pytestmark = pytest.mark.ray
+FAIL_MARKER = "/tmp/vfmkd-fail-once-marker"
 
 
 def test_precompute_train_and_saved_backbone(local_ray, tiny_config):
@@ -63,21 +64,6 @@ def test_precompute_train_and_saved_backbone(local_ray, tiny_config):
         run_training(tiny_config.model_copy(update={"name": "bad-shape"}))
 
 
-@pytest.mark.parametrize("local_ray", [{FAIL_ONCE_ENV: "1:/tmp/vfmkd-fail-once-marker"}], indirect=True)
-def test_worker_failure_resumes_from_checkpoint(local_ray, tiny_config, tmp_path):
-    import pathlib
-
-    marker = pathlib.Path("/tmp/vfmkd-fail-once-marker")
-    marker.unlink(missing_ok=True)
-    write_synthetic_coco(tiny_config.data)
-    run_precompute(tiny_config)
-    cfg = tiny_config.model_copy(update={"train": tiny_config.train.model_copy(update={"epochs": 3})})
-    summary = run_training(cfg)
-    assert marker.exists(), "the injected failure did not happen"
-    marker.unlink()
-    assert [record["epoch"] for record in summary.history] == [1, 2, 3]
-
-
 def test_missing_image_is_named(local_ray, tiny_config):
     write_synthetic_coco(tiny_config.data)
     image = f"{tiny_config.data.root}/images/000003.png"
@@ -88,8 +74,11 @@ def test_missing_image_is_named(local_ray, tiny_config):
         run_precompute(tiny_config)
 
 
+@pytest.mark.parametrize("local_ray", [{FAIL_ONCE_ENV: f"1:{FAIL_MARKER}"}], indirect=True)
 def test_s3_end_to_end_with_resume(s3_bucket, local_ray, tiny_config):
-    """Images, features and run storage on the S3 server; a relaunch restores from S3."""
+    """Images, features and run storage on the S3 server; a worker failure restarts the worker
+    group from the S3 checkpoint, and a relaunch restores from S3 too."""
+    Path(FAIL_MARKER).unlink(missing_ok=True)
     cfg = tiny_config.model_copy(
         update={
             "data": tiny_config.data.model_copy(update={"root": f"{s3_bucket}/coco"}),
@@ -101,6 +90,9 @@ def test_s3_end_to_end_with_resume(s3_bucket, local_ray, tiny_config):
     [store] = run_precompute(cfg)
     assert store.dataset == f"{s3_bucket}/features/sam_vit_b/64" and store.row_count == 16
     first = run_training(cfg)
+    assert Path(FAIL_MARKER).exists(), "the injected worker failure did not happen"
+    Path(FAIL_MARKER).unlink()
+    assert [record["epoch"] for record in first.history] == [1, 2]
     assert first.run_dir == f"{s3_bucket}/runs/tiny"
     assert first.checkpoint is not None and first.checkpoint.startswith(s3_bucket[len("s3://") :])
     assert storage.exists(first.best_backbone[0]) and storage.exists(f"{first.run_dir}/metrics.csv")

@@ -13,6 +13,7 @@ from vfmkd_ray.config import ConfigError, ExperimentConfig
 from vfmkd_ray.object_storage import forwarded_env
 
 log = logging.getLogger(__name__)
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a submitted job
 
 
 def ensure_ray(min_local_cpus: float = 0) -> None:
@@ -26,10 +27,13 @@ def ensure_ray(min_local_cpus: float = 0) -> None:
     address = os.environ.get("RAY_ADDRESS")
     num_cpus = None if address else max(os.cpu_count() or 1, math.ceil(min_local_cpus))
     env = forwarded_env()  # object-storage settings must reach every worker
+    # In a submitted Ray job the job's runtime env already carries them to every worker, and Ray
+    # refuses a driver runtime env that sets the same variables again.
+    in_job = JOB_CONFIG_ENV in os.environ
     ray.init(
         address=address,
         num_cpus=num_cpus,
-        runtime_env={"env_vars": env} if env else None,
+        runtime_env={"env_vars": env} if env and not in_job else None,
         log_to_driver=True,
         logging_level=logging.WARNING,
     )
