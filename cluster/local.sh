@@ -5,7 +5,9 @@
 # Token authentication is on (Ray >= 2.59 default for local clusters); the token is in
 # ~/.ray/auth_token, which `vfmkd submit` on this machine picks up.
 set -euo pipefail
-RAY=${RAY:-$(dirname "$0")/../.venv/bin/ray}
+RAY=${RAY:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/ray}
+# Jobs run `python -m jobs.<command>`: on this machine that must be the environment Ray runs in.
+export PATH="$(dirname "$RAY"):$PATH"
 GCS_PORT=${GCS_PORT:-6379}
 DASHBOARD_PORT=${DASHBOARD_PORT:-8265}
 case "${1:-}" in

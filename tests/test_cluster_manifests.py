@@ -72,3 +72,4 @@ def test_dockerfile_and_local_script_use_the_pinned_ray():
     assert f"FROM rayproject/ray:{ray.__version__}-" in (CLUSTER / "Dockerfile").read_text()
     script = (CLUSTER / "local.sh").read_text()
     assert "--node-ip-address=127.0.0.1" in script and "--dashboard-host=127.0.0.1" in script
+    assert 'export PATH="$(dirname "$RAY"):$PATH"' in script, "jobs must find the environment's python"
