@@ -20,7 +20,9 @@ pytestmark = pytest.mark.ray
 
 def test_tune_early_stops_writes_results_and_its_best_config_trains(local_ray, tmp_path, capsys):
     space = {"train.lr": {"kind": "grid", "values": [3e-3, 1e-9]}}  # the second barely moves
-    raw = load_config(None, [*tiny_overrides(tmp_path), "train.epochs=2"]).model_dump(mode="json")
+    raw = load_config(
+        None, [*tiny_overrides(tmp_path), "train.epochs=2", "train.num_workers=1", "train.cpus_per_worker=1"]
+    ).model_dump(mode="json")
     raw["tune"] = {
         "space": space,
         "num_samples": 1,
