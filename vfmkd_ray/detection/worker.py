@@ -8,7 +8,6 @@ against the frozen teacher detector when ``distill.enable``), a validation pass,
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 
 import ray.train
@@ -27,10 +26,8 @@ from vfmkd_ray.detection.model import YOLCDetector
 from vfmkd_ray.detection.step import DetectionDistiller, detection_step, neck_info
 from vfmkd_ray.losses.registry import build_loss_terms
 from vfmkd_ray.models.students import build_student
-from vfmkd_ray.train.collectives import all_workers_have, mean_across_workers, restore_state
+from vfmkd_ray.train.collectives import all_workers_have, mean_across_workers, report_epoch, restore_state
 from vfmkd_ray.train.fault_injection import maybe_fail_once
-from vfmkd_ray.train.run_files import write_metrics_log
-from vfmkd_ray.train.state import save_training_state
 from vfmkd_ray.train.step import optimizer_step
 
 
@@ -134,19 +131,14 @@ def _visualize(distiller, batch, cfg: ExperimentConfig, run_dir: str, epoch: int
 
 
 def _report(rank, run_dir, state, record, improved, detector, cfg, resumable) -> None:
-    if rank != 0:
-        ray.train.report(record)
-        return
-    if improved:
-        save_detector(storage.join(run_dir, BEST_DETECTOR), detector, cfg.student, cfg.detection)
-    write_metrics_log(run_dir, state.history)
-    _log(
-        f"epoch {record['epoch']}/{cfg.train.epochs}  train loss {record['train/loss']:.4f}  "
-        f"val loss {record['val/loss']:.4f}  ({record['seconds']:.1f}s){'  * best' if improved else ''}"
-    )
-    with tempfile.TemporaryDirectory() as directory:
-        save_training_state(directory, state, resumable)
-        ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    if rank == 0:
+        if improved:
+            save_detector(storage.join(run_dir, BEST_DETECTOR), detector, cfg.student, cfg.detection)
+        _log(
+            f"epoch {record['epoch']}/{cfg.train.epochs}  train loss {record['train/loss']:.4f}  "
+            f"val loss {record['val/loss']:.4f}  ({record['seconds']:.1f}s){'  * best' if improved else ''}"
+        )
+    report_epoch(rank, run_dir, state, record, resumable)
 
 
 def _log(message: str) -> None:

@@ -1,13 +1,16 @@
 """What every Ray Train loop here shares: the step-count agreement that keeps DDP in lock-step,
-sum-and-count means across workers, and restoring the latest checkpoint."""
+sum-and-count means across workers, restoring the latest checkpoint, and reporting an epoch."""
 
 from __future__ import annotations
+
+import tempfile
 
 import ray.train
 import torch
 import torch.distributed as dist
 
-from vfmkd_ray.train.state import TrainingState, load_training_state
+from vfmkd_ray.train.run_files import write_metrics_log
+from vfmkd_ray.train.state import TrainingState, load_training_state, save_training_state
 
 
 def all_workers_have(has_batch: bool, device) -> bool:
@@ -33,3 +36,15 @@ def restore_state(resumable: dict) -> TrainingState:
         return TrainingState()
     with checkpoint.as_directory() as directory:
         return load_training_state(directory, resumable)
+
+
+def report_epoch(rank: int, run_dir: str, state: TrainingState, record: dict, resumable: dict) -> None:
+    """One ``ray.train.report`` per worker per epoch; rank 0 also rewrites the metrics log and
+    attaches the checkpoint (every worker must report the same number of times)."""
+    if rank != 0:
+        ray.train.report(record)
+        return
+    write_metrics_log(run_dir, state.history)
+    with tempfile.TemporaryDirectory() as directory:
+        save_training_state(directory, state, resumable)
+        ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(directory))

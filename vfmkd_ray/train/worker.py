@@ -8,7 +8,6 @@ its shard (reduced across workers), and one ``ray.train.report`` with rank 0's c
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -29,11 +28,10 @@ from vfmkd_ray.models.teachers.ensemble import run_teachers, split_feature_key
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import Manifest, layer_shapes
 from vfmkd_ray.store.schema import feature_column, scale_column
-from vfmkd_ray.train.collectives import all_workers_have, mean_across_workers, restore_state
+from vfmkd_ray.train.collectives import all_workers_have, mean_across_workers, report_epoch, restore_state
 from vfmkd_ray.train.distiller import Distiller
 from vfmkd_ray.train.fault_injection import maybe_fail_once
-from vfmkd_ray.train.run_files import write_backbone, write_metrics_log
-from vfmkd_ray.train.state import save_training_state
+from vfmkd_ray.train.run_files import write_backbone
 from vfmkd_ray.train.step import kd_step, optimizer_step
 
 
@@ -196,21 +194,20 @@ def _evaluate(distiller, shard, feed):
 
 
 def _report(rank, run_dir, state, record, improved, student, resumable, epochs) -> None:
-    if rank != 0:
-        ray.train.report(record)
-        return
-    if improved:
-        write_backbone(run_dir, student.state_dict())
-    write_metrics_log(run_dir, state.history)
+    if rank == 0:
+        if improved:
+            write_backbone(run_dir, student.state_dict())
+        _log_epoch(record, epochs, improved)
+    report_epoch(rank, run_dir, state, record, resumable)
+
+
+def _log_epoch(record: dict, epochs: int, improved: bool) -> None:
     _log(
         f"epoch {record['epoch']}/{epochs}  train loss {record['train/loss']:.4f}  "
         f"val loss {record['val/loss']:.4f}  "
         + "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val/cos"))
         + f"  ({record['seconds']:.1f}s){'  * best' if improved else ''}"
     )
-    with tempfile.TemporaryDirectory() as directory:
-        save_training_state(directory, state, resumable)
-        ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def _log(message: str) -> None:
