@@ -71,6 +71,13 @@ def is_dir(uri: str) -> bool:
         return fs.isdir(path)
 
 
+def size(uri: str) -> int:
+    """The object's or file's size in bytes."""
+    fs, path = filesystem(uri)
+    with access(uri):
+        return int(fs.size(path))
+
+
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     with access(uri):

@@ -30,6 +30,13 @@ def mean_across_workers(sums: dict[str, tuple[float, int]], device) -> dict[str,
     return {key: float(packed[i, 0] / packed[i, 1].clamp_min(1)) for i, key in enumerate(keys)}
 
 
+def max_across_workers(value: float, device) -> float:
+    packed = torch.tensor([value], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(packed, op=dist.ReduceOp.MAX)
+    return float(packed[0])
+
+
 def restore_state(resumable: dict) -> TrainingState:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:

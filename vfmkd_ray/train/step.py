@@ -13,6 +13,7 @@ from torch import nn
 from vfmkd_ray.losses.base import KDBatch, LossTerm
 from vfmkd_ray.models.teachers.base import FrozenTeacher
 from vfmkd_ray.models.teachers.ensemble import run_teachers
+from vfmkd_ray.train.distiller import DistillerSetup
 
 
 def kd_step(
@@ -50,3 +51,17 @@ def optimizer_step(
     scaler.step(optimizer)
     scaler.update()
     return grad_norm
+
+
+def train_step(
+    model: nn.Module, batch: KDBatch, setup: DistillerSetup, grad_clip_norm: float
+) -> dict[str, float]:
+    """One optimiser step of the training loop (``model`` is the distiller, DDP-wrapped or not);
+    every output comes back as a host float, which also waits for the device."""
+    with torch.autocast(batch.images_BCHW.device.type, enabled=setup.use_amp):
+        out = kd_step(model, batch, setup.terms)
+    out["data/online_share"] = torch.tensor(batch.num_online / len(batch.images_BCHW))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer_step(out["loss"], setup.optimizer, setup.scaler, params, grad_clip_norm)
+    setup.scheduler.step()
+    return {key: float(value.detach()) for key, value in out.items()}

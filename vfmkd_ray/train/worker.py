@@ -21,18 +21,23 @@ from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BadSampleLog
 from vfmkd_ray.data.images import normalize
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ONLINE_COLUMN, VALID_HW_COLUMN, teacher_column
 from vfmkd_ray.losses.base import KDBatch, LossTerm
-from vfmkd_ray.losses.registry import build_loss_terms
-from vfmkd_ray.models.students import build_student
 from vfmkd_ray.models.teachers import FrozenTeacher, build_teacher
 from vfmkd_ray.models.teachers.ensemble import run_teachers, split_feature_key
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import Manifest, layer_shapes
 from vfmkd_ray.store.schema import feature_column, scale_column
-from vfmkd_ray.train.collectives import all_workers_have, mean_across_workers, report_epoch, restore_state
-from vfmkd_ray.train.distiller import Distiller
+from vfmkd_ray.train.collectives import (
+    all_workers_have,
+    max_across_workers,
+    mean_across_workers,
+    report_epoch,
+    restore_state,
+)
+from vfmkd_ray.train.distiller import DistillerSetup, build_distiller
 from vfmkd_ray.train.fault_injection import maybe_fail_once
 from vfmkd_ray.train.run_files import write_backbone
-from vfmkd_ray.train.step import kd_step, optimizer_step
+from vfmkd_ray.train.step import kd_step, train_step
+from vfmkd_ray.train.step_clock import StepClock, peak_rss_mb
 
 
 @dataclass(frozen=True)
@@ -49,23 +54,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
     plan = RunPlan(**loop_config["plan"])
     manifests = {alias: Manifest.model_validate(m) for alias, m in plan.manifests.items()}
     rank = ray.train.get_context().get_world_rank()
+    world_size = ray.train.get_context().get_world_size()
     device = ray.train.torch.get_device()
-    torch.manual_seed(cfg.seed)
-
-    student = build_student(cfg.student)
-    terms = build_loss_terms(cfg.distill, student.feature_info, layer_shapes(manifests))
-    distiller = Distiller(student, terms).to(device)
-    optimizer = torch.optim.AdamW(
-        distiller.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
-    )
-    total_steps = cfg.train.epochs * plan.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    use_amp = cfg.train.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    resumable = {"distiller": distiller, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    setup = build_distiller(cfg, layer_shapes(manifests), cfg.train.epochs * plan.steps_per_epoch, device)
+    distiller, terms = setup.distiller, setup.terms
+    resumable = setup.resumable()
     state = restore_state(resumable)
     if rank == 0:
-        _log(f"worker 0 on {device}: start at epoch {state.epoch}/{cfg.train.epochs}, AMP {use_amp}")
+        _log(
+            f"worker 0 on {device} ({torch.get_num_threads()} torch threads): start at epoch "
+            f"{state.epoch}/{cfg.train.epochs}, AMP {setup.use_amp}"
+        )
 
     model = ray.train.torch.prepare_model(
         distiller, parallel_strategy_kwargs={"find_unused_parameters": not distiller.uses_every_level()}
@@ -82,9 +81,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     for epoch in range(state.epoch, cfg.train.epochs):
         maybe_fail_once(epoch, rank)
         started = time.monotonic()
-        train_sums = _train_epoch(
-            model, train_shard, feed, plan.steps_per_epoch, optimizer, scaler, scheduler, cfg, use_amp
-        )
+        clock = StepClock()
+        train_sums = _train_epoch(model, train_shard, feed, plan.steps_per_epoch, setup, cfg, clock)
         trained = time.monotonic()
         val_sums = _evaluate(distiller, val_shard, feed)
         train_means = mean_across_workers(train_sums, device)
@@ -93,19 +91,20 @@ def train_loop_per_worker(loop_config: dict) -> None:
         record = {
             "epoch": state.epoch,
             "step": state.step,
-            "lr": scheduler.get_last_lr()[0],
+            "lr": setup.scheduler.get_last_lr()[0],
             "seconds": round(time.monotonic() - started, 2),
             "seconds/train": round(trained - started, 2),
             "seconds/val": round(time.monotonic() - trained, 2),
             **{f"train/{k}": v for k, v in train_means.items()},
             **{f"val/{k}": v for k, v in mean_across_workers(val_sums, device).items()},
+            **_step_costs(clock, world_size, device),
         }
         if rank == 0:
             record["data/bad_samples"] = bad_samples.count()
         state.history.append(record)
         improved = record["val/loss"] < state.best_val_loss
         state.best_val_loss = min(state.best_val_loss, record["val/loss"])
-        _report(rank, plan.run_dir, state, record, improved, student, resumable, cfg.train.epochs)
+        _report(rank, plan.run_dir, state, record, improved, distiller.student, resumable, cfg.train.epochs)
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,12 @@ class BatchFeed:
 
     def batches(self, shard, drop_last: bool):
         for raw in shard.iter_torch_batches(
-            batch_size=self.batch_size, drop_last=drop_last, prefetch_batches=self.prefetch_batches
+            batch_size=self.batch_size,
+            drop_last=drop_last,
+            prefetch_batches=self.prefetch_batches,
+            # Ray copies each batch to the worker's device in its prefetch thread; from pinned
+            # host memory that copy is asynchronous and faster.
+            pin_memory=self.device.type == "cuda",
         ):
             yield self.to_kd_batch(raw)
 
@@ -153,30 +157,42 @@ class BatchFeed:
         )
 
 
-def _train_epoch(model, shard, feed, num_steps, optimizer, scaler, scheduler, cfg, use_amp):
-    """Up to ``num_steps`` optimiser steps, fewer when a shard runs dry (skipped samples).
+def _step_costs(clock: StepClock, world_size: int, device) -> dict[str, float]:
+    """The whole job's steady images/s (the workers' sum), mean wait for the first batch, and the
+    largest peak resident memory of any worker."""
+    means = mean_across_workers(
+        {"rate": (clock.images_per_s, 1), "first_batch": (clock.first_batch_s, 1)}, device
+    )
+    return {
+        "throughput/train_images_per_s": round(means["rate"] * world_size, 2),
+        "seconds/first_batch": round(means["first_batch"], 2),
+        "memory/peak_rss_mb": round(max_across_workers(peak_rss_mb(), device), 1),
+    }
+
+
+def _train_epoch(model, shard, feed, num_steps, setup: DistillerSetup, cfg, clock: StepClock):
+    """Up to ``num_steps`` optimiser steps, fewer when a shard runs dry (skipped samples); ``clock``
+    times them.
 
     Returns:
         Per-key (sum of step means, steps), plus ``steps`` itself.
     """
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
     sums: dict[str, float] = {}
     steps = 0
     batches = feed.batches(shard, drop_last=True)
     while steps < num_steps:
         batch = next(batches, None)
+        if batch is not None:
+            clock.batch_arrived()
         # Every worker takes the same number of steps, or DDP would wait forever on the others.
         if not all_workers_have(batch is not None, feed.device):
             break
-        with torch.autocast(feed.device.type, enabled=use_amp):
-            out = kd_step(model, batch, feed.terms)
-        out["data/online_share"] = torch.tensor(batch.num_online / len(batch.images_BCHW))
-        optimizer_step(out["loss"], optimizer, scaler, params, cfg.train.grad_clip_norm)
-        scheduler.step()
+        out = train_step(model, batch, setup, cfg.train.grad_clip_norm)
         steps += 1
         for key, value in out.items():
-            sums[key] = sums.get(key, 0.0) + float(value.detach())
+            sums[key] = sums.get(key, 0.0) + value
+        clock.step_done(len(batch.images_BCHW))
     return {key: (total, steps) for key, total in sums.items()} | {"steps": (steps, 1)}
 
 
@@ -206,7 +222,8 @@ def _log_epoch(record: dict, epochs: int, improved: bool) -> None:
         f"epoch {record['epoch']}/{epochs}  train loss {record['train/loss']:.4f}  "
         f"val loss {record['val/loss']:.4f}  "
         + "  ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith("val/cos"))
-        + f"  ({record['seconds']:.1f}s){'  * best' if improved else ''}"
+        + f"  ({record['seconds']:.1f}s, {record['throughput/train_images_per_s']:.1f} img/s)"
+        + ("  * best" if improved else "")
     )
 
 
