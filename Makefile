@@ -42,10 +42,9 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Measured figures, not timed tests (see README for the latest).
+# Measured figures, not timed tests: benchmarks/results.md and results.json (see README).
 bench: $(VENV)/.installed-test
-	$(BIN)/python benchmarks/codec_accuracy.py
-	$(BIN)/python benchmarks/store_throughput.py
+	$(BIN)/python -m benchmarks.run_all
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -7,27 +7,22 @@ For each codec and target (local disk, and the moto S3 server on 127.0.0.1):
 - raw: the same encoded feature bytes as one flat file/object, read with plain reads and
   ``np.frombuffer`` per row: the limit the store path is measured against.
 
-    .venv/bin/python benchmarks/store_throughput.py [--rows 128] [--shape 256 64 64] [--repeats 3]
+    .venv/bin/python -m benchmarks.store_throughput [--rows 128] [--shape 256 64 64] [--repeats 3]
 
-Each figure is the median of ``--repeats`` runs (min-max in brackets); MB are 10^6 stored bytes.
+Each figure is the median of ``--repeats`` runs with its min-max. Stored bytes are the parts' sizes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import ray
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.s3_server
-
+from benchmarks.figures import Figure, ratio
 from tests.s3_server import create_bucket, moto_s3_server
 from vfmkd_ray import storage
 from vfmkd_ray.store import codecs
@@ -99,7 +94,8 @@ def raw_read(uri: str, row_bytes: int, shape, codec: str) -> float:
     return time.perf_counter() - started
 
 
-def run_one(root: str, codec: str, args) -> dict[str, list[float]]:
+def run_one(root: str, codec: str, args) -> tuple[dict[str, list[float]], list[float]]:
+    """Rows/s of each operation per repeat, and the stored bytes per row of each written store."""
     shape = tuple(args.shape)
     row_bytes = len(codecs.encode(np.zeros(shape, np.float32), codec)[0])
     manifest = Manifest(
@@ -115,9 +111,11 @@ def run_one(root: str, codec: str, args) -> dict[str, list[float]]:
         dataset_fingerprint="bench",
     )
     times: dict[str, list[float]] = {"write": [], "read": [], "raw read": []}
+    stored = []
     for repeat in range(args.repeats):
         dataset = storage.join(root, f"{codec}-{repeat}")
         times["write"].append(write_store(dataset, args.rows, shape, codec, args.rows_per_part))
+        stored.append(sum(storage.size(part) for part in list_parts(dataset)) / args.rows)
         seconds, count = read_store(dataset, manifest, args.rows_per_part)
         assert count == args.rows
         times["read"].append(seconds)
@@ -128,10 +126,15 @@ def run_one(root: str, codec: str, args) -> dict[str, list[float]]:
         )
         storage.write_bytes_atomic(raw_uri, payload)
         times["raw read"].append(raw_read(raw_uri, row_bytes, shape, codec))
-    return {op: [args.rows / t for t in ts] for op, ts in times.items()} | {"row_bytes": [row_bytes]}
+    return {op: [args.rows / t for t in ts] for op, ts in times.items()}, stored
 
 
-def main() -> None:
+SECTION = "feature store"
+
+
+def run(root: str, argv: list[str]) -> list[Figure]:
+    """Parses ``argv`` (the flags above) and measures every codec on every target under ``root``
+    (local) and in a bucket of a moto S3 server on 127.0.0.1."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -141,36 +144,42 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--codecs", nargs="+", default=["fp16", "bf16", "int8"])
     parser.add_argument("--targets", nargs="+", default=["local", "s3"], choices=["local", "s3"])
-    args = parser.parse_args()
-    print(
-        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"Ray {ray.__version__}; {args.rows} rows of {tuple(args.shape)} float32 features, "
-        f"median of {args.repeats} (min-max)"
-    )
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp, moto_s3_server() as endpoint:
+    parser.add_argument("--gpu", action="store_true", help="accepted for run_all; the store path is CPU-only")
+    args = parser.parse_args(argv)
+    shape = tuple(args.shape)
+    fp32_bytes = int(np.prod(shape)) * 4
+    figures = [Figure(SECTION, f"fp32 tensor {shape}", "bytes/image", [fp32_bytes], "raw, uncompressed")]
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with moto_s3_server() as endpoint:
         create_bucket(endpoint, "bench")
-        ray.init(num_cpus=os.cpu_count(), logging_level="ERROR")  # after the AWS env is set
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        roots = {"local": tmp, "s3": "s3://bench"}
+        ray.shutdown()  # a Ray started before the server would not pass its AWS settings to workers
+        ray.init(num_cpus=os.cpu_count(), logging_level="ERROR")
+        roots = {"local": root, "s3": "s3://bench"}
         for target in args.targets:
             for codec in args.codecs:
-                rates = run_one(roots[target], codec, args)
-                rows.append((target, codec, rates))
+                print(f"[bench] store {target} {codec}", flush=True)
+                rates, stored = run_one(roots[target], codec, args)
+                if target == args.targets[0]:
+                    figures.append(
+                        Figure(
+                            SECTION,
+                            f"{codec}: stored bytes",
+                            "bytes/image",
+                            stored,
+                            "Parquet + zstd, on disk",
+                        )
+                    )
+                    figures.append(ratio(SECTION, f"{codec}: stored bytes / fp32", stored, [fp32_bytes]))
+                for op in ("write", "read", "raw read"):
+                    figures.append(Figure(SECTION, f"{target} {codec}: {op}", "images/s", rates[op]))
+                figures.append(
+                    ratio(SECTION, f"{target} {codec}: read / raw read", rates["read"], rates["raw read"])
+                )
         ray.shutdown()
-    print("\n| target | codec | bytes/row | op | rows/s | MB/s | vs raw read |")
-    print("|---|---|---|---|---|---|---|")
-    for target, codec, rates in rows:
-        row_bytes = rates.pop("row_bytes")[0]
-        raw = statistics.median(rates["raw read"])
-        for op, values in rates.items():
-            median = statistics.median(values)
-            spread = f"{min(values):,.1f}-{max(values):,.1f}"
-            print(
-                f"| {target} | {codec} | {row_bytes:,} | {op} | {median:,.1f} ({spread}) "
-                f"| {median * row_bytes / 1e6:,.1f} | {median / raw:.3f} |"
-            )
+    return figures
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks.run_all import run_standalone
+
+    run_standalone(run)
