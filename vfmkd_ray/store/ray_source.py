@@ -15,11 +15,13 @@ import ray
 from vfmkd_ray.store.parts import read_part
 
 
-class PartReader:
-    """``map_batches`` stage: a batch of part URIs -> the rows of those parts."""
+def read_parts(batch: pa.Table) -> pa.Table:
+    """``map_batches`` stage: a batch of part URIs -> the rows of those parts.
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return pa.concat_tables([read_part(uri) for uri in batch.column("part").to_pylist()])
+    A function, not a class: Ray Data runs it as tasks on already-running worker processes, where a
+    class would start an actor pool of fresh processes (each importing torch) on every epoch's pass.
+    """
+    return pa.concat_tables([read_part(uri) for uri in batch.column("part").to_pylist()])
 
 
 def read_store_rows(parts: list[str], num_cpus: float) -> ray.data.Dataset:
@@ -27,4 +29,4 @@ def read_store_rows(parts: list[str], num_cpus: float) -> ray.data.Dataset:
     if not parts:
         raise ValueError("the store has no parts to read")
     items = ray.data.from_items([{"part": part} for part in parts], override_num_blocks=len(parts))
-    return items.map_batches(PartReader, batch_size=1, batch_format="pyarrow", num_cpus=num_cpus)
+    return items.map_batches(read_parts, batch_size=1, batch_format="pyarrow", num_cpus=num_cpus)

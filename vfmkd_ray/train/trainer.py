@@ -190,7 +190,8 @@ def _datasets(
                 others=stores.others,
                 excluded=images.excluded,
             ),
-            batch_size=cfg.train.batch_size,
+            # One part per call: a block per part, not per few rows, for the workers to fetch.
+            batch_size=None,
             num_cpus=cfg.data.decode_num_cpus,
         )
         for split in ("train", "val")
