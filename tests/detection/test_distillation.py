@@ -11,7 +11,7 @@ import torch
 
 from vfmkd_ray.cli import main
 from vfmkd_ray.config import ConfigError, dump_config, load_config
-from vfmkd_ray.data.images import normalize
+from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.detection.checkpoint import FrozenDetector, load_detector, save_detector
 from vfmkd_ray.detection.dataset import DetectionSampleDecoder, read_detection_records

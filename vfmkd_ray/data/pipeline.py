@@ -13,8 +13,8 @@ import numpy as np
 
 from vfmkd_ray import storage
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
+from vfmkd_ray.data.feature_keys import feature_key
 from vfmkd_ray.data.images import BadImageError, augment, decode_image, letterbox
-from vfmkd_ray.models.teachers.ensemble import feature_key
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import Manifest, StoreDataset
 from vfmkd_ray.store.reader import FeatureStoreError, decode_row

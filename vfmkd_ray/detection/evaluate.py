@@ -20,7 +20,7 @@ from pycocotools.cocoeval import COCOeval
 
 from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
-from vfmkd_ray.data.images import normalize
+from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.pipeline import is_validation, load_letterboxed
 from vfmkd_ray.detection.checkpoint import BEST_DETECTOR, load_detector
 from vfmkd_ray.detection.dataset import DetectionRecord, read_detection_records

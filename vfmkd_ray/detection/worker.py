@@ -16,7 +16,7 @@ import torch
 
 from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
-from vfmkd_ray.data.images import normalize
+from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN
 from vfmkd_ray.detection.checkpoint import BEST_DETECTOR, FrozenDetector, load_detector, save_detector
 from vfmkd_ray.detection.dataset import BOXES_COLUMN, LABELS_COLUMN

@@ -20,7 +20,7 @@ class KDBatch:
     Attributes:
         images_BCHW: ImageNet-normalised float images (letterboxed squares).
         valid_hw_B2: unpadded height and width of each image.
-        teacher_features: ``<alias>/<layer>`` (``teachers.ensemble.feature_key``) -> float
+        teacher_features: ``<alias>/<layer>`` (``data.feature_keys.feature_key``) -> float
             ``B x C x h x w`` target.
     """
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vfmkd_ray.data.images import valid_mask
+from vfmkd_ray.data.image_tensors import valid_mask
 from vfmkd_ray.losses.base import KDBatch, LossTerm, masked_mean
 from vfmkd_ray.models.adapters import FeatureAdapter
 from vfmkd_ray.models.feature_info import FeatureInfo

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from vfmkd_ray.data.feature_keys import feature_key
 from vfmkd_ray.losses.base import LossTerm
 from vfmkd_ray.losses.config import DistillConfig, EdgeConfig, FeatureMSEConfig, FGDConfig
 from vfmkd_ray.losses.edge import EdgeLoss
 from vfmkd_ray.losses.feature_mse import FeatureMSE
 from vfmkd_ray.losses.fgd import FGD
 from vfmkd_ray.models.feature_info import FeatureInfo
-from vfmkd_ray.models.teachers.ensemble import feature_key
 from vfmkd_ray.registry import Registry
 
 # Teacher alias -> layer name -> (C, H, W) of one sample; the first teacher is the primary one.

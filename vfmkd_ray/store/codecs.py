@@ -6,13 +6,19 @@
   the per-channel scales travel in the row (``feat.<layer>.scale``). Half the bytes of fp16.
 
 Rows cross Ray's object store in their stored form; ``to_float32`` turns a batch into float32 on the
-training device, so decoding costs no object-store bytes.
+training device, so decoding costs no object-store bytes. torch is imported only by the functions
+that need it: the data path's decode tasks use the NumPy half and start in fresh Ray worker
+processes, where importing torch costs seconds of CPU.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 # Codec -> the numpy dtype of its stored array (the ``feat.<layer>.dtype`` column).
 CODEC_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
@@ -59,6 +65,8 @@ def to_float32(stored: torch.Tensor, codec: str, scale: torch.Tensor | None = No
         stored: ``stored_array`` values, batched.
         scale: ``B x C`` per-channel scales; required for ``int8``.
     """
+    import torch
+
     check_codec(codec)
     if codec == "fp16":
         return stored.float()
@@ -71,6 +79,8 @@ def to_float32(stored: torch.Tensor, codec: str, scale: torch.Tensor | None = No
 
 def decode(data: bytes, shape: tuple[int, ...], codec: str, scale: np.ndarray | None = None) -> np.ndarray:
     """One stored feature map back to float32 (for checks and tools; training uses ``to_float32``)."""
+    import torch
+
     stored = torch.from_numpy(stored_array(data, shape, codec).copy()).unsqueeze(0)
     scales = None if scale is None else torch.from_numpy(np.array(scale, np.float32)).unsqueeze(0)
     return to_float32(stored, codec, scales)[0].numpy()

@@ -21,7 +21,8 @@ from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import read_image_records
-from vfmkd_ray.data.images import BadImageError, normalize
+from vfmkd_ray.data.image_tensors import normalize
+from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader
 from vfmkd_ray.models.teachers import TeacherConfig, build_teacher, describe_teacher
 from vfmkd_ray.ray_errors import find_cause

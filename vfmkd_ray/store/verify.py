@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from vfmkd_ray.data.images import normalize
+from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.pipeline import load_letterboxed
 from vfmkd_ray.models.teachers import TeacherConfig, build_teacher
 from vfmkd_ray.store import codecs

@@ -18,11 +18,12 @@ import torch
 from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BadSampleLog
-from vfmkd_ray.data.images import normalize
+from vfmkd_ray.data.feature_keys import split_feature_key
+from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ONLINE_COLUMN, VALID_HW_COLUMN, teacher_column
 from vfmkd_ray.losses.base import KDBatch, LossTerm
 from vfmkd_ray.models.teachers import FrozenTeacher, build_teacher
-from vfmkd_ray.models.teachers.ensemble import run_teachers, split_feature_key
+from vfmkd_ray.models.teachers.ensemble import run_teachers
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import Manifest, layer_shapes
 from vfmkd_ray.store.schema import feature_column, scale_column

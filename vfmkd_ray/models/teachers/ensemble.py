@@ -1,7 +1,7 @@
 """Several named teachers on one batch: their features keyed ``<alias>/<layer>``.
 
 A run names its teachers (``teachers: {sam: ..., dino: ...}``); loss terms and the batch feed refer
-to a teacher output by ``feature_key(alias, layer)``, so two teachers may share layer names.
+to a teacher output by ``data.feature_keys.feature_key(alias, layer)``.
 """
 
 from __future__ import annotations
@@ -11,18 +11,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from vfmkd_ray.data.feature_keys import feature_key
 from vfmkd_ray.models.teachers.base import FrozenTeacher
-
-KEY_SEPARATOR = "/"
-
-
-def feature_key(alias: str, layer: str) -> str:
-    return f"{alias}{KEY_SEPARATOR}{layer}"
-
-
-def split_feature_key(key: str) -> tuple[str, str]:
-    alias, _, layer = key.partition(KEY_SEPARATOR)
-    return alias, layer
 
 
 def at_input_size(images_BCHW: torch.Tensor, size: int) -> torch.Tensor:
