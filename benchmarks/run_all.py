@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, Callable[[str, list[str]], list[Figure]]] = {
     "training": training_throughput.run,
     "offline_online": offline_online.run,
 }
+SECTION_ORDER = [store_throughput.SECTION, training_throughput.SECTION, offline_online.SECTION]
 MODULES = {"store": "store_throughput", "training": "training_throughput", "offline_online": "offline_online"}
 
 
@@ -67,13 +68,13 @@ def main() -> None:
             figures += BENCHMARKS[name](f"{root}/{name}", flags)
             print(f"[bench] {name} done in {time.monotonic() - began:.0f} s", flush=True)
     ray.shutdown()
-    report = {
+    run = {
+        "command": f"python -m benchmarks.run_all {shlex.join(sys.argv[1:])}".strip(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m benchmarks.run_all", *sys.argv[1:]]),
-        "machine": machine.__dict__,
         "minutes": round((time.monotonic() - started) / 60, 1),
-        "figures": [figure.to_json() for figure in figures],
+        "sections": sorted({figure.section for figure in figures}),
     }
+    report = merged(args.json, machine.__dict__, run, [figure.to_json() for figure in figures])
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     before = (
         json.loads(args.before.read_text()) if args.before.exists() and args.before != args.json else None
@@ -81,6 +82,19 @@ def main() -> None:
     args.markdown.write_text(markdown(report, before))
     print_figures(figures)
     print(f"[bench] wrote {args.json} and {args.markdown}")
+
+
+def merged(path: Path, machine: dict, run: dict, figures: list[dict]) -> dict:
+    """This run's figures; with ``--only``, the other sections of the results already at ``path``
+    (from the same machine) are kept, with the runs that produced them."""
+    kept_runs, kept_figures = [], []
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        if earlier.get("machine") == machine:
+            kept_figures = [f for f in earlier["figures"] if f["section"] not in run["sections"]]
+            kept_sections = {f["section"] for f in kept_figures}
+            kept_runs = [r for r in earlier["runs"] if kept_sections & set(r["sections"])]
+    return {"machine": machine, "runs": [*kept_runs, run], "figures": kept_figures + figures}
 
 
 def quiet_ray() -> None:
@@ -92,18 +106,21 @@ def quiet_ray() -> None:
 def markdown(report: dict, before: dict | None) -> str:
     machine = report["machine"]
     old = {(f["section"], f["name"]): f for f in before["figures"]} if before else {}
-    lines = [
-        "# Benchmark results",
-        "",
-        f"`{report['command']}` on {report['date']}, {report['minutes']} min.",
+    lines = ["# Benchmark results", ""]
+    for run in report["runs"]:
+        sections = ", ".join(run["sections"])
+        lines.append(f"- `{run['command']}` on {run['date']}, {run['minutes']} min: {sections}")
+    lines += [
         "",
         f"Machine: {machine['accelerator']}; {machine['cpus']} CPUs; {machine['platform']}; "
         f"Python {machine['python']}, torch {machine['torch']}, Ray {machine['ray']}.",
         "",
-        "Each figure: median of the repeated measurements, min-max in brackets, n = their count."
-        + (f" 'Before' is `{before['command']}` from {before['date']}." if before else ""),
+        "Each figure: median of the repeated measurements, min-max in brackets, n = their count.",
     ]
-    for section in dict.fromkeys(f["section"] for f in report["figures"]):
+    if before:
+        commands = "; ".join(f"`{run['command']}` on {run['date']}" for run in before["runs"])
+        lines.append(f"'Before' is the median from {commands}.")
+    for section in sorted({f["section"] for f in report["figures"]}, key=SECTION_ORDER.index):
         lines += ["", f"## {section}", ""]
         header = "| figure | median (min-max) | unit | n | target |" + (" before |" if before else "")
         lines += [header + " note |", "|" + "---|" * (7 if before else 6)]

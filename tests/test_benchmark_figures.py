@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from benchmarks.figures import Figure, ratio
-from benchmarks.run_all import markdown
+from benchmarks.run_all import markdown, merged
 from vfmkd_ray.train.step_clock import StepClock, peak_rss_mb
 
 
@@ -39,26 +40,40 @@ def test_figure_summary_and_ratio_against_the_median_denominator():
 
 def test_markdown_shows_every_figure_and_the_before_median():
     now = Figure("training", "step overhead", "ratio", [0.95, 0.93, 0.97], "n/a", ">= 0.9")
-    new = Figure("store", "int8: stored bytes", "bytes/image", [1_050_000.0])
+    new = Figure("feature store", "int8: stored bytes", "bytes/image", [1_050_000.0])
+    machine = {
+        "accelerator": "no GPU",
+        "cpus": 2,
+        "platform": "Linux",
+        "python": "3",
+        "torch": "2",
+        "ray": "2",
+    }
+    run = {"command": "python -m benchmarks.run_all", "date": "2026-11-21", "minutes": 12.0}
     report = {
-        "date": "2026-11-21T21:00:00+00:00",
-        "command": "python -m benchmarks.run_all",
-        "minutes": 12.0,
-        "machine": {
-            "accelerator": "no GPU",
-            "cpus": 2,
-            "platform": "Linux",
-            "python": "3.11",
-            "torch": "2",
-            "ray": "2.60",
-        },
+        "machine": machine,
+        "runs": [run | {"sections": ["training", "feature store"]}],
         "figures": [now.to_json(), new.to_json()],
     }
-    before = report | {
-        "date": "2026-11-20",
-        "figures": [Figure("training", "step overhead", "ratio", [0.8]).to_json()],
-    }
+    old = Figure("training", "step overhead", "ratio", [0.8]).to_json()
+    before = {"machine": machine, "runs": [run | {"sections": ["training"]}], "figures": [old]}
     text = markdown(report, before)
     assert "| step overhead | 0.95 (0.93-0.97) | ratio | 3 | >= 0.9 | 0.8 | n/a |" in text
     assert "| int8: stored bytes | 1,050,000 (1,050,000-1,050,000) | bytes/image | 1 | - | - |  |" in text
-    assert text.index("## training") < text.index("## store")
+    assert text.index("## feature store") < text.index("## training")  # the order run_all runs them
+
+
+def test_a_partial_run_keeps_the_other_sections_of_the_same_machine(tmp_path):
+    machine = {"accelerator": "no GPU", "cpus": 2}
+    store = Figure("feature store", "int8: stored bytes", "bytes/image", [1.0]).to_json()
+    old_training = Figure("training", "step overhead", "ratio", [0.2]).to_json()
+    first = {"command": "all", "date": "d1", "minutes": 20, "sections": ["feature store", "training"]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"machine": machine, "runs": [first], "figures": [store, old_training]}))
+    training = Figure("training", "step overhead", "ratio", [0.95]).to_json()
+    second = {"command": "only training", "date": "d2", "minutes": 9, "sections": ["training"]}
+    report = merged(path, machine, second, [training])
+    assert report["figures"] == [store, training]
+    assert report["runs"] == [first, second]
+    other_machine = merged(path, {"accelerator": "1 x H100", "cpus": 16}, second, [training])
+    assert other_machine["figures"] == [training] and other_machine["runs"] == [second]
