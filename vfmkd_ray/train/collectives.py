@@ -3,6 +3,7 @@ sum-and-count means across workers, restoring the latest checkpoint, and reporti
 
 from __future__ import annotations
 
+import io
 import tempfile
 
 import ray.train
@@ -10,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 from vfmkd_ray.train.run_files import write_metrics_log
-from vfmkd_ray.train.state import TrainingState, load_training_state, save_training_state
+from vfmkd_ray.train.state import STATE_FILE, TrainingState, load_training_state, save_training_state
 
 
 def all_workers_have(has_batch: bool, device) -> bool:
@@ -41,8 +42,12 @@ def restore_state(resumable: dict) -> TrainingState:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return TrainingState()
-    with checkpoint.as_directory() as directory:
-        return load_training_state(directory, resumable)
+    # Read straight from the checkpoint's storage into memory. as_directory() would share one
+    # temporary download per node among the workers, and after a worker-group restart from S3 one
+    # worker read the state file while another was deleting that download (a truncated file).
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STATE_FILE}") as stream:
+        state_file = io.BytesIO(stream.read())
+    return load_training_state(state_file, resumable, checkpoint.path)
 
 
 def report_epoch(rank: int, run_dir: str, state: TrainingState, record: dict, resumable: dict) -> None:

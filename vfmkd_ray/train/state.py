@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -35,13 +36,15 @@ def save_training_state(
     torch.save(payload, Path(directory) / STATE_FILE)
 
 
-def load_training_state(directory: str | Path, modules: dict[str, object]) -> TrainingState:
-    """Restores each module in place from ``directory``; returns the counters."""
-    path = Path(directory) / STATE_FILE
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+def load_training_state(
+    state_file: str | Path | BinaryIO, modules: dict[str, object], origin: str
+) -> TrainingState:
+    """Restores each module in place from ``state_file`` (a path or an open binary file) of the
+    checkpoint ``origin``; returns the counters."""
+    payload = torch.load(state_file, map_location="cpu", weights_only=True)
     for name, module in modules.items():
         if name not in payload:
-            raise ValueError(f"checkpoint {path} has no {name!r} state")
+            raise ValueError(f"checkpoint {origin} has no {name!r} state")
         module.load_state_dict(payload[name])
     counters = payload["counters"]
     return TrainingState(
