@@ -43,8 +43,10 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff format .
 
 # Measured figures, not timed tests: benchmarks/results.md and results.json (see README).
+# BENCH_FLAGS passes run_all's flags, e.g. BENCH_FLAGS='--only training --gpu'.
+BENCH_FLAGS ?=
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python -m benchmarks.run_all $(BENCH_FLAGS)
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -20,13 +20,13 @@ import time
 import torch
 
 from benchmarks.figures import Figure, ratio
-from benchmarks.workload import batch_feed, bench_config, prepare_store, raw_batches
+from benchmarks.workload import batch_feed, bench_config, part_rows, prepare_store, raw_batches
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.pipeline import ONLINE_COLUMN
 from vfmkd_ray.models.teachers import build_teacher
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import layer_shapes
-from vfmkd_ray.store.parts import list_parts, read_part
+from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.reader import decode_features
 from vfmkd_ray.store.schema import feature_column
 from vfmkd_ray.train.distiller import build_distiller
@@ -41,13 +41,12 @@ def stored_feature_rate(cfg: ExperimentConfig, device: torch.device) -> float:
     store = check_stores(cfg).primary
     started, images = time.perf_counter(), 0
     for part in list_parts(store.uri):
-        table = read_part(part)
-        rows = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+        rows = part_rows(part)
         stored = decode_features(rows, store.manifest, store.uri)
         for layer in store.manifest.layers:
             tensor = torch.from_numpy(stored[feature_column(layer)]).to(device)
             codecs.to_float32(tensor, store.manifest.codec)
-        images += table.num_rows
+        images += len(rows["image_id"])
     if device.type == "cuda":
         torch.cuda.synchronize()
     return images / (time.perf_counter() - started)

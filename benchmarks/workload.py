@@ -48,7 +48,7 @@ def raw_batches(cfg: ExperimentConfig, split: str = "train") -> list[dict[str, t
     valid sizes, online flags and stored-form features, as CPU tensors."""
     stores = check_stores(cfg)
     decoder = TrainSampleDecoder(stores.primary, split, cfg.data.val_fraction)
-    samples = [out for part in list_parts(stores.primary.uri) for out in decoder(_part_rows(part))]
+    samples = [out for part in list_parts(stores.primary.uri) for out in decoder(part_rows(part))]
     columns = {key: np.concatenate([s[key] for s in samples]) for key in samples[0]}
     size = cfg.train.batch_size
     count = len(columns[next(iter(columns))]) // size
@@ -76,7 +76,7 @@ def stored_batches(
     return [feed.to_kd_batch(raw) for raw in raw_batches(cfg, split)]
 
 
-def _part_rows(part: str) -> dict[str, np.ndarray]:
+def part_rows(part: str) -> dict[str, np.ndarray]:
     """A part's columns as NumPy arrays (object arrays for binary and list columns), the form Ray
     Data hands a ``map_batches`` stage."""
     table = read_part(part)
