@@ -8,7 +8,8 @@
 - memory: the peak resident memory of a worker (largest over workers) per ``--batch-sizes``.
 
     .venv/bin/python benchmarks/training_throughput.py [--images 192] [--epochs 3] [--repeats 2]
-        [--workers 1 2] [--batch-size 4] [--batch-sizes 2 4 8] [--cpus-per-worker 1] [--gpu]
+        [--workers 1 2] [--batch-size 4] [--batch-sizes 2 4 8] [--cpus-per-worker 1] [--rows-per-part 16]
+        [--gpu]
 
 On a GPU node pass ``--gpu`` (one GPU per worker); the first epoch of every run is warm-up and is
 not counted.
@@ -125,6 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="per worker")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 4, 8], help="for the memory figure")
     parser.add_argument("--cpus-per-worker", type=float, default=1)
+    parser.add_argument("--rows-per-part", type=int, default=16, help="store part size (the demo's)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker; the plain loop on cuda:0")
 
 
@@ -134,6 +136,7 @@ def config_for(root: str, args: argparse.Namespace) -> ExperimentConfig:
         [
             f"data.synthetic.num_images={args.images}",
             "data.val_fraction=0.0625",
+            f"store.rows_per_part={args.rows_per_part}",
             f"train.epochs={args.epochs}",
             f"train.batch_size={args.batch_size}",
             f"train.cpus_per_worker={args.cpus_per_worker}",
