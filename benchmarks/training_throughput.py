@@ -8,7 +8,7 @@
 - memory: the peak resident memory of a worker (largest over workers) per ``--batch-sizes``.
 
     .venv/bin/python benchmarks/training_throughput.py [--images 192] [--epochs 3] [--repeats 2]
-        [--workers 1 2] [--batch-size 4] [--batch-sizes 2 4 8] [--cpus-per-worker 1] [--rows-per-part 16]
+        [--workers 1 2] [--batch-size 4] [--batch-sizes 2 4 8] [--cpus-per-worker 1] [--rows-per-part 64]
         [--gpu]
 
 On a GPU node pass ``--gpu`` (one GPU per worker); the first epoch of every run is warm-up and is
@@ -126,7 +126,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="per worker")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 4, 8], help="for the memory figure")
     parser.add_argument("--cpus-per-worker", type=float, default=1)
-    parser.add_argument("--rows-per-part", type=int, default=16, help="store part size (the demo's)")
+    parser.add_argument(
+        "--rows-per-part", type=int, default=64, help="store part size (README: 64 or more; the demo's is 16)"
+    )
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker; the plain loop on cuda:0")
 
 
