@@ -22,7 +22,7 @@ import argparse
 import torch
 
 from benchmarks.figures import Figure, ratio
-from benchmarks.workload import bench_config, prepare_store, stored_batches
+from benchmarks.workload import batch_feed, bench_config, prepare_store, raw_batches
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.ray_session import ensure_ray
 from vfmkd_ray.store.manifest import layer_shapes
@@ -53,8 +53,10 @@ def plain_loop_rates(cfg: ExperimentConfig, device: torch.device) -> list[float]
     torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))  # what Ray gives one worker
     try:
         shapes = layer_shapes(check_stores(cfg).manifests())
-        batches = stored_batches(cfg, build_distiller(cfg, shapes, 1, device).terms, device)
-        setup = build_distiller(cfg, shapes, cfg.train.epochs * len(batches), device)
+        raw = raw_batches(cfg)
+        setup = build_distiller(cfg, shapes, cfg.train.epochs * len(raw), device)
+        feed = batch_feed(cfg, setup.terms, device)
+        batches = [feed.to_kd_batch(batch) for batch in raw]
         rates = []
         for _ in range(cfg.train.epochs):
             setup.distiller.train()

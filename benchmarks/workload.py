@@ -14,7 +14,7 @@ import torch
 from vfmkd_ray.config import ExperimentConfig, load_config
 from vfmkd_ray.data.pipeline import TrainSampleDecoder
 from vfmkd_ray.data.synthetic import write_synthetic_coco
-from vfmkd_ray.losses.base import KDBatch, LossTerm
+from vfmkd_ray.losses.base import LossTerm
 from vfmkd_ray.store.parts import list_parts, read_part
 from vfmkd_ray.store.precompute import run_precompute
 from vfmkd_ray.train.teacher_stores import check_stores
@@ -66,14 +66,6 @@ def batch_feed(
     return BatchFeed(
         terms, {store.alias: store.manifest.codec}, device, cfg.train.batch_size, 0, teachers or {}
     )
-
-
-def stored_batches(
-    cfg: ExperimentConfig, terms: dict[str, LossTerm], device: torch.device, split: str = "train"
-) -> list[KDBatch]:
-    """``raw_batches`` decoded onto ``device``, as ``BatchFeed`` hands them to ``kd_step``."""
-    feed = batch_feed(cfg, terms, device)
-    return [feed.to_kd_batch(raw) for raw in raw_batches(cfg, split)]
 
 
 def part_rows(part: str) -> dict[str, np.ndarray]:

@@ -45,6 +45,7 @@ class DistillerSetup:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     use_amp: bool
+    trainable: list[nn.Parameter]  # what the optimiser steps and the gradient clip sees
 
     def resumable(self) -> dict:
         return {
@@ -69,4 +70,5 @@ def build_distiller(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     use_amp = train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    return DistillerSetup(distiller, terms, optimizer, scheduler, scaler, use_amp)
+    trainable = [p for p in distiller.parameters() if p.requires_grad]
+    return DistillerSetup(distiller, terms, optimizer, scheduler, scaler, use_amp, trainable)

@@ -61,7 +61,6 @@ def train_step(
     with torch.autocast(batch.images_BCHW.device.type, enabled=setup.use_amp):
         out = kd_step(model, batch, setup.terms)
     out["data/online_share"] = torch.tensor(batch.num_online / len(batch.images_BCHW))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer_step(out["loss"], setup.optimizer, setup.scaler, params, grad_clip_norm)
+    optimizer_step(out["loss"], setup.optimizer, setup.scaler, setup.trainable, grad_clip_norm)
     setup.scheduler.step()
     return {key: float(value.detach()) for key, value in out.items()}
