@@ -1,61 +1,61 @@
 """What a loss term is: a weighted, named objective on one adapted student level.
 
+A term reads one level of the student, from the backbone or from the neck (``student_source``),
+through its own adapter; the model computes the adapted output (``Features.adapted[name]``) and the
+term turns it and the batch into ``(loss, diagnostics)``.
+
 Legend for tensor suffixes: B batch, C channels, H/W spatial.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from vfmkd_ray.batch import Batch
 from vfmkd_ray.models.feature_info import FeatureInfo
 
 
-@dataclass
-class KDBatch:
-    """One batch as the losses see it.
+@dataclass(frozen=True)
+class StudentLevels:
+    """The student levels terms can read: the backbone's, and the neck's when there is one."""
 
-    Attributes:
-        images_BCHW: ImageNet-normalised float images (letterboxed squares).
-        valid_hw_B2: unpadded height and width of each image.
-        teacher_features: ``<alias>/<layer>`` (``data.feature_keys.feature_key``) -> float
-            ``B x C x h x w`` target.
-    """
+    backbone: FeatureInfo
+    neck: FeatureInfo | None = None
 
-    images_BCHW: torch.Tensor
-    valid_hw_B2: torch.Tensor
-    teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
-    num_online: int = 0  # samples whose teacher_features were computed live in the worker
-    boxes: list[torch.Tensor] | None = None  # detection: per image N x 4 ground-truth pixel boxes
-
-    @property
-    def image_size(self) -> int:
-        return int(self.images_BCHW.shape[-1])
+    def info(self, source: str) -> FeatureInfo:
+        if source == "backbone":
+            return self.backbone
+        if self.neck is None:
+            raise ValueError("student_source is 'neck' but the model has no neck (configure neck: ...)")
+        return self.neck
 
 
 class LossTerm:
     """Base class: subclasses build their adapter and compute ``(loss, diagnostics)``.
 
     ``teacher_layers`` names the teacher outputs (``<alias>/<layer>`` keys) the term reads from
-    ``KDBatch.teacher_features``.
+    ``Batch.teacher_features``.
     """
 
     teacher_layers: tuple[str, ...] = ()
 
-    def __init__(self, name: str, weight: float, student_info: FeatureInfo, student_stride: int):
+    def __init__(
+        self, name: str, weight: float, levels: StudentLevels, student_stride: int, source: str = "backbone"
+    ):
         self.name = name
         self.weight = weight
-        self.student_level = student_info.index_of_stride(student_stride)
-        self.in_channels = student_info.channels()[self.student_level]
+        self.source = source
+        info = levels.info(source)
+        self.student_level = info.index_of_stride(student_stride)
+        self.in_channels = info.channels()[self.student_level]
 
     def build_adapter(self) -> nn.Module:
         raise NotImplementedError
 
-    def __call__(
-        self, pred_BCHW: torch.Tensor, batch: KDBatch
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
 

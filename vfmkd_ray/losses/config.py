@@ -8,15 +8,25 @@ from pydantic import ConfigDict, Field
 
 from vfmkd_ray.schema import StrictModel
 
+StudentSource = Literal["backbone", "neck"]
+SOURCE_HELP = "which student levels the term reads: the backbone's, or the neck's (neck: ...)"
 
-class FeatureMSEConfig(StrictModel):
+
+class TeacherTermConfig(StrictModel):
+    """What every term that reads a teacher sets: its weight, the student level it adapts and the
+    teacher output it is compared with."""
+
+    weight: float = Field(1.0, ge=0)
+    student_stride: int = 16
+    student_source: StudentSource = Field("backbone", description=SOURCE_HELP)
+    teacher: str | None = Field(None, description="teacher alias; default: the primary teacher")
+    teacher_layer: str | None = Field(None, description="default: the teacher's first stored layer")
+
+
+class FeatureMSEConfig(TeacherTermConfig):
     """Masked MSE between the adapted student level and the teacher feature map."""
 
     type: Literal["feature_mse"] = "feature_mse"
-    weight: float = Field(1.0, ge=0)
-    student_stride: int = 16
-    teacher: str | None = Field(None, description="teacher alias; default: the primary teacher")
-    teacher_layer: str | None = Field(None, description="default: the teacher's first stored layer")
 
 
 class EdgeConfig(StrictModel):
@@ -25,19 +35,17 @@ class EdgeConfig(StrictModel):
     type: Literal["edge"] = "edge"
     weight: float = Field(0.5, ge=0)
     student_stride: int = 4
+    student_source: StudentSource = Field("backbone", description=SOURCE_HELP)
 
 
-class FGDConfig(StrictModel):
+class FGDConfig(TeacherTermConfig):
     """Focal and global distillation (Yang et al., CVPR 2022) of a detection student's features,
     with ground-truth boxes as the foreground mask."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
     type: Literal["fgd"] = "fgd"
-    weight: float = Field(1.0, ge=0)
     student_stride: int = 4
-    teacher: str | None = Field(None, description="teacher alias; default: the primary teacher")
-    teacher_layer: str | None = Field(None, description="default: the teacher's first layer")
     temperature: float = Field(0.5, gt=0)
     alpha: float = Field(1e-3, ge=0, description="foreground feature loss")
     beta: float = Field(5e-4, ge=0, description="background feature loss")
@@ -45,35 +53,22 @@ class FGDConfig(StrictModel):
     lambda_: float = Field(5e-6, ge=0, alias="lambda", description="global (relation) loss")
 
 
-LossTermConfig = Annotated[FeatureMSEConfig | EdgeConfig | FGDConfig, Field(discriminator="type")]
+class CWDConfig(TeacherTermConfig):
+    """Channel-wise distillation (Shu et al., ICCV 2021): per channel, the KL divergence between the
+    teacher's and the student's softmax over spatial positions at a temperature."""
+
+    type: Literal["cwd"] = "cwd"
+    temperature: float = Field(4.0, gt=0, description="the paper uses 4 for detection")
 
 
-def _default_terms() -> dict[str, LossTermConfig]:
-    return {"feature_mse": FeatureMSEConfig(), "edge": EdgeConfig()}
+LossTermConfig = Annotated[FeatureMSEConfig | EdgeConfig | FGDConfig | CWDConfig, Field(discriminator="type")]
 
 
-class DetectionDistillConfig(StrictModel):
-    """YOLC detection distillation (``task: detection``): a frozen teacher detector's global heatmap
-    and coarse boxes, and its refined boxes on dense-cluster crops."""
+class DistillConfig(StrictModel):
+    """The feature-KD terms summed with their weights (keys are the names used in metrics), and how
+    their teacher targets are obtained."""
 
-    enable: bool = False
-    teacher_ckpt: str | None = Field(None, description="best_detector.pth of a trained teacher detector")
-    kd_weight_global_hm: float = Field(1.0, ge=0)
-    kd_weight_global_coarse: float = Field(0.1, ge=0)
-    kd_weight_local_refine: float = Field(0.1, ge=0)
-    use_teacher_crop: bool = True
-    max_patches_per_img: int = Field(2, ge=0)
-    min_patch_size: int = Field(16, ge=1, description="pixels; smaller cluster crops are dropped")
-    lsm_visualize: bool = Field(False, description="write LSM crop PNGs to the run directory")
-    hm_kd: Literal["mse", "kl"] = "mse"
-    temperature: float = Field(1.0, gt=0)
-
-
-class DistillConfig(DetectionDistillConfig):
-    """The loss terms summed with their weights (keys are the names used in metrics), and, for
-    ``task: detection``, the YOLC KD settings."""
-
-    terms: dict[str, LossTermConfig] = Field(default_factory=_default_terms)
+    terms: dict[str, LossTermConfig] = Field(default_factory=dict)
     online_ratio: float = Field(
         0.0,
         ge=0.0,

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vfmkd_ray.batch import Batch
 from vfmkd_ray.data.image_tensors import sobel_edges, valid_mask
-from vfmkd_ray.losses.base import KDBatch, LossTerm, masked_mean
+from vfmkd_ray.losses.base import LossTerm, masked_mean
 from vfmkd_ray.models.adapters import EdgeAdapter
 
 
@@ -19,9 +20,7 @@ class EdgeLoss(LossTerm):
     def build_adapter(self) -> nn.Module:
         return EdgeAdapter(self.in_channels)
 
-    def __call__(
-        self, pred_B1HW: torch.Tensor, batch: KDBatch
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(self, pred_B1HW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         grid = tuple(pred_B1HW.shape[-2:])
         target_B1HW = F.adaptive_avg_pool2d(sobel_edges(batch.images_BCHW), grid)
         target_B1HW = target_B1HW / target_B1HW.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vfmkd_ray.batch import Batch
 from vfmkd_ray.data.image_tensors import valid_mask
-from vfmkd_ray.losses.base import KDBatch, LossTerm, masked_mean
+from vfmkd_ray.losses.base import LossTerm, StudentLevels, masked_mean
 from vfmkd_ray.models.adapters import FeatureAdapter
-from vfmkd_ray.models.feature_info import FeatureInfo
 
 
 class FeatureMSE(LossTerm):
@@ -21,12 +21,13 @@ class FeatureMSE(LossTerm):
         self,
         name: str,
         weight: float,
-        student_info: FeatureInfo,
+        levels: StudentLevels,
         student_stride: int,
         teacher_key: str,
         teacher_shape: tuple[int, int, int],
+        source: str = "backbone",
     ):
-        super().__init__(name, weight, student_info, student_stride)
+        super().__init__(name, weight, levels, student_stride, source)
         self.teacher_key = teacher_key
         self.teacher_layers = (teacher_key,)
         self.teacher_shape = teacher_shape
@@ -35,9 +36,7 @@ class FeatureMSE(LossTerm):
         channels, height, width = self.teacher_shape
         return FeatureAdapter(self.in_channels, channels, (height, width))
 
-    def __call__(
-        self, pred_BCHW: torch.Tensor, batch: KDBatch
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         target_BCHW = batch.teacher_features[self.teacher_key].to(pred_BCHW.dtype)
         mask_B1HW = valid_mask(batch.valid_hw_B2, batch.image_size, tuple(target_BCHW.shape[-2:]))
         loss = masked_mean((pred_BCHW - target_BCHW).pow(2), mask_B1HW)

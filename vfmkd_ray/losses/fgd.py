@@ -13,11 +13,12 @@ convolutions start at zero, so the loss is exactly zero when student and teacher
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from vfmkd_ray.losses.base import KDBatch, LossTerm
+from vfmkd_ray.batch import Batch
+from vfmkd_ray.losses.base import LossTerm, StudentLevels
 from vfmkd_ray.losses.config import FGDConfig
-from vfmkd_ray.models.feature_info import FeatureInfo
 
 
 class GlobalContext(nn.Module):
@@ -44,18 +45,24 @@ class GlobalContext(nn.Module):
 
 
 class FGDAdapter(nn.Module):
-    def __init__(self, student_channels: int, teacher_channels: int):
+    """Aligns the student's channels (and grid) to the teacher's, and carries the two GcBlocks."""
+
+    def __init__(self, student_channels: int, teacher_channels: int, teacher_hw: tuple[int, int]):
         super().__init__()
         self.align = (
             nn.Identity()
             if student_channels == teacher_channels
             else nn.Conv2d(student_channels, teacher_channels, 1)
         )
+        self.teacher_hw = tuple(teacher_hw)
         self.context_student = GlobalContext(teacher_channels)
         self.context_teacher = GlobalContext(teacher_channels)
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
-        return self.align(x_BCHW)
+        out = self.align(x_BCHW)
+        if tuple(out.shape[-2:]) != self.teacher_hw:
+            out = F.interpolate(out, size=self.teacher_hw, mode="bilinear", align_corners=False)
+        return out
 
 
 def attention(features_BCHW: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,28 +97,25 @@ def box_masks(
 
 
 class FGD(LossTerm):
-    def __init__(self, name: str, cfg: FGDConfig, student_info: FeatureInfo, teacher_key: str, teacher_shape):
-        super().__init__(name, cfg.weight, student_info, cfg.student_stride)
+    def __init__(self, name: str, cfg: FGDConfig, levels: StudentLevels, teacher_key: str, teacher_shape):
+        super().__init__(name, cfg.weight, levels, cfg.student_stride, cfg.student_source)
         self.cfg = cfg
         self.teacher_key = teacher_key
         self.teacher_layers = (teacher_key,)
         self.teacher_channels = teacher_shape[0]
+        self.teacher_hw = tuple(teacher_shape[1:])
         self.adapter: FGDAdapter | None = None
 
     def build_adapter(self) -> nn.Module:
-        self.adapter = FGDAdapter(self.in_channels, self.teacher_channels)
+        self.adapter = FGDAdapter(self.in_channels, self.teacher_channels, self.teacher_hw)
         return self.adapter
 
-    def __call__(
-        self, pred_BCHW: torch.Tensor, batch: KDBatch
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if batch.boxes is None:
-            raise ValueError(f"loss term {self.name} (fgd) needs ground-truth boxes in the batch")
+    def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, adapter = self.cfg, self.adapter
         student = pred_BCHW.float()
         teacher = batch.teacher_features[self.teacher_key].detach().float()
         size = batch.image_size
-        foreground, background = box_masks(batch.boxes, size, tuple(teacher.shape[-2:]), teacher.device)
+        foreground, background = box_masks(batch.boxes(), size, tuple(teacher.shape[-2:]), teacher.device)
         spatial_t, channel_t = attention(teacher, cfg.temperature)
         spatial_s, channel_s = attention(student, cfg.temperature)
         weight = (spatial_t[:, None] * channel_t[:, :, None, None]).sqrt()

@@ -5,30 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vfmkd_ray.data.feature_keys import feature_key
-from vfmkd_ray.losses.base import LossTerm
-from vfmkd_ray.losses.config import DistillConfig, EdgeConfig, FeatureMSEConfig, FGDConfig
+from vfmkd_ray.heads.base import TeacherShapes
+from vfmkd_ray.losses.base import LossTerm, StudentLevels
+from vfmkd_ray.losses.config import CWDConfig, DistillConfig, EdgeConfig, FeatureMSEConfig, FGDConfig
+from vfmkd_ray.losses.cwd import ChannelWiseDistillation
 from vfmkd_ray.losses.edge import EdgeLoss
 from vfmkd_ray.losses.feature_mse import FeatureMSE
 from vfmkd_ray.losses.fgd import FGD
-from vfmkd_ray.models.feature_info import FeatureInfo
 from vfmkd_ray.registry import Registry
-
-# Teacher alias -> layer name -> (C, H, W) of one sample; the first teacher is the primary one.
-TeacherShapes = dict[str, dict[str, tuple[int, int, int]]]
 
 LOSS_TERMS: Registry[Callable[..., LossTerm]] = Registry("loss term")
 
 
-@LOSS_TERMS.register("feature_mse")
-def _feature_mse(name: str, cfg: FeatureMSEConfig, student: FeatureInfo, teacher: TeacherShapes) -> LossTerm:
-    key, shape = _teacher_layer(cfg.teacher, cfg.teacher_layer, teacher)
-    return FeatureMSE(name, cfg.weight, student, cfg.student_stride, key, shape)
-
-
-def _teacher_layer(
+def teacher_layer(
     alias: str | None, layer: str | None, teacher: TeacherShapes
 ) -> tuple[str, tuple[int, int, int]]:
     """The ``<alias>/<layer>`` key a term reads (defaults: primary teacher, first layer) and its shape."""
+    if not teacher:
+        raise ValueError("it reads a teacher, but no teacher is configured (teachers: {...})")
     alias = alias or next(iter(teacher))
     if alias not in teacher:
         raise ValueError(f"teacher {alias!r} unknown; teachers: {list(teacher)}")
@@ -39,25 +33,38 @@ def _teacher_layer(
     return feature_key(alias, layer), layers[layer]
 
 
+@LOSS_TERMS.register("feature_mse")
+def _feature_mse(name: str, cfg: FeatureMSEConfig, levels: StudentLevels, teacher: TeacherShapes) -> LossTerm:
+    key, shape = teacher_layer(cfg.teacher, cfg.teacher_layer, teacher)
+    return FeatureMSE(name, cfg.weight, levels, cfg.student_stride, key, shape, cfg.student_source)
+
+
 @LOSS_TERMS.register("fgd")
-def _fgd(name: str, cfg: FGDConfig, student: FeatureInfo, teacher: TeacherShapes) -> LossTerm:
-    key, shape = _teacher_layer(cfg.teacher, cfg.teacher_layer, teacher)
-    return FGD(name, cfg, student, key, shape)
+def _fgd(name: str, cfg: FGDConfig, levels: StudentLevels, teacher: TeacherShapes) -> LossTerm:
+    key, shape = teacher_layer(cfg.teacher, cfg.teacher_layer, teacher)
+    return FGD(name, cfg, levels, key, shape)
+
+
+@LOSS_TERMS.register("cwd")
+def _cwd(name: str, cfg: CWDConfig, levels: StudentLevels, teacher: TeacherShapes) -> LossTerm:
+    key, shape = teacher_layer(cfg.teacher, cfg.teacher_layer, teacher)
+    return ChannelWiseDistillation(name, cfg, levels, key, shape)
 
 
 @LOSS_TERMS.register("edge")
-def _edge(name: str, cfg: EdgeConfig, student: FeatureInfo, teacher: TeacherShapes) -> LossTerm:
-    return EdgeLoss(name, cfg.weight, student, cfg.student_stride)
+def _edge(name: str, cfg: EdgeConfig, levels: StudentLevels, teacher: TeacherShapes) -> LossTerm:
+    return EdgeLoss(name, cfg.weight, levels, cfg.student_stride, cfg.student_source)
 
 
-def build_loss_terms(cfg: DistillConfig, student: FeatureInfo, teacher: TeacherShapes) -> dict[str, LossTerm]:
-    """One built term per ``distill.terms`` entry, keyed by its name."""
-    if not cfg.terms:
-        raise ValueError("distill.terms is empty: configure at least one loss term")
+def build_loss_terms(
+    cfg: DistillConfig, levels: StudentLevels, teacher: TeacherShapes
+) -> dict[str, LossTerm]:
+    """One built term per ``distill.terms`` entry, keyed by its name (none is fine: heads may train
+    alone)."""
     terms = {}
     for name, term_cfg in cfg.terms.items():
         try:
-            terms[name] = LOSS_TERMS.get(term_cfg.type)(name, term_cfg, student, teacher)
+            terms[name] = LOSS_TERMS.get(term_cfg.type)(name, term_cfg, levels, teacher)
         except ValueError as err:
             raise ValueError(f"distill.terms.{name}: {err}") from None
     return terms

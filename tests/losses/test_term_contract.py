@@ -1,0 +1,49 @@
+"""Every registered loss term: adapter output shaped like its teacher target (from ``feature_info``
+and the teacher's shapes), a finite loss with gradients into the adapter, and zero when the adapted
+student equals the teacher where that holds."""
+
+import pytest
+import torch
+
+from vfmkd_ray.batch import Batch
+from vfmkd_ray.config import load_config
+from vfmkd_ray.losses.base import StudentLevels
+from vfmkd_ray.losses.registry import LOSS_TERMS, build_loss_terms
+from vfmkd_ray.models.students.yolov8_cspdarknet import YOLOv8CSPDarknet
+
+TEACHER = {"sam": {"image_embed": (256, 4, 4)}}
+ZERO_WHEN_EQUAL = {"feature_mse", "fgd", "cwd"}  # edge has no teacher: BCE against Sobel edges
+
+
+@pytest.mark.parametrize("term_type", LOSS_TERMS.names())
+def test_term_contract(term_type):
+    stride = 4 if term_type in ("edge", "fgd") else 16
+    cfg = load_config(None, [f"distill.terms={{t: {{type: {term_type}, student_stride: {stride}}}}}"])
+    student = YOLOv8CSPDarknet("n")
+    [term] = build_loss_terms(cfg.distill, StudentLevels(student.feature_info), TEACHER).values()
+    adapter = term.build_adapter()
+    images = torch.randn(2, 3, 64, 64)
+    level = student(images)[term.student_level]
+    assert level.shape[1] == student.feature_info.channels()[term.student_level]
+    pred = adapter(level)
+    target = torch.randn(2, 256, 4, 4)
+    boxes = torch.tensor([[[4.0, 4.0, 40.0, 30.0]], [[0.0, 0.0, 0.0, 0.0]]])
+    batch = Batch(
+        images,
+        torch.tensor([[64, 64], [48, 64]]),
+        {"sam/image_embed": target},
+        0,
+        boxes,
+        torch.tensor([[0], [-1]]),
+    )
+    if term.teacher_layers:
+        assert term.teacher_layers == ("sam/image_embed",) and pred.shape == target.shape
+    loss, diagnostics = term(pred, batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert all(torch.isfinite(v).all() for v in diagnostics.values())
+    loss.backward()
+    assert all(p.grad is not None for p in adapter.parameters() if p.requires_grad)
+    if term_type in ZERO_WHEN_EQUAL:
+        same, _ = term(target.clone(), batch)
+        assert float(same) == pytest.approx(0.0, abs=1e-6)
+        assert float(loss) > 0

@@ -1,0 +1,54 @@
+"""``Batch``: one batch as every step, head and loss term sees it, on the training device.
+
+Legend for tensor suffixes: B batch, C channels, H/W input pixels, h/w a feature or mask grid,
+N boxes per image (padded), M instance masks per image (padded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+# Instance masks travel at a quarter of the input resolution: SAM's mask decoder predicts there.
+MASK_STRIDE = 4
+
+
+@dataclass
+class Batch:
+    """Images, teacher targets and the ground truth the heads need.
+
+    Attributes:
+        images_BCHW: ImageNet-normalised float images (letterboxed squares).
+        valid_hw_B2: unpadded height and width of each image, in input pixels.
+        teacher_features: ``<alias>/<layer>`` (``data.feature_keys.feature_key``) -> float
+            ``B x C x h x w`` target, stored or computed live.
+        num_online: samples whose teacher features were computed live in the worker.
+        boxes_BN4: ground-truth boxes ``x1, y1, x2, y2`` in input pixels; rows whose label is -1
+            are padding. None when no head needs boxes.
+        labels_BN: 0-based class index per box, -1 for padding.
+        masks_BMhw: 0/1 instance masks at ``MASK_STRIDE``, uint8.
+        mask_box_BM: the row of ``boxes_BN4`` each mask belongs to (its prompt box), -1 for padding.
+    """
+
+    images_BCHW: torch.Tensor
+    valid_hw_B2: torch.Tensor
+    teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    num_online: int = 0
+    boxes_BN4: torch.Tensor | None = None
+    labels_BN: torch.Tensor | None = None
+    masks_BMhw: torch.Tensor | None = None
+    mask_box_BM: torch.Tensor | None = None
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images_BCHW.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.images_BCHW.shape[0])
+
+    def boxes(self) -> list[torch.Tensor]:
+        """Per image the ``K x 4`` real (unpadded) boxes."""
+        if self.boxes_BN4 is None or self.labels_BN is None:
+            raise ValueError("this batch carries no ground-truth boxes (no head asked for them)")
+        return [boxes[labels >= 0] for boxes, labels in zip(self.boxes_BN4, self.labels_BN, strict=True)]

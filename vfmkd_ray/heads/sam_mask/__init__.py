@@ -1,0 +1,1 @@
+"""The sam_mask head."""

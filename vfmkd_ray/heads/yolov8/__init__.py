@@ -1,0 +1,1 @@
+"""The yolov8 head."""

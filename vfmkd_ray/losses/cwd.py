@@ -1,0 +1,50 @@
+"""Channel-wise distillation (Shu et al., "Channel-wise Knowledge Distillation for Dense
+Prediction", ICCV 2021).
+
+Each channel's activations become a distribution over the spatial positions (a softmax at
+temperature ``T``); the loss is the KL divergence from the teacher's distribution to the student's,
+summed over positions, averaged over channels and images and scaled by ``T^2`` (as in the paper and
+MMRazor's ``ChannelWiseDivergence``). Letterbox padding is left out of both distributions, so the
+student is not taught where the teacher puts mass on black borders. Zero when the adapted student
+equals the teacher.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vfmkd_ray.batch import Batch
+from vfmkd_ray.data.image_tensors import valid_mask
+from vfmkd_ray.losses.base import LossTerm, StudentLevels
+from vfmkd_ray.losses.config import CWDConfig
+from vfmkd_ray.models.adapters import FeatureAdapter
+
+PAD_LOGIT = -1e4  # finite, so a fully padded row cannot produce NaN
+
+
+class ChannelWiseDistillation(LossTerm):
+    def __init__(self, name: str, cfg: CWDConfig, levels: StudentLevels, teacher_key: str, teacher_shape):
+        super().__init__(name, cfg.weight, levels, cfg.student_stride, cfg.student_source)
+        self.temperature = cfg.temperature
+        self.teacher_key = teacher_key
+        self.teacher_layers = (teacher_key,)
+        self.teacher_shape = tuple(teacher_shape)
+
+    def build_adapter(self) -> nn.Module:
+        channels, height, width = self.teacher_shape
+        return FeatureAdapter(self.in_channels, channels, (height, width))
+
+    def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        target_BCHW = batch.teacher_features[self.teacher_key].detach().float()
+        student_BCHW = pred_BCHW.float()
+        batch_size, channels = target_BCHW.shape[:2]
+        mask_B1HW = valid_mask(batch.valid_hw_B2, batch.image_size, tuple(target_BCHW.shape[-2:]))
+        padding_B1N = (mask_B1HW.flatten(2) == 0).expand(-1, channels, -1)
+        tau = self.temperature
+        teacher_BCN = (target_BCHW.flatten(2) / tau).masked_fill(padding_B1N, PAD_LOGIT)
+        student_BCN = (student_BCHW.flatten(2) / tau).masked_fill(padding_B1N, PAD_LOGIT)
+        teacher_log_BCN = F.log_softmax(teacher_BCN, dim=2)
+        kl_BC = (teacher_log_BCN.exp() * (teacher_log_BCN - F.log_softmax(student_BCN, dim=2))).sum(dim=2)
+        return kl_BC.sum() * tau**2 / (batch_size * channels), {}
