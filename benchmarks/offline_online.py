@@ -3,7 +3,7 @@
 - features: images/s of getting a batch's teacher features onto the device, from the store (read
   the parts, check and decode the rows, ``codecs.to_float32``) or from SAM ViT-B's forward pass
   (``BatchFeed`` with every sample marked online, the worker's own online path);
-- training: images/s of the worker's step loop (``BatchFeed.to_kd_batch`` + ``train_step``) with
+- training: images/s of the worker's step loop (``BatchFeed.to_batch`` + ``train_step``) with
   stored features, over the same loop with the teacher online.
 
     .venv/bin/python -m benchmarks.offline_online [--input-size 1024] [--images 8] [--repeats 3] [--gpu]
@@ -23,14 +23,14 @@ from benchmarks.figures import Figure, ratio
 from benchmarks.workload import batch_feed, bench_config, part_rows, prepare_store, raw_batches
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.pipeline import ONLINE_COLUMN
+from vfmkd_ray.models.build import run_teacher_shapes
 from vfmkd_ray.models.teachers import build_teacher
 from vfmkd_ray.store import codecs
-from vfmkd_ray.store.manifest import layer_shapes
 from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.reader import decode_features
 from vfmkd_ray.store.schema import feature_column
-from vfmkd_ray.train.distiller import build_distiller
 from vfmkd_ray.train.step import train_step
+from vfmkd_ray.train.task import build_task
 from vfmkd_ray.train.teacher_stores import check_stores
 
 SECTION = "offline vs online teacher"
@@ -54,13 +54,13 @@ def stored_feature_rate(cfg: ExperimentConfig, device: torch.device) -> float:
 
 def loop_rates(cfg: ExperimentConfig, device: torch.device, online: bool) -> tuple[float, float]:
     """One pass of the worker's step loop over the train split; returns (images/s of the whole
-    loop, images/s of ``to_kd_batch`` alone: the teacher features' share)."""
-    shapes = layer_shapes(check_stores(cfg).manifests())
+    loop, images/s of ``to_batch`` alone: the teacher features' share)."""
+    shapes = run_teacher_shapes(cfg)
     batches = raw_batches(cfg)
-    setup = build_distiller(cfg, shapes, len(batches), device)
+    task = build_task(cfg, shapes, len(batches), device)
     teachers = {alias: build_teacher(t).to(device) for alias, t in cfg.teachers.items()} if online else {}
-    feed = batch_feed(cfg, setup.terms, device, teachers)
-    setup.distiller.train()
+    feed = batch_feed(cfg, task.parts, device, teachers)
+    task.parts.model.train()
     feeding = 0.0
     images = 0
     started = time.perf_counter()
@@ -68,12 +68,12 @@ def loop_rates(cfg: ExperimentConfig, device: torch.device, online: bool) -> tup
         if online:
             raw = raw | {ONLINE_COLUMN: torch.ones_like(raw[ONLINE_COLUMN])}
         fed = time.perf_counter()
-        batch = feed.to_kd_batch(raw)
+        batch = feed.to_batch(raw)
         if device.type == "cuda":
             torch.cuda.synchronize()
         feeding += time.perf_counter() - fed
-        train_step(setup.distiller, batch, setup, cfg.train.grad_clip_norm)
-        images += len(batch.images_BCHW)
+        train_step(task.parts.model, batch, task, cfg.train.grad_clip_norm)
+        images += len(batch)
     return images / (time.perf_counter() - started), images / feeding
 
 

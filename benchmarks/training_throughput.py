@@ -24,12 +24,11 @@ import torch
 from benchmarks.figures import Figure, ratio
 from benchmarks.workload import batch_feed, bench_config, prepare_store, raw_batches
 from vfmkd_ray.config import ExperimentConfig
+from vfmkd_ray.models.build import run_teacher_shapes
 from vfmkd_ray.ray_session import ensure_ray
-from vfmkd_ray.store.manifest import layer_shapes
-from vfmkd_ray.train.distiller import build_distiller
 from vfmkd_ray.train.step import train_step
 from vfmkd_ray.train.step_clock import StepClock
-from vfmkd_ray.train.teacher_stores import check_stores
+from vfmkd_ray.train.task import build_task
 from vfmkd_ray.train.trainer import local_cpus_needed, run_training
 
 SECTION = "training"
@@ -52,19 +51,19 @@ def plain_loop_rates(cfg: ExperimentConfig, device: torch.device) -> list[float]
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))  # what Ray gives one worker
     try:
-        shapes = layer_shapes(check_stores(cfg).manifests())
+        shapes = run_teacher_shapes(cfg)
         raw = raw_batches(cfg)
-        setup = build_distiller(cfg, shapes, cfg.train.epochs * len(raw), device)
-        feed = batch_feed(cfg, setup.terms, device)
-        batches = [feed.to_kd_batch(batch) for batch in raw]
+        task = build_task(cfg, shapes, cfg.train.epochs * len(raw), device)
+        feed = batch_feed(cfg, task.parts, device)
+        batches = [feed.to_batch(batch) for batch in raw]
         rates = []
         for _ in range(cfg.train.epochs):
-            setup.distiller.train()
+            task.parts.model.train()
             clock = StepClock()
             for batch in batches:
                 clock.batch_arrived()
-                train_step(setup.distiller, batch, setup, cfg.train.grad_clip_norm)
-                clock.step_done(len(batch.images_BCHW))
+                train_step(task.parts.model, batch, task, cfg.train.grad_clip_norm)
+                clock.step_done(len(batch))
             rates.append(clock.images_per_s)
         return rates[1:]
     finally:

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from vfmkd_ray.config import ExperimentConfig, load_config
-from vfmkd_ray.data.pipeline import TrainSampleDecoder
+from vfmkd_ray.data.pipeline import SampleSpec, TrainSampleDecoder
 from vfmkd_ray.data.synthetic import write_synthetic_coco
-from vfmkd_ray.losses.base import LossTerm
+from vfmkd_ray.models.build import ModelParts
 from vfmkd_ray.store.parts import list_parts, read_part
 from vfmkd_ray.store.precompute import run_precompute
+from vfmkd_ray.train.batch_feed import BatchFeed
 from vfmkd_ray.train.teacher_stores import check_stores
-from vfmkd_ray.train.worker import BatchFeed
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -47,7 +47,8 @@ def raw_batches(cfg: ExperimentConfig, split: str = "train") -> list[dict[str, t
     """Every full ``train.batch_size`` batch of ``split`` as the worker's shard yields it: images,
     valid sizes, online flags and stored-form features, as CPU tensors."""
     stores = check_stores(cfg)
-    decoder = TrainSampleDecoder(stores.primary, split, cfg.data.val_fraction)
+    spec = SampleSpec(cfg.input_size, cfg.store.augment)
+    decoder = TrainSampleDecoder(stores.primary, split, cfg.data.val_fraction, spec)
     samples = [out for part in list_parts(stores.primary.uri) for out in decoder(part_rows(part))]
     columns = {key: np.concatenate([s[key] for s in samples]) for key in samples[0]}
     size = cfg.train.batch_size
@@ -59,12 +60,17 @@ def raw_batches(cfg: ExperimentConfig, split: str = "train") -> list[dict[str, t
 
 
 def batch_feed(
-    cfg: ExperimentConfig, terms: dict[str, LossTerm], device: torch.device, teachers: dict | None = None
+    cfg: ExperimentConfig, parts: ModelParts, device: torch.device, teachers: dict | None = None
 ) -> BatchFeed:
     """The worker's ``BatchFeed`` for the primary teacher's store (``teachers`` for online rows)."""
     store = check_stores(cfg).primary
     return BatchFeed(
-        terms, {store.alias: store.manifest.codec}, device, cfg.train.batch_size, 0, teachers or {}
+        frozenset(parts.teacher_keys()),
+        {store.alias: store.manifest.codec},
+        device,
+        cfg.train.batch_size,
+        0,
+        stored_teachers=teachers or {},
     )
 
 

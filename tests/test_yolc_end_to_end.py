@@ -1,64 +1,65 @@
-"""Detection distillation in real Ray Train workers: a student distilled from a teacher detector
-file (YOLC KD + FGD), a relaunch that resumes, and ``vfmkd eval``.
+"""YOLC detection distillation in real Ray Train workers, through the one loop: a student yolc head
+distilled from a teacher run's ``best_model.pth`` (global/local KD, crop supervision, LSM
+pictures) and FGD against the same run as a live ``run`` teacher, a relaunch that resumes, and
+``vfmkd eval``.
 
-The teacher file is written in-process (a YOLOv8-s detector); training one through Ray is the
-same path the student run takes, and the suite's time is better spent on the resume."""
+The teacher file is written in-process (a YOLOv8-s model with a yolc head); training one through
+Ray is the same path the student run takes, and the suite's time is better spent on the resume."""
 
 import os
 
 import pytest
-import torch
 
-from tests.detection.conftest import detection_overrides
+from tests.heads.yolc.conftest import yolc_overrides
+from vfmkd_ray import run_files
 from vfmkd_ray.cli import main
 from vfmkd_ray.config import dump_config, load_config
 from vfmkd_ray.data.synthetic import write_synthetic_coco
-from vfmkd_ray.detection.checkpoint import save_detector
-from vfmkd_ray.detection.model import YOLCDetector
-from vfmkd_ray.detection.trainer import run_detection_training
-from vfmkd_ray.models.students import build_student
+from vfmkd_ray.models.build import build_model
+from vfmkd_ray.train.trainer import run_training
 
 pytestmark = pytest.mark.ray
 
 
 def test_distilled_student_resumes_and_evaluates(local_ray, tmp_path, capsys):
     base = [
-        *detection_overrides(tmp_path),
+        *yolc_overrides(tmp_path),
         "train.epochs=1",
         "train.num_workers=1",
         "train.cpus_per_worker=1",
     ]
     teacher_cfg = load_config(None, [*base, "name=teacher", "student.size=s"])
     write_synthetic_coco(teacher_cfg.data)
-    teacher_file = tmp_path / "teacher" / "best_detector.pth"
-    torch.manual_seed(0)
-    teacher = YOLCDetector(build_student(teacher_cfg.student), teacher_cfg.detection)
-    save_detector(str(teacher_file), teacher, teacher_cfg.student, teacher_cfg.detection)
+    teacher_dir = tmp_path / "teacher"
+    run_files.write_best(
+        str(teacher_dir), build_model(teacher_cfg).model, teacher_cfg.model_dump(mode="json")
+    )
 
     student_overrides = [
         *base,
         "name=student",
-        "distill.enable=true",
         # Relative, as users write it: the workers run elsewhere and must get it absolute.
-        f"distill.teacher_ckpt={os.path.relpath(teacher_file)}",
-        "distill.terms={fgd: {type: fgd}}",
-        "distill.lsm_visualize=true",
-        "detection.lsm.score_threshold=0.05",  # an early teacher is unsure: still produce crops
+        f"heads.det.kd={{teacher_ckpt: {os.path.relpath(teacher_dir / run_files.BEST_MODEL)}}}",
+        "heads.det.lsm_visualize=true",
+        # FGD on the stride-4 neck against the same run, as a live `run` teacher (no store).
+        f"teachers.detector={{name: run, weights: {teacher_dir / run_files.BEST_MODEL}, input_size: 128}}",
+        "data.missing_features=online",
+        "distill.terms.fgd={type: fgd, teacher: detector, teacher_layer: neck_s4, student_source: neck}",
+        "heads.det.lsm.score_threshold=0.05",  # an early teacher is unsure: still produce crops
     ]
-    student = run_detection_training(load_config(None, student_overrides))
+    student = run_training(load_config(None, student_overrides))
     first = student.history[0]
-    assert {"train/kd/hm", "train/kd/coarse", "train/kd/refine", "train/kd/fgd", "train/loss/crops"} <= set(
-        first
-    )
-    assert first["train/kd/patches"] > 0
-    assert (tmp_path / "runs" / "student" / "lsm" / "epoch_001.png").exists()
+    assert {"train/det/kd/hm", "train/det/kd/coarse", "train/det/kd/refine", "train/det/crops"} <= set(first)
+    assert {"train/loss/fgd", "train/fg/fgd", "val/loss/fgd"} <= set(first)
+    assert first["train/det/kd/patches"] > 0
+    assert (tmp_path / "runs" / "student" / "pictures" / "epoch_001_det_lsm.png").exists()
 
     longer = load_config(None, [*student_overrides, "train.epochs=2"])
-    resumed = run_detection_training(longer)
+    resumed = run_training(longer)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
     assert resumed.history[0] == first, "epoch 1 came from the checkpoint, not a re-run"
 
     config_file = tmp_path / "student.yaml"
     config_file.write_text(dump_config(longer))
     assert main(["eval", str(config_file)]) == 0
-    assert "| crop_refine |" in capsys.readouterr().out
+    assert "| det | crop_refine |" in capsys.readouterr().out

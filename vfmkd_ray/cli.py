@@ -37,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, handler, text in (
         ("synth", _synth, "write the synthetic COCO dataset of data.synthetic to data.root"),
         ("precompute", _precompute, "run the teacher over the dataset into the feature store"),
-        ("train", _train, "distill the student (features, or task: detection) with Ray Train"),
-        ("eval", _eval, "COCO mAP of a detection run, with and without crop refinement"),
+        ("train", _train, "train the model (heads and feature-KD terms) with Ray Train"),
+        ("eval", _eval, "per-head COCO box/mask scores and per-term teacher cosine of a run"),
         ("tune", _tune, "Ray Tune over the tune.space keys, one Ray Train run per trial (ASHA)"),
     ):
         sub = commands.add_parser(name, help=text)
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("overrides", nargs="*", help="dotted key=value overrides")
         sub.set_defaults(handler=handler)
         if name == "eval":
-            sub.add_argument("--checkpoint", help="detector file (default: the run's best_detector.pth)")
+            sub.add_argument("--checkpoint", help="model file (default: the run's best_model.pth)")
             sub.add_argument("--split", choices=["val", "train", "all"], default="val")
         if name == "precompute":
             sub.add_argument(
@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--student", help="student name instead of --config, e.g. timm/hgnetv2_b4")
     export.add_argument("--size", default="n", help="YOLOv8 size with --student yolov8_cspdarknet")
     export.add_argument("--input-size", type=int, help="ONNX input size (default: the model's, else 640)")
+    export.add_argument(
+        "--whole-detector",
+        action="store_true",
+        help="with --format mmyolo: backbone + neck + yolov8 head, as MMYOLO's YOLODetector loads it",
+    )
+    export.add_argument("--head", help="with --whole-detector: which yolov8 head (default: the only one)")
     submit = commands.add_parser("submit", help="run a command as a Ray job on a cluster")
     submit.add_argument(
         "--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"), help="http://HEAD:8265"
@@ -121,6 +127,8 @@ def _export(args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     if not args.checkpoint or not args.out:
         raise ValueError("export needs --checkpoint and --out (or --check FILE)")
+    if args.whole_detector:
+        return _export_detector(args)
     result = run_export(args.checkpoint, args.format, args.out, student, args.input_size)
     print(f"{result.student} from {result.source_kind} {args.checkpoint}")
     print(result.report.describe())
@@ -129,15 +137,28 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_detector(args: argparse.Namespace) -> int:
+    from vfmkd_ray.export.mmyolo_detector import export_whole_detector
+
+    if args.format != "mmyolo":
+        raise ValueError(
+            f"--whole-detector writes MMYOLO's YOLODetector: use --format mmyolo, not {args.format}"
+        )
+    result = export_whole_detector(args.checkpoint, args.out, args.head)
+    print(f"yolov8 head {result.head!r} of {args.checkpoint}")
+    print(result.report.describe())
+    for uri in result.files:
+        print(f"wrote {uri}")
+    return 0
+
+
 def _eval(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
-    from vfmkd_ray.detection.evaluate import run_eval
+    from vfmkd_ray.evaluation.run_eval import run_eval
+    from vfmkd_ray.evaluation.table import eval_tables
 
     result = run_eval(cfg, args.checkpoint, args.split)
     print(f"{result.checkpoint}: {result.num_images} {result.split} images in {result.seconds:.0f}s")
-    print("| inference | mAP | AP50 | AP_small |")
-    print("|---|---|---|---|")
-    for mode, figures in result.metrics.items():
-        print(f"| {mode} | {figures['mAP']:.4f} | {figures['AP50']:.4f} | {figures['AP_small']:.4f} |")
+    print(eval_tables(result))
     return 0
 
 
@@ -202,20 +223,13 @@ def _precompute(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
 
 def _train(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
-    if cfg.task == "detection":
-        from vfmkd_ray.detection.trainer import run_detection_training
-
-        summary = run_detection_training(cfg)
-        last = summary.history[-1] if summary.history else {}
-        print(f"run {summary.run_dir}: {last.get('epoch', 0)} epochs, val loss {last.get('val/loss')}")
-        print(f"best detector: {summary.best_detector}")
-        return 0
     from vfmkd_ray.train.trainer import run_training
 
     summary = run_training(cfg)
     last = summary.history[-1] if summary.history else {}
     print(f"run {summary.run_dir}: {last.get('epoch', 0)} epochs, val loss {last.get('val/loss')}")
     print(f"best backbone: {summary.best_backbone[0]}")
+    print(f"best model: {summary.best_model}")
     if summary.num_bad_samples:
         print(f"skipped {summary.num_bad_samples} bad samples: {summary.run_dir}/bad_samples.jsonl")
     return 0

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from vfmkd_ray.config_checks import check_references, migrate_or_refuse
 from vfmkd_ray.data.config import DataConfig
-from vfmkd_ray.detection.config import DetectionConfig
+from vfmkd_ray.heads.config import HeadConfig
 from vfmkd_ray.losses.config import DistillConfig
+from vfmkd_ray.models.necks.config import NeckConfig
 from vfmkd_ray.models.students.config import StudentConfig
 from vfmkd_ray.models.teachers.config import TeacherConfig
 from vfmkd_ray.object_storage import S3Config
@@ -30,57 +32,52 @@ CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 class ExperimentConfig(StrictModel):
-    """One distillation experiment: data, models, feature store, losses and training."""
+    """One experiment: data, the model (student backbone, optional neck, named heads), teachers and
+    their feature stores, the feature-KD terms and training."""
 
     name: str = Field("vfmkd", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
-    task: Literal["features", "detection"] = Field(
-        "features", description="feature distillation from teacher stores, or YOLC detection distillation"
-    )
     data: DataConfig = DataConfig()
     student: StudentConfig = StudentConfig()
+    neck: NeckConfig | None = Field(None, description="between the backbone and the heads; none by default")
+    heads: dict[str, HeadConfig] = Field(
+        default_factory=dict, description="task heads by name, each of one registered type"
+    )
     teachers: dict[str, TeacherConfig] = Field(
-        default_factory=lambda: {"sam": TeacherConfig()},
+        default_factory=dict,
         description="teachers by alias, each with its own store; the first is the primary teacher, "
-        "whose input size the student trains at",
+        "whose input size the student trains at unless data.input_size says otherwise",
     )
     store: StoreConfig = StoreConfig()
     distill: DistillConfig = DistillConfig()
     train: TrainConfig = TrainConfig()
     s3: S3Config = S3Config()
-    detection: DetectionConfig = DetectionConfig()
     tune: TuneConfig = TuneConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, raw: Any) -> Any:
+        return migrate_or_refuse(raw)
+
     @model_validator(mode="after")
-    def _teachers_are_named_and_used(self) -> ExperimentConfig:
-        if not self.teachers:
-            raise ValueError("teachers is empty: configure at least one teacher")
+    def _references_hold(self) -> ExperimentConfig:
         for alias in self.teachers:
             if not TEACHER_ALIAS.fullmatch(alias):
                 raise ValueError(f"teachers.{alias}: an alias is letters, digits and '_' only")
-        detection_only = {"fgd"}
-        for name, term in self.distill.terms.items():
-            if (term.type in detection_only) != (self.task == "detection"):
-                raise ValueError(
-                    f"distill.terms.{name} (type {term.type}) does not apply to task: {self.task}; "
-                    "task: detection takes fgd terms only (distill.terms: {} for none), task: features "
-                    "takes the feature terms"
-                )
-            alias = getattr(term, "teacher", None)
-            if self.task == "detection":
-                continue
-            if alias is not None and alias not in self.teachers:
-                raise ValueError(
-                    f"distill.terms.{name}.teacher {alias!r} is not a configured teacher; "
-                    f"teachers: {list(self.teachers)}"
-                )
+        check_references(self)
         return self
 
     @property
     def primary_teacher(self) -> str:
-        """The alias of the first teacher: its store drives the data stream, its input size the
-        student's."""
+        """The alias of the first teacher: terms without ``teacher`` read it."""
         return next(iter(self.teachers))
+
+    @property
+    def input_size(self) -> int:
+        """The letterbox side the student trains at."""
+        if self.data.input_size is not None:
+            return self.data.input_size
+        return self.teachers[self.primary_teacher].input_size
 
 
 class ConfigError(ValueError):
@@ -157,11 +154,11 @@ def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
 def _describe(err: ValidationError) -> str:
     lines = []
     for problem in err.errors():
-        key = ".".join(str(part) for part in problem["loc"])
+        key = ".".join(str(part) for part in _without_type_tags(problem["loc"]))
         if not key:  # a check across sections; its message names the keys
             lines.append(str(problem["msg"]).removeprefix("Value error, "))
         elif problem["type"] == "extra_forbidden":
-            allowed = _allowed_keys(problem["loc"][:-1])
+            allowed = _allowed_keys(_without_type_tags(problem["loc"])[:-1], problem["loc"])
             lines.append(f"unknown config key {key!r}; allowed keys here: {allowed}")
         else:
             got = problem.get("input")
@@ -169,19 +166,50 @@ def _describe(err: ValidationError) -> str:
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
-def _allowed_keys(parent_loc: tuple[Any, ...]) -> str:
+# Where pydantic puts the chosen ``type`` of a tagged section into an error's location.
+_TAG_POSITIONS = {("neck",): 1, ("heads",): 2, ("distill", "terms"): 3}
+
+
+def _without_type_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``heads.det.yolov8.num_classes`` -> ``heads.det.num_classes``: the tag is not a key."""
+    for prefix, position in _TAG_POSITIONS.items():
+        if tuple(loc[: len(prefix)]) == prefix and len(loc) > position + 1:
+            return (*loc[:position], *loc[position + 1 :])
+    return tuple(loc)
+
+
+def _allowed_keys(parent_loc: tuple[Any, ...], full_loc: tuple[Any, ...]) -> str:
+    """The keys allowed where an unknown key was found; a tagged section (``heads.<name>``,
+    ``neck``, ``distill.terms.<name>``) answers for its own ``type``."""
     model: Any = ExperimentConfig
+    tags = [str(part) for part in full_loc]
     for part in parent_loc:
         if get_origin(model) is dict:  # a named entry, e.g. teachers.<alias>
-            model = get_args(model)[1]
+            model = _tagged_member(get_args(model)[1], tags)
             continue
         field = model.model_fields.get(str(part)) if _is_model(model) else None
         if field is None:
             return "(see the schema)"
-        model = field.annotation
+        model = _tagged_member(field.annotation, tags)
     if not _is_model(model):
         return "(see the schema)"
     return ", ".join(model.model_fields)
+
+
+def _tagged_member(annotation: Any, tags: list[str]) -> Any:
+    """A model from a (possibly Annotated, Optional or tagged-union) annotation: the member whose
+    ``type`` literal appears in the error's location."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if _is_model(annotation) or get_origin(annotation) is dict:
+        return annotation
+    members = [_tagged_member(m, tags) for m in get_args(annotation)]
+    members = [m for m in members if _is_model(m)]
+    for member in members:
+        tag = member.model_fields.get("type")
+        if tag is not None and tag.default in tags:
+            return member
+    return members[0] if len(members) == 1 else annotation
 
 
 def _is_model(candidate: Any) -> bool:

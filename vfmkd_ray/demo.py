@@ -8,7 +8,7 @@ from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.ray_session import ensure_ray
 from vfmkd_ray.store.precompute import PrecomputeSummary, run_precompute
-from vfmkd_ray.train.trainer import TrainSummary, local_cpus_needed, run_training
+from vfmkd_ray.train.trainer import RunSummary, local_cpus_needed, run_training
 
 COSINE_PREFIX = "val/cos/"  # one per feature term: cosine to its teacher on the val split
 
@@ -31,7 +31,7 @@ def run_demo(cfg: ExperimentConfig) -> bool:
 
 
 def print_summary(
-    num_images: int, stores: list[PrecomputeSummary], train: TrainSummary, seconds: float
+    num_images: int, stores: list[PrecomputeSummary], train: RunSummary, seconds: float
 ) -> bool:
     """Prints the run's summary; True when every teacher-cosine metric rose."""
     first, last = train.history[0], train.history[-1]

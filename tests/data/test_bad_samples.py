@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import build_store_in_process, read_part_rows
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
 from vfmkd_ray.data.images import BadImageError
-from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader, TrainSampleDecoder
+from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader, SampleSpec, TrainSampleDecoder
 from vfmkd_ray.store.manifest import StoreDataset, read_manifest
 from vfmkd_ray.store.parts import list_parts
 
@@ -55,7 +55,11 @@ def test_decoder_skips_a_corrupt_image_and_a_mis_shaped_row(tmp_path, tiny_confi
     with open(rows["image_uri"][1], "wb") as handle:
         handle.write(b"not a png")
     log = BadSampleLog(str(tmp_path / "bad"))
-    outputs = list(TrainSampleDecoder(StoreDataset("sam", dataset, manifest), "train", 0.0, log)(rows))
+    outputs = list(
+        TrainSampleDecoder(StoreDataset("sam", dataset, manifest), "train", 0.0, SampleSpec(64, "none"), log)(
+            rows
+        )
+    )
     assert sum(len(o[IMAGE_COLUMN]) for o in outputs) == len(rows["image_id"]) - 2
     recorded = {s.image_id: s.error for s in log.read_all()}
     first, second = str(rows["image_id"][0]), str(rows["image_id"][1])

@@ -6,15 +6,17 @@ import pytest
 from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import (
-    IMAGE_COLUMN,
-    VALID_HW_COLUMN,
+    SampleSpec,
     TrainSampleDecoder,
     is_validation,
     teacher_column,
 )
+from vfmkd_ray.data.samples import IMAGE_COLUMN, VALID_HW_COLUMN
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.store.manifest import StoreDataset
 from vfmkd_ray.store.schema import build_table, feature_column
+
+SPEC = SampleSpec(input_size=64, augment="none")
 
 
 def _store_batch(tiny_config, make_manifest):
@@ -39,7 +41,9 @@ def test_splits_partition_the_rows_and_decode_images_and_features(tiny_config, m
     rows, manifest, batch = _store_batch(tiny_config, make_manifest)
     fraction = tiny_config.data.val_fraction
     outputs = {
-        split: list(TrainSampleDecoder(StoreDataset("sam", "store", manifest), split, fraction)(dict(rows)))
+        split: list(
+            TrainSampleDecoder(StoreDataset("sam", "store", manifest), split, fraction, SPEC)(dict(rows))
+        )
         for split in ("train", "val")
     }
     expected_val = [is_validation(i, fraction) for i in batch["image_id"]]
@@ -57,7 +61,7 @@ def test_batch_without_rows_of_the_split_yields_nothing(tiny_config, make_manife
     rows, manifest, batch = _store_batch(tiny_config, make_manifest)
     only_train = np.array([not is_validation(i, 0.5) for i in batch["image_id"]])
     rows = {name: column[only_train] for name, column in rows.items()}
-    assert list(TrainSampleDecoder(StoreDataset("sam", "store", manifest), "val", 0.5)(rows)) == []
+    assert list(TrainSampleDecoder(StoreDataset("sam", "store", manifest), "val", 0.5, SPEC)(rows)) == []
 
 
 def test_missing_image_of_a_stored_row_is_named(tiny_config, make_manifest):
@@ -66,4 +70,4 @@ def test_missing_image_of_a_stored_row_is_named(tiny_config, make_manifest):
         [uri.replace(".png", "-gone.png") for uri in rows["image_uri"]], dtype=object
     )
     with pytest.raises(BadImageError, match="image not found: .*-gone.png"):
-        list(TrainSampleDecoder(StoreDataset("sam", "store", manifest), "train", 0.0)(rows))
+        list(TrainSampleDecoder(StoreDataset("sam", "store", manifest), "train", 0.0, SPEC)(rows))

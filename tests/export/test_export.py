@@ -11,10 +11,11 @@ import yaml
 
 from tests.models.mmyolo_layout import mmyolo_state_shapes
 from vfmkd_ray.cli import main
+from vfmkd_ray.config import load_config
 from vfmkd_ray.export.command import make_format, run_check, run_export
 from vfmkd_ray.export.source import ExportError
+from vfmkd_ray.models.build import build_model
 from vfmkd_ray.models.students import StudentConfig, build_student
-from vfmkd_ray.train.distiller import Distiller
 
 YOLO = StudentConfig(name="yolov8_cspdarknet", size="n")
 HGNET = StudentConfig(name="timm/hgnetv2_b4")
@@ -150,9 +151,9 @@ def test_training_checkpoint_and_its_run_config_are_found(tmp_path):
     run = tmp_path / "runs" / "demo"
     checkpoint = run / "checkpoint_000001"
     checkpoint.mkdir(parents=True)
-    distiller = Distiller(student, {})
+    model = build_model(load_config(None, ["distill.terms={edge: {type: edge}}"])).model
     _save(
-        {"distiller": distiller.state_dict(), "optimizer": {}, "counters": {"epoch": 1}},
+        {"model": model.state_dict(), "optimizer": {}, "counters": {"epoch": 1}},
         checkpoint / "training_state.pt",
     )
     (run / "resolved_config.yaml").write_text(
@@ -160,6 +161,11 @@ def test_training_checkpoint_and_its_run_config_are_found(tmp_path):
     )
     result = run_export(str(checkpoint), "safetensors", str(tmp_path / "b.safetensors"))
     assert result.source_kind == "training checkpoint" and result.student == "yolov8_cspdarknet-n"
+    # A checkpoint written before heads existed (a Distiller with the backbone under student.*).
+    old = {f"student.{k}": v for k, v in student.state_dict().items()}
+    _save({"distiller": old, "optimizer": {}, "counters": {"epoch": 1}}, checkpoint / "training_state.pt")
+    result = run_export(str(checkpoint), "safetensors", str(tmp_path / "c.safetensors"))
+    assert result.source_kind == "training checkpoint (before heads)"
 
 
 def test_bad_inputs_are_refused_and_nothing_is_written(tmp_path):
@@ -179,8 +185,10 @@ def test_bad_inputs_are_refused_and_nothing_is_written(tmp_path):
         run_export(str(good), "rtdetrv2", str(out), YOLO)
     with pytest.raises(ExportError, match="yolov8_cspdarknet-n is not a timm model"):
         run_export(str(good), "timm", str(out), YOLO)
-    with pytest.raises(ExportError, match="holds neither a training checkpoint"):
+    with pytest.raises(ExportError, match="list.pth holds a list, not a dict"):
         run_export(_save([1, 2, 3], tmp_path / "list.pth"), "mmyolo", str(out), YOLO)
+    with pytest.raises(ExportError, match="holds neither a run's checkpoint, best model"):
+        run_export(_save({"epoch": 3}, tmp_path / "counters.pth"), "mmyolo", str(out), YOLO)
     with pytest.raises(ExportError, match="no resolved_config.yaml next to"):
         run_export(str(good), "mmyolo", str(out))
     assert not out.exists() and not out.with_suffix(".mmyolo.py").exists()

@@ -5,8 +5,12 @@ import io
 import pytest
 import torch
 
+from vfmkd_ray import run_files
+from vfmkd_ray.config import load_config
+from vfmkd_ray.models.build import build_model
 from vfmkd_ray.models.checkpoint_io import sha256_hex
 from vfmkd_ray.models.teachers import TEACHERS, TeacherConfig, build_teacher, describe_teacher
+from vfmkd_ray.models.teachers.run import RUN_TEACHER
 
 SMALL_SIZE = {"sam": 64, "sam2": 64, "dinov2": 56}
 # Real forwards for the small variants; the large ones are checked structurally on the meta device.
@@ -17,7 +21,7 @@ def _size(name: str) -> int:
     return SMALL_SIZE[name.split("_")[0]]
 
 
-@pytest.mark.parametrize("name", TEACHERS.names())
+@pytest.mark.parametrize("name", [n for n in TEACHERS.names() if n != RUN_TEACHER])
 def test_teacher_contract(name):
     cfg = TeacherConfig(name=name, weights="random", input_size=_size(name))
     meta = describe_teacher(cfg)
@@ -133,3 +137,34 @@ def test_unknown_layer_and_bad_input_size_are_named():
         )
     with pytest.raises(ValueError, match="multiple of 32 for sam2_hiera_b\\+, got 48"):
         describe_teacher(TeacherConfig(name="sam2_hiera_b+", weights="random", input_size=48))
+
+
+def test_a_run_of_this_product_is_a_teacher(tmp_path):
+    """A yolc detector run: its backbone and stride-4 neck levels are teacher layers whose
+    ``feature_info`` matches what the frozen model outputs."""
+    cfg = load_config(
+        None,
+        [
+            "teachers={}",
+            "distill.terms={}",
+            "data.input_size=64",
+            "neck={type: stride4, channels: 16}",
+            "heads.det={type: yolc, num_classes: 3}",
+        ],
+    )
+    model = build_model(cfg).model
+    run_files.write_best(str(tmp_path), model, cfg.model_dump(mode="json"))
+    weights = str(tmp_path / run_files.BEST_MODEL)
+    teacher_cfg = TeacherConfig(name=RUN_TEACHER, weights=weights, input_size=64)
+    teacher = build_teacher(teacher_cfg)
+    assert teacher.layer_names == ("backbone_s4", "backbone_s8", "backbone_s16", "backbone_s32", "neck_s4")
+    assert not any(p.requires_grad for p in teacher.parameters())
+    images = torch.randn(2, 3, 64, 64)
+    features = teacher(images)
+    for layer, (channels, height, width) in teacher.feature_shapes().items():
+        assert tuple(features[layer].shape) == (2, channels, height, width)
+    model.eval()
+    torch.testing.assert_close(features["neck_s4"], model.features(images).neck[0])
+    assert describe_teacher(teacher_cfg).feature_shapes() == teacher.feature_shapes()
+    with pytest.raises(ValueError, match="a run teacher needs weights"):
+        build_teacher(TeacherConfig(name=RUN_TEACHER, weights="random", input_size=64))

@@ -9,10 +9,9 @@ import torch
 
 from tests.conftest import build_store_in_process, read_part_rows
 from vfmkd_ray.data.bad_samples import BadSampleLog
-from vfmkd_ray.data.pipeline import ONLINE_COLUMN, TrainSampleDecoder, teacher_column
-from vfmkd_ray.losses.base import KDBatch
-from vfmkd_ray.losses.registry import build_loss_terms
-from vfmkd_ray.models.students import build_student
+from vfmkd_ray.data.coco import read_image_records
+from vfmkd_ray.data.pipeline import ONLINE_COLUMN, SampleSpec, TrainSampleDecoder, teacher_column
+from vfmkd_ray.models.build import build_model
 from vfmkd_ray.models.teachers import TeacherConfig, build_teacher
 from vfmkd_ray.models.teachers.ensemble import at_input_size
 from vfmkd_ray.store import codecs
@@ -21,10 +20,9 @@ from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.row_index import StoreRowIndex
 from vfmkd_ray.store.schema import feature_column
-from vfmkd_ray.train.distiller import Distiller
-from vfmkd_ray.train.step import kd_step, optimizer_step
+from vfmkd_ray.train.batch_feed import BatchFeed
+from vfmkd_ray.train.step import model_step, optimizer_step
 from vfmkd_ray.train.teacher_stores import check_stores, usable_images
-from vfmkd_ray.train.worker import BatchFeed
 
 SAM_EMBED = teacher_column("sam", feature_column("image_embed"))
 DINO_TOKENS = teacher_column("dino", feature_column("patch_tokens"))
@@ -68,7 +66,7 @@ def test_row_index_reads_single_rows_by_id(two_stores):
 
 
 def _decode(primary, others, rows, **kwargs):
-    decoder = TrainSampleDecoder(primary, "train", 0.0, others=others, **kwargs)
+    decoder = TrainSampleDecoder(primary, "train", 0.0, SampleSpec(64, "none"), others=others, **kwargs)
     return next(decoder(rows))
 
 
@@ -101,12 +99,13 @@ def test_two_teachers_online_and_offline_feed_one_kd_step(two_teacher_config, tw
     decoded = _decode(sam, (dino,), read_part_rows(list_parts(sam.uri)[0]))
     decoded[ONLINE_COLUMN] = np.array([0, 1, 0, 1], np.uint8)
     teachers = {alias: build_teacher(t) for alias, t in two_teacher_config.teachers.items()}
-    student = build_student(two_teacher_config.student)
-    shapes = {alias: t.feature_shapes() for alias, t in teachers.items()}
-    terms = build_loss_terms(two_teacher_config.distill, student.feature_info, shapes)
-    assert terms["dino_s32"].teacher_layers == ("dino/patch_tokens",)
-    feed = BatchFeed(terms, {"sam": "fp16", "dino": "fp16"}, torch.device("cpu"), 4, 1, teachers)
-    batch = feed.to_kd_batch({k: torch.from_numpy(np.asarray(v)) for k, v in decoded.items()})
+    parts = build_model(two_teacher_config)
+    assert parts.terms["dino_s32"].teacher_layers == ("dino/patch_tokens",)
+    keys = frozenset(parts.teacher_keys())
+    feed = BatchFeed(
+        keys, {"sam": "fp16", "dino": "fp16"}, torch.device("cpu"), 4, 1, stored_teachers=teachers
+    )
+    batch = feed.to_batch({k: torch.from_numpy(np.asarray(v)) for k, v in decoded.items()})
     assert set(batch.teacher_features) == {"sam/image_embed", "dino/patch_tokens"}
     # Each teacher sees the batch at its own input size: DINOv2 at 56 px, SAM at the 64 px canvas.
     live = teachers["dino"](at_input_size(batch.images_BCHW, 56))["patch_tokens"]
@@ -117,15 +116,12 @@ def test_two_teachers_online_and_offline_feed_one_kd_step(two_teacher_config, tw
     )
     assert cosine.min() > 0.9
 
-    torch.manual_seed(0)
-    distiller = Distiller(student, terms)
-    optimizer = torch.optim.AdamW(distiller.parameters(), lr=2e-3)
+    optimizer = torch.optim.AdamW(parts.model.parameters(), lr=2e-3)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     history = []
     for _ in range(15):
-        step_batch = KDBatch(batch.images_BCHW, batch.valid_hw_B2, dict(batch.teacher_features))
-        out = kd_step(distiller, step_batch, terms)
-        optimizer_step(out["loss"], optimizer, scaler, list(distiller.parameters()), 10.0)
+        out = model_step(parts.model, batch, parts)
+        optimizer_step(out["loss"], optimizer, scaler, list(parts.model.parameters()), 10.0)
         history.append({k: float(v.detach()) for k, v in out.items()})
     assert {"cos/feature_mse", "cos/dino_s32", "loss/dino_s32"} <= set(history[0])
     assert history[-1]["cos/dino_s32"] > history[0]["cos/dino_s32"] + 0.2
@@ -146,7 +142,7 @@ def test_images_missing_from_another_teachers_store_follow_the_policy(two_teache
             update={"data": two_teacher_config.data.model_copy(update={"missing_features": policy})}
         )
         log = BadSampleLog(str(tmp_path / policy))
-        return usable_images(cfg, stores, log), log
+        return usable_images(cfg, stores, read_image_records(cfg.data), log), log
 
     with pytest.raises(FeatureStoreError, match="4 images of .* have no feature row in .*dinov2_vits14/56"):
         with_policy("error")

@@ -4,15 +4,15 @@ import numpy as np
 import torch
 
 from tests.conftest import build_store_in_process, read_part_rows
-from vfmkd_ray.data.pipeline import ONLINE_COLUMN, TrainSampleDecoder, teacher_column
-from vfmkd_ray.losses.registry import build_loss_terms
-from vfmkd_ray.models.students import build_student
+from vfmkd_ray.data.pipeline import ONLINE_COLUMN, SampleSpec, TrainSampleDecoder, teacher_column
+from vfmkd_ray.models.build import build_model
 from vfmkd_ray.models.teachers import build_teacher
 from vfmkd_ray.store.manifest import StoreDataset, read_manifest
 from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.schema import feature_column
-from vfmkd_ray.train.worker import BatchFeed
+from vfmkd_ray.train.batch_feed import BatchFeed
 
+SPEC = SampleSpec(input_size=64, augment="none")
 STORED_EMBED = teacher_column("sam", feature_column("image_embed"))
 
 
@@ -23,7 +23,7 @@ def _rows(dataset):
 
 def _decode(manifest, dataset, rows, ratio):
     outputs = list(
-        TrainSampleDecoder(StoreDataset("sam", dataset, manifest), "train", 0.0, None, ratio)(rows)
+        TrainSampleDecoder(StoreDataset("sam", dataset, manifest), "train", 0.0, SPEC, None, ratio)(rows)
     )
     return {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
 
@@ -48,10 +48,9 @@ def test_batch_feed_fills_online_samples_with_the_live_teacher(tiny_config):
     decoded[ONLINE_COLUMN] = np.array([0, 1, 0, 1], np.uint8)
     decoded[STORED_EMBED][[1, 3]] = 0  # what the decoder ships for online rows
     teacher = build_teacher(tiny_config.teachers["sam"])
-    student = build_student(tiny_config.student)
-    terms = build_loss_terms(tiny_config.distill, student.feature_info, {"sam": teacher.feature_shapes()})
-    feed = BatchFeed(terms, {"sam": "fp16"}, torch.device("cpu"), 4, 1, {"sam": teacher})
-    batch = feed.to_kd_batch({key: torch.from_numpy(np.asarray(value)) for key, value in decoded.items()})
+    keys = frozenset(build_model(tiny_config).teacher_keys())
+    feed = BatchFeed(keys, {"sam": "fp16"}, torch.device("cpu"), 4, 1, stored_teachers={"sam": teacher})
+    batch = feed.to_batch({key: torch.from_numpy(np.asarray(value)) for key, value in decoded.items()})
     assert batch.num_online == 2
     live = teacher(batch.images_BCHW)["image_embed"]
     torch.testing.assert_close(batch.teacher_features["sam/image_embed"][[1, 3]], live[[1, 3]])
@@ -80,7 +79,7 @@ def test_online_draws_differ_between_calls_of_a_pickled_decoder(tiny_config):
             rows[key] = np.concatenate([rows[key], value]) if key in rows else value
     # Ray ships the stage to every task (and every epoch's tasks) as the same pickled bytes.
     shipped = pickle.dumps(
-        TrainSampleDecoder(StoreDataset("sam", dataset, manifest), "train", 0.0, None, 0.5)
+        TrainSampleDecoder(StoreDataset("sam", dataset, manifest), "train", 0.0, SPEC, None, 0.5)
     )
     draws = [tuple(next(pickle.loads(shipped)(dict(rows)))[ONLINE_COLUMN].tolist()) for _ in range(4)]
     assert len(set(draws)) > 1, "every epoch drew the same online samples"

@@ -30,7 +30,10 @@ def test_dimensions_are_checked():
 
 def _with_space(tmp_path, space: dict):
     path = tmp_path / "tune.yaml"
-    path.write_text(yaml.safe_dump({"tune": {"space": space}}))
+    terms = {"edge": {"type": "edge"}}  # something to train; the teacher-free term
+    path.write_text(
+        yaml.safe_dump({"data": {"input_size": 64}, "distill": {"terms": terms}, "tune": {"space": space}})
+    )
     return load_config(path)
 
 

@@ -1,9 +1,16 @@
-"""The image records of a dataset on any URI: a COCO annotations file, or a plain image folder."""
+"""The one dataset reader: a COCO annotations file (or a plain image folder) on any URI, parsed
+once, giving image records and, per image, the annotations the heads need.
+
+Annotations travel through the data path as one small JSON text per image (``ImageAnnotations``):
+boxes in original pixels, 0-based labels (categories sorted by id), and each instance's COCO
+segmentation as written (polygons or RLE), decoded only where masks are needed
+(``data.targets``). Crowd annotations are left out.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 from vfmkd_ray import storage
 from vfmkd_ray.data.config import DataConfig
@@ -17,20 +24,49 @@ class ImageRecord:
     height: int
 
 
+@dataclass(frozen=True)
+class ImageAnnotations:
+    """One image's instances; ``segmentations[k]`` is None when instance k has none."""
+
+    boxes: list[list[float]] = field(default_factory=list)  # x1 y1 x2 y2, original pixels
+    labels: list[int] = field(default_factory=list)
+    segmentations: list[object] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @staticmethod
+    def from_json(text: str) -> ImageAnnotations:
+        return ImageAnnotations(**json.loads(text)) if text else ImageAnnotations()
+
+
+@dataclass(frozen=True)
+class CocoDataset:
+    records: list[ImageRecord]
+    categories: list[dict]  # sorted by id: list position is the 0-based label
+    annotations: dict[str, ImageAnnotations]  # image id -> its instances (absent: none)
+    source: str  # the annotations file (or image folder) it came from
+
+
 def read_image_records(cfg: DataConfig) -> list[ImageRecord]:
-    """One record per image of the annotations file, in file order.
+    """One record per image of the annotations file (in file order), or of the image folder."""
+    return read_dataset(cfg).records
+
+
+def read_dataset(cfg: DataConfig) -> CocoDataset:
+    """Parses ``cfg``'s dataset once.
 
     Raises:
-        FileNotFoundError: the annotations file does not exist.
+        FileNotFoundError: the annotations file or image folder does not exist.
         ValueError: it is not COCO-shaped JSON, or it repeats an image id.
     """
     root = storage.absolute(cfg.root)
     if cfg.annotations is None:
-        return _folder_records(storage.join(root, cfg.images_dir))
+        folder = storage.join(root, cfg.images_dir)
+        return CocoDataset(_folder_records(folder), [], {}, folder)
     ann_uri = storage.join(root, cfg.annotations)
     try:
         coco = json.loads(storage.read_text(ann_uri))
-        images = coco["images"]
         records = [
             ImageRecord(
                 image_id=str(entry["id"]),
@@ -38,11 +74,26 @@ def read_image_records(cfg: DataConfig) -> list[ImageRecord]:
                 width=int(entry["width"]),
                 height=int(entry["height"]),
             )
-            for entry in images
+            for entry in coco["images"]
         ]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        categories = sorted(coco.get("categories", []), key=lambda c: c["id"])
+        annotations = _by_image(coco.get("annotations", []), {c["id"]: i for i, c in enumerate(categories)})
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError) as err:
         raise ValueError(f"{ann_uri} is not a COCO annotations file: {err!r}") from None
-    return _unique(records, ann_uri)
+    return CocoDataset(_unique(records, ann_uri), categories, annotations, ann_uri)
+
+
+def _by_image(anns: list[dict], label_of: dict[int, int]) -> dict[str, ImageAnnotations]:
+    grouped: dict[str, tuple[list, list, list]] = {}
+    for ann in anns:
+        if ann.get("iscrowd", 0):
+            continue
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        boxes, labels, segmentations = grouped.setdefault(str(ann["image_id"]), ([], [], []))
+        boxes.append([x, y, x + w, y + h])
+        labels.append(label_of[ann["category_id"]])
+        segmentations.append(ann.get("segmentation") or None)
+    return {image_id: ImageAnnotations(*parts) for image_id, parts in grouped.items()}
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

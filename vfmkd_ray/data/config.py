@@ -32,12 +32,18 @@ class DataConfig(StrictModel):
     images_dir: str = "images"
     annotations: str | None = "annotations.json"
     val_fraction: float = Field(0.125, ge=0.0, lt=1.0)
+    input_size: int | None = Field(
+        None,
+        ge=32,
+        description="letterbox side the student trains at; default: the first teacher's input size",
+    )
     on_bad_sample: Literal["error", "skip"] = Field(
         "error", description="a corrupt/missing image or bad feature row: stop, or skip and record it"
     )
     missing_features: Literal["error", "online", "skip"] = Field(
         "error",
-        description="a dataset image without a store row: stop, run the teacher in the worker, or skip",
+        description="a dataset image without a store row (or a teacher without a store): stop, run "
+        "the teacher in the worker, or skip",
     )
     decode_num_cpus: float = Field(
         0.25, gt=0, description="CPUs reserved per fetch/decode task (mostly I/O, so a fraction)"

@@ -29,13 +29,19 @@ def decode_image(data: bytes, uri: str) -> np.ndarray:
         raise BadImageError(f"cannot decode image {uri}: {err}") from None
 
 
+def is_flipped(aug_seed: int, policy: str) -> bool:
+    """Whether the seeded augmentation mirrors the image: the one draw that images, stored teacher
+    features and ground-truth targets all replay."""
+    if policy == "none":
+        return False
+    if policy == "hflip":
+        return bool(np.random.default_rng(aug_seed).random() < 0.5)
+    raise ValueError(f"unknown augmentation policy {policy!r}; valid: none, hflip")
+
+
 def augment(image_HWC: np.ndarray, aug_seed: int, policy: str) -> np.ndarray:
     """The seeded augmentation that the teacher saw, replayed identically for the student."""
-    if policy == "none":
-        return image_HWC
-    if policy == "hflip":
-        return image_HWC[:, ::-1] if np.random.default_rng(aug_seed).random() < 0.5 else image_HWC
-    raise ValueError(f"unknown augmentation policy {policy!r}; valid: none, hflip")
+    return image_HWC[:, ::-1] if is_flipped(aug_seed, policy) else image_HWC
 
 
 def letterbox(image_HWC: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:

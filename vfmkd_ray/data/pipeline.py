@@ -8,35 +8,34 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
-from vfmkd_ray import storage
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
+from vfmkd_ray.data.coco import ImageAnnotations
 from vfmkd_ray.data.feature_keys import feature_key
-from vfmkd_ray.data.images import BadImageError, augment, decode_image, letterbox
+from vfmkd_ray.data.images import BadImageError
+from vfmkd_ray.data.samples import IMAGE_COLUMN, load_letterboxed, load_sample
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import Manifest, StoreDataset
 from vfmkd_ray.store.reader import FeatureStoreError, decode_row
 from vfmkd_ray.store.row_index import StoreRowIndex
 from vfmkd_ray.store.schema import feature_column, scale_column
 
-IMAGE_COLUMN = "image"
-VALID_HW_COLUMN = "valid_hw"
 ONLINE_COLUMN = "online"  # 1 where the worker runs the teacher instead of using stored features
+ANNOTATIONS_COLUMN = "annotations"  # ImageAnnotations as JSON text ("" for none)
 
 
-def load_letterboxed(
-    image_uri: str, input_size: int, aug_seed: int, policy: str
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """Reads, decodes, augments and letterboxes one image; errors name its URI."""
-    try:
-        data = storage.read_bytes(image_uri)
-    except FileNotFoundError:
-        raise BadImageError(f"image not found: {image_uri}") from None
-    except OSError as err:
-        raise BadImageError(f"cannot read image {image_uri}: {err}") from None
-    return letterbox(augment(decode_image(data, image_uri), aug_seed, policy), input_size)
+@dataclass(frozen=True)
+class SampleSpec:
+    """How every sample of a run is made: letterbox side, the seeded augmentation the stores were
+    made with, and the ground truth the heads need (``heads.base.DataNeeds``)."""
+
+    input_size: int
+    augment: str
+    max_objects: int = 0
+    max_masks: int = 0
 
 
 def is_validation(image_id: str, val_fraction: float) -> bool:
@@ -81,21 +80,23 @@ class ImageLoader:
 
 
 class TrainSampleDecoder:
-    """Store rows of one split -> ``image`` (uint8), ``valid_hw``, ``online`` and, per teacher,
-    ``<alias>/feat.L`` in stored form (``teacher_column``).
+    """Rows of one split -> ``image`` (uint8), ``valid_hw``, ``online``, the ground truth the heads
+    need (``data.targets`` columns) and, per stored teacher, ``<alias>/feat.L`` in stored form
+    (``teacher_column``).
 
-    Rows stream from the primary teacher's store; the other teachers' rows are read by image id
-    through their ``StoreRowIndex``. Rows of the other split, and ``excluded`` ids (already recorded
-    as skipped by the driver), are dropped here, so the split needs no shuffle or join. With a
-    ``bad_samples`` log, a row whose image or features cannot be used is recorded and skipped;
-    without one it raises, naming the image and URI.
+    Rows stream from the primary store's parts (or, when no teacher has a store, are plain image
+    rows); the other stores' rows are read by image id through their ``StoreRowIndex``. Rows of the
+    other split, and ``excluded`` ids (already recorded as skipped by the driver), are dropped here,
+    so the split needs no shuffle or join. With a ``bad_samples`` log, a row whose image or features
+    cannot be used is recorded and skipped; without one it raises, naming the image and URI.
     """
 
     def __init__(
         self,
-        primary: StoreDataset,
+        primary: StoreDataset | None,
         split: str,
         val_fraction: float,
+        spec: SampleSpec,
         bad_samples: BadSampleLog | None = None,
         online_ratio: float = 0.0,
         others: tuple[StoreRowIndex, ...] = (),
@@ -103,7 +104,7 @@ class TrainSampleDecoder:
     ):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        self.primary, self.others = primary, others
+        self.primary, self.others, self.spec = primary, others, spec
         self.want_val, self.val_fraction = split == "val", val_fraction
         self.bad_samples = bad_samples
         self.online_ratio = online_ratio
@@ -145,6 +146,8 @@ class TrainSampleDecoder:
     def _is_online(
         self, batch: dict[str, np.ndarray], row: int, image_id: str, rng: np.random.Generator
     ) -> bool:
+        if self.primary is None:
+            return False  # no stored teacher: every teacher runs live on every sample
         if len(batch[feature_column(next(iter(self.primary.manifest.layers)))][row]) == 0:
             return True  # a placeholder row: no stored features (missing_features: online)
         if any(image_id not in index for index in self.others):
@@ -159,6 +162,8 @@ class TrainSampleDecoder:
         position: int,
     ) -> dict[str, np.ndarray]:
         primary = self.primary
+        if primary is None:
+            return {}
         features = _prefixed(primary.alias, decode_row(batch, row, primary.manifest, primary.uri))
         for index, rows in other_rows:
             store = index.store
@@ -180,18 +185,20 @@ class TrainSampleDecoder:
     def _sample(
         self, batch: dict[str, np.ndarray], row: int, online: bool, features: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        canvas, (height, width) = load_letterboxed(
+        spec = self.spec
+        annotations = None
+        if spec.max_objects:
+            annotations = ImageAnnotations.from_json(str(batch[ANNOTATIONS_COLUMN][row]))
+        sample = load_sample(
             str(batch["image_uri"][row]),
-            self.primary.manifest.input_size,
+            annotations,
+            spec.input_size,
             int(batch["aug_seed"][row]),
-            self.primary.manifest.augment,
+            spec.augment,
+            spec.max_objects,
+            spec.max_masks,
         )
-        return {
-            IMAGE_COLUMN: canvas,
-            VALID_HW_COLUMN: np.array([height, width], np.int32),
-            ONLINE_COLUMN: np.uint8(online),
-            **features,
-        }
+        return {**sample, ONLINE_COLUMN: np.uint8(online), **features}
 
 
 def teacher_column(alias: str, column: str) -> str:

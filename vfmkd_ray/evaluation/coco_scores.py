@@ -1,120 +1,82 @@
-"""``vfmkd eval``: COCO mAP, AP50 and AP_small of a detector, with and without the crop-refine stage.
-
-Images are letterboxed like in training, detections mapped back to original pixels, and scored by
-pycocotools' ``COCOeval`` against the annotations of the evaluated split.
-"""
+"""COCO scores with pycocotools: box mAP / AP50 / AP_small, mask (segm) AP, and the ground truth of
+an evaluated split, all in original image pixels."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
-import sys
-import time
-from dataclasses import dataclass
 
 import numpy as np
-import torch
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from vfmkd_ray import storage
-from vfmkd_ray.config import ExperimentConfig
-from vfmkd_ray.data.image_tensors import normalize
-from vfmkd_ray.data.pipeline import is_validation, load_letterboxed
-from vfmkd_ray.detection.checkpoint import BEST_DETECTOR, load_detector
-from vfmkd_ray.detection.dataset import DetectionRecord, read_detection_records
-from vfmkd_ray.detection.inference import detect
-
-MODES = {"whole": False, "crop_refine": True}
-EVAL_FILE = "eval.json"
-BATCH = 8
+from vfmkd_ray.data.coco import ImageAnnotations, ImageRecord
+from vfmkd_ray.data.targets import decode_segmentation
 
 
-@dataclass(frozen=True)
-class EvalResult:
-    checkpoint: str
-    split: str
-    num_images: int
-    metrics: dict[str, dict[str, float]]  # mode -> mAP, AP50, AP_small
-    seconds: float
-
-
-def run_eval(cfg: ExperimentConfig, checkpoint: str | None = None, split: str = "val") -> EvalResult:
-    started = time.monotonic()
-    cfg.s3.apply()
-    run_dir = storage.join(storage.absolute(cfg.train.storage_path), cfg.name)
-    checkpoint = checkpoint or storage.join(run_dir, BEST_DETECTOR)
-    detector = load_detector(checkpoint).eval()
-    records, categories = read_detection_records(cfg.data, detector.head.heatmap[-1].out_channels)
-    if split != "all":
-        records = [r for r in records if is_validation(r.image_id, cfg.data.val_fraction) == (split == "val")]
-    if not records:
-        raise ValueError(f"no images in the {split} split of {cfg.data.root}")
-    ground_truth = _coco(records, categories)
-    numbers = {r.image_id: n for n, r in enumerate(records, start=1)}  # COCO image ids of the split
-    detections: dict[str, list[dict]] = {mode: [] for mode in MODES}
-    size = cfg.detection.input_size
-    for start in range(0, len(records), BATCH):
-        chunk = records[start : start + BATCH]
-        canvases = [load_letterboxed(r.image_uri, size, 0, "none") for r in chunk]
-        images = normalize(torch.from_numpy(np.stack([c for c, _ in canvases])))
-        for mode, refine in MODES.items():
-            found = detect(
-                detector,
-                images,
-                cfg.detection,
-                refine,
-                cfg.distill.max_patches_per_img,
-                cfg.distill.min_patch_size,
-            )
-            for record, (_, (_, width)), dets in zip(chunk, canvases, found, strict=True):
-                scale = width / record.width
-                detections[mode] += _coco_results(numbers[record.image_id], dets, scale, categories)
-        done = min(start + BATCH, len(records))
-        print(f"[vfmkd eval] {done}/{len(records)} images", file=sys.stderr, flush=True)
-    metrics = {mode: _score(ground_truth, found) for mode, found in detections.items()}
-    result = EvalResult(checkpoint, split, len(records), metrics, time.monotonic() - started)
-    storage.write_text_atomic(storage.join(run_dir, EVAL_FILE), json.dumps(result.__dict__, indent=2))
-    return result
-
-
-def _coco(records: list[DetectionRecord], categories: list[dict]) -> COCO:
-    images, annotations = [], []
+def ground_truth(
+    records: list[ImageRecord], annotations: dict[str, ImageAnnotations], categories: list[dict]
+) -> COCO:
+    """A COCO index of the split; images are numbered 1.. in ``records`` order."""
+    images, anns = [], []
     for number, record in enumerate(records, start=1):
         images.append({"id": number, "width": record.width, "height": record.height})
-        for (x1, y1, x2, y2), label in zip(record.boxes, record.labels, strict=True):
+        found = annotations.get(record.image_id, ImageAnnotations())
+        for (x1, y1, x2, y2), label, segmentation in zip(
+            found.boxes, found.labels, found.segmentations, strict=True
+        ):
             w, h = x2 - x1, y2 - y1
-            annotations.append(
-                {"id": len(annotations) + 1, "image_id": number, "category_id": categories[label]["id"],
-                 "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0}
-            )  # fmt: skip
+            ann = {"id": len(anns) + 1, "image_id": number, "category_id": categories[label]["id"],
+                   "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0}  # fmt: skip
+            if segmentation is not None:
+                ann["segmentation"] = segmentation
+            anns.append(ann)
     coco = COCO()
-    coco.dataset = {"images": images, "annotations": annotations, "categories": categories}
+    coco.dataset = {"images": images, "annotations": anns, "categories": categories}
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
 
 
-def _coco_results(image_number: int, dets, scale: float, categories: list[dict]) -> list[dict]:
+def box_results(
+    image_number: int, boxes_N4: np.ndarray, scores, labels, categories: list[dict]
+) -> list[dict]:
+    """COCO result entries from original-pixel ``x1, y1, x2, y2`` boxes."""
     return [
         {
             "image_id": image_number,
             "category_id": categories[int(label)]["id"],
-            "bbox": [x1 / scale, y1 / scale, (x2 - x1) / scale, (y2 - y1) / scale],
+            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
             "score": float(score),
         }
-        for (x1, y1, x2, y2), score, label in zip(dets.boxes.tolist(), dets.scores, dets.labels, strict=True)
+        for (x1, y1, x2, y2), score, label in zip(boxes_N4.tolist(), scores, labels, strict=True)
     ]
 
 
-def _score(ground_truth: COCO, results: list[dict]) -> dict[str, float]:
+def mask_result(image_number: int, mask_HW: np.ndarray, score: float, category_id: int) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask_HW.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return {"image_id": image_number, "category_id": category_id, "segmentation": rle, "score": float(score)}
+
+
+def instance_mask(segmentation: object, record: ImageRecord) -> np.ndarray:
+    return decode_segmentation(segmentation, (record.height, record.width))
+
+
+def score(ground: COCO, results: list[dict], kind: str) -> dict[str, float]:
+    """``kind`` is ``bbox`` or ``segm``; no results scores zero."""
+    prefix = "" if kind == "bbox" else "segm_"
     if not results:
-        return {"mAP": 0.0, "AP50": 0.0, "AP_small": 0.0}
+        return {f"{prefix}mAP": 0.0, f"{prefix}AP50": 0.0, f"{prefix}AP_small": 0.0}
     with contextlib.redirect_stdout(io.StringIO()):
-        evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+        evaluation = COCOeval(ground, ground.loadRes(results), kind)
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
     stats = evaluation.stats
-    return {"mAP": float(stats[0]), "AP50": float(stats[1]), "AP_small": float(max(stats[3], 0.0))}
+    return {
+        f"{prefix}mAP": float(stats[0]),
+        f"{prefix}AP50": float(stats[1]),
+        f"{prefix}AP_small": float(max(stats[3], 0.0)),
+    }

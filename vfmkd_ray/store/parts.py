@@ -77,7 +77,12 @@ def read_column(part_uri: str, column: str) -> list:
 
 def stored_image_ids(dataset: str) -> list[str]:
     """Every ``image_id`` in every part of ``dataset`` (with repeats, if a store has any)."""
-    return [image_id for part in list_parts(dataset) for image_id in read_column(part, "image_id")]
+    return [image_id for ids in ids_by_part(dataset).values() for image_id in ids]
+
+
+def ids_by_part(dataset: str) -> dict[str, list[str]]:
+    """Part URI -> the image ids it holds, in part order."""
+    return {part: [str(i) for i in read_column(part, "image_id")] for part in list_parts(dataset)}
 
 
 def duplicate_ids(image_ids: list[str]) -> list[str]:

@@ -10,8 +10,13 @@ import ray.train
 import torch
 import torch.distributed as dist
 
-from vfmkd_ray.train.run_files import write_metrics_log
-from vfmkd_ray.train.state import STATE_FILE, TrainingState, load_training_state, save_training_state
+from vfmkd_ray.run_files import (
+    STATE_FILE,
+    TrainingState,
+    load_training_state,
+    save_training_state,
+    write_metrics_log,
+)
 
 
 def all_workers_have(has_batch: bool, device) -> bool:

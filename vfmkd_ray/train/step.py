@@ -1,39 +1,47 @@
-"""The Ray-free distillation step: forward, weighted loss terms, and the optimiser update.
+"""The Ray-free training step: one forward of the model, every head's loss and every feature-KD
+term, weighted and summed, and the optimiser update.
 
-``kd_step`` returns ``{"loss": total, "loss/<term>": value, "<diag>/<term>": value}``; only
-``loss`` carries gradients. Teacher targets come from the store (``batch.teacher_features``) or, if
-missing there, from live frozen teachers run under ``no_grad``.
+``model_step`` returns ``{"loss": total, "loss/<head or term>": value, "<head>/<diagnostic>": value,
+"<diagnostic>/<term>": value}``; only ``loss`` carries gradients. It knows no head and no term:
+each supplies its loss (``TaskHead.loss``, ``LossTerm.__call__``).
 """
 
 from __future__ import annotations
 
+import math
+from functools import partial
+
 import torch
 from torch import nn
 
-from vfmkd_ray.losses.base import KDBatch, LossTerm
-from vfmkd_ray.models.teachers.base import FrozenTeacher
-from vfmkd_ray.models.teachers.ensemble import run_teachers
-from vfmkd_ray.train.distiller import DistillerSetup
+from vfmkd_ray.batch import Batch
+from vfmkd_ray.models.build import ModelParts
+from vfmkd_ray.train.task import TrainTask
 
 
-def kd_step(
-    distiller: nn.Module,
-    batch: KDBatch,
-    loss_terms: dict[str, LossTerm],
-    teachers: dict[str, FrozenTeacher] | None = None,
-) -> dict[str, torch.Tensor]:
-    if teachers and not batch.teacher_features:
-        batch.teacher_features = run_teachers(teachers, batch.images_BCHW)
-    preds = distiller(batch.images_BCHW)
-    out: dict[str, torch.Tensor] = {}
-    total = batch.images_BCHW.new_zeros(())
-    for name, term in loss_terms.items():
-        value, diagnostics = term(preds[name], batch)
+class NonFiniteLossError(ValueError):
+    """A step produced a NaN or infinite loss; the message names the parts that did."""
+
+
+def model_step(model: nn.Module, batch: Batch, parts: ModelParts) -> dict[str, torch.Tensor]:
+    """``model`` is ``parts.model``, DDP-wrapped or not: the first pass goes through the wrapper, the
+    heads' second passes (crops, prompts) through the module inside it."""
+    inner = model.module if hasattr(model, "module") else model
+    out = model(batch.images_BCHW)
+    total = out.participation()
+    results: dict[str, torch.Tensor] = {}
+    for name, head in parts.heads.items():
+        losses = head.loss(inner.heads[name], out.heads[name], batch, partial(inner.head_output, name))
+        total = total + head.weight * losses["loss"].float()
+        results[f"loss/{name}"] = losses["loss"].detach().float()
+        results |= {f"{name}/{key}": value.detach().float() for key, value in losses.items() if key != "loss"}
+    for name, term in parts.terms.items():
+        value, diagnostics = term(out.features.adapted[name], batch)
         total = total + term.weight * value.float()
-        out[f"loss/{name}"] = value.detach().float()
-        out.update({f"{key}/{name}": v.detach().float() for key, v in diagnostics.items()})
-    out["loss"] = total
-    return out
+        results[f"loss/{name}"] = value.detach().float()
+        results |= {f"{key}/{name}": v.detach().float() for key, v in diagnostics.items()}
+    results["loss"] = total
+    return results
 
 
 def optimizer_step(
@@ -53,14 +61,22 @@ def optimizer_step(
     return grad_norm
 
 
-def train_step(
-    model: nn.Module, batch: KDBatch, setup: DistillerSetup, grad_clip_norm: float
-) -> dict[str, float]:
-    """One optimiser step of the training loop (``model`` is the distiller, DDP-wrapped or not);
-    every output comes back as a host float, which also waits for the device."""
-    with torch.autocast(batch.images_BCHW.device.type, enabled=setup.use_amp):
-        out = kd_step(model, batch, setup.terms)
-    out["data/online_share"] = torch.tensor(batch.num_online / len(batch.images_BCHW))
-    optimizer_step(out["loss"], setup.optimizer, setup.scaler, setup.trainable, grad_clip_norm)
-    setup.scheduler.step()
-    return {key: float(value.detach()) for key, value in out.items()}
+def train_step(model: nn.Module, batch: Batch, task: TrainTask, grad_clip_norm: float) -> dict[str, float]:
+    """One optimiser step of the training loop; every output comes back as a host float, which also
+    waits for the device.
+
+    Raises:
+        NonFiniteLossError: the loss is NaN or infinite (named per head and term). Checked after the
+            update, so the step costs no extra device sync; the run stops and its last checkpoint
+            still holds the weights from before.
+    """
+    with torch.autocast(batch.images_BCHW.device.type, enabled=task.use_amp):
+        out = model_step(model, batch, task.parts)
+    out["data/online_share"] = torch.tensor(batch.num_online / len(batch))
+    optimizer_step(out["loss"], task.optimizer, task.scaler, task.trainable, grad_clip_norm)
+    task.scheduler.step()
+    values = {key: float(value.detach()) for key, value in out.items()}
+    if not math.isfinite(values["loss"]):
+        bad = {k: v for k, v in values.items() if k.startswith("loss") and not math.isfinite(v)}
+        raise NonFiniteLossError(f"the training loss is not finite: {bad}")
+    return values

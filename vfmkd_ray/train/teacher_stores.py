@@ -1,10 +1,11 @@
-"""The stores a training run reads, one per teacher: checked against the config, and the images
-that train.
+"""The stores a training run reads, one per teacher that a term or head uses: checked against the
+config, and the images that train.
 
-The primary teacher's store streams through Ray Data; the other teachers' stores are joined by
-image id (``store.row_index``). An image missing from any store follows ``data.missing_features``:
-the run stops, the image is skipped and recorded, or its teachers run in the worker. A run never
-trains on fewer samples silently.
+The first stored teacher's store (the primary store) streams through Ray Data; the other stores are
+joined by image id (``store.row_index``). A teacher without a store runs live in the workers, on
+every sample, when ``data.missing_features: online`` allows it. An image missing from any store
+follows ``data.missing_features``: the run stops, the image is skipped and recorded, or its
+teachers run in the worker. A run never trains on fewer samples silently.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vfmkd_ray.config import ExperimentConfig
+from vfmkd_ray.config_checks import used_teachers
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
-from vfmkd_ray.data.coco import ImageRecord, read_image_records
+from vfmkd_ray.data.coco import ImageRecord
 from vfmkd_ray.models.teachers import describe_teacher
 from vfmkd_ray.store.manifest import Manifest, StoreDataset, read_manifest
-from vfmkd_ray.store.parts import stored_image_ids
+from vfmkd_ray.store.parts import ids_by_part
 from vfmkd_ray.store.precompute import expected_manifest_fields, teacher_dataset
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.row_index import StoreRowIndex
@@ -24,11 +26,15 @@ from vfmkd_ray.store.row_index import StoreRowIndex
 
 @dataclass(frozen=True)
 class RunStores:
-    primary: StoreDataset
+    primary: StoreDataset | None = None
     others: tuple[StoreRowIndex, ...] = ()
+    live: tuple[str, ...] = ()  # aliases of used teachers without a store: they run in the workers
+    primary_parts: dict[str, list[str]] | None = None  # part -> image ids of the primary store
 
     def manifests(self) -> dict[str, Manifest]:
-        """Teacher alias -> manifest, the primary teacher first."""
+        """Stored teacher alias -> manifest, the primary teacher first."""
+        if self.primary is None:
+            return {}
         return {self.primary.alias: self.primary.manifest} | {
             index.store.alias: index.store.manifest for index in self.others
         }
@@ -36,24 +42,41 @@ class RunStores:
 
 @dataclass(frozen=True)
 class TrainingImages:
-    ids: list[str]  # every image id training sees, both splits
+    records: list[ImageRecord]  # every record training sees, both splits
     online_only: list[ImageRecord]  # not in the primary store: placeholder rows, teachers run online
     excluded: frozenset[str]  # in the primary store, but skipped: another teacher's store lacks them
 
+    @property
+    def ids(self) -> list[str]:
+        return [r.image_id for r in self.records]
+
 
 def check_stores(cfg: ExperimentConfig) -> RunStores:
-    """Every teacher's store, checked to be made by that teacher, size, codec and layers."""
-    stores = [check_store(cfg, alias) for alias in cfg.teachers]
-    return RunStores(stores[0], tuple(StoreRowIndex.build(store) for store in stores[1:]))
+    """Every used teacher's store, checked to be made by that teacher, size, codec and layers; a
+    teacher without one is live under ``missing_features: online`` and an error otherwise."""
+    stores, live = [], []
+    for alias in used_teachers(cfg):
+        store = check_store(cfg, alias, allow_missing=cfg.data.missing_features == "online")
+        if store is None:
+            live.append(alias)
+        else:
+            stores.append(store)
+    if not stores:
+        return RunStores(live=tuple(live))
+    primary = stores[0]
+    others = tuple(StoreRowIndex.build(store) for store in stores[1:])
+    return RunStores(primary, others, tuple(live), ids_by_part(primary.uri))
 
 
-def check_store(cfg: ExperimentConfig, alias: str) -> StoreDataset:
+def check_store(cfg: ExperimentConfig, alias: str, allow_missing: bool = False) -> StoreDataset | None:
     dataset = teacher_dataset(cfg, alias)
     manifest = read_manifest(dataset)
     if manifest is None:
+        if allow_missing:
+            return None
         raise FeatureStoreError(
-            f"no feature store for teacher {alias!r} at {dataset}: "
-            "run `vfmkd precompute` with this config first"
+            f"no feature store for teacher {alias!r} at {dataset}: run `vfmkd precompute` with this "
+            "config first, or set data.missing_features=online to run the teacher in the workers"
         )
     teacher = describe_teacher(cfg.teachers[alias])
     problems = manifest.describe_mismatch(expected_manifest_fields(cfg, alias, teacher.weights_id))
@@ -66,15 +89,18 @@ def check_store(cfg: ExperimentConfig, alias: str) -> StoreDataset:
     return StoreDataset(alias, dataset, manifest)
 
 
-def usable_images(cfg: ExperimentConfig, stores: RunStores, bad_samples: BadSampleLog) -> TrainingImages:
+def usable_images(
+    cfg: ExperimentConfig, stores: RunStores, records: list[ImageRecord], bad_samples: BadSampleLog
+) -> TrainingImages:
     """The images training sees, applying ``data.missing_features`` to those without a row in
     some store (recorded in ``bad_samples`` when skipped)."""
-    primary_ids = stored_image_ids(stores.primary.uri)
-    stored = [(stores.primary.uri, set(primary_ids))] + [
+    if stores.primary is None:
+        return TrainingImages(list(records), [], frozenset())
+    in_primary = {image_id for ids in stores.primary_parts.values() for image_id in ids}
+    stored = [(stores.primary.uri, in_primary)] + [
         (index.store.uri, index.locations.keys()) for index in stores.others
     ]
     lacking: dict[str, list[str]] = {}  # image id -> the stores without its row
-    records = read_image_records(cfg.data)
     for record in records:
         if gaps := [uri for uri, ids in stored if record.image_id not in ids]:
             lacking[record.image_id] = gaps
@@ -87,12 +113,15 @@ def usable_images(cfg: ExperimentConfig, stores: RunStores, bad_samples: BadSamp
             f"e.g. {[r.image_uri for r in missing[:3]]}; run `vfmkd precompute`, "
             "or set data.missing_features=skip or online"
         )
-    in_primary = set(primary_ids)
+    by_id = {r.image_id: r for r in records}
+    stored_records = [by_id[i] for ids in stores.primary_parts.values() for i in ids if i in by_id]
+    not_in_dataset = frozenset(in_primary - by_id.keys())  # rows of images the dataset does not list
     if policy == "online":
         online_only = [r for r in missing if r.image_id not in in_primary]
-        return TrainingImages(primary_ids + [r.image_id for r in online_only], online_only, frozenset())
+        return TrainingImages(stored_records + online_only, online_only, not_in_dataset)
     for record in missing:
         reason = f"no row in {', '.join(lacking[record.image_id])}"
         bad_samples.record(BadSample(record.image_id, record.image_uri, "missing-features", reason))
     excluded = frozenset(lacking) & in_primary
-    return TrainingImages([i for i in primary_ids if i not in excluded], [], excluded)
+    kept = [r for r in stored_records if r.image_id not in excluded]
+    return TrainingImages(kept, [], excluded | not_in_dataset)

@@ -1,6 +1,7 @@
-"""The training driver: checks the store against the config, builds the Ray Data streams and runs
-one Ray Train ``TorchTrainer``. Launching it again with the same ``name`` and ``storage_path``
-resumes from the latest checkpoint.
+"""The training driver, for every combination of heads and KD terms: checks the config, the
+dataset and the stores, builds the Ray Data streams and runs one Ray Train ``TorchTrainer`` of the
+one worker loop. Launching it again with the same ``name`` and ``storage_path`` resumes from the
+latest checkpoint.
 """
 
 from __future__ import annotations
@@ -8,43 +9,38 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import pyarrow as pa
 import ray
 import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from vfmkd_ray import storage
+from vfmkd_ray import run_files, storage
 from vfmkd_ray.config import ConfigError, ExperimentConfig, dump_config
-from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BAD_SAMPLES_JSONL, BadSampleLog
-from vfmkd_ray.data.coco import ImageRecord
+from vfmkd_ray.config_checks import ineffective_settings
+from vfmkd_ray.data.bad_samples import BadSampleLog
+from vfmkd_ray.data.coco import CocoDataset, read_dataset
 from vfmkd_ray.data.images import BadImageError
-from vfmkd_ray.data.pipeline import TrainSampleDecoder, is_validation
-from vfmkd_ray.losses.registry import TeacherShapes, build_loss_terms
-from vfmkd_ray.models.students import build_student
+from vfmkd_ray.data.pipeline import SampleSpec, is_validation
+from vfmkd_ray.heads.base import TeacherShapes
+from vfmkd_ray.models.build import ModelParts, build_model, run_teacher_shapes
+from vfmkd_ray.models.teachers.base import RANDOM_WEIGHTS
 from vfmkd_ray.ray_errors import find_cause
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.storage import StorageError
-from vfmkd_ray.store.manifest import layer_shapes
-from vfmkd_ray.store.parts import list_parts, read_part_schema
-from vfmkd_ray.store.ray_source import read_store_rows
 from vfmkd_ray.store.reader import FeatureStoreError
-from vfmkd_ray.store.schema import aug_seed_for
-from vfmkd_ray.train.run_files import (
-    BEST_BACKBONE_PTH,
-    BEST_BACKBONE_SAFETENSORS,
-    RESOLVED_CONFIG,
-    read_metrics_log,
-)
-from vfmkd_ray.train.teacher_stores import RunStores, TrainingImages, check_stores, usable_images
+from vfmkd_ray.train.step import NonFiniteLossError
+from vfmkd_ray.train.streams import build_streams
+from vfmkd_ray.train.teacher_stores import check_stores, usable_images
 from vfmkd_ray.train.worker import train_loop_per_worker
 
 log = logging.getLogger(__name__)
+# Errors the product names itself; Ray's wrappers around them are unwrapped.
+NAMED_ERRORS = (BadImageError, FeatureStoreError, StorageError, NonFiniteLossError, run_files.RunFileError)
 
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What a finished training run reports, feature or detection distillation alike."""
+    """What a finished training run reports, whatever its heads and terms."""
 
     run_dir: str
     num_train: int
@@ -53,70 +49,127 @@ class RunSummary:
     steps_per_epoch: int
     history: list[dict[str, float]]
     checkpoint: str | None
-
-
-@dataclass(frozen=True)
-class TrainSummary(RunSummary):
-    best_backbone: tuple[str, str]
+    best_backbone: tuple[str, str]  # safetensors, {"backbone": ...} .pth
+    best_model: str  # best_model.pth: the whole model and its config
 
 
 class TrainingError(RuntimeError):
     """Training failed for a reason the product can name (after Ray's retries)."""
 
 
-def run_training(cfg: ExperimentConfig, callbacks=None) -> TrainSummary:
-    """Distills the student from the store; relaunching with the same name resumes."""
+def run_training(cfg: ExperimentConfig, callbacks=None) -> RunSummary:
+    """Trains the run's model; relaunching with the same name resumes."""
     cfg.s3.apply()
+    for line in ineffective_settings(cfg):
+        log.warning("config: %s", line)
+    cfg = _workers_see_absolute_paths(cfg)
+    dataset = read_dataset(cfg.data)
+    shapes = run_teacher_shapes(cfg)
+    parts = check_model(cfg, shapes)
+    check_labels(cfg, dataset)
     stores = check_stores(cfg)
-    check_loss_terms(cfg, layer_shapes(stores.manifests()))
-    run_dir = storage.join(storage.absolute(cfg.train.storage_path), cfg.name)
-    bad_samples = BadSampleLog(storage.join(run_dir, BAD_SAMPLES_DIR))
-    images = usable_images(cfg, stores, bad_samples)
+    run_dir = run_files.run_dir_of(cfg)
+    bad_samples = BadSampleLog(storage.join(run_dir, run_files.BAD_SAMPLES_DIR))
+    images = usable_images(cfg, stores, dataset.records, bad_samples)
     num_val = sum(is_validation(i, cfg.data.val_fraction) for i in images.ids)
     num_train = len(images.ids) - num_val
     steps_per_epoch = steps_per_epoch_for(cfg, num_train, num_val)
-    storage.write_text_atomic(storage.join(run_dir, RESOLVED_CONFIG), dump_config(cfg))
+    run_files.write_resolved_config(run_dir, dump_config(cfg))
     ensure_ray(local_cpus_needed(cfg))
     require_shared_paths(cfg)
     log.info(
-        "train %s: %d train / %d val images, %d steps per epoch", run_dir, num_train, num_val, steps_per_epoch
+        "train %s: %d train / %d val images, %d steps per epoch; heads %s, terms %s, stored teachers %s, "
+        "live teachers %s",
+        run_dir,
+        num_train,
+        num_val,
+        steps_per_epoch,
+        list(parts.heads) or "none",
+        list(parts.terms) or "none",
+        list(stores.manifests()) or "none",
+        list(stores.live) or "none",
     )
+    needs = parts.needs
+    spec = SampleSpec(cfg.input_size, cfg.store.augment, needs.max_objects, needs.max_masks)
     skip_log = bad_samples if cfg.data.on_bad_sample == "skip" else None
-    datasets = _datasets(cfg, stores, images, skip_log)
+    datasets = build_streams(cfg, stores, images, dataset, spec, skip_log)
     plan = {
         "run_dir": run_dir,
         "steps_per_epoch": steps_per_epoch,
-        "manifests": {alias: m.model_dump() for alias, m in stores.manifests().items()},
+        "teacher_shapes": {a: {k: list(v) for k, v in layers.items()} for a, layers in shapes.items()},
+        "codecs": {alias: m.codec for alias, m in stores.manifests().items()},
+        "live": list(stores.live),
     }
     trainer = torch_trainer(cfg, train_loop_per_worker, {"plan": plan}, datasets, callbacks)
-    result = fit(trainer, run_dir, (BadImageError, FeatureStoreError, StorageError))
-    num_bad = bad_samples.write_jsonl(storage.join(run_dir, BAD_SAMPLES_JSONL))
+    result = fit(trainer, run_dir, NAMED_ERRORS)
+    num_bad = bad_samples.write_jsonl(storage.join(run_dir, run_files.BAD_SAMPLES_JSONL))
     if num_bad:
-        log.warning("%d samples were skipped; see %s", num_bad, storage.join(run_dir, BAD_SAMPLES_JSONL))
-    return TrainSummary(
+        log.warning(
+            "%d samples were skipped; see %s", num_bad, storage.join(run_dir, run_files.BAD_SAMPLES_JSONL)
+        )
+    return RunSummary(
         run_dir=run_dir,
         num_train=num_train,
         num_val=num_val,
         num_bad_samples=num_bad,
         steps_per_epoch=steps_per_epoch,
-        history=read_metrics_log(run_dir),
+        history=run_files.read_metrics_log(run_dir),
         checkpoint=result.checkpoint.path if result.checkpoint else None,
         best_backbone=(
-            storage.join(run_dir, BEST_BACKBONE_SAFETENSORS),
-            storage.join(run_dir, BEST_BACKBONE_PTH),
+            run_files.path(run_dir, run_files.BEST_BACKBONE_SAFETENSORS),
+            run_files.path(run_dir, run_files.BEST_BACKBONE_PTH),
         ),
+        best_model=run_files.path(run_dir, run_files.BEST_MODEL),
     )
 
 
-def check_loss_terms(cfg: ExperimentConfig, teacher_shapes: TeacherShapes) -> None:
-    """Builds the loss terms against the student's levels and the teachers' layers on the meta
-    device, so a term naming a missing layer or stride fails before any Ray work."""
-    with torch.device("meta"):
-        student = build_student(cfg.student.model_copy(update={"weights": None}))
+def check_model(cfg: ExperimentConfig, shapes: TeacherShapes) -> ModelParts:
+    """Builds the model on the meta device against the student's levels and the teachers' layers,
+    so a bad term or head fails before any Ray work; heads check what they load themselves (a
+    teacher run) here too."""
     try:
-        build_loss_terms(cfg.distill, student.feature_info, teacher_shapes)
+        with torch.device("meta"):
+            parts = build_model(cfg, shapes, load_weights=False)
+        for head in parts.heads.values():
+            head.check()
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    return parts
+
+
+def check_labels(cfg: ExperimentConfig, dataset: CocoDataset) -> None:
+    """Heads need a labelled dataset, and a head that predicts classes as many as it has categories."""
+    if cfg.heads and not dataset.categories:
+        raise ConfigError(
+            f"heads {list(cfg.heads)} need labels, but {dataset.source} has no categories "
+            "(data.annotations: a COCO file with boxes, and masks for sam_mask heads)"
+        )
+    for name, head_cfg in cfg.heads.items():
+        wanted = getattr(head_cfg, "num_classes", None)
+        if wanted is not None and wanted != len(dataset.categories):
+            raise ConfigError(
+                f"heads.{name}.num_classes is {wanted} but {dataset.source} has {len(dataset.categories)} "
+                "categories: set it to match"
+            )
+
+
+def _workers_see_absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Workers do not share the driver's working directory: the teacher weights and the files heads
+    load become absolute."""
+    teachers = {
+        alias: t
+        if t.weights in (None, RANDOM_WEIGHTS)
+        else t.model_copy(update={"weights": storage.absolute(t.weights)})
+        for alias, t in cfg.teachers.items()
+    }
+    heads = {}
+    for name, head in cfg.heads.items():
+        kd = getattr(head, "kd", None)
+        if kd is not None:
+            kd = kd.model_copy(update={"teacher_ckpt": storage.absolute(kd.teacher_ckpt)})
+            head = head.model_copy(update={"kd": kd})
+        heads[name] = head
+    return cfg.model_copy(update={"teachers": teachers, "heads": heads})
 
 
 def steps_per_epoch_for(cfg: ExperimentConfig, num_train: int, num_val: int) -> int:
@@ -168,59 +221,3 @@ def fit(trainer: TorchTrainer, run_dir: str, named_errors: tuple[type[Exception]
 def local_cpus_needed(cfg: ExperimentConfig) -> float:
     """Logical CPUs a local Ray needs: the Train workers plus room for the read/decode tasks."""
     return cfg.train.num_workers * cfg.train.cpus_per_worker + 2
-
-
-def _datasets(
-    cfg: ExperimentConfig, stores: RunStores, images: TrainingImages, bad_samples: BadSampleLog | None
-) -> dict[str, ray.data.Dataset]:
-    """Train/val streams over the primary store's rows, plus placeholder rows (features computed
-    online) for images the primary store lacks."""
-    parts = list_parts(stores.primary.uri)
-    rows = read_store_rows(parts, cfg.data.decode_num_cpus)
-    if images.online_only:
-        rows = rows.union(ray.data.from_arrow(_placeholder_rows(parts[0], images.online_only, cfg.seed)))
-    return {
-        split: rows.map_batches(
-            TrainSampleDecoder(
-                stores.primary,
-                split,
-                cfg.data.val_fraction,
-                bad_samples,
-                cfg.distill.online_ratio,
-                others=stores.others,
-                excluded=images.excluded,
-            ),
-            # One part per call: a block per part, not per few rows, for the workers to fetch.
-            batch_size=None,
-            num_cpus=cfg.data.decode_num_cpus,
-        )
-        for split in ("train", "val")
-    }
-
-
-def _placeholder_rows(part: str, records: list[ImageRecord], seed: int) -> pa.Table:
-    """Rows with the store's schema and empty feature columns, one per record."""
-    schema = read_part_schema(part)
-    columns = {}
-    for field in schema:
-        if field.name == "image_id":
-            columns[field.name] = [r.image_id for r in records]
-        elif field.name == "image_uri":
-            columns[field.name] = [r.image_uri for r in records]
-        elif field.name == "aug_seed":
-            columns[field.name] = [aug_seed_for(r.image_id, seed) for r in records]
-        else:
-            columns[field.name] = [_empty_value(field.type)] * len(records)
-    return pa.table(columns, schema=schema)
-
-
-def _empty_value(arrow_type: pa.DataType) -> object:
-    if pa.types.is_binary(arrow_type):
-        return b""
-    if pa.types.is_string(arrow_type):
-        return ""
-    if pa.types.is_list(arrow_type):
-        return []
-    if pa.types.is_integer(arrow_type):
-        return 0
-    raise TypeError(f"no placeholder for store column type {arrow_type}")

@@ -1,7 +1,7 @@
 """``vfmkd tune``: Ray Tune over the ``tune.space`` keys, one Ray Train run per trial.
 
 Ray 2.60 style: a function trainable builds and fits one ``TorchTrainer`` per trial (through the
-same ``run_training`` / ``run_detection_training`` as ``vfmkd train``) and forwards its per-epoch
+same ``run_training`` as ``vfmkd train``) and forwards its per-epoch
 metrics to Tune with ``TuneReportCallback``; ASHA stops the weak trials at its rungs. Trials keep
 their checkpoints under ``<train.storage_path>/<name>-tune/trials/``. Launching the same tune
 again resumes it.
@@ -46,10 +46,9 @@ def run_tune(cfg: ExperimentConfig) -> TuneSummary:
         raise ConfigError("tune.space is empty: name at least one dotted config key to search")
     _check_keys(cfg)
     cfg.s3.apply()
-    if cfg.task == "features":
-        from vfmkd_ray.train.teacher_stores import check_stores
+    from vfmkd_ray.train.teacher_stores import check_stores
 
-        check_stores(cfg)  # every trial reads the stores: fail before starting any
+    check_stores(cfg)  # every trial reads the stores: fail before starting any
     name = f"{cfg.name}-tune"
     root = storage.absolute(cfg.train.storage_path)
     directory = storage.join(root, name)
@@ -111,15 +110,9 @@ def _trial(params: dict, base: dict, trials_dir: str) -> None:
         set_dotted(raw, key, value)
     raw["name"] = ray.tune.get_context().get_trial_id()
     raw["train"]["storage_path"] = trials_dir
-    cfg = validate_config(raw)
-    if cfg.task == "detection":
-        from vfmkd_ray.detection.trainer import run_detection_training
+    from vfmkd_ray.train.trainer import run_training
 
-        run_detection_training(cfg, callbacks=[TuneReportCallback()])
-    else:
-        from vfmkd_ray.train.trainer import run_training
-
-        run_training(cfg, callbacks=[TuneReportCallback()])
+    run_training(validate_config(raw), callbacks=[TuneReportCallback()])
 
 
 def _check_keys(cfg: ExperimentConfig) -> None:

@@ -1,4 +1,5 @@
-"""Frozen teachers by name: SAM ViT-B/L/H, SAM 2 Hiera-T/S/B+/L and DINOv2 ViT-S/B/L."""
+"""Frozen teachers by name: SAM ViT-B/L/H, SAM 2 Hiera-T/S/B+/L, DINOv2 ViT-S/B/L, and ``run``: a
+model trained by this product."""
 
 from __future__ import annotations
 
@@ -10,17 +11,20 @@ from vfmkd_ray.models.checkpoint_io import load_weights, weights_sha256
 from vfmkd_ray.models.teachers.base import RANDOM_WEIGHTS, FrozenTeacher
 from vfmkd_ray.models.teachers.config import TeacherConfig
 from vfmkd_ray.models.teachers.dinov2 import DINOV2_TIMM_NAMES, Dinov2Teacher
+from vfmkd_ray.models.teachers.run import RUN_TEACHER, RunTeacher
 from vfmkd_ray.models.teachers.sam import SAM_SPECS, SamTeacher
 from vfmkd_ray.models.teachers.sam2 import SAM2_TRUNKS, Sam2Teacher
 from vfmkd_ray.registry import Registry
 
-TEACHERS: Registry[Callable[[str, int], FrozenTeacher]] = Registry("teacher")
-for _name in SAM_SPECS:
-    TEACHERS.add(_name, SamTeacher)
-for _name in SAM2_TRUNKS:
-    TEACHERS.add(_name, Sam2Teacher)
-for _name in DINOV2_TIMM_NAMES:
-    TEACHERS.add(_name, Dinov2Teacher)
+TEACHERS: Registry[Callable[[TeacherConfig], FrozenTeacher]] = Registry("teacher")
+for _family, _names in (
+    (SamTeacher, SAM_SPECS),
+    (Sam2Teacher, SAM2_TRUNKS),
+    (Dinov2Teacher, DINOV2_TIMM_NAMES),
+):
+    for _name in _names:
+        TEACHERS.add(_name, lambda cfg, family=_family: family(cfg.name, cfg.input_size))
+TEACHERS.add(RUN_TEACHER, RunTeacher)
 
 
 def describe_teacher(cfg: TeacherConfig) -> FrozenTeacher:
@@ -29,13 +33,24 @@ def describe_teacher(cfg: TeacherConfig) -> FrozenTeacher:
     builder = TEACHERS.get(cfg.name)
     _require_weights(cfg)
     with torch.device("meta"):
-        teacher = builder(cfg.name, cfg.input_size)
+        teacher = builder(cfg)
     teacher.select_layers(cfg.layers)
     if cfg.weights == RANDOM_WEIGHTS:
         teacher.weights_id = _random_id(cfg)
     else:
         teacher.weights_id = f"sha256:{cfg.sha256 or weights_sha256(cfg.weights)}"
     return teacher
+
+
+def teacher_shapes(cfgs: dict[str, TeacherConfig]) -> dict[str, dict[str, tuple[int, int, int]]]:
+    """Alias -> selected layer -> (C, H, W), from each teacher's structure on the meta device (no
+    weights read, unlike ``describe_teacher``, which also hashes them)."""
+    shapes = {}
+    for alias, cfg in cfgs.items():
+        with torch.device("meta"):
+            teacher = TEACHERS.get(cfg.name)(cfg)
+        shapes[alias] = teacher.select_layers(cfg.layers).feature_shapes()
+    return shapes
 
 
 def build_teacher(cfg: TeacherConfig) -> FrozenTeacher:
@@ -45,10 +60,10 @@ def build_teacher(cfg: TeacherConfig) -> FrozenTeacher:
     if cfg.weights == RANDOM_WEIGHTS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.random_seed)
-            teacher = builder(cfg.name, cfg.input_size)
+            teacher = builder(cfg)
         teacher.weights_id = _random_id(cfg)
     else:
-        teacher = builder(cfg.name, cfg.input_size)
+        teacher = builder(cfg)
         loaded = load_weights(cfg.weights, cfg.sha256)
         teacher.load_checkpoint(loaded.state_dict)
         teacher.weights_id = f"sha256:{loaded.sha256}"
@@ -67,4 +82,11 @@ def _random_id(cfg: TeacherConfig) -> str:
     return f"random(seed={cfg.random_seed})"
 
 
-__all__ = ["TEACHERS", "FrozenTeacher", "TeacherConfig", "build_teacher", "describe_teacher"]
+__all__ = [
+    "TEACHERS",
+    "FrozenTeacher",
+    "TeacherConfig",
+    "build_teacher",
+    "describe_teacher",
+    "teacher_shapes",
+]

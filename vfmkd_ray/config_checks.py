@@ -1,0 +1,102 @@
+"""Checks across config sections: what references what, and which settings have no effect.
+
+Kept apart from the schema (``config.py``) so the rules read as one list. ``check_references``
+runs inside validation (errors); ``ineffective_settings`` is called by the drivers, which log each
+line as a warning (a setting that silently does nothing is a bug report waiting to happen).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vfmkd_ray.losses.config import TeacherTermConfig
+
+if TYPE_CHECKING:
+    from vfmkd_ray.config import ExperimentConfig
+
+# Old keys and where they went, for configs written before heads existed.
+MIGRATION = (
+    "the detector is now a head: neck: {type: stride4, channels: <detection.neck_channels>} and "
+    "heads: {det: {type: yolc, num_classes: ..., <the other detection.* keys>, lsm: ..., "
+    "max_patches_per_img, min_patch_size, lsm_visualize, kd: {teacher_ckpt, kd_weight_*, "
+    "use_teacher_crop, hm_kd, temperature}}}; data.input_size takes detection.input_size; "
+    "see configs/yolc_tiny.yaml"
+)
+OLD_DISTILL_KEYS = {
+    "enable", "teacher_ckpt", "kd_weight_global_hm", "kd_weight_global_coarse", "kd_weight_local_refine",
+    "use_teacher_crop", "max_patches_per_img", "min_patch_size", "lsm_visualize", "hm_kd", "temperature",
+}  # fmt: skip
+
+
+def migrate_or_refuse(raw: Any) -> Any:
+    """``task: features`` (the only behaviour before heads) is dropped; the detection keys of old
+    configs are refused with where they moved."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    task = raw.pop("task", None)
+    if task not in (None, "features"):
+        raise ValueError(f"task: {task} is gone: {MIGRATION}")
+    if "detection" in raw:
+        raise ValueError(f"the detection section is gone: {MIGRATION}")
+    old = sorted(OLD_DISTILL_KEYS & set(raw.get("distill") or {}))
+    if old:
+        raise ValueError(f"distill.{old[0]} is gone (YOLC KD settings moved into the yolc head): {MIGRATION}")
+    return raw
+
+
+def used_teachers(cfg: ExperimentConfig) -> list[str]:
+    """The teacher aliases some term or head reads, in config order."""
+    primary = next(iter(cfg.teachers), None)
+    terms = cfg.distill.terms.values()
+    used = {term.teacher or primary for term in terms if isinstance(term, TeacherTermConfig)}
+    used |= {head.teacher for head in cfg.heads.values() if getattr(head, "teacher", None)}
+    return [alias for alias in cfg.teachers if alias in used]
+
+
+def check_references(cfg: ExperimentConfig) -> None:
+    """Every alias and term name a section refers to exists; the run trains something."""
+    if not cfg.heads and not cfg.distill.terms:
+        raise ValueError("nothing to train: configure heads: {...} and/or distill.terms: {...}")
+    for name, term in cfg.distill.terms.items():
+        alias = getattr(term, "teacher", None)
+        if isinstance(term, TeacherTermConfig) and not cfg.teachers:
+            raise ValueError(f"distill.terms.{name} ({term.type}) reads a teacher, but teachers is empty")
+        if alias is not None and alias not in cfg.teachers:
+            raise ValueError(
+                f"distill.terms.{name}.teacher {alias!r} is not a configured teacher; "
+                f"teachers: {list(cfg.teachers)}"
+            )
+    for name, head in cfg.heads.items():
+        alias = getattr(head, "teacher", None)
+        if alias is not None and alias not in cfg.teachers:
+            raise ValueError(
+                f"heads.{name}.teacher {alias!r} is not a configured teacher; teachers: {list(cfg.teachers)}"
+            )
+        term = getattr(head, "features", None)
+        if term is not None and term not in cfg.distill.terms:
+            raise ValueError(
+                f"heads.{name}.features {term!r} is not a distill.terms name: {list(cfg.distill.terms)}"
+            )
+    if cfg.data.input_size is None and not cfg.teachers:
+        raise ValueError("data.input_size is not set and no teacher gives one: set data.input_size")
+
+
+def ineffective_settings(cfg: ExperimentConfig) -> list[str]:
+    """Settings that change nothing for this config, one readable line each."""
+    lines = []
+    used = set(used_teachers(cfg))
+    for alias in cfg.teachers:
+        if alias not in used:
+            lines.append(f"teachers.{alias} is read by no distill term or head: it is ignored")
+    if not used and cfg.distill.online_ratio > 0:
+        lines.append("distill.online_ratio has no effect: no term or head reads a teacher")
+    if (
+        cfg.neck is not None
+        and not cfg.heads
+        and not any(t.student_source == "neck" for t in cfg.distill.terms.values())
+    ):
+        lines.append(f"neck ({cfg.neck.type}) feeds no head and no term (student_source: neck)")
+    if not used and "store" in cfg.model_fields_set:
+        lines.append("store settings have no effect: no term or head reads a teacher's features")
+    return lines

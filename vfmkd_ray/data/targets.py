@@ -1,0 +1,113 @@
+"""Ground truth in the student's frame: one image's annotations -> fixed-size arrays for batching.
+
+The image is mirrored (when its ``aug_seed`` says so, ``images.is_flipped``) before it is
+letterboxed, so boxes and masks are mirrored in original pixels first, then scaled by the letterbox
+factor. Boxes are padded to ``max_objects`` rows with label -1. Instance masks (COCO polygons or
+RLE, decoded by pycocotools) are kept for up to ``max_masks`` instances, a seeded sample when an
+image has more, at ``batch.MASK_STRIDE``, each with the row of its box.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from vfmkd_ray.data.coco import ImageAnnotations
+
+MASK_STRIDE = 4  # equals vfmkd_ray.batch.MASK_STRIDE (kept apart: this module must not import torch)
+BOXES_COLUMN, LABELS_COLUMN = "boxes", "labels"
+MASKS_COLUMN, MASK_BOX_COLUMN = "masks", "mask_box"
+
+
+def letterboxed_targets(
+    annotations: ImageAnnotations,
+    original_hw: tuple[int, int],
+    valid_hw: tuple[int, int],
+    input_size: int,
+    flipped: bool,
+    max_objects: int,
+    max_masks: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """The columns ``boxes`` / ``labels`` and, when ``max_masks``, ``masks`` / ``mask_box`` of one
+    sample (``max_objects`` > 0)."""
+    width = original_hw[1]
+    scale = valid_hw[1] / max(1, width)
+    boxes_N4 = np.asarray(annotations.boxes, np.float32).reshape(-1, 4)
+    if flipped:
+        boxes_N4 = np.stack(
+            [width - boxes_N4[:, 2], boxes_N4[:, 1], width - boxes_N4[:, 0], boxes_N4[:, 3]], 1
+        )
+    if max_masks and not max_objects:
+        raise ValueError("instance masks need their boxes: max_objects must be positive with max_masks")
+    rows = _kept_boxes(boxes_N4, max_objects)
+    boxes = np.zeros((max_objects, 4), np.float32)
+    labels = np.full(max_objects, -1, np.int64)
+    boxes[: len(rows)] = boxes_N4[rows] * scale
+    labels[: len(rows)] = np.asarray(annotations.labels, np.int64)[rows]
+    out = {BOXES_COLUMN: boxes, LABELS_COLUMN: labels}
+    if max_masks:
+        out |= _masks(annotations, rows, original_hw, valid_hw, input_size, flipped, max_masks, seed)
+    return out
+
+
+def kept_instances(annotations: ImageAnnotations, max_objects: int) -> list[int]:
+    """The annotation indices behind the rows of the padded boxes column, in row order: instances
+    with a positive area, in annotation order, at most ``max_objects``."""
+    return _kept_boxes(np.asarray(annotations.boxes, np.float32).reshape(-1, 4), max_objects).tolist()
+
+
+def _kept_boxes(boxes_N4: np.ndarray, limit: int) -> np.ndarray:
+    """Rows with a positive area, in annotation order, at most ``limit`` (mirroring keeps areas)."""
+    valid = (boxes_N4[:, 2] > boxes_N4[:, 0]) & (boxes_N4[:, 3] > boxes_N4[:, 1])
+    return np.flatnonzero(valid)[:limit]
+
+
+def _masks(
+    annotations: ImageAnnotations,
+    rows: np.ndarray,
+    original_hw: tuple[int, int],
+    valid_hw: tuple[int, int],
+    input_size: int,
+    flipped: bool,
+    max_masks: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    grid = input_size // MASK_STRIDE
+    masks = np.zeros((max_masks, grid, grid), np.uint8)
+    mask_box = np.full(max_masks, -1, np.int64)
+    with_mask = [p for p, row in enumerate(rows) if annotations.segmentations[row] is not None]
+    if len(with_mask) > max_masks:
+        with_mask = sorted(np.random.default_rng(seed).choice(with_mask, max_masks, replace=False).tolist())
+    mask_hw = (max(1, round(valid_hw[0] / MASK_STRIDE)), max(1, round(valid_hw[1] / MASK_STRIDE)))
+    for slot, position in enumerate(with_mask):
+        full_HW = decode_segmentation(annotations.segmentations[rows[position]], original_hw)
+        if flipped:
+            full_HW = full_HW[:, ::-1]
+        masks[slot, : mask_hw[0], : mask_hw[1]] = _resize_mask(full_HW, mask_hw)
+        mask_box[slot] = position  # the row of this instance in the padded boxes column
+    return {MASKS_COLUMN: masks, MASK_BOX_COLUMN: mask_box}
+
+
+def decode_segmentation(segmentation: object, original_hw: tuple[int, int]) -> np.ndarray:
+    """A COCO polygon list or RLE (compressed or not) as an ``H x W`` 0/1 uint8 mask."""
+    from pycocotools import mask as mask_utils
+
+    height, width = original_hw
+    if isinstance(segmentation, list):  # polygons
+        rles = mask_utils.frPyObjects(segmentation, height, width)
+        rle = mask_utils.merge(rles)
+    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    elif isinstance(segmentation, dict):
+        rle = dict(segmentation, counts=str(segmentation["counts"]).encode())
+    else:
+        raise ValueError(f"segmentation of type {type(segmentation).__name__} is neither polygons nor RLE")
+    return np.asarray(mask_utils.decode(rle), np.uint8)
+
+
+def _resize_mask(mask_HW: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Area-weighted resize of a 0/1 mask, thresholded at one half."""
+    image = Image.fromarray(np.ascontiguousarray(mask_HW) * 255)
+    resized = np.asarray(image.resize((size_hw[1], size_hw[0]), Image.BILINEAR))
+    return (resized >= 128).astype(np.uint8)

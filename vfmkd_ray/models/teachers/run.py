@@ -1,0 +1,52 @@
+"""A model of the user's own as a teacher: a ``best_model.pth`` (or training checkpoint) written by
+this product, frozen, with its backbone levels (``backbone_s<stride>``) and its neck levels
+(``neck_s<stride>``) as teacher layers, described by ``feature_info`` like any other teacher.
+
+So a trained detector or multi-task model can be precomputed into a store and distilled like SAM or
+DINOv2, and feature terms (FGD on a neck level, say) read it through the teacher interface. The
+architecture comes from the config embedded in the file; the weights are the file's ``model``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vfmkd_ray.models.feature_info import FeatureInfo, FeatureLevel
+from vfmkd_ray.models.teachers.base import FrozenTeacher
+from vfmkd_ray.models.teachers.config import TeacherConfig
+
+RUN_TEACHER = "run"
+
+
+class RunTeacher(FrozenTeacher):
+    def __init__(self, cfg: TeacherConfig):
+        super().__init__()
+        from vfmkd_ray import run_files
+        from vfmkd_ray.config import validate_config
+        from vfmkd_ray.models.build import build_model
+
+        if cfg.weights is None or cfg.weights == "random":
+            raise ValueError(
+                f"a {RUN_TEACHER} teacher needs weights: a run's best_model.pth, got {cfg.weights}"
+            )
+        _, raw = run_files.read_model_file(cfg.weights)
+        self.model = build_model(validate_config(raw), load_weights=False).model
+        self.name = RUN_TEACHER
+        self.input_size = cfg.input_size
+        levels = [("backbone", level) for level in self.model.backbone.feature_info.levels]
+        if self.model.neck is not None:
+            levels += [("neck", level) for level in self.model.neck.feature_info.levels]
+        self.layer_names = tuple(f"{source}_s{level.reduction}" for source, level in levels)
+        if len(set(self.layer_names)) != len(self.layer_names):
+            raise ValueError(f"{cfg.weights}: two levels share a stride: {self.layer_names}")
+        self.feature_info = FeatureInfo(
+            [FeatureLevel(level.channels, level.reduction, f"model.{source}") for source, level in levels]
+        )
+
+    def extract(self, images_BCHW: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.model.features(images_BCHW)
+        return tuple(features.backbone) + tuple(features.neck or ())
+
+    def load_checkpoint(self, state_dict: dict) -> None:
+        """Loads the file's whole model (``{"model": ..., "config": ...}`` or a training state)."""
+        self.model.load_state_dict(state_dict.get("model", state_dict), strict=True)

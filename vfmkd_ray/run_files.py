@@ -1,0 +1,290 @@
+"""Every file a run writes and reads, in one place: the resolved config, the metrics log, the
+training state inside Ray's checkpoints, the best backbone and the best whole model, evaluation
+results and pictures. Export, eval and teachers that are runs read runs only through this module.
+
+Layout of ``<train.storage_path>/<name>/`` (a local path or an ``s3://`` URI):
+
+| file                         | holds                                                           |
+|------------------------------|-----------------------------------------------------------------|
+| ``resolved_config.yaml``     | the validated config, secrets masked                            |
+| ``metrics.jsonl``, ``.csv``  | one record per epoch                                            |
+| ``checkpoint_*/training_state.pt`` | model, optimiser, scheduler, AMP scaler, counters (Ray's) |
+| ``best_backbone.safetensors``, ``.pth`` | the best validation epoch's backbone (``{"backbone": ...}``) |
+| ``best_model.pth``           | ``{"model": state_dict, "config": resolved config}`` of that epoch |
+| ``eval.json``                | what ``vfmkd eval`` measured                                    |
+| ``pictures/epoch_NNN_*.png`` | per-epoch pictures of heads that draw (YOLC's crops)            |
+| ``bad_samples.jsonl``        | the samples skipped under a skip policy                         |
+
+Files load with ``weights_only=True``; anything else is refused with an error naming the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import torch
+import yaml
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from vfmkd_ray import storage
+
+# Defined beside the record format (which the torch-free decode tasks import); named here too.
+from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BAD_SAMPLES_JSONL  # noqa: F401
+
+if TYPE_CHECKING:
+    from vfmkd_ray.config import ExperimentConfig
+    from vfmkd_ray.models.build import ModelParts
+    from vfmkd_ray.models.multitask import FrozenModel, MultiTaskModel
+
+RESOLVED_CONFIG = "resolved_config.yaml"
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+STATE_FILE = "training_state.pt"
+BEST_BACKBONE_SAFETENSORS = "best_backbone.safetensors"
+BEST_BACKBONE_PTH = "best_backbone.pth"
+BEST_MODEL = "best_model.pth"
+EVAL_FILE = "eval.json"
+PICTURES_DIR = "pictures"
+BACKBONE_PREFIX = "backbone."  # the backbone inside the model's state dict
+OLD_STUDENT_PREFIX = "student."  # the backbone inside the Distiller of checkpoints before heads existed
+
+
+class RunFileError(ValueError):
+    """A file that is not what a run writes; the message names the file and the reason."""
+
+
+def run_dir_of(cfg: ExperimentConfig) -> str:
+    return storage.join(storage.absolute(cfg.train.storage_path), cfg.name)
+
+
+def path(run_dir: str, name: str) -> str:
+    return storage.join(run_dir, name)
+
+
+# --- resolved config -----------------------------------------------------------------------------
+
+
+def write_resolved_config(run_dir: str, text: str) -> None:
+    storage.write_text_atomic(path(run_dir, RESOLVED_CONFIG), text)
+
+
+def find_run_config(uri: str) -> dict:
+    """The raw resolved config of the run that wrote ``uri``: beside it or one or two directories up
+    (a checkpoint directory sits inside its run directory)."""
+    parent = uri.rstrip("/").rsplit("/", 1)[0]
+    for directory in (uri.rstrip("/"), parent, parent.rsplit("/", 1)[0]):
+        candidate = storage.join(directory, RESOLVED_CONFIG)
+        if storage.exists(candidate):
+            raw = yaml.safe_load(storage.read_text(candidate)) or {}
+            if not isinstance(raw, dict):
+                raise RunFileError(f"{candidate} does not hold a config mapping")
+            return raw
+    raise RunFileError(f"no {RESOLVED_CONFIG} next to {uri}")
+
+
+# --- metrics log ---------------------------------------------------------------------------------
+
+
+def write_metrics_log(run_dir: str, history: list[dict[str, float]]) -> None:
+    """Rewrites the whole per-epoch log (JSON lines and CSV) from ``history``."""
+    lines = "".join(json.dumps(record) + "\n" for record in history)
+    storage.write_text_atomic(path(run_dir, METRICS_JSONL), lines)
+    columns = sorted({key for record in history for key in record}, key=lambda k: (k != "epoch", k))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(history)
+    storage.write_text_atomic(path(run_dir, METRICS_CSV), buffer.getvalue())
+
+
+def read_metrics_log(run_dir: str) -> list[dict[str, float]]:
+    uri = path(run_dir, METRICS_JSONL)
+    if not storage.exists(uri):
+        return []
+    return [json.loads(line) for line in storage.read_text(uri).splitlines() if line.strip()]
+
+
+# --- training state (inside Ray Train checkpoints) -----------------------------------------------
+
+
+@dataclass
+class TrainingState:
+    epoch: int = 0
+    step: int = 0
+    best_val_loss: float = math.inf
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def save_training_state(directory: str | Path, state: TrainingState, modules: dict[str, Any]) -> None:
+    """Writes ``state`` and the ``state_dict()`` of each module into ``directory``."""
+    payload = {name: module.state_dict() for name, module in modules.items()}
+    payload["counters"] = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "best_val_loss": state.best_val_loss,
+        "history": state.history,
+    }
+    torch.save(payload, Path(directory) / STATE_FILE)
+
+
+def load_training_state(
+    state_file: str | Path | BinaryIO, modules: dict[str, Any], origin: str
+) -> TrainingState:
+    """Restores each module in place from ``state_file`` of the checkpoint ``origin``."""
+    payload = torch.load(state_file, map_location="cpu", weights_only=True)
+    for name, module in modules.items():
+        if name not in payload:
+            raise RunFileError(
+                f"checkpoint {origin} has no {name!r} state (written by an older vfmkd? train under a "
+                "new name)"
+            )
+        module.load_state_dict(payload[name])
+    counters = payload["counters"]
+    return TrainingState(
+        epoch=int(counters["epoch"]),
+        step=int(counters["step"]),
+        best_val_loss=float(counters["best_val_loss"]),
+        history=list(counters["history"]),
+    )
+
+
+# --- best backbone and best model ----------------------------------------------------------------
+
+
+def write_best(run_dir: str, model: MultiTaskModel, config: dict) -> dict[str, str]:
+    """The best epoch's backbone (safetensors and ``{"backbone": ...}`` .pth) and whole model with
+    its resolved ``config`` (plain JSON values); returns the URIs by file name."""
+    backbone = model.backbone_state()
+    whole = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    files = {
+        BEST_BACKBONE_SAFETENSORS: save_safetensors(backbone),
+        BEST_BACKBONE_PTH: _torch_bytes({"backbone": backbone}),
+        BEST_MODEL: _torch_bytes({"model": whole, "config": config}),
+    }
+    for name, data in files.items():
+        storage.write_bytes_atomic(path(run_dir, name), data)
+    return {name: path(run_dir, name) for name in files}
+
+
+def read_model_file(uri: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """The whole model's state dict and the run config of ``best_model.pth``, a training checkpoint
+    (directory or ``training_state.pt``; its config is the run's ``resolved_config.yaml``)."""
+    if storage.is_dir(uri):
+        uri = storage.join(uri, STATE_FILE)
+    payload = _load(uri)
+    if isinstance(payload.get("model"), dict) and isinstance(payload.get("config"), dict):
+        return payload["model"], payload["config"]
+    if isinstance(payload.get("model"), dict) and "counters" in payload:
+        return payload["model"], find_run_config(uri)
+    raise RunFileError(
+        f"{uri} is neither a best_model.pth nor a training checkpoint (found {list(payload)[:8]})"
+    )
+
+
+def read_backbone_state(uri: str) -> tuple[dict[str, torch.Tensor], str]:
+    """The backbone state dict in any file a run writes, or a bare state dict, and what kind it was.
+
+    A directory is a Ray Train checkpoint (its ``training_state.pt`` is read).
+    """
+    if storage.is_dir(uri):
+        uri = storage.join(uri, STATE_FILE)
+    if uri.endswith(".safetensors"):
+        try:
+            return load_safetensors(_read(uri)), "safetensors state dict"
+        except RunFileError:
+            raise
+        except Exception as err:
+            raise RunFileError(f"{uri} is not a readable safetensors file: {err}") from None
+    payload = _load(uri)
+    for key, prefix, kind in (
+        ("model", BACKBONE_PREFIX, "best_model.pth" if "config" in payload else "training checkpoint"),
+        ("distiller", OLD_STUDENT_PREFIX, "training checkpoint (before heads)"),
+    ):
+        if isinstance(payload.get(key), dict):
+            return _strip(payload[key], prefix), kind
+    if isinstance(payload.get("backbone"), dict):
+        return payload["backbone"], '{"backbone": state_dict} file'
+    if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        return payload, "state dict"
+    raise RunFileError(
+        f"{uri} holds neither a run's checkpoint, best model, {{'backbone': state_dict}} file nor a state "
+        f"dict (found {list(payload)[:8]})"
+    )
+
+
+def load_model(uri: str) -> tuple[ModelParts, ExperimentConfig]:
+    """Rebuilds the model a run file holds (from its embedded config) and loads it strictly."""
+    from vfmkd_ray.config import ConfigError, validate_config
+    from vfmkd_ray.models.build import build_model
+
+    state, raw = read_model_file(uri)
+    try:
+        cfg = validate_config(raw)
+    except ConfigError as err:
+        raise RunFileError(f"the config of {uri} is not valid today: {err}") from None
+    parts = build_model(cfg, load_weights=False)
+    missing, unexpected = parts.model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RunFileError(
+            f"{uri} does not fit the model its config describes: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    return parts, cfg
+
+
+def load_frozen_model(uri: str) -> FrozenModel:
+    from vfmkd_ray.models.multitask import FrozenModel
+
+    parts, _ = load_model(uri)
+    return FrozenModel(parts.model)
+
+
+# --- evaluation and pictures ---------------------------------------------------------------------
+
+
+def write_eval(run_dir: str, result: dict) -> str:
+    uri = path(run_dir, EVAL_FILE)
+    storage.write_text_atomic(uri, json.dumps(result, indent=2))
+    return uri
+
+
+def write_picture(run_dir: str, epoch: int, head: str, name: str, png: bytes) -> str:
+    uri = storage.join(run_dir, PICTURES_DIR, f"epoch_{epoch:03d}_{head}_{name}")
+    storage.write_bytes_atomic(uri, png)
+    return uri
+
+
+def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _torch_bytes(payload: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def _read(uri: str) -> bytes:
+    try:
+        return storage.read_bytes(uri)
+    except FileNotFoundError:
+        raise RunFileError(f"not found: {uri}") from None
+
+
+def _load(uri: str) -> dict:
+    try:
+        payload = torch.load(io.BytesIO(_read(uri)), map_location="cpu", weights_only=True)
+    except RunFileError:
+        raise
+    except Exception as err:
+        raise RunFileError(f"{uri} is not a loadable checkpoint (truncated or not PyTorch?): {err}") from None
+    if not isinstance(payload, dict):
+        raise RunFileError(f"{uri} holds a {type(payload).__name__}, not a dict")
+    return payload

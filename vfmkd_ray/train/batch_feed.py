@@ -1,0 +1,92 @@
+"""``BatchFeed``: a worker's shard of torch batches -> ``Batch``es on the training device.
+
+Stored features are decoded from their codec on the device; samples marked online get their stored
+teachers' features from the live teachers; teachers without a store (``RunStores.live``) run on
+every sample; the ground-truth columns the heads asked for become tensors. Frozen teachers are
+never wrapped in DDP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from vfmkd_ray.batch import Batch
+from vfmkd_ray.data.feature_keys import split_feature_key
+from vfmkd_ray.data.image_tensors import normalize
+from vfmkd_ray.data.pipeline import ONLINE_COLUMN, teacher_column
+from vfmkd_ray.data.samples import IMAGE_COLUMN, VALID_HW_COLUMN
+from vfmkd_ray.data.targets import BOXES_COLUMN, LABELS_COLUMN, MASK_BOX_COLUMN, MASKS_COLUMN
+from vfmkd_ray.models.teachers import FrozenTeacher
+from vfmkd_ray.models.teachers.ensemble import run_teachers
+from vfmkd_ray.store import codecs
+from vfmkd_ray.store.schema import feature_column, scale_column
+
+
+@dataclass(frozen=True)
+class BatchFeed:
+    teacher_keys: frozenset[str]  # <alias>/<layer> read by some term or head
+    codecs: dict[str, str]  # stored teacher alias -> its store's codec
+    device: torch.device
+    batch_size: int
+    prefetch_batches: int
+    # By alias: stored teachers (run on samples marked online) and live ones (run on every sample).
+    stored_teachers: dict[str, FrozenTeacher] = field(default_factory=dict)
+    live_teachers: dict[str, FrozenTeacher] = field(default_factory=dict)
+
+    def batches(self, shard, drop_last: bool):
+        for raw in shard.iter_torch_batches(
+            batch_size=self.batch_size,
+            drop_last=drop_last,
+            prefetch_batches=self.prefetch_batches,
+            # Ray copies each batch to the worker's device in its prefetch thread; from pinned
+            # host memory that copy is asynchronous and faster.
+            pin_memory=self.device.type == "cuda",
+        ):
+            yield self.to_batch(raw)
+
+    def to_batch(self, raw: dict[str, torch.Tensor]) -> Batch:
+        images = normalize(raw[IMAGE_COLUMN].to(self.device))
+        features = self._stored(raw)
+        online = raw[ONLINE_COLUMN].to(self.device).bool()
+        num_online = int(online.sum())
+        if num_online and features:
+            if not self.stored_teachers:
+                raise RuntimeError("samples are marked online but the worker has no teachers")
+            live = run_teachers(self.stored_teachers, images[online])
+            for key in features:
+                features[key][online] = live[key].float()
+        if self.live_teachers:
+            live = run_teachers(self.live_teachers, images)
+            features |= {key: live[key].float() for key in self.teacher_keys if key in live}
+        targets = {name: raw[column].to(self.device) for name, column in _TARGETS.items() if column in raw}
+        return Batch(
+            images_BCHW=images,
+            valid_hw_B2=raw[VALID_HW_COLUMN].to(self.device),
+            teacher_features=features,
+            num_online=num_online if features else 0,
+            **targets,
+        )
+
+    def _stored(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        features = {}
+        for key in self.teacher_keys:
+            alias, layer = split_feature_key(key)
+            if alias not in self.codecs:
+                continue  # a live teacher's
+            scale = raw.get(teacher_column(alias, scale_column(layer)))
+            features[key] = codecs.to_float32(
+                raw[teacher_column(alias, feature_column(layer))].to(self.device),
+                self.codecs[alias],
+                None if scale is None else scale.to(self.device),
+            )
+        return features
+
+
+_TARGETS = {
+    "boxes_BN4": BOXES_COLUMN,
+    "labels_BN": LABELS_COLUMN,
+    "masks_BMhw": MASKS_COLUMN,
+    "mask_box_BM": MASK_BOX_COLUMN,
+}

@@ -1,0 +1,64 @@
+"""One epoch's record (what metrics.csv, Ray Train's report and Tune see) and its log line."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from vfmkd_ray.run_files import TrainingState
+from vfmkd_ray.train.collectives import max_across_workers, mean_across_workers
+from vfmkd_ray.train.step_clock import StepClock, peak_rss_mb
+from vfmkd_ray.train.task import TrainTask
+
+
+def epoch_record(
+    state: TrainingState,
+    task: TrainTask,
+    train_means: dict[str, float],
+    val_means: dict[str, float],
+    times: tuple[float, float],  # (epoch start, end of the training pass), monotonic
+    clock: StepClock,
+    world_size: int,
+    device,
+) -> dict[str, float]:
+    started, trained = times
+    now = time.monotonic()
+    return {
+        "epoch": state.epoch,
+        "step": state.step,
+        "lr": task.scheduler.get_last_lr()[0],
+        "seconds": round(now - started, 2),
+        "seconds/train": round(trained - started, 2),
+        "seconds/val": round(now - trained, 2),
+        **{f"train/{k}": v for k, v in train_means.items()},
+        **{f"val/{k}": v for k, v in val_means.items()},
+        **_step_costs(clock, world_size, device),
+    }
+
+
+def _step_costs(clock: StepClock, world_size: int, device) -> dict[str, float]:
+    """The whole job's steady images/s (the workers' sum), mean wait for the first batch, and the
+    largest peak resident memory of any worker."""
+    means = mean_across_workers(
+        {"rate": (clock.images_per_s, 1), "first_batch": (clock.first_batch_s, 1)}, device
+    )
+    return {
+        "throughput/train_images_per_s": round(means["rate"] * world_size, 2),
+        "seconds/first_batch": round(means["first_batch"], 2),
+        "memory/peak_rss_mb": round(max_across_workers(peak_rss_mb(), device), 1),
+    }
+
+
+def log_epoch(record: dict, epochs: int, improved: bool) -> None:
+    heads = "  ".join(
+        f"{k.removeprefix('val/')} {v:.4f}"
+        for k, v in record.items()
+        if k.startswith("val/loss/") or k.startswith("val/cos")
+    )
+    line = (
+        f"epoch {record['epoch']}/{epochs}  train loss {record['train/loss']:.4f}  "
+        f"val loss {record['val/loss']:.4f}  {heads}"
+        f"  ({record['seconds']:.1f}s, {record['throughput/train_images_per_s']:.1f} img/s)"
+        + ("  * best" if improved else "")
+    )
+    print(f"[vfmkd train] {line}", file=sys.__stdout__, flush=True)

@@ -1,0 +1,47 @@
+"""``TrainTask``: what a run trains and how: the model with its heads and terms (``ModelParts``),
+the optimiser, the schedule and the AMP scaler. Built the same way by the Ray worker and by the
+plain loop of ``benchmarks/``, so both time the same code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vfmkd_ray.config import ExperimentConfig
+from vfmkd_ray.heads.base import TeacherShapes
+from vfmkd_ray.models.build import ModelParts, build_model
+
+
+@dataclass
+class TrainTask:
+    parts: ModelParts
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    trainable: list[nn.Parameter]  # what the optimiser steps and the gradient clip sees
+
+    def resumable(self) -> dict:
+        return {
+            "model": self.parts.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+        }
+
+
+def build_task(
+    cfg: ExperimentConfig, shapes: TeacherShapes, total_steps: int, device: torch.device
+) -> TrainTask:
+    """The model seeded from ``cfg.seed`` on ``device``, AdamW over its trainable parameters with a
+    cosine schedule over ``total_steps``, and AMP on CUDA when ``train.amp``."""
+    parts = build_model(cfg, shapes).to(device)
+    trainable = [p for p in parts.model.parameters() if p.requires_grad]
+    train = cfg.train
+    optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    use_amp = train.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    return TrainTask(parts, optimizer, scheduler, scaler, use_amp, trainable)
