@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from vfmkd_ray.config import CONFIGS_DIR, ConfigError, dump_config, load_config, parse_override
-from vfmkd_ray.config_checks import ineffective_settings
+from vfmkd_ray.config_checks import config_warnings
 from vfmkd_ray.models.teachers import teacher_shapes
 from vfmkd_ray.train.trainer import check_model
 
@@ -73,12 +73,18 @@ def test_settings_without_effect_are_named():
             "neck.type=yolov8_pafpn",
         ],
     )
-    lines = ineffective_settings(cfg)
+    lines = config_warnings(cfg)
     assert any(line.startswith("teachers.dino is read by no distill term or head") for line in lines)
     assert any(line.startswith("neck (yolov8_pafpn) feeds no head") for line in lines)
-    assert not ineffective_settings(load_config(None))
+    assert not config_warnings(load_config(None))
+    lone_seg = load_config(None, ["heads.seg={type: sam_mask, kd_weight: 2.0}"])
+    assert any(
+        "heads.seg.kd_weight/kd_temperature have no effect" in line for line in config_warnings(lone_seg)
+    )
+    with pytest.raises(ConfigError, match=r"\['edge'\] name both a head and a distill term"):
+        load_config(None, ["heads.edge={type: sam_mask}"])
     lonely = load_config(None, ["distill.terms={edge: {type: edge}}", "distill.online_ratio=0.2"])
-    assert any("distill.online_ratio has no effect" in line for line in ineffective_settings(lonely))
+    assert any("distill.online_ratio has no effect" in line for line in config_warnings(lonely))
 
 
 def test_overrides_are_typed_and_nested():

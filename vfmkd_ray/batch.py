@@ -14,6 +14,17 @@ import torch
 MASK_STRIDE = 4
 
 
+@dataclass(frozen=True)
+class DataNeeds:
+    """The ground truth a head or term needs in every batch (0: none)."""
+
+    max_objects: int = 0  # boxes + labels per image, padded
+    max_masks: int = 0  # instance masks per image (each with its box), padded
+
+    def merge(self, other: DataNeeds) -> DataNeeds:
+        return DataNeeds(max(self.max_objects, other.max_objects), max(self.max_masks, other.max_masks))
+
+
 @dataclass
 class Batch:
     """Images, teacher targets and the ground truth the heads need.

@@ -1,8 +1,9 @@
 """Checks across config sections: what references what, and which settings have no effect.
 
 Kept apart from the schema (``config.py``) so the rules read as one list. ``check_references``
-runs inside validation (errors); ``ineffective_settings`` is called by the drivers, which log each
-line as a warning (a setting that silently does nothing is a bug report waiting to happen).
+runs inside validation (errors); ``config_warnings`` is called by the drivers, which log each
+line as a warning (a setting that silently does nothing, or silently costs quality, is a bug
+report waiting to happen).
 """
 
 from __future__ import annotations
@@ -57,7 +58,15 @@ def used_teachers(cfg: ExperimentConfig) -> list[str]:
 def check_references(cfg: ExperimentConfig) -> None:
     """Every alias and term name a section refers to exists; the run trains something."""
     if not cfg.heads and not cfg.distill.terms:
-        raise ValueError("nothing to train: configure heads: {...} and/or distill.terms: {...}")
+        raise ValueError(
+            "nothing to train: configure heads: {...} and/or distill.terms: {...} (there are no default "
+            "terms or teachers any more: configs/demo.yaml shows the feature_mse + edge terms against a "
+            "sam teacher that were the defaults)"
+        )
+    if clash := sorted(set(cfg.heads) & set(cfg.distill.terms)):
+        raise ValueError(
+            f"{clash} name both a head and a distill term: both would log loss/<name>; rename one"
+        )
     for name, term in cfg.distill.terms.items():
         alias = getattr(term, "teacher", None)
         if isinstance(term, TeacherTermConfig) and not cfg.teachers:
@@ -82,10 +91,19 @@ def check_references(cfg: ExperimentConfig) -> None:
         raise ValueError("data.input_size is not set and no teacher gives one: set data.input_size")
 
 
-def ineffective_settings(cfg: ExperimentConfig) -> list[str]:
-    """Settings that change nothing for this config, one readable line each."""
+def config_warnings(cfg: ExperimentConfig) -> list[str]:
+    """Settings that change nothing for this config, or quietly cost quality, one line each."""
     lines = []
     used = set(used_teachers(cfg))
+    may_go_online = cfg.distill.online_ratio > 0 or cfg.data.missing_features == "online"
+    for alias in used if may_go_online else ():
+        size = cfg.teachers[alias].input_size
+        if size > cfg.input_size:
+            lines.append(
+                f"teachers.{alias} runs online on the student's {cfg.input_size} px canvas resized to "
+                f"{size} px, while its stored features saw the image letterboxed at {size} px: online "
+                f"targets are blurrier; set data.input_size={size} or keep every sample stored"
+            )
     for alias in cfg.teachers:
         if alias not in used:
             lines.append(f"teachers.{alias} is read by no distill term or head: it is ignored")
@@ -97,6 +115,8 @@ def ineffective_settings(cfg: ExperimentConfig) -> list[str]:
         and not any(t.student_source == "neck" for t in cfg.distill.terms.values())
     ):
         lines.append(f"neck ({cfg.neck.type}) feeds no head and no term (student_source: neck)")
-    if not used and "store" in cfg.model_fields_set:
-        lines.append("store settings have no effect: no term or head reads a teacher's features")
+    for name, head in cfg.heads.items():
+        kd_set = set(head.model_fields_set) & {"kd_weight", "kd_temperature"}
+        if head.type == "sam_mask" and head.teacher is None and kd_set:
+            lines.append(f"heads.{name}.kd_weight/kd_temperature have no effect: the head has no teacher")
     return lines

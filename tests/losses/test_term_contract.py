@@ -44,6 +44,9 @@ def test_term_contract(term_type):
     loss.backward()
     assert all(p.grad is not None for p in adapter.parameters() if p.requires_grad)
     if term_type in ZERO_WHEN_EQUAL:
-        same, _ = term(target.clone(), batch)
+        same, same_diagnostics = term(target.clone(), batch)
         assert float(same) == pytest.approx(0.0, abs=1e-6)
+        assert float(same_diagnostics["cos"]) == pytest.approx(1.0, abs=1e-5), (
+            "every teacher term reports cos"
+        )
         assert float(loss) > 0

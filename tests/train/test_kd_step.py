@@ -20,9 +20,10 @@ def test_loss_falls_over_20_steps_and_teacher_gets_no_gradient(tiny_config):
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     images = torch.randn(4, 3, 64, 64)
     valid_hw = torch.tensor([[64, 64], [48, 64], [64, 40], [64, 64]])
+    batch = _with_teacher(Batch(images, valid_hw), teacher)
     losses, cosines = [], []
     for _ in range(20):
-        out = model_step(parts.model, _with_teacher(Batch(images, valid_hw), teacher), parts)
+        out = model_step(parts.model, batch, parts)
         assert set(out) == {"loss", "loss/feature_mse", "loss/edge", "cos/feature_mse"}
         optimizer_step(out["loss"], optimizer, scaler, list(parts.model.parameters()), 10.0)
         losses.append(float(out["loss"].detach()))

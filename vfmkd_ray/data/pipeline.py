@@ -134,7 +134,9 @@ class TrainSampleDecoder:
                     if online[row]
                     else self._stored_features(batch, row, other_rows, positions[ids[row]])
                 )
-                samples.append(self._sample(batch, row, online[row], features))
+                # A fresh draw of instances per epoch: each image's masks all get their turn.
+                mask_seed = int(rng.integers(2**31))
+                samples.append(self._sample(batch, row, online[row], features, mask_seed))
             except (BadImageError, FeatureStoreError) as err:
                 if self.bad_samples is None:
                     raise
@@ -183,7 +185,12 @@ class TrainSampleDecoder:
         return features
 
     def _sample(
-        self, batch: dict[str, np.ndarray], row: int, online: bool, features: dict[str, np.ndarray]
+        self,
+        batch: dict[str, np.ndarray],
+        row: int,
+        online: bool,
+        features: dict[str, np.ndarray],
+        mask_seed: int,
     ) -> dict[str, np.ndarray]:
         spec = self.spec
         annotations = None
@@ -197,6 +204,7 @@ class TrainSampleDecoder:
             spec.augment,
             spec.max_objects,
             spec.max_masks,
+            mask_seed,
         )
         return {**sample, ONLINE_COLUMN: np.uint8(online), **features}
 

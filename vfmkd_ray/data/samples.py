@@ -43,9 +43,11 @@ def load_sample(
     policy: str,
     max_objects: int = 0,
     max_masks: int = 0,
+    mask_seed: int | None = None,
 ) -> dict[str, np.ndarray]:
     """``image`` (3 x S x S uint8), ``valid_hw`` and, when ``max_objects``, the target columns of
-    ``data.targets``."""
+    ``data.targets``; ``mask_seed`` picks the instances when an image has more than ``max_masks``
+    (default: ``aug_seed``, the same every time)."""
     from vfmkd_ray.data.targets import letterboxed_targets
 
     image = read_image(image_uri)
@@ -61,6 +63,6 @@ def load_sample(
             flipped,
             max_objects,
             max_masks,
-            aug_seed,
+            aug_seed if mask_seed is None else mask_seed,
         )
     return sample

@@ -72,7 +72,7 @@ def run_eval(cfg: ExperimentConfig, checkpoint: str | None = None, split: str = 
             _accumulate(sums, model_step(parts.model, batch, parts), len(chunk))
             out = parts.model(batch.images_BCHW)
             for scorer in scorers:
-                scorer.add(parts, out, batch, chunk, start)
+                scorer.add(parts, out, batch, chunk)
         print(f"[vfmkd eval] {start + len(chunk)}/{len(records)} images", file=sys.stderr, flush=True)
     result = EvalResult(
         checkpoint=checkpoint,
@@ -123,7 +123,7 @@ def _batch(chunk: list[ImageRecord], dataset: CocoDataset, input_size: int, devi
 def _scorers(parts: ModelParts, dataset: CocoDataset, records: list[ImageRecord]) -> list:
     if not any(head.kind in ("boxes", "masks") for head in parts.heads.values()):
         return []
-    truth = ground_truth(records, dataset.annotations, dataset.categories)
+    truth = ground_truth(dataset.source, records)
     scorers: list = []
     for name, head in parts.heads.items():
         for mode in head.eval_modes():

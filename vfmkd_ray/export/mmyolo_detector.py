@@ -4,8 +4,8 @@
 Keys: ``backbone.*`` and ``neck.*`` as they are, ``heads.<name>.head_module.*`` ->
 ``bbox_head.head_module.*`` (MMYOLO's ``YOLOv8Head`` holds its ``YOLOv8HeadModule`` there; the
 losses, prior generator and data preprocessor have no persistent state). The file is checked against
-the model rebuilt from the run's config, key by key and tensor by tensor, before anything is
-written; the config snippet beside it names the packaged MMYOLO config of the same size.
+the model the run's config describes (key by key, shape by shape) and read back tensor by tensor
+before anything is written; the config snippet beside it names the packaged MMYOLO config of the same size.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from vfmkd_ray.data.images import IMAGENET_MEAN, IMAGENET_STD
 from vfmkd_ray.export.load_report import LoadReport, match_state, shapes_of
 from vfmkd_ray.export.source import ExportError
 from vfmkd_ray.heads.yolov8.head import YOLOv8Head
+from vfmkd_ray.models.build import build_model
 
 HEAD_MODULE = "head_module."
 MMYOLO_HEAD = "bbox_head.head_module."
@@ -67,7 +68,10 @@ def export_whole_detector(checkpoint: str, out: str, head: str | None = None) ->
         )
     model_state = {k: v.detach().cpu().contiguous() for k, v in parts.model.state_dict().items()}
     state = mmyolo_state(model_state, name)
-    expected = shapes_of(mmyolo_state(model_state, name))
+    # What the run's config describes, built afresh on the meta device: the file must fit it.
+    with torch.device("meta"):
+        described = build_model(cfg, load_weights=False).model.state_dict()
+    expected = shapes_of(mmyolo_state(described, name))
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp, out.rstrip("/").rsplit("/", 1)[-1])
         buffer = io.BytesIO()

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vfmkd_ray.batch import Batch
+from vfmkd_ray.batch import Batch, DataNeeds
 from vfmkd_ray.models.feature_info import FeatureInfo
 
 # The teacher layer shapes a run is built against: alias -> layer -> (C, H, W) of one sample.
@@ -57,17 +57,9 @@ class HeadContext:
     teachers: dict[str, Any] = field(default_factory=dict)
     # distill.terms name -> the built term; a head may read a term's adapted output by name.
     terms: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DataNeeds:
-    """The ground truth a head needs in every batch (0: none)."""
-
-    max_objects: int = 0  # boxes + labels per image, padded
-    max_masks: int = 0  # instance masks per image (each with its box), padded
-
-    def merge(self, other: DataNeeds) -> DataNeeds:
-        return DataNeeds(max(self.max_objects, other.max_objects), max(self.max_masks, other.max_masks))
+    # A model to train from its initialisation (False: a checkpoint is about to be loaded over it,
+    # so heads need not read the weights they would start from).
+    fresh: bool = True
 
 
 @dataclass

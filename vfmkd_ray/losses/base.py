@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vfmkd_ray.batch import Batch
+from vfmkd_ray.batch import Batch, DataNeeds
 from vfmkd_ray.models.feature_info import FeatureInfo
 
 
@@ -55,8 +55,23 @@ class LossTerm:
     def build_adapter(self) -> nn.Module:
         raise NotImplementedError
 
+    def needs(self) -> DataNeeds:
+        """The ground truth the term reads from the batch (FGD: the boxes)."""
+        return DataNeeds()
+
     def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+
+@torch.no_grad()
+def teacher_cosine(pred_BCHW: torch.Tensor, target_BCHW: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Mean cosine similarity between the adapted student and the teacher over the unpadded
+    positions: the ``cos`` diagnostic every teacher-reading term reports."""
+    from vfmkd_ray.data.image_tensors import valid_mask
+
+    mask_B1HW = valid_mask(batch.valid_hw_B2, batch.image_size, tuple(target_BCHW.shape[-2:]))
+    cos_BHW = torch.nn.functional.cosine_similarity(pred_BCHW.float(), target_BCHW.float(), dim=1, eps=1e-6)
+    return masked_mean(cos_BHW.unsqueeze(1), mask_B1HW)
 
 
 def masked_mean(values_BXHW: torch.Tensor, mask_B1HW: torch.Tensor) -> torch.Tensor:

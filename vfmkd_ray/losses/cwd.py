@@ -17,7 +17,7 @@ from torch import nn
 
 from vfmkd_ray.batch import Batch
 from vfmkd_ray.data.image_tensors import valid_mask
-from vfmkd_ray.losses.base import LossTerm, StudentLevels
+from vfmkd_ray.losses.base import LossTerm, StudentLevels, teacher_cosine
 from vfmkd_ray.losses.config import CWDConfig
 from vfmkd_ray.models.adapters import FeatureAdapter
 
@@ -47,4 +47,5 @@ class ChannelWiseDistillation(LossTerm):
         student_BCN = (student_BCHW.flatten(2) / tau).masked_fill(padding_B1N, PAD_LOGIT)
         teacher_log_BCN = F.log_softmax(teacher_BCN, dim=2)
         kl_BC = (teacher_log_BCN.exp() * (teacher_log_BCN - F.log_softmax(student_BCN, dim=2))).sum(dim=2)
-        return kl_BC.sum() * tau**2 / (batch_size * channels), {}
+        loss = kl_BC.sum() * tau**2 / (batch_size * channels)
+        return loss, {"cos": teacher_cosine(student_BCHW, target_BCHW, batch)}

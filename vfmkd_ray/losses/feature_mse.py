@@ -7,12 +7,11 @@ response to black borders.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vfmkd_ray.batch import Batch
 from vfmkd_ray.data.image_tensors import valid_mask
-from vfmkd_ray.losses.base import LossTerm, StudentLevels, masked_mean
+from vfmkd_ray.losses.base import LossTerm, StudentLevels, masked_mean, teacher_cosine
 from vfmkd_ray.models.adapters import FeatureAdapter
 
 
@@ -40,7 +39,4 @@ class FeatureMSE(LossTerm):
         target_BCHW = batch.teacher_features[self.teacher_key].to(pred_BCHW.dtype)
         mask_B1HW = valid_mask(batch.valid_hw_B2, batch.image_size, tuple(target_BCHW.shape[-2:]))
         loss = masked_mean((pred_BCHW - target_BCHW).pow(2), mask_B1HW)
-        with torch.no_grad():
-            cos_BHW = F.cosine_similarity(pred_BCHW.float(), target_BCHW.float(), dim=1, eps=1e-6)
-            cosine = masked_mean(cos_BHW.unsqueeze(1), mask_B1HW)
-        return loss, {"cos": cosine}
+        return loss, {"cos": teacher_cosine(pred_BCHW, target_BCHW, batch)}

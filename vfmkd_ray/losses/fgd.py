@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vfmkd_ray.batch import Batch
-from vfmkd_ray.losses.base import LossTerm, StudentLevels
+from vfmkd_ray.batch import Batch, DataNeeds
+from vfmkd_ray.losses.base import LossTerm, StudentLevels, teacher_cosine
 from vfmkd_ray.losses.config import FGDConfig
 
 
@@ -96,6 +96,9 @@ def box_masks(
     return foreground, background
 
 
+FGD_MAX_BOXES = 100  # ground-truth boxes per image the foreground mask is drawn from
+
+
 class FGD(LossTerm):
     def __init__(self, name: str, cfg: FGDConfig, levels: StudentLevels, teacher_key: str, teacher_shape):
         super().__init__(name, cfg.weight, levels, cfg.student_stride, cfg.student_source)
@@ -109,6 +112,9 @@ class FGD(LossTerm):
     def build_adapter(self) -> nn.Module:
         self.adapter = FGDAdapter(self.in_channels, self.teacher_channels, self.teacher_hw)
         return self.adapter
+
+    def needs(self) -> DataNeeds:
+        return DataNeeds(max_objects=FGD_MAX_BOXES)
 
     def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, adapter = self.cfg, self.adapter
@@ -132,4 +138,5 @@ class FGD(LossTerm):
         loss = (
             cfg.alpha * fg_loss + cfg.beta * bg_loss + cfg.gamma * attention_loss + cfg.lambda_ * global_loss
         )
-        return loss, {"fg": fg_loss.detach(), "bg": bg_loss.detach(), "global": global_loss.detach()}
+        diagnostics = {"fg": fg_loss.detach(), "bg": bg_loss.detach(), "global": global_loss.detach()}
+        return loss, diagnostics | {"cos": teacher_cosine(student, teacher, batch)}

@@ -33,7 +33,11 @@ class ModelParts:
 
     @property
     def needs(self) -> DataNeeds:
-        return data_needs(self.heads)
+        """What the heads and the terms need from every batch."""
+        needs = data_needs(self.heads)
+        for term in self.terms.values():
+            needs = needs.merge(term.needs())
+        return needs
 
     def teacher_keys(self) -> set[str]:
         """Every ``<alias>/<layer>`` a term or head reads from the batch."""
@@ -56,7 +60,8 @@ def build_model(
     cfg: ExperimentConfig, shapes: TeacherShapes | None = None, load_weights: bool = True
 ) -> ModelParts:
     """The model of ``cfg``, seeded from ``cfg.seed``. ``load_weights=False`` skips
-    ``student.weights`` (a checkpoint is about to be loaded over it, or the build is on meta)."""
+    ``student.weights`` and the weights heads would start from (a checkpoint is about to be loaded
+    over the model, or the build is on meta)."""
     torch.manual_seed(cfg.seed)
     student_cfg = cfg.student if load_weights else cfg.student.model_copy(update={"weights": None})
     backbone = build_student(student_cfg)
@@ -73,6 +78,7 @@ def build_model(
         teacher_shapes=shapes,
         teachers=dict(cfg.teachers),
         terms=terms,
+        fresh=load_weights,
     )
     heads = build_heads(cfg.heads, context)
     model = MultiTaskModel(

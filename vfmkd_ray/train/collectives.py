@@ -28,12 +28,28 @@ def all_workers_have(has_batch: bool, device) -> bool:
 
 
 def mean_across_workers(sums: dict[str, tuple[float, int]], device) -> dict[str, float]:
-    """Sum-and-count means over all workers (a worker with an empty shard contributes nothing)."""
-    keys = sorted(sums)
-    packed = torch.tensor([[sums[k][0], sums[k][1]] for k in keys], dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized() and keys:
+    """Sum-and-count means over all workers of every key any worker has (a worker with an empty
+    shard, or whose batches never produced a key, contributes nothing to it)."""
+    keys = sorted(_keys_of_all_workers(sums))
+    rows = [list(sums.get(key, (0.0, 0))) for key in keys]
+    packed = torch.tensor(rows, dtype=torch.float64, device=device).reshape(-1, 2)
+    if _distributed() and keys:
         dist.all_reduce(packed)
     return {key: float(packed[i, 0] / packed[i, 1].clamp_min(1)) for i, key in enumerate(keys)}
+
+
+def _keys_of_all_workers(sums: dict) -> set[str]:
+    """The union of every worker's keys: an all-reduce over different key lists would pair one
+    worker's value with another's different metric (or hang)."""
+    if not _distributed():
+        return set(sums)
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, sorted(sums))
+    return set().union(*gathered)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
 
 
 def max_across_workers(value: float, device) -> float:

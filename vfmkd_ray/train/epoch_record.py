@@ -1,10 +1,15 @@
-"""One epoch's record (what metrics.csv, Ray Train's report and Tune see) and its log line."""
+"""What an epoch leaves behind: its record (what metrics.csv, Ray Train's report and Tune see),
+its log line, and rank 0's files (the best backbone and model, the heads' pictures)."""
 
 from __future__ import annotations
 
 import sys
 import time
 
+import torch
+
+from vfmkd_ray import run_files
+from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.run_files import TrainingState
 from vfmkd_ray.train.collectives import max_across_workers, mean_across_workers
 from vfmkd_ray.train.step_clock import StepClock, peak_rss_mb
@@ -62,3 +67,21 @@ def log_epoch(record: dict, epochs: int, improved: bool) -> None:
         + ("  * best" if improved else "")
     )
     print(f"[vfmkd train] {line}", file=sys.__stdout__, flush=True)
+
+
+def write_epoch_files(
+    run_dir: str, cfg: ExperimentConfig, task: TrainTask, improved: bool, first_val, epoch: int
+):
+    """The best backbone and model when validation improved, and the heads' pictures."""
+    model = task.parts.model
+    if improved:
+        run_files.write_best(run_dir, model, cfg.model_dump(mode="json"))
+    if first_val is None:
+        return
+    for name, head in task.parts.heads.items():
+        with torch.no_grad():
+            pictures = head.pictures(
+                model.heads[name], first_val, lambda images, n=name: model.head_output(n, images)
+            )
+        for picture, png in pictures.items():
+            run_files.write_picture(run_dir, epoch, name, picture, png)

@@ -63,7 +63,9 @@ def build_streams(
                 cfg.data.val_fraction,
                 spec,
                 bad_samples,
-                cfg.distill.online_ratio,
+                # Validation reads stored targets only (rows without one still go online): the
+                # same targets every epoch, so best-by-validation compares like with like.
+                cfg.distill.online_ratio if split == "train" else 0.0,
                 others=stores.others,
                 excluded=images.excluded,
             ),

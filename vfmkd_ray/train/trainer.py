@@ -15,8 +15,9 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from vfmkd_ray import run_files, storage
+from vfmkd_ray.batch import DataNeeds
 from vfmkd_ray.config import ConfigError, ExperimentConfig, dump_config
-from vfmkd_ray.config_checks import ineffective_settings
+from vfmkd_ray.config_checks import config_warnings
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import CocoDataset, read_dataset
 from vfmkd_ray.data.images import BadImageError
@@ -60,13 +61,13 @@ class TrainingError(RuntimeError):
 def run_training(cfg: ExperimentConfig, callbacks=None) -> RunSummary:
     """Trains the run's model; relaunching with the same name resumes."""
     cfg.s3.apply()
-    for line in ineffective_settings(cfg):
+    for line in config_warnings(cfg):
         log.warning("config: %s", line)
     cfg = _workers_see_absolute_paths(cfg)
     dataset = read_dataset(cfg.data)
     shapes = run_teacher_shapes(cfg)
     parts = check_model(cfg, shapes)
-    check_labels(cfg, dataset)
+    check_labels(cfg, dataset, parts.needs)
     stores = check_stores(cfg)
     run_dir = run_files.run_dir_of(cfg)
     bad_samples = BadSampleLog(storage.join(run_dir, run_files.BAD_SAMPLES_DIR))
@@ -137,11 +138,13 @@ def check_model(cfg: ExperimentConfig, shapes: TeacherShapes) -> ModelParts:
     return parts
 
 
-def check_labels(cfg: ExperimentConfig, dataset: CocoDataset) -> None:
-    """Heads need a labelled dataset, and a head that predicts classes as many as it has categories."""
-    if cfg.heads and not dataset.categories:
+def check_labels(cfg: ExperimentConfig, dataset: CocoDataset, needs: DataNeeds) -> None:
+    """Heads and terms that read ground truth need a labelled dataset, and a head that predicts
+    classes as many as it has categories."""
+    if needs.max_objects and not dataset.categories:
+        readers = [*cfg.heads, *(n for n, t in cfg.distill.terms.items() if t.type == "fgd")]
         raise ConfigError(
-            f"heads {list(cfg.heads)} need labels, but {dataset.source} has no categories "
+            f"{readers} read ground-truth boxes, but {dataset.source} has no categories "
             "(data.annotations: a COCO file with boxes, and masks for sam_mask heads)"
         )
     for name, head_cfg in cfg.heads.items():
@@ -179,8 +182,12 @@ def steps_per_epoch_for(cfg: ExperimentConfig, num_train: int, num_val: int) -> 
             f"the train split has {num_train} images, fewer than train.batch_size x train.num_workers "
             f"= {per_step}: lower the batch size or the worker count"
         )
-    if num_val == 0:
-        raise ValueError(f"the validation split is empty: raise data.val_fraction ({cfg.data.val_fraction})")
+    if num_val < cfg.train.num_workers:
+        raise ValueError(
+            f"the validation split has {num_val} images, fewer than train.num_workers = "
+            f"{cfg.train.num_workers} (every worker validates an equal share): raise data.val_fraction "
+            f"({cfg.data.val_fraction})"
+        )
     return num_train // per_step
 
 

@@ -22,7 +22,7 @@ from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.models.teachers import build_teacher
 from vfmkd_ray.train.batch_feed import BatchFeed
 from vfmkd_ray.train.collectives import all_workers_have, mean_across_workers, report_epoch, restore_state
-from vfmkd_ray.train.epoch_record import epoch_record, log_epoch
+from vfmkd_ray.train.epoch_record import epoch_record, log_epoch, write_epoch_files
 from vfmkd_ray.train.fault_injection import maybe_fail_once
 from vfmkd_ray.train.step import model_step, train_step
 from vfmkd_ray.train.step_clock import StepClock
@@ -49,8 +49,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     shapes = {
         a: {layer: tuple(s) for layer, s in layers.items()} for a, layers in plan.teacher_shapes.items()
     }
-    task = build_task(cfg, shapes, cfg.train.epochs * plan.steps_per_epoch, device)
+    total_steps = cfg.train.epochs * plan.steps_per_epoch
+    task = build_task(cfg, shapes, total_steps, device)
     state = restore_state(task.resumable())
+    task.scheduler.T_max = max(1, total_steps)  # a relaunch with more epochs stretches the schedule
     if rank == 0:
         _log(
             f"worker 0 on {device} ({torch.get_num_threads()} torch threads): start at epoch "
@@ -79,7 +81,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         improved = record["val/loss"] < state.best_val_loss
         state.best_val_loss = min(state.best_val_loss, record["val/loss"])
         if rank == 0:
-            _rank0_files(plan.run_dir, cfg, task, improved, first_val, state.epoch)
+            write_epoch_files(plan.run_dir, cfg, task, improved, first_val, state.epoch)
             log_epoch(record, cfg.train.epochs, improved)
         report_epoch(rank, plan.run_dir, state, record, task.resumable())
 
@@ -136,22 +138,6 @@ def _evaluate(task: TrainTask, shard, feed: BatchFeed):
             total, seen = sums.get(key, (0.0, 0))
             sums[key] = (total + float(value) * count, seen + count)
     return sums, first
-
-
-def _rank0_files(run_dir: str, cfg: ExperimentConfig, task: TrainTask, improved: bool, first_val, epoch: int):
-    """The best backbone and model when validation improved, and the heads' pictures."""
-    model = task.parts.model
-    if improved:
-        run_files.write_best(run_dir, model, cfg.model_dump(mode="json"))
-    if first_val is None:
-        return
-    for name, head in task.parts.heads.items():
-        with torch.no_grad():
-            pictures = head.pictures(
-                model.heads[name], first_val, lambda images, n=name: model.head_output(n, images)
-            )
-        for picture, png in pictures.items():
-            run_files.write_picture(run_dir, epoch, name, picture, png)
 
 
 def _log(message: str) -> None:

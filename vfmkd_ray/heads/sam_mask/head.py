@@ -91,7 +91,10 @@ class SamMaskHead(TaskHead):
         super().__init__(name, cfg, context)
         self._embed_hw = self._embedding_grid()
         self._teacher_cfg = self._sam_teacher()
-        self._teacher_decoder: SamPromptDecoder | None = None  # built with the module (it starts it)
+        # Built on first use (``_teacher``): rebuilding a trained model to export it, or to use it
+        # as a teacher, never reads the SAM checkpoint.
+        self._teacher_decoder: SamPromptDecoder | None = None
+        self._device = torch.device("cpu")
         if self._teacher_cfg is not None:
             self.teacher_layers = (feature_key(cfg.teacher, SamTeacher.layer_names[0]),)
 
@@ -132,12 +135,11 @@ class SamMaskHead(TaskHead):
 
     def build_module(self) -> SamMaskModule:
         input_size = self.context.input_size
-        if self._teacher_cfg is not None and not _on_meta_device():
-            # On the meta device (a driver's config check) the structure is enough: no checkpoint read.
-            self._teacher_decoder = build_sam_prompt_decoder(self._teacher_cfg).requires_grad_(False).eval()
-        if self._teacher_decoder is not None:
-            # Starts equal to the teacher's decoder, so step 0's KD loss measures the embedding only.
-            decoder = self._teacher_decoder.with_geometry(self._embed_hw, input_size).requires_grad_(True)
+        # A fresh model starts from the teacher's decoder, so step 0's KD loss measures the embedding
+        # only; a model about to load a checkpoint, or built on the meta device (a driver's config
+        # check), needs the structure alone.
+        if self._teacher_cfg is not None and self.context.fresh and not _on_meta_device():
+            decoder = self._teacher().with_geometry(self._embed_hw, input_size).requires_grad_(True)
         else:
             decoder = SamPromptDecoder(self._embed_hw, input_size)
         if self.cfg.decoder == "frozen":
@@ -156,9 +158,16 @@ class SamMaskHead(TaskHead):
         )
 
     def to(self, device: torch.device) -> SamMaskHead:
+        self._device = device
         if self._teacher_decoder is not None:
             self._teacher_decoder.to(device)
         return self
+
+    def _teacher(self) -> SamPromptDecoder:
+        if self._teacher_decoder is None:
+            decoder = build_sam_prompt_decoder(self._teacher_cfg).requires_grad_(False).eval()
+            self._teacher_decoder = decoder.to(self._device)
+        return self._teacher_decoder
 
     def loss(
         self, module: SamMaskModule, output: torch.Tensor, batch: Batch, rerun: Rerun
@@ -179,7 +188,7 @@ class SamMaskHead(TaskHead):
             iou_mse = F.mse_loss(iou_pred_K.float(), iou_K)
             total = total + IOU_WEIGHT * iou_mse
             out["iou_mse"] = iou_mse.detach()
-        if self._teacher_decoder is not None:
+        if self._teacher_cfg is not None:
             teacher_Khw = self._teacher_logits(prompts, batch, grid_hw)
             kd = binary_kl(logits_Khw, teacher_Khw, valid_Khw, self.cfg.kd_temperature)
             total = total + self.cfg.kd_weight * kd
@@ -191,9 +200,10 @@ class SamMaskHead(TaskHead):
     @torch.no_grad()
     def _teacher_logits(self, prompts: Prompts, batch: Batch, grid_hw: tuple[int, int]) -> torch.Tensor:
         """The frozen teacher decoder's logits for the same prompts, on the teacher's embedding."""
-        dtype = next(self._teacher_decoder.parameters()).dtype
+        teacher = self._teacher().to(batch.images_BCHW.device)
+        dtype = next(teacher.parameters()).dtype
         embed_KChw = batch.teacher_features[self.teacher_layers[0]][prompts.image_K].to(dtype)
-        return decode(self._teacher_decoder, embed_KChw, prompts, batch, grid_hw)[0].float()
+        return decode(teacher, embed_KChw, prompts, batch, grid_hw)[0].float()
 
     def _empty_loss(self, module: SamMaskModule, output: torch.Tensor) -> dict[str, torch.Tensor]:
         """An exact zero with a (zero) gradient on the embedding and every trainable parameter."""
@@ -204,7 +214,7 @@ class SamMaskHead(TaskHead):
         out = {"loss": zero, "focal": zero.detach(), "dice": zero.detach()}
         if self.cfg.decoder == "trainable":
             out["iou_mse"] = zero.detach()
-        if self._teacher_decoder is not None:
+        if self._teacher_cfg is not None:
             out["kd"] = zero.detach()
         return out | {"iou": zero.detach(), "num_masks": zero.detach()}
 

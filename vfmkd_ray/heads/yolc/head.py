@@ -83,7 +83,8 @@ class YOLCHead(TaskHead):
             crops = crop_supervision(rerun, images, boxes, labels, targets, cfg)
             if crops is not None:
                 result["loss"] = result["loss"] + cfg.crop_loss_weight * crops
-                result["loss/crops"] = crops.detach()
+            # Every batch reports the same keys, crops or none (workers average them key by key).
+            result["loss/crops"] = crops.detach() if crops is not None else result["loss"].new_zeros(())
         if self.teacher is not None:
             with torch.no_grad():
                 teacher_out = self.teacher.head_output(self.teacher_head, images)

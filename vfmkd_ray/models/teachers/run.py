@@ -1,6 +1,7 @@
-"""A model of the user's own as a teacher: a ``best_model.pth`` (or training checkpoint) written by
-this product, frozen, with its backbone levels (``backbone_s<stride>``) and its neck levels
-(``neck_s<stride>``) as teacher layers, described by ``feature_info`` like any other teacher.
+"""A model of the user's own as a teacher: a ``best_model.pth`` (or a training checkpoint's
+``training_state.pt``) written by this product, frozen, with its backbone levels
+(``backbone_s<stride>``) and its neck levels (``neck_s<stride>``) as teacher layers, described by
+``feature_info`` like any other teacher.
 
 So a trained detector or multi-task model can be precomputed into a store and distilled like SAM or
 DINOv2, and feature terms (FGD on a neck level, say) read it through the teacher interface. The
