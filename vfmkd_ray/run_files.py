@@ -250,9 +250,18 @@ def load_frozen_model(uri: str) -> FrozenModel:
 
 
 def write_eval(run_dir: str, result: dict) -> str:
+    """``eval.json``; a metric that does not apply (NaN: no small objects, say) is written as null."""
     uri = path(run_dir, EVAL_FILE)
-    storage.write_text_atomic(uri, json.dumps(result, indent=2))
+    storage.write_text_atomic(uri, json.dumps(_nan_to_none(result), indent=2))
     return uri
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def write_picture(run_dir: str, epoch: int, head: str, name: str, png: bytes) -> str:

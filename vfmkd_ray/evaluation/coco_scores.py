@@ -84,9 +84,6 @@ def score(truth: GroundTruth, results: list[dict], kind: str) -> dict[str, float
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
-    stats = evaluation.stats
-    return {
-        f"{prefix}mAP": float(stats[0]),
-        f"{prefix}AP50": float(stats[1]),
-        f"{prefix}AP_small": float(max(stats[3], 0.0)),
-    }
+    # pycocotools answers -1 where the split has no ground truth of a kind (no small objects).
+    stats = [float(v) if v >= 0 else math.nan for v in evaluation.stats]
+    return {f"{prefix}mAP": stats[0], f"{prefix}AP50": stats[1], f"{prefix}AP_small": stats[3]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from vfmkd_ray.evaluation.run_eval import EvalResult
 
 BOX_COLUMNS = ("mAP", "AP50", "AP_small")
@@ -33,4 +35,6 @@ def eval_tables(result: EvalResult) -> str:
 
 
 def _number(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"  # e.g. AP_small of a split without small objects
     return f"{value:.0f}" if float(value).is_integer() and value > 1 else f"{value:.4f}"
