@@ -76,3 +76,12 @@ def test_int8_on_teacher_output_halves_fp16_with_cosine_above_0999(tiny_config):
     assert figures["int8"].payload_bytes == figures["fp16"].payload_bytes / 2
     assert figures["int8"].scale_bytes == 256 * 4  # one float32 per SAM channel
     assert figures["fp16"].scale_bytes == figures["bf16"].scale_bytes == 0
+
+
+def test_count_non_finite_on_stored_bits_matches_numpy_over_every_16_bit_pattern():
+    bits = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
+    as_fp16, as_bf16 = bits.view(np.float16), (bits.astype(np.uint32) << 16).view(np.float32)
+    assert codecs.count_non_finite(as_fp16, "fp16") == (~np.isfinite(as_fp16)).sum() == 2 * 2**10
+    assert codecs.count_non_finite(bits, "bf16") == (~np.isfinite(as_bf16)).sum() == 2 * 2**7
+    scale = np.array([1.0, np.nan, np.inf], np.float32)
+    assert codecs.count_non_finite(np.zeros((3, 1, 1), np.int8), "int8", scale) == 2

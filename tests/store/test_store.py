@@ -13,7 +13,7 @@ from vfmkd_ray.store.parts import (
     stored_image_ids,
 )
 from vfmkd_ray.store.reader import FeatureStoreError, decode_features
-from vfmkd_ray.store.schema import dtype_column, feature_column, shape_column
+from vfmkd_ray.store.schema import SCHEMA_VERSION, crc_column, dtype_column, feature_column, shape_column
 
 
 def _batch(ids, rng, shape=(8, 4, 4)):
@@ -48,9 +48,11 @@ def test_features_read_back_equal_the_written_fp16_values(tmp_path, make_manifes
             feature_column("embed"),
             shape_column("embed"),
             "feat.embed.dtype",
+            crc_column("embed"),
         )
     }
-    decoded = decode_features(rows, make_manifest("embed", (8, 4, 4), 3), dataset)[feature_column("embed")]
+    manifest = make_manifest("embed", (8, 4, 4), 3).model_copy(update={"schema_version": SCHEMA_VERSION})
+    decoded = decode_features(rows, manifest, dataset)[feature_column("embed")]
     assert decoded.dtype == np.float16
     np.testing.assert_array_equal(decoded, batch[feature_column("embed")].astype(np.float16))
     assert list(rows["image_uri"]) == list(batch["image_uri"])

@@ -7,6 +7,7 @@ import pytest
 from tests.conftest import build_store_in_process
 from vfmkd_ray.cli import main
 from vfmkd_ray.store.parts import list_parts
+from vfmkd_ray.store.schema import crc_column, row_checksum, scale_column
 from vfmkd_ray.store.verify import verify_store
 
 
@@ -32,9 +33,11 @@ def test_tampered_store_fails_and_the_cli_exits_1(tiny_config, capsys):
     table = pq.read_table(part)
     features = table.column("feat.image_embed").to_pylist()
     features[0] = bytes(len(features[0]))  # all zeros: wrong values, right shape
-    table = table.set_column(
-        table.column_names.index("feat.image_embed"), "feat.image_embed", pa.array(features)
-    )
+    checksums = table.column(crc_column("image_embed")).to_pylist()
+    scale = table.column(scale_column("image_embed"))[0].as_py()
+    checksums[0] = row_checksum(features[0], scale)  # a consistent row: only the teacher can tell
+    for name, values in (("feat.image_embed", features), (crc_column("image_embed"), checksums)):
+        table = table.set_column(table.column_names.index(name), name, pa.array(values))
     pq.write_table(table, part)
     report = verify_store(dataset, sample=16)
     assert not report.passed and any("cosine" in p for p in report.problems)

@@ -5,6 +5,9 @@
 - ``int8``: symmetric per-channel quantisation, ``x ~= q * scale[c]`` with ``q`` in [-127, 127];
   the per-channel scales travel in the row (``feat.<layer>.scale``). Half the bytes of fp16.
 
+Stored values are finite by contract: ``count_non_finite`` is how the writer refuses NaN/inf (or
+fp16 overflow past 65504) and how the reader rejects a row that holds any.
+
 Rows cross Ray's object store in their stored form; ``to_float32`` turns a batch into float32 on the
 training device, so decoding costs no object-store bytes. torch is imported only by the functions
 that need it: the data path's decode tasks use the NumPy half and start in fresh Ray worker
@@ -24,6 +27,9 @@ if TYPE_CHECKING:
 CODEC_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
 _STORED_NUMPY = {"fp16": np.float16, "bf16": np.uint16, "int8": np.int8}
 INT8_LEVELS = 127
+FP16_MAX = 65504.0  # the largest finite half; larger magnitudes encode as inf
+# All ones in the exponent bits: inf or NaN. Testing the bits is ~8x faster than np.isfinite on fp16.
+_FP16_EXPONENT, _BF16_EXPONENT = 0x7C00, 0x7F80
 
 
 def check_codec(codec: str) -> None:
@@ -36,7 +42,8 @@ def encode(features_CHW: np.ndarray, codec: str) -> tuple[bytes, np.ndarray]:
     check_codec(codec)
     features = np.ascontiguousarray(features_CHW, dtype=np.float32)
     if codec == "fp16":
-        return features.astype(np.float16).tobytes(), np.zeros(0, np.float32)
+        with np.errstate(over="ignore"):  # beyond FP16_MAX becomes inf: count_non_finite reports it
+            return features.astype(np.float16).tobytes(), np.zeros(0, np.float32)
     if codec == "bf16":
         bits = features.view(np.uint32)
         rounded = bits + 0x7FFF + ((bits >> 16) & 1)  # round to nearest, ties to even
@@ -56,6 +63,22 @@ def stored_dtype(codec: str) -> np.dtype:
 def stored_array(data: bytes, shape: tuple[int, ...], codec: str) -> np.ndarray:
     """The stored values as a numpy array (no decoding; bf16 stays as its uint16 bits)."""
     return np.frombuffer(data, dtype=stored_dtype(codec)).reshape(shape)
+
+
+def count_non_finite(stored: np.ndarray, codec: str, scale: np.ndarray | None = None) -> int:
+    """How many NaN/inf values a ``stored_array`` (or, for int8, its ``scale``) holds.
+
+    Cheap on the data path: fp16 and bf16 are tested on their raw 16-bit patterns (exponent all
+    ones) without decoding, and int8 values are always finite, so only their per-channel scales are
+    checked.
+    """
+    check_codec(codec)
+    if codec in ("fp16", "bf16"):
+        exponent = _FP16_EXPONENT if codec == "fp16" else _BF16_EXPONENT
+        return int(np.count_nonzero((stored.view(np.uint16) & exponent) == exponent))
+    if scale is None:
+        return 0
+    return 0 if np.isfinite(scale).all() else int((~np.isfinite(scale)).sum())
 
 
 def to_float32(stored: torch.Tensor, codec: str, scale: torch.Tensor | None = None) -> torch.Tensor:

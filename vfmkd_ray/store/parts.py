@@ -2,6 +2,8 @@
 
 A part becomes visible only when complete (``storage.write_bytes_atomic``), and its name is a hash
 of the image ids it holds, so a retried write task replaces its own part instead of adding a copy.
+``PartWriter`` stores only finite features: ``schema.build_table`` raises ``FeatureStoreError``
+naming the image and layer for NaN/inf teacher outputs, so precompute fails instead of storing them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,11 @@ def write_part(dataset: str, table: pa.Table) -> str:
 
 
 class PartWriter:
-    """Ray Data ``map_batches`` callable: one batch of teacher outputs -> one stored part."""
+    """Ray Data ``map_batches`` callable: one batch of teacher outputs -> one stored part.
+
+    Raises:
+        FeatureStoreError: a teacher output is NaN/inf or beyond the codec's range.
+    """
 
     def __init__(self, dataset: str, layers: list[str], codec: str):
         self.dataset, self.layers, self.codec = dataset, layers, codec

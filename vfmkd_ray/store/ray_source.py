@@ -4,7 +4,8 @@ The driver already knows the part URIs, so a ``from_items`` list of parts plus a
 reads each part with pyarrow replaces ``read_parquet``: on Ray 2.60 each ``read_parquet`` pass costs
 about 2 s of planning here (four 2 MB parts: 1.9-2.7 s per pass, against 0.11-0.14 s this way), and
 every epoch is a new pass. Reads also go through ``storage``, so S3 settings and errors are the same
-as everywhere else.
+as everywhere else. Every column is read, the ``feat.L.crc32`` checksums included, so the decode
+stage (``reader.decode_row``) can check each row.
 
 When the heads need ground truth, each part's item also carries the annotations of the images in
 that part (one JSON text: image id -> ``ImageAnnotations`` JSON), and the read stage adds them to

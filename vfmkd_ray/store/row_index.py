@@ -15,7 +15,14 @@ from itertools import accumulate
 from vfmkd_ray.store.manifest import StoreDataset
 from vfmkd_ray.store.parts import list_parts, open_parquet
 from vfmkd_ray.store.reader import FeatureStoreError
-from vfmkd_ray.store.schema import dtype_column, feature_column, scale_column, shape_column
+from vfmkd_ray.store.schema import (
+    FIRST_CHECKSUM_VERSION,
+    crc_column,
+    dtype_column,
+    feature_column,
+    scale_column,
+    shape_column,
+)
 
 
 @dataclass(frozen=True)
@@ -76,9 +83,13 @@ class StoreRowIndex:
         return batch
 
     def _columns(self) -> list[str]:
+        """What ``decode_row`` reads: features, shapes, dtypes, int8 scales and (schema 2+) checksums."""
+        manifest = self.store.manifest
         columns = ["aug_seed"]
-        for layer in self.store.manifest.layers:
+        for layer in manifest.layers:
             columns += [feature_column(layer), shape_column(layer), dtype_column(layer)]
-            if self.store.manifest.codec == "int8":
+            if manifest.codec == "int8":
                 columns.append(scale_column(layer))
+            if manifest.schema_version >= FIRST_CHECKSUM_VERSION:
+                columns.append(crc_column(layer))
         return columns

@@ -1,22 +1,30 @@
 """The Parquet row layout of the feature store (DESIGN section 4), version ``SCHEMA_VERSION``.
 
 Per image: ``image_id``, ``image_uri``, ``aug_seed``, the unpadded ``valid_h``/``valid_w`` after
-letterboxing, and per teacher layer ``L`` four plain columns: ``feat.L`` (binary),
-``feat.L.shape`` (list<int32>), ``feat.L.dtype`` (string) and ``feat.L.scale`` (float32 bytes: the
-per-channel scales of the int8 codec, empty otherwise). Plain binary rather than Arrow tensor
-extension types, so any Parquet reader can consume the store.
+letterboxing, and per teacher layer ``L`` five plain columns: ``feat.L`` (binary),
+``feat.L.shape`` (list<int32>), ``feat.L.dtype`` (string), ``feat.L.scale`` (float32 bytes: the
+per-channel scales of the int8 codec, empty otherwise) and ``feat.L.crc32`` (int64 holding the
+unsigned 32-bit ``zlib.crc32`` of the ``feat.L`` bytes followed by the ``feat.L.scale`` bytes). Plain
+binary rather than Arrow tensor extension types, so any Parquet reader can consume the store.
+
+Versions: 1 had no ``crc32`` columns (still readable: the reader skips the checksum but still
+rejects non-finite values); 2 adds them. ``build_table`` refuses non-finite teacher outputs, and
+outputs that the codec would turn into inf (fp16 beyond 65504), so a store never holds NaN/inf.
 """
 
 from __future__ import annotations
 
 import hashlib
+import zlib
 
 import numpy as np
 import pyarrow as pa
 
 from vfmkd_ray.store import codecs
+from vfmkd_ray.store.errors import FeatureStoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+FIRST_CHECKSUM_VERSION = 2  # stores of older versions have no ``feat.L.crc32`` columns
 KEY_COLUMNS = ("image_id", "image_uri", "aug_seed", "valid_h", "valid_w")
 
 
@@ -36,6 +44,15 @@ def scale_column(layer: str) -> str:
     return f"feat.{layer}.scale"
 
 
+def crc_column(layer: str) -> str:
+    return f"feat.{layer}.crc32"
+
+
+def row_checksum(data: bytes, scale: bytes) -> int:
+    """The ``feat.L.crc32`` value: crc32 of the stored feature bytes, then the scale bytes."""
+    return zlib.crc32(scale, zlib.crc32(data))
+
+
 def aug_seed_for(image_id: str, seed: int) -> int:
     """A stable per-image augmentation seed, so the student can replay what the teacher saw."""
     digest = hashlib.sha1(f"{seed}:{image_id}".encode()).digest()
@@ -43,9 +60,14 @@ def aug_seed_for(image_id: str, seed: int) -> int:
 
 
 def build_table(batch: dict[str, np.ndarray], layers: list[str], codec: str) -> pa.Table:
-    """A Parquet-ready table from a batch holding the key columns and float ``feat.L`` arrays."""
+    """A Parquet-ready table from a batch holding the key columns and float ``feat.L`` arrays.
+
+    Raises:
+        FeatureStoreError: a feature map holds NaN/inf, or values the codec cannot represent.
+    """
+    image_ids = [str(v) for v in batch["image_id"]]
     columns: dict[str, pa.Array] = {
-        "image_id": pa.array([str(v) for v in batch["image_id"]], pa.string()),
+        "image_id": pa.array(image_ids, pa.string()),
         "image_uri": pa.array([str(v) for v in batch["image_uri"]], pa.string()),
         "aug_seed": pa.array(np.asarray(batch["aug_seed"], dtype=np.int64)),
         "valid_h": pa.array(np.asarray(batch["valid_h"], dtype=np.int32)),
@@ -53,9 +75,38 @@ def build_table(batch: dict[str, np.ndarray], layers: list[str], codec: str) -> 
     }
     for layer in layers:
         features = batch[feature_column(layer)]
-        encoded = [codecs.encode(f, codec) for f in features]
-        columns[feature_column(layer)] = pa.array([data for data, _ in encoded], pa.binary())
-        columns[scale_column(layer)] = pa.array([scale.tobytes() for _, scale in encoded], pa.binary())
+        encoded = [_encode_finite(f, codec, i, layer) for f, i in zip(features, image_ids, strict=True)]
+        data = [d for d, _ in encoded]
+        scales = [s.tobytes() for _, s in encoded]
+        columns[feature_column(layer)] = pa.array(data, pa.binary())
+        columns[scale_column(layer)] = pa.array(scales, pa.binary())
         columns[shape_column(layer)] = pa.array([list(f.shape) for f in features], pa.list_(pa.int32()))
         columns[dtype_column(layer)] = pa.array([codecs.CODEC_DTYPES[codec]] * len(features), pa.string())
+        checksums = [row_checksum(d, s) for d, s in zip(data, scales, strict=True)]
+        columns[crc_column(layer)] = pa.array(checksums, pa.int64())
     return pa.table(columns)
+
+
+def _encode_finite(
+    features_CHW: np.ndarray, codec: str, image_id: str, layer: str
+) -> tuple[bytes, np.ndarray]:
+    """``codecs.encode``, refusing what would store NaN/inf: training on it would be NaN."""
+    features = np.asarray(features_CHW)
+    if not np.isfinite(features).all():
+        num_bad = int((~np.isfinite(features)).sum())
+        raise FeatureStoreError(
+            f"teacher output for image {image_id} layer {layer} holds {num_bad} non-finite values "
+            "(NaN/inf): refusing to store it; check the teacher's weights and this image"
+        )
+    data, scale = codecs.encode(features, codec)
+    num_bad = codecs.count_non_finite(codecs.stored_array(data, features.shape, codec), codec, scale)
+    if num_bad:
+        hint = ""
+        if codec == "fp16":
+            hint = f" (max {codecs.FP16_MAX:g}); store.codec bf16 or int8 keeps float32's range"
+        raise FeatureStoreError(
+            f"teacher output for image {image_id} layer {layer} has values up to "
+            f"{float(np.abs(features).max()):.6g}, which exceeds the {codec} codec's range{hint}: "
+            f"{num_bad} values would be stored as inf"
+        )
+    return data, scale

@@ -1,12 +1,16 @@
-"""``vfmkd verify``: is a feature store complete, consistent, and what its teacher really outputs?
+"""``vfmkd verify``: is a feature store complete, intact, and what its teacher really outputs?
 
-Two checks, after EdgeSAM's check mode: the manifest against the parts (row count, per-row shape and
-dtype, duplicate ids), then the live teacher re-run on a sample of stored images (their augmentation
-replayed from ``aug_seed``) and compared with the decoded store values.
+Three checks, after EdgeSAM's check mode: the manifest against the parts (row count, per-row shape
+and dtype, duplicate ids); with ``check_all`` (``vfmkd verify --all``) every row of every part through
+``reader.decode_row`` (its ``feat.L.crc32`` checksum, finite values, shape and dtype) without building
+the teacher; then the live teacher re-run on a sample of stored images (their augmentation replayed
+from ``aug_seed``), each sampled row checked the same way first, and compared with the decoded store
+values. A non-finite (NaN/inf) error or cosine is a failure, never a pass.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -16,12 +20,19 @@ import torch
 from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.pipeline import load_letterboxed
 from vfmkd_ray.models.teachers import TeacherConfig, build_teacher
+from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.codec_report import flat_cosine
 from vfmkd_ray.store.manifest import Manifest, read_manifest
 from vfmkd_ray.store.parts import duplicate_ids, list_parts, read_part
-from vfmkd_ray.store.reader import FeatureStoreError
-from vfmkd_ray.store.schema import dtype_column, feature_column, scale_column, shape_column
+from vfmkd_ray.store.reader import FeatureStoreError, decode_row
+from vfmkd_ray.store.schema import (
+    FIRST_CHECKSUM_VERSION,
+    dtype_column,
+    feature_column,
+    scale_column,
+    shape_column,
+)
 
 RANDOM_PREFIX = "random(seed="
 
@@ -31,6 +42,8 @@ class VerifyReport:
     dataset: str
     rows: int
     parts: int
+    checksums: bool = True  # the store's schema version has row checksums
+    rows_checked: int = 0  # rows through the row checks: checksum, finite values, shape, dtype
     sampled: int = 0
     mean_abs_error: float = 0.0
     max_abs_error: float = 0.0
@@ -42,6 +55,10 @@ class VerifyReport:
     def passed(self) -> bool:
         return not self.problems
 
+    def add_problem(self, problem: str) -> None:
+        if problem not in self.problems:  # --all and the sample may find the same bad row
+            self.problems.append(problem)
+
 
 def verify_store(
     dataset: str,
@@ -50,36 +67,70 @@ def verify_store(
     max_abs_error: float = 0.05,
     min_cosine: float = 0.999,
     seed: int = 0,
+    check_all: bool = False,
 ) -> VerifyReport:
-    """Checks ``dataset`` (``<root>/<teacher>/<input_size>``); problems are listed in the report."""
+    """Checks ``dataset`` (``<root>/<teacher>/<input_size>``); problems are listed in the report.
+
+    Args:
+        sample: stored images to re-run the teacher on (0: no teacher is built).
+        check_all: run the row checks over every row of every part.
+    """
     manifest = read_manifest(dataset)
     if manifest is None:
         raise FeatureStoreError(f"no feature store manifest at {dataset}")
     parts = list_parts(dataset)
-    tables = {
-        part: read_part(part, ["image_id", "image_uri", "aug_seed", *_shape_columns(manifest)])
-        for part in parts
-    }
-    report = VerifyReport(dataset=dataset, rows=sum(t.num_rows for t in tables.values()), parts=len(parts))
-    report.problems.extend(_structure_problems(manifest, tables))
+    report = VerifyReport(
+        dataset=dataset, rows=0, parts=len(parts), checksums=manifest.schema_version >= FIRST_CHECKSUM_VERSION
+    )
+    tables = {}
+    for part in parts:
+        try:
+            tables[part] = read_part(part, ["image_id", "image_uri", "aug_seed", *_shape_columns(manifest)])
+        except StorageError as err:
+            report.add_problem(_unreadable(part, err))
+    report.rows = sum(t.num_rows for t in tables.values())
+    for problem in _structure_problems(manifest, tables, len(parts)):
+        report.add_problem(problem)
+    if check_all:
+        for part in tables:
+            report.rows_checked += _check_rows(manifest, dataset, part, report)
     ids = [(part, i) for part, table in tables.items() for i in range(table.num_rows)]
     picked = random.Random(seed).sample(ids, min(sample, len(ids)))
     if picked:
-        _compare_with_teacher(manifest, weights, picked, report)
-        if report.max_abs_error > max_abs_error:
-            report.problems.append(f"max abs error {report.max_abs_error:.4g} > {max_abs_error}")
-        if report.min_cosine < min_cosine:
-            report.problems.append(f"min cosine {report.min_cosine:.6f} < {min_cosine}")
+        num_checked = _compare_with_teacher(manifest, weights, picked, report)
+        if not check_all:
+            report.rows_checked = num_checked
+        for problem in threshold_problems(report, max_abs_error, min_cosine):
+            report.add_problem(problem)
     return report
 
 
-def _structure_problems(manifest: Manifest, tables: dict) -> list[str]:
+def threshold_problems(report: VerifyReport, max_abs_error: float, min_cosine: float) -> list[str]:
+    """The teacher comparison against its thresholds; NaN/inf fails (``nan > x`` would be False)."""
+    if not report.sampled:
+        return []
+    figures = (report.mean_abs_error, report.max_abs_error, report.mean_cosine, report.min_cosine)
+    if not all(math.isfinite(f) for f in figures):
+        return [
+            f"teacher comparison on {report.sampled} images is not finite (abs error max "
+            f"{report.max_abs_error:.4g}, cosine min {report.min_cosine:.6f}): the stored or the live "
+            "features hold NaN/inf"
+        ]
+    problems = []
+    if not report.max_abs_error <= max_abs_error:
+        problems.append(f"max abs error {report.max_abs_error:.4g} > {max_abs_error}")
+    if not report.min_cosine >= min_cosine:
+        problems.append(f"min cosine {report.min_cosine:.6f} < {min_cosine}")
+    return problems
+
+
+def _structure_problems(manifest: Manifest, tables: dict, num_parts: int) -> list[str]:
     problems = []
     ids = [i for table in tables.values() for i in table.column("image_id").to_pylist()]
     if len(ids) != manifest.row_count:
         problems.append(f"parts hold {len(ids)} rows, the manifest says {manifest.row_count}")
-    if len(tables) != manifest.num_parts:
-        problems.append(f"{len(tables)} parts, the manifest says {manifest.num_parts}")
+    if num_parts != manifest.num_parts:
+        problems.append(f"{num_parts} parts, the manifest says {manifest.num_parts}")
     if dupes := duplicate_ids(ids):
         problems.append(f"{len(dupes)} duplicate image ids, e.g. {dupes[:5]}")
     dtype = codecs.CODEC_DTYPES[manifest.codec]
@@ -98,35 +149,76 @@ def _structure_problems(manifest: Manifest, tables: dict) -> list[str]:
     return problems
 
 
-def _compare_with_teacher(
-    manifest: Manifest, weights: str | None, picked: list, report: VerifyReport
-) -> None:
+def _check_rows(manifest: Manifest, dataset: str, part: str, report: VerifyReport) -> int:
+    """Every row of ``part`` through ``decode_row``; its problems go to ``report``. Returns the rows."""
+    try:
+        table = read_part(part)
+    except StorageError as err:
+        report.add_problem(_unreadable(part, err))
+        return 0
+    batch = {name: table.column(name).to_pylist() for name in table.column_names}
+    for row in range(table.num_rows):
+        if problem := _row_problem(batch, row, manifest, dataset, part):
+            report.add_problem(problem)
+    return table.num_rows
+
+
+def _unreadable(part: str, err: Exception) -> str:
+    """One printable line: decoder messages about corrupt bytes may quote those bytes."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in str(err)).split())
+    return f"part {part} cannot be read: {text}"
+
+
+def _row_problem(batch: dict, row: int, manifest: Manifest, dataset: str, part: str) -> str | None:
+    try:
+        decode_row(batch, row, manifest, dataset)
+    except FeatureStoreError as err:
+        return f"part {part}: {err}"
+    return None
+
+
+def _compare_with_teacher(manifest: Manifest, weights: str | None, picked: list, report: VerifyReport) -> int:
+    """Fills the report's error and cosine figures; returns the rows it ran the row checks on."""
     teacher = build_teacher(_teacher_config(manifest, weights))
-    errors, cosines = [], []
+    errors, cosines, num_checked = [], [], 0
     by_part: dict[str, list[int]] = {}
     for part, index in picked:
         by_part.setdefault(part, []).append(index)
     for part, indices in by_part.items():
-        rows = read_part(part).take(indices).to_pylist()
+        try:
+            rows = read_part(part).take(indices).to_pylist()
+        except StorageError as err:
+            report.add_problem(_unreadable(part, err))
+            continue
+        num_checked += len(rows)
         for row in rows:
-            canvas, _ = load_letterboxed(
-                row["image_uri"], manifest.input_size, row["aug_seed"], manifest.augment
-            )
-            with torch.no_grad():
-                live = teacher(normalize(torch.from_numpy(canvas)[None]))
-            for layer, spec in manifest.layers.items():
-                scale = (
-                    np.frombuffer(row[scale_column(layer)], np.float32) if manifest.codec == "int8" else None
-                )
-                stored = codecs.decode(row[feature_column(layer)], spec.shape, manifest.codec, scale)
-                expected = live[layer][0].numpy()
-                errors.append(np.abs(stored - expected))
-                cosines.append(flat_cosine(stored, expected))
-    report.sampled = len(picked)
-    report.mean_abs_error = float(np.mean([e.mean() for e in errors]))
-    report.max_abs_error = float(max(e.max() for e in errors))
-    report.mean_cosine = float(np.mean(cosines))
-    report.min_cosine = float(min(cosines))
+            if problem := _row_problem({k: [v] for k, v in row.items()}, 0, manifest, report.dataset, part):
+                report.add_problem(problem)  # a corrupt or non-finite row: nothing to compare
+                continue
+            for error, cosine in _compare_row(teacher, manifest, row):
+                errors.append(error)
+                cosines.append(cosine)
+            report.sampled += 1
+    if errors:
+        report.mean_abs_error = float(np.mean([e.mean() for e in errors]))
+        report.max_abs_error = float(np.max([e.max() for e in errors]))  # np: NaN propagates
+        report.mean_cosine = float(np.mean(cosines))
+        report.min_cosine = float(np.min(cosines))
+    return num_checked
+
+
+def _compare_row(teacher: torch.nn.Module, manifest: Manifest, row: dict) -> list[tuple[np.ndarray, float]]:
+    """Per layer: the absolute error and cosine of the stored row against the live teacher."""
+    canvas, _ = load_letterboxed(row["image_uri"], manifest.input_size, row["aug_seed"], manifest.augment)
+    with torch.no_grad():
+        live = teacher(normalize(torch.from_numpy(canvas)[None]))
+    figures = []
+    for layer, spec in manifest.layers.items():
+        scale = np.frombuffer(row[scale_column(layer)], np.float32) if manifest.codec == "int8" else None
+        stored = codecs.decode(row[feature_column(layer)], spec.shape, manifest.codec, scale)
+        expected = live[layer][0].numpy()
+        figures.append((np.abs(stored - expected), flat_cosine(stored, expected)))
+    return figures
 
 
 def _teacher_config(manifest: Manifest, weights: str | None) -> TeacherConfig:
