@@ -5,11 +5,16 @@ Annotations travel through the data path as one small JSON text per image (``Ima
 boxes in original pixels, 0-based labels (categories sorted by id), and each instance's COCO
 segmentation as written (polygons or RLE), decoded only where masks are needed
 (``data.targets``). Crowd annotations are left out.
+
+A ``file_name`` must stay inside ``<root>/<images_dir>`` (judged on the path text, on local paths
+and ``s3://`` keys alike): an absolute one, or one whose ``..`` leads out of the folder, is an
+error of the annotations file, raised before any image is read.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import asdict, dataclass, field
 
 from vfmkd_ray import storage
@@ -58,29 +63,50 @@ def read_dataset(cfg: DataConfig) -> CocoDataset:
 
     Raises:
         FileNotFoundError: the annotations file or image folder does not exist.
-        ValueError: it is not COCO-shaped JSON, or it repeats an image id.
+        ValueError: it is not COCO-shaped JSON, it repeats an image id, or a ``file_name`` leaves
+            the images folder.
     """
     root = storage.absolute(cfg.root)
     if cfg.annotations is None:
         folder = storage.join(root, cfg.images_dir)
         return CocoDataset(_folder_records(folder), [], {}, folder)
     ann_uri = storage.join(root, cfg.annotations)
+    images_uri = storage.join(root, cfg.images_dir)
     try:
         coco = json.loads(storage.read_text(ann_uri))
-        records = [
-            ImageRecord(
-                image_id=str(entry["id"]),
-                image_uri=storage.join(root, cfg.images_dir, entry["file_name"]),
-                width=int(entry["width"]),
-                height=int(entry["height"]),
-            )
-            for entry in coco["images"]
-        ]
+        records = [_record(entry, images_uri, ann_uri) for entry in coco["images"]]
         categories = sorted(coco.get("categories", []), key=lambda c: c["id"])
         annotations = _by_image(coco.get("annotations", []), {c["id"]: i for i, c in enumerate(categories)})
     except (json.JSONDecodeError, KeyError, TypeError, IndexError) as err:
         raise ValueError(f"{ann_uri} is not a COCO annotations file: {err!r}") from None
     return CocoDataset(_unique(records, ann_uri), categories, annotations, ann_uri)
+
+
+def _record(entry: dict, images_uri: str, ann_uri: str) -> ImageRecord:
+    file_name = entry["file_name"]
+    if not isinstance(file_name, str):
+        raise TypeError(f"image {entry['id']} has file_name {file_name!r}, not a string")
+    image_uri = uri_inside(images_uri, file_name)
+    if image_uri is None:
+        raise ValueError(
+            f"{ann_uri}: image {entry['id']} has file_name {file_name!r}, which leads outside the "
+            f"images folder {images_uri}; file names must be relative paths inside it"
+        )
+    return ImageRecord(
+        image_id=str(entry["id"]), image_uri=image_uri, width=int(entry["width"]), height=int(entry["height"])
+    )
+
+
+def uri_inside(folder: str, file_name: str) -> str | None:
+    """``folder/file_name`` normalized (``a/../b`` -> ``b``), or None when it is absolute or its
+    ``..`` leads out of ``folder``; for ``s3://`` URIs the key is normalized."""
+    scheme, _, path = folder.rpartition("://")
+    prefix = f"{scheme}://" if scheme else ""
+    base = posixpath.normpath(path)
+    joined = posixpath.normpath(posixpath.join(base, file_name))
+    if posixpath.isabs(file_name) or not joined.startswith(base.rstrip("/") + "/"):
+        return None
+    return prefix + joined
 
 
 def _by_image(anns: list[dict], label_of: dict[int, int]) -> dict[str, ImageAnnotations]:

@@ -8,6 +8,8 @@ from pydantic import Field
 
 from vfmkd_ray.schema import StrictModel
 
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000  # 10000 x 10000
+
 
 class SyntheticConfig(StrictModel):
     """What ``vfmkd demo`` generates into ``data.root`` when the dataset is not there yet."""
@@ -40,10 +42,21 @@ class DataConfig(StrictModel):
     on_bad_sample: Literal["error", "skip"] = Field(
         "error", description="a corrupt/missing image or bad feature row: stop, or skip and record it"
     )
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        ge=1024,
+        description="largest width*height an image may have, read from its header before any pixel "
+        "is decoded; a larger one is a bad sample (see on_bad_sample)",
+    )
     missing_features: Literal["error", "online", "skip"] = Field(
         "error",
         description="a dataset image without a store row (or a teacher without a store): stop, run "
         "the teacher in the worker, or skip",
+    )
+    allow_store_from_other_dataset: bool = Field(
+        False,
+        description="train although a store's dataset fingerprint differs from this dataset's (on the "
+        "images both hold); by default that is an error",
     )
     decode_num_cpus: float = Field(
         0.25, gt=0, description="CPUs reserved per fetch/decode task (mostly I/O, so a fraction)"
