@@ -127,6 +127,21 @@ def test_missing_config_file_is_named(tmp_path: Path):
         load_config(tmp_path / "nope.yaml")
 
 
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_an_empty_config_file_is_an_error_not_all_defaults(tmp_path: Path, text: str):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"empty.yaml is empty"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("key", ["s3.secret_access_key", "s3.access_key_id", "s3"])
+def test_a_badly_typed_secret_is_not_echoed(key: str):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"{key}=1234567890"])
+    assert key in str(err.value) and "1234567890" not in str(err.value) and "(hidden)" in str(err.value)
+
+
 def test_resolved_config_round_trips():
     cfg = load_config(None, ["train.epochs=4"])
     again = load_config(None, [])

@@ -1,6 +1,7 @@
 """Object storage through a real S3 endpoint (moto server on 127.0.0.1), without Ray."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from vfmkd_ray.config import dump_config, load_config
 from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.pipeline import load_letterboxed
 from vfmkd_ray.data.synthetic import write_synthetic_coco
-from vfmkd_ray.object_storage import S3Config, forwarded_env
+from vfmkd_ray.object_storage import S3Config, forwarded_env, secrets_left_behind
 from vfmkd_ray.store.parts import PartWriter, list_parts, stored_image_ids
 from vfmkd_ray.store.schema import feature_column
 
@@ -61,8 +62,11 @@ def test_credentials_from_config_reach_the_environment_but_not_the_saved_config(
         ],
     )
     cfg.s3.apply()
-    env = forwarded_env()
-    assert env["AWS_ACCESS_KEY_ID"] == "AKIDSECRET1" and env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+    assert os.environ["AWS_ACCESS_KEY_ID"] == "AKIDSECRET1"  # this process (and a local Ray) has them
+    env = forwarded_env()  # what may travel to a cluster in a runtime env: never the keys
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    assert secrets_left_behind() == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
     saved = dump_config(cfg) + json.dumps(cfg.model_dump(mode="json")) + repr(cfg) + str(cfg.s3)
     assert "AKIDSECRET1" not in saved and "TOPSECRET2" not in saved
     assert isinstance(cfg.s3, S3Config)

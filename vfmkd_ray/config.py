@@ -20,7 +20,7 @@ from vfmkd_ray.losses.config import DistillConfig
 from vfmkd_ray.models.necks.config import NeckConfig
 from vfmkd_ray.models.students.config import StudentConfig
 from vfmkd_ray.models.teachers.config import TeacherConfig
-from vfmkd_ray.object_storage import S3Config
+from vfmkd_ray.object_storage import S3Config, looks_secret
 from vfmkd_ray.schema import StrictModel
 from vfmkd_ray.store.config import StoreConfig
 from vfmkd_ray.train.config import TrainConfig
@@ -143,9 +143,13 @@ def _read_packaged(name: str) -> dict[str, Any]:
 
 def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{origin} is not valid YAML: {err}") from None
+    if data is None:  # an empty file (or comments only) is a mistake, not "all defaults"
+        raise ConfigError(
+            f"{origin} is empty: a config names at least its data, teachers or heads (see configs/)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{origin} must hold a mapping at the top level")
     return data
@@ -161,8 +165,10 @@ def _describe(err: ValidationError) -> str:
             allowed = _allowed_keys(_without_type_tags(problem["loc"])[:-1], problem["loc"])
             lines.append(f"unknown config key {key!r}; allowed keys here: {allowed}")
         else:
-            got = problem.get("input")
-            lines.append(f"bad value for {key!r}: {problem['msg']} (got {got!r})")
+            # The s3 section as a whole too: ``s3=<key>`` would echo the key.
+            hidden = key == "s3" or looks_secret(key.replace(".", "_"))
+            got = "(hidden)" if hidden else repr(problem.get("input"))
+            lines.append(f"bad value for {key!r}: {problem['msg']} (got {got})")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 

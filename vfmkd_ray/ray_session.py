@@ -10,7 +10,7 @@ import ray
 
 from vfmkd_ray import storage
 from vfmkd_ray.config import ConfigError, ExperimentConfig
-from vfmkd_ray.object_storage import forwarded_env
+from vfmkd_ray.object_storage import forwarded_env, secrets_left_behind
 
 log = logging.getLogger(__name__)
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a submitted job
@@ -26,26 +26,33 @@ def ensure_ray(min_local_cpus: float = 0) -> None:
         return
     address = os.environ.get("RAY_ADDRESS")
     num_cpus = None if address else max(os.cpu_count() or 1, math.ceil(min_local_cpus))
-    env = forwarded_env()  # object-storage settings must reach every worker
-    # In a submitted Ray job the job's runtime env already carries them to every worker, and Ray
-    # refuses a driver runtime env that sets the same variables again.
-    in_job = JOB_CONFIG_ENV in os.environ
+    # A local Ray started here inherits this process's environment, keys included. A cluster gets
+    # the non-secret settings only: Ray logs runtime-env variables in clear text. In a submitted
+    # job the job's runtime env already carries them, and Ray refuses a driver runtime env that
+    # sets the same variables again.
+    env = forwarded_env() if address and JOB_CONFIG_ENV not in os.environ else {}
     ray.init(
         address=address,
         num_cpus=num_cpus,
-        runtime_env={"env_vars": env} if env and not in_job else None,
+        runtime_env={"env_vars": env} if env else None,
         log_to_driver=True,
         logging_level=logging.WARNING,
     )
     resources = ray.cluster_resources()
     log.info(
-        "Ray %s: %s, %g CPUs, %g GPUs; forwarding %s",
+        "Ray %s: %s, %g CPUs, %g GPUs; %s",
         ray.__version__,
         address or "local",
         resources.get("CPU", 0),
         resources.get("GPU", 0),
-        ", ".join(sorted(env)) or "no AWS settings",
+        f"forwarding {', '.join(sorted(env))}" if env else "workers inherit this environment",
     )
+    if env and (kept := secrets_left_behind()):  # a job's driver already runs on the cluster
+        log.warning(
+            "%s not sent to the cluster (Ray would log the values): its nodes need their own, an "
+            "instance role, or AWS_SHARED_CREDENTIALS_FILE naming a mounted credentials file",
+            ", ".join(kept),
+        )
 
 
 def require_shared_paths(cfg: ExperimentConfig, num_nodes: int | None = None) -> None:

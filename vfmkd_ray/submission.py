@@ -3,8 +3,11 @@
 The repository is uploaded as the job's working directory (without data, outputs, virtualenvs and
 weights) and the command runs as ``python -m jobs.<command>``. The runtime environment is the
 cluster's own, a pip list (the project's dependencies), or a container image. Environment variables
-are passed by name; their values are never printed. With token authentication (Ray >= 2.59 enables
-it on local clusters) the client sends ``RAY_AUTH_TOKEN``, or the token in ``~/.ray/auth_token``.
+are passed by name; their values are never printed, and secrets are never passed at all: Ray writes
+runtime-env variables in clear text into its logs and shows them in the dashboard, so keys and
+tokens come from the cluster's own environment, an instance role, or a mounted secret file. With
+token authentication (Ray >= 2.59 enables it on local clusters) the client sends
+``RAY_AUTH_TOKEN``, or the token in ``~/.ray/auth_token``.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from vfmkd_ray.object_storage import forwarded_env
+from vfmkd_ray.object_storage import forwarded_env, looks_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AGENT_RETRIES, AGENT_RETRY_S = 15, 2.0
@@ -75,9 +79,15 @@ def client(address: str) -> JobSubmissionClient:
 
 def runtime_env(runtime: str, image: str | None, env_names: list[str]) -> dict:
     """Working directory upload plus the chosen environment; ``env_names`` are read from this
-    process's environment (a missing one is an error naming it)."""
+    process's environment (a missing one, or one that looks like a secret, is an error naming it)."""
     env = dict(forwarded_env())
     for name in env_names:
+        if looks_secret(name):
+            raise SubmissionError(
+                f"--env {name}: looks like a secret, and Ray logs runtime-env values in clear text; "
+                "set it in the cluster nodes' environment, use an instance role, or mount it as a file "
+                "(AWS_SHARED_CREDENTIALS_FILE for S3 keys)"
+            )
         if name not in os.environ:
             raise SubmissionError(f"--env {name}: not set in this environment")
         env[name] = os.environ[name]
@@ -89,6 +99,26 @@ def runtime_env(runtime: str, image: str | None, env_names: list[str]) -> dict:
             raise SubmissionError("--runtime image needs --image URI")
         spec["image_uri"] = image
     return spec
+
+
+def refuse_secret_arguments(args: list[str]) -> None:
+    """A key in an override or in the config file would travel in clear text: the entrypoint is
+    printed and kept in the job's info, the working directory upload holds the file."""
+    for arg in args:
+        key = arg.partition("=")[0]
+        if "=" in arg and looks_secret(key.replace(".", "_")):
+            raise SubmissionError(
+                f"{key}=...: a secret in a job's arguments is kept in clear text by Ray; give the "
+                "cluster's nodes their own credentials (environment, instance role, mounted file)"
+            )
+        path = Path(arg)
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            s3 = (yaml.safe_load(path.read_text()) or {}).get("s3") or {}
+            if isinstance(s3, dict) and (set(s3) & {"access_key_id", "secret_access_key"}):
+                raise SubmissionError(
+                    f"{arg} holds s3 keys, which the job's upload would carry in clear text: remove "
+                    "them and give the cluster's nodes their own credentials"
+                )
 
 
 def project_dependencies() -> list[str]:
@@ -105,6 +135,7 @@ def submit(
 ) -> str:
     if command not in COMMANDS:
         raise SubmissionError(f"cannot submit {command!r}; commands: {', '.join(COMMANDS)}")
+    refuse_secret_arguments(args)
     spec = runtime_env(runtime, image, env_names or [])
     entrypoint = " ".join(["python", "-m", f"jobs.{command}", *(shlex.quote(a) for a in args)])
     jobs = client(address)
