@@ -22,6 +22,7 @@ import torch
 from benchmarks.figures import Figure, ratio
 from benchmarks.workload import batch_feed, bench_config, part_rows, prepare_store, raw_batches
 from vfmkd_ray.config import ExperimentConfig
+from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.pipeline import ONLINE_COLUMN
 from vfmkd_ray.models.build import run_teacher_shapes
 from vfmkd_ray.models.teachers import build_teacher
@@ -38,7 +39,7 @@ SECTION = "offline vs online teacher"
 
 def stored_feature_rate(cfg: ExperimentConfig, device: torch.device) -> float:
     """Images/s from the store's parts to float32 features on ``device``."""
-    store = check_stores(cfg).primary
+    store = check_stores(cfg, read_image_records(cfg.data)).primary
     started, images = time.perf_counter(), 0
     for part in list_parts(store.uri):
         rows = part_rows(part)

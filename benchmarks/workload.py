@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from vfmkd_ray.config import ExperimentConfig, load_config
+from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.pipeline import SampleSpec, TrainSampleDecoder
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.models.build import ModelParts
@@ -46,9 +47,11 @@ def prepare_store(cfg: ExperimentConfig) -> None:
 def raw_batches(cfg: ExperimentConfig, split: str = "train") -> list[dict[str, torch.Tensor]]:
     """Every full ``train.batch_size`` batch of ``split`` as the worker's shard yields it: images,
     valid sizes, online flags and stored-form features, as CPU tensors."""
-    stores = check_stores(cfg)
+    stores = check_stores(cfg, read_image_records(cfg.data))
     spec = SampleSpec(cfg.input_size, cfg.store.augment)
-    decoder = TrainSampleDecoder(stores.primary, split, cfg.data.val_fraction, spec)
+    decoder = TrainSampleDecoder(
+        stores.primary, split, cfg.data.val_fraction, spec, max_pixels=cfg.data.max_image_pixels
+    )
     samples = [out for part in list_parts(stores.primary.uri) for out in decoder(part_rows(part))]
     columns = {key: np.concatenate([s[key] for s in samples]) for key in samples[0]}
     size = cfg.train.batch_size
@@ -63,7 +66,7 @@ def batch_feed(
     cfg: ExperimentConfig, parts: ModelParts, device: torch.device, teachers: dict | None = None
 ) -> BatchFeed:
     """The worker's ``BatchFeed`` for the primary teacher's store (``teachers`` for online rows)."""
-    store = check_stores(cfg).primary
+    store = check_stores(cfg, read_image_records(cfg.data)).primary
     return BatchFeed(
         frozenset(parts.teacher_keys()),
         {store.alias: store.manifest.codec},

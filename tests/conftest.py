@@ -139,7 +139,7 @@ def build_store_in_process(cfg: ExperimentConfig, alias: str | None = None) -> s
     records = read_image_records(cfg.data)
     teacher = describe_teacher(teacher_cfg)
     dataset = teacher_dataset(cfg, alias)
-    loader = ImageLoader(teacher_cfg.input_size, cfg.store.augment)
+    loader = ImageLoader(teacher_cfg.input_size, cfg.store.augment, max_pixels=cfg.data.max_image_pixels)
     actor = TeacherActor(teacher_cfg.model_dump())
     writer = PartWriter(dataset, list(teacher.selected_layers), cfg.store.codec)
     step = cfg.store.rows_per_part

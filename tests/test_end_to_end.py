@@ -6,13 +6,22 @@ These start Ray (slow); everything else in the suite is Ray-free.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import tiny_overrides
 from vfmkd_ray import storage
-from vfmkd_ray.data.images import BadImageError
+from vfmkd_ray.config import load_config
+from vfmkd_ray.console import LOG_DIR_ENV
 from vfmkd_ray.data.synthetic import write_synthetic_coco
+from vfmkd_ray.object_storage import S3Config
 from vfmkd_ray.store.parts import list_parts, stored_image_ids
 from vfmkd_ray.store.precompute import run_precompute
 from vfmkd_ray.store.reader import FeatureStoreError
@@ -23,7 +32,7 @@ pytestmark = pytest.mark.ray
 FAIL_MARKER = "/tmp/vfmkd-fail-once-marker"
 
 
-def test_precompute_resumes_and_a_mis_shaped_row_stops_training(local_ray, tiny_config):
+def test_precompute_resumes_and_a_corrupt_row_stops_training(local_ray, tiny_config):
     """(A successful 2-worker run with its saved backbone is the multitask end-to-end test; the
     relaunch-resume of a features run is the S3 test's.)"""
     write_synthetic_coco(tiny_config.data)
@@ -33,44 +42,84 @@ def test_precompute_resumes_and_a_mis_shaped_row_stops_training(local_ray, tiny_
     assert again.num_new == 0 and again.row_count == 16
     assert sorted(stored_image_ids(first.dataset)) == sorted(str(i) for i in range(1, 17))
 
-    # A store row with the wrong shape stops training with a message naming the image.
+    # 16 flipped bytes in one stored feature (the part still reads; the values turn into NaN and
+    # noise): training stops with a message naming the image, instead of training on NaN.
     part = list_parts(first.dataset)[0]
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     table = pq.read_table(part)
-    shapes = pa.array([[256, 2, 2]] * table.num_rows, pa.list_(pa.int32()))
-    index = table.column_names.index("feat.image_embed.shape")
-    pq.write_table(table.set_column(index, "feat.image_embed.shape", shapes), part)
-    bad_ids = "|".join(table.column("image_id").to_pylist())  # every row of the part is bad
-    with pytest.raises(FeatureStoreError, match=rf"image ({bad_ids}) layer image_embed .* \(256, 2, 2\)"):
+    column = table.column_names.index("feat.image_embed")
+    values = [bytearray(v) for v in table.column("feat.image_embed").to_pylist()]
+    middle = len(values[1]) // 2
+    values[1][middle : middle + 16] = b"\xff" * 16  # 0xffff is a NaN in fp16
+    flipped = table.set_column(column, "feat.image_embed", pa.array([bytes(v) for v in values], pa.binary()))
+    pq.write_table(flipped, part)
+    bad_id = table.column("image_id")[1].as_py()
+    with pytest.raises(FeatureStoreError, match=rf"image {bad_id} layer image_embed .* fails its checksum"):
         # No restarts: a bad row fails every retry the same way, and the suite's time is dear.
         train = tiny_config.train.model_copy(update={"max_failures": 0})
-        run_training(tiny_config.model_copy(update={"name": "bad-shape", "train": train}))
+        run_training(tiny_config.model_copy(update={"name": "flipped", "train": train}))
 
 
-def test_missing_image_is_named(local_ray, tiny_config):
-    write_synthetic_coco(tiny_config.data)
-    image = f"{tiny_config.data.root}/images/000003.png"
-    import os
+def test_a_bad_image_is_one_line_naming_it_and_the_log(tmp_path):
+    """``vfmkd precompute`` as a person runs it: a corrupt image under ``on_bad_sample: error`` is
+    one line naming the image and the log file, which holds Ray's traceback; missing is one more."""
+    overrides = [*tiny_overrides(tmp_path), "data.synthetic.num_images=8"]
+    cfg = load_config(None, overrides)
+    write_synthetic_coco(cfg.data)
+    Path(cfg.data.root, "images", "000003.png").write_bytes(b"not a png")
+    env = {**os.environ, LOG_DIR_ENV: str(tmp_path / "logs")}
+    done = subprocess.run(
+        [sys.executable, "-m", "vfmkd_ray.cli", "precompute", "configs/demo.yaml", *overrides],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    error = [line for line in done.stderr.splitlines() if not line.startswith("[vfmkd] ")]
+    assert len(error) == 1, done.stderr
+    assert error[0].startswith("vfmkd precompute: error: cannot decode image ")
+    assert "000003.png: not in an image format PIL can read (full log: " in error[0]
+    log_file = Path(error[0].rsplit("(full log: ", 1)[1].rstrip(")"))
+    assert log_file.parent == tmp_path / "logs" and "Traceback" in log_file.read_text()
+    assert "Traceback" not in done.stdout + done.stderr
 
-    os.remove(image)
-    with pytest.raises(BadImageError, match="000003.png"):
-        run_precompute(tiny_config)
+
+# Made at import, so that no file (the test sources included) can hold them by chance.
+MARKER_KEY_ID, MARKER_SECRET = f"AKID{uuid.uuid4().hex[:12].upper()}", f"marker-secret-{uuid.uuid4().hex}"
 
 
-@pytest.mark.parametrize("local_ray", [{FAIL_ONCE_ENV: f"1:{FAIL_MARKER}"}], indirect=True)
-def test_s3_end_to_end_with_resume(s3_bucket, local_ray, tiny_config):
+@pytest.fixture
+def product_ray(monkeypatch):
+    """No Ray yet: the product's own ``ensure_ray`` starts it, as for a user (shut down after)."""
+    import ray
+
+    assert not ray.is_initialized()
+    yield
+    ray.shutdown()
+
+
+def test_s3_end_to_end_with_resume_and_no_secret_in_any_log(
+    s3_bucket, product_ray, tiny_config, monkeypatch, capfd
+):
     """Images, features and run storage on the S3 server; a worker failure restarts the worker
-    group from the S3 checkpoint, and a relaunch restores from S3 too."""
+    group from the S3 checkpoint, and a relaunch restores from S3 too. The S3 keys are markers
+    given in the config: they reach the workers (every read works) but appear nowhere: not in the
+    printed output, the store, the run directory, or any file of Ray's session directory."""
+    import ray
+
     Path(FAIL_MARKER).unlink(missing_ok=True)
+    monkeypatch.setenv(FAIL_ONCE_ENV, f"1:{FAIL_MARKER}")  # a local Ray inherits the environment
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)  # the keys come from the config alone
     cfg = tiny_config.model_copy(
         update={
             "data": tiny_config.data.model_copy(update={"root": f"{s3_bucket}/coco"}),
             "store": tiny_config.store.model_copy(update={"root": f"{s3_bucket}/features", "codec": "int8"}),
             "train": tiny_config.train.model_copy(update={"storage_path": f"{s3_bucket}/runs"}),
+            "s3": S3Config(access_key_id=MARKER_KEY_ID, secret_access_key=MARKER_SECRET),
         }
     )
+    cfg.s3.apply()
     write_synthetic_coco(cfg.data)
     [store] = run_precompute(cfg)
     assert store.dataset == f"{s3_bucket}/features/sam_vit_b/64" and store.row_count == 16
@@ -86,6 +135,33 @@ def test_s3_end_to_end_with_resume(s3_bucket, local_ray, tiny_config):
     resumed = run_training(longer)
     assert [record["epoch"] for record in resumed.history] == [1, 2, 3]
     assert resumed.history[:2] == first.history
+
+    session_dir = Path(ray._private.worker._global_node.get_session_dir_path())
+    printed = capfd.readouterr()
+    leaks = _files_holding(session_dir, [MARKER_KEY_ID, MARKER_SECRET])
+    leaks += _objects_holding(s3_bucket, [MARKER_KEY_ID, MARKER_SECRET])
+    leaks += [f"printed {stream}" for stream, text in zip(("stdout", "stderr"), printed, strict=True)
+              if MARKER_KEY_ID in text or MARKER_SECRET in text]  # fmt: skip
+    assert any(session_dir.rglob("*.log")), f"no Ray logs under {session_dir} to check"
+    assert not leaks, f"the S3 keys appear in {leaks}"
+
+
+def _files_holding(folder: Path, markers: list[str]) -> list[str]:
+    hits = []
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            hits += [str(path) for marker in markers if marker.encode() in data]
+    return hits
+
+
+def _objects_holding(bucket: str, markers: list[str]) -> list[str]:
+    fs, root = storage.filesystem(bucket)
+    hits = []
+    for key in fs.find(root):
+        data = fs.cat_file(key)
+        hits += [key for marker in markers if marker.encode() in data]
+    return hits
 
 
 def test_skip_policy_counts_and_lists_bad_samples(local_ray, tiny_config):

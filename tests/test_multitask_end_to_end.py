@@ -3,6 +3,8 @@ sam_mask segmentation and feature KD against a stored SAM teacher (20% online) t
 the one loop; one injected worker failure, a relaunch that resumes by name, ``vfmkd eval`` with box
 and mask metrics, and ``vfmkd export`` of the backbone and of the whole MMYOLO detector."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,10 +54,19 @@ def test_multitask_trains_resumes_evaluates_and_exports(local_ray, tmp_path, cap
         assert f"train/{key}" in record and f"val/{key}" in record, key
     assert "val/cos/feature_mse" in record and record["train/data/online_share"] >= 0
 
+    # What a worker that died inside its report leaves: a whole checkpoint Ray never registered.
+    orphan = Path(first.run_dir, "checkpoint_2026-01-01_00-00-00.000000")
+    shutil.copytree(Path(first.checkpoint), orphan)
+
     longer = load_config(CONFIGS_DIR / "multitask.yaml", [*overrides, "train.epochs=3"])
     resumed = run_training(longer)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     assert resumed.history[:2] == first.history, "epochs 1-2 came from the checkpoint"
+    assert not orphan.exists(), "the unregistered checkpoint was removed on restart"
+    snapshot = json.loads(Path(first.run_dir, "checkpoint_manager_snapshot.json").read_text())
+    registered = {r["checkpoint_dir_name"] for r in snapshot["checkpoint_results"]}
+    on_disk = {p.name for p in Path(first.run_dir).glob("checkpoint_*") if p.is_dir()}
+    assert on_disk == registered and len(on_disk) <= cfg.train.num_checkpoints_to_keep
 
     config_file = tmp_path / "multitask.yaml"
     config_file.write_text(dump_config(longer))

@@ -1,7 +1,9 @@
-"""A precompute killed part-way and run again completes with no duplicate and no partial part."""
+"""A precompute interrupted part-way (Ctrl-C, then a hard kill of whatever is left) and run again
+completes with no duplicate and no partial part; the interrupted command said what it kept."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,16 +38,24 @@ def test_killed_precompute_resumes_without_duplicates(tmp_path):
     write_synthetic_coco(cfg.data)
     dataset = Path(cfg.store.root, "sam_vit_b", "128")
     process = subprocess.Popen(
-        [sys.executable, "-c", _PRECOMPUTE_SCRIPT, *overrides],
+        [sys.executable, "-m", "vfmkd_ray.cli", "precompute", "configs/demo.yaml", *overrides],
         start_new_session=True,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         _wait_for_parts(dataset, process)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+        _, stderr = process.communicate(timeout=90)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        with contextlib.suppress(ProcessLookupError):  # whatever of the local Ray is left
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+    assert process.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("vfmkd precompute: interrupted. Every finished part is kept (")
+    assert f"parts in {dataset}); the same command resumes, skipping stored images." in last
     done_before = list_parts(str(dataset))
     assert 0 < len(done_before) < NUM_IMAGES // 2, "the kill did not land part-way"
     assert not (dataset / "_manifest.json").exists()
@@ -60,14 +70,6 @@ def test_killed_precompute_resumes_without_duplicates(tmp_path):
     assert summary.num_new == NUM_IMAGES - 2 * len(done_before)
     assert not [p for p in dataset.iterdir() if ".tmp-" in p.name]
     assert verify_store(str(dataset), sample=2).passed
-
-
-_PRECOMPUTE_SCRIPT = """
-import sys
-from vfmkd_ray.config import load_config
-from vfmkd_ray.store.precompute import run_precompute
-run_precompute(load_config(None, sys.argv[1:]))
-"""
 
 
 def _wait_for_parts(dataset: Path, process: subprocess.Popen, timeout_s: float = 240) -> None:

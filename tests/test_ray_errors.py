@@ -33,3 +33,15 @@ def test_rebuilds_an_error_known_only_from_remote_traceback_text():
 
 def test_unrelated_errors_are_not_claimed():
     assert find_cause(RuntimeError("out of memory"), (BadImageError,)) is None
+
+
+def test_ray_datas_retry_advice_is_cut_from_the_message():
+    """Ray Data appends it to the error a task raised (``_annotate_exception_with_retry_context``)."""
+    original = BadImageError(
+        "cannot decode image /d/3.png: not an image\nFailed to apply UDF transform after 1/1 attempts "
+        "(total backoff 0.0s).\nTo change retry attempts, configure `ray.data.DataContext`."
+    )
+    try:
+        raise RuntimeError("dataset failed") from original
+    except RuntimeError as outer:
+        assert str(find_cause(outer, (BadImageError,))) == "cannot decode image /d/3.png: not an image"

@@ -40,6 +40,7 @@ class Batch:
         labels_BN: 0-based class index per box, -1 for padding.
         masks_BMhw: 0/1 instance masks at ``MASK_STRIDE``, uint8.
         mask_box_BM: the row of ``boxes_BN4`` each mask belongs to (its prompt box), -1 for padding.
+        image_ids_BL: the dataset ids of the images as ``data.image_ids`` bytes, for messages.
     """
 
     images_BCHW: torch.Tensor
@@ -50,10 +51,17 @@ class Batch:
     labels_BN: torch.Tensor | None = None
     masks_BMhw: torch.Tensor | None = None
     mask_box_BM: torch.Tensor | None = None
+    image_ids_BL: torch.Tensor | None = None
 
     @property
     def image_size(self) -> int:
         return int(self.images_BCHW.shape[-1])
+
+    def image_ids(self) -> tuple[str, ...]:
+        """The images' ids (empty when the batch does not carry them); copies to the host."""
+        from vfmkd_ray.data.image_ids import decode_image_ids
+
+        return () if self.image_ids_BL is None else decode_image_ids(self.image_ids_BL)
 
     def __len__(self) -> int:
         return int(self.images_BCHW.shape[0])

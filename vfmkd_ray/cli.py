@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from vfmkd_ray.config import ConfigError, ExperimentConfig, load_config
+from vfmkd_ray.console import Console, console
+
+MAX_PRINTED_PROBLEMS = 20  # of vfmkd verify; the count of the rest is printed
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[vfmkd] %(message)s")
+    with console(args.command, args.verbose) as out:
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Console) -> int:
+    """The command, with every way it can end told to the person in one line."""
+    cfg = None
     try:
         if args.command == "verify":
             return _verify(args)
@@ -24,14 +32,26 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(getattr(args, "config", None), args.overrides)
         return args.handler(cfg, args)
     except (ConfigError, ValueError, OSError, RuntimeError) as err:  # SubmissionError is a RuntimeError
-        print(f"vfmkd {args.command}: error: {err}", file=sys.stderr)
+        out.error(f"vfmkd {args.command}: error: {err}", with_traceback=True)
         return 2
+    except KeyboardInterrupt:
+        out.error(f"vfmkd {args.command}: interrupted. {_what_was_saved(args, cfg)}")
+        return 130
+    except Exception as err:  # a bug of ours
+        out.error(f"vfmkd {args.command}: unexpected {type(err).__name__}: {err}", with_traceback=True)
+        return 3
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vfmkd", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--verbose", action="store_true", help="show Ray's own output on the terminal (or VFMKD_VERBOSE=1)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="synthetic data -> precompute -> 2-worker distillation")
+    demo = commands.add_parser(
+        "demo", parents=[common], help="synthetic data -> precompute -> 2-worker distillation"
+    )
     demo.add_argument("overrides", nargs="*", help="dotted key=value overrides of configs/demo.yaml")
     demo.set_defaults(handler=_demo)
     for name, handler, text in (
@@ -41,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         ("eval", _eval, "per-head COCO box/mask scores and per-term teacher cosine of a run"),
         ("tune", _tune, "Ray Tune over the tune.space keys, one Ray Train run per trial (ASHA)"),
     ):
-        sub = commands.add_parser(name, help=text)
+        sub = commands.add_parser(name, parents=[common], help=text)
         sub.add_argument("config", help="experiment YAML, e.g. configs/demo.yaml")
         sub.add_argument("overrides", nargs="*", help="dotted key=value overrides")
         sub.set_defaults(handler=handler)
@@ -53,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
                 "--teacher", action="append", help="precompute only this teacher alias (repeatable)"
             )
     export = commands.add_parser(
-        "export", help="hand a distilled backbone to RT-DETRv2, MMDetection/MMYOLO, timm or ONNX"
+        "export",
+        parents=[common],
+        help="hand a distilled backbone to RT-DETRv2, MMDetection/MMYOLO, timm or ONNX",
     )
     export.add_argument(
         "--checkpoint", help="training checkpoint (dir or .pt), {'backbone': ...} file or state dict"
@@ -71,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         help="with --format mmyolo: backbone + neck + yolov8 head, as MMYOLO's YOLODetector loads it",
     )
     export.add_argument("--head", help="with --whole-detector: which yolov8 head (default: the only one)")
-    submit = commands.add_parser("submit", help="run a command as a Ray job on a cluster")
+    submit = commands.add_parser("submit", parents=[common], help="run a command as a Ray job on a cluster")
     submit.add_argument(
         "--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"), help="http://HEAD:8265"
     )
@@ -83,30 +105,59 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "args", nargs=argparse.REMAINDER, help="the command's arguments (CONFIG key=value ...)"
     )
-    jobs = commands.add_parser("jobs", help="status, logs or stop of a submitted job")
+    jobs = commands.add_parser("jobs", parents=[common], help="status, logs or stop of a submitted job")
     jobs.add_argument("action", choices=["status", "logs", "stop"])
     jobs.add_argument("job_id")
     jobs.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"), help="http://HEAD:8265")
-    verify = commands.add_parser("verify", help="check a feature store against its manifest and teacher")
+    verify = commands.add_parser(
+        "verify",
+        parents=[common],
+        help="check a feature store against its manifest, its row checksums and its teacher",
+    )
     verify.add_argument("--store", required=True, help="dataset URI: <store.root>/<teacher>/<input_size>")
-    verify.add_argument("--sample", type=int, default=8, help="stored images to re-run the teacher on")
+    verify.add_argument(
+        "--all",
+        action="store_true",
+        dest="check_all",
+        help="check every row's checksum, finite values, shape and dtype (builds no teacher)",
+    )
+    verify.add_argument(
+        "--sample", type=int, help="stored images to re-run the teacher on (default 8; 0 with --all)"
+    )
     verify.add_argument("--weights", help="teacher checkpoint (path or URI) when not random")
     verify.add_argument("--max-abs-error", type=float, default=0.05)
     verify.add_argument("--min-cosine", type=float, default=0.999)
     return parser
 
 
+
+
 def _verify(args: argparse.Namespace) -> int:
     from vfmkd_ray.store.verify import verify_store
 
-    report = verify_store(args.store, args.sample, args.weights, args.max_abs_error, args.min_cosine)
-    print(f"store {report.dataset}: {report.rows} rows in {report.parts} parts")
-    print(
-        f"teacher re-run on {report.sampled} images: abs error mean {report.mean_abs_error:.3g} "
-        f"max {report.max_abs_error:.3g}, cosine mean {report.mean_cosine:.6f} min {report.min_cosine:.6f}"
+    sample = args.sample if args.sample is not None else (0 if args.check_all else 8)
+    if sample < 0:
+        raise ValueError(f"--sample must be 0 or more, got {sample}")
+    report = verify_store(
+        args.store, sample, args.weights, args.max_abs_error, args.min_cosine, check_all=args.check_all
     )
-    for problem in report.problems[:20]:
+    print(f"store {report.dataset}: {report.rows} rows in {report.parts} parts")
+    checks = "checksum, finite values, shape, dtype" if report.checksums else "finite values, shape, dtype"
+    if not report.checksums:
+        checks += "; schema version 1 has no checksums"
+    print(f"rows checked: {report.rows_checked} of {report.rows} ({checks})")
+    if report.sampled:
+        print(
+            f"teacher re-run on {report.sampled} images: abs error mean {report.mean_abs_error:.3g} "
+            f"max {report.max_abs_error:.3g}, "
+            f"cosine mean {report.mean_cosine:.6f} min {report.min_cosine:.6f}"
+        )
+    elif sample:
+        print("teacher re-run on 0 images")
+    for problem in report.problems[:MAX_PRINTED_PROBLEMS]:
         print(f"PROBLEM: {problem}")
+    if len(report.problems) > MAX_PRINTED_PROBLEMS:
+        print(f"... and {len(report.problems) - MAX_PRINTED_PROBLEMS} more")
     print("verify: OK" if report.passed else f"verify: FAILED ({len(report.problems)} problems)")
     return 0 if report.passed else 1
 
@@ -204,8 +255,10 @@ def _demo(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
 def _synth(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from vfmkd_ray.data.synthetic import write_synthetic_coco
+    from vfmkd_ray.locations import check_locations
 
     cfg.s3.apply()
+    check_locations(cfg, writes=("data.root",))
     print(f"{write_synthetic_coco(cfg.data)} images in {cfg.data.root}")
     return 0
 
@@ -228,11 +281,45 @@ def _train(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     summary = run_training(cfg)
     last = summary.history[-1] if summary.history else {}
     print(f"run {summary.run_dir}: {last.get('epoch', 0)} epochs, val loss {last.get('val/loss')}")
-    print(f"best backbone: {summary.best_backbone[0]}")
-    print(f"best model: {summary.best_model}")
+    if summary.best_backbone is None or summary.best_model is None:
+        print("best backbone: none written (no epoch improved the validation loss)")
+    else:
+        print(f"best backbone: {summary.best_backbone[0]}")
+        print(f"best model: {summary.best_model}")
     if summary.num_bad_samples:
         print(f"skipped {summary.num_bad_samples} bad samples: {summary.run_dir}/bad_samples.jsonl")
     return 0
+
+
+def _what_was_saved(args: argparse.Namespace, cfg: ExperimentConfig | None) -> str:
+    """After Ctrl-C: what is on disk and the command that carries on from it."""
+    if cfg is None:
+        return "Nothing was started."
+    try:
+        return _saved_by(args, cfg)
+    except (OSError, ValueError):  # storage gone too: say what is known without it
+        return "Run the same command to carry on from what was saved."
+
+
+def _saved_by(args: argparse.Namespace, cfg: ExperimentConfig) -> str:
+    from vfmkd_ray import run_files
+    from vfmkd_ray.store.parts import list_parts
+    from vfmkd_ray.store.precompute import teacher_dataset
+
+    if args.command == "precompute":
+        stores = [teacher_dataset(cfg, alias) for alias in args.teacher or cfg.teachers]
+        held = ", ".join(f"{len(list_parts(uri))} parts in {uri}" for uri in stores)
+        return f"Every finished part is kept ({held}); the same command resumes, skipping stored images."
+    if args.command == "train":
+        run_dir = run_files.run_dir_of(cfg)
+        if epochs := len(run_files.read_metrics_log(run_dir)):
+            return (
+                f"{run_dir} holds the checkpoint of epoch {epochs}; run the same command to resume from it."
+            )
+        return "No epoch had finished, so there is no checkpoint; the same command starts the run again."
+    if args.command == "tune":
+        return "Finished trials are kept; run the same command to resume the search."
+    return "Run the same command to start again."
 
 
 if __name__ == "__main__":

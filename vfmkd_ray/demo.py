@@ -6,6 +6,7 @@ import time
 
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.synthetic import write_synthetic_coco
+from vfmkd_ray.locations import check_locations
 from vfmkd_ray.ray_session import ensure_ray
 from vfmkd_ray.store.precompute import PrecomputeSummary, run_precompute
 from vfmkd_ray.train.trainer import RunSummary, local_cpus_needed, run_training
@@ -17,6 +18,7 @@ def run_demo(cfg: ExperimentConfig) -> bool:
     """Runs the whole pipeline and prints its summary; True when the similarity rose."""
     started = time.monotonic()
     cfg.s3.apply()
+    check_locations(cfg, writes=("data.root", "store.root", "train.storage_path"))
     cfg = cfg.model_copy(update={"name": f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"})
     say(f"1/3 synthetic dataset -> {cfg.data.root}")
     num_images = write_synthetic_coco(cfg.data)
@@ -64,8 +66,11 @@ def print_summary(
     lines += [
         f"run directory     {train.run_dir}",
         f"last checkpoint   {train.checkpoint}",
-        f"best backbone     {train.best_backbone[0]}",
-        f"                  {train.best_backbone[1]}",
+        *(
+            [f"best backbone     {train.best_backbone[0]}", f"                  {train.best_backbone[1]}"]
+            if train.best_backbone
+            else ["best backbone     none written (no epoch improved the validation loss)"]
+        ),
         f"wall time         {seconds:.0f}s",
     ]
     print("\n".join(lines), flush=True)

@@ -11,12 +11,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+# Ray Data appends its retry advice to the message of the error a task raised.
+_RAY_DATA_SUFFIX = re.compile(
+    r"\nFailed to [^\n]* after \d+/\d+ attempts \(total backoff [^)]*\)\..*\Z", re.S
+)
+
 
 def find_cause(err: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
-    """An exception of one of ``types`` that caused ``err``, rebuilt from its text if need be."""
+    """An exception of one of ``types`` that caused ``err``, rebuilt from its text if need be, with
+    the text Ray appended to its message removed."""
     chain = list(_walk(err))
     for current in reversed(chain):
         if isinstance(current, types) and not type(current).__name__.startswith("RayTaskError"):
+            if current.args and isinstance(current.args[0], str):
+                current.args = (_RAY_DATA_SUFFIX.sub("", current.args[0]), *current.args[1:])
             return current
     for current in chain:
         for error_type in types:

@@ -9,6 +9,7 @@ Layout of ``<train.storage_path>/<name>/`` (a local path or an ``s3://`` URI):
 | ``resolved_config.yaml``     | the validated config, secrets masked                            |
 | ``metrics.jsonl``, ``.csv``  | one record per epoch                                            |
 | ``checkpoint_*/training_state.pt`` | model, optimiser, scheduler, AMP scaler, counters (Ray's) |
+| ``checkpoint_manager_snapshot.json`` | Ray's list of the registered checkpoints (read only)   |
 | ``best_backbone.safetensors``, ``.pth`` | the best validation epoch's backbone (``{"backbone": ...}``) |
 | ``best_model.pth``           | ``{"model": state_dict, "config": resolved config}`` of that epoch |
 | ``eval.json``                | what ``vfmkd eval`` measured                                    |
@@ -24,6 +25,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -51,6 +53,8 @@ BEST_BACKBONE_SAFETENSORS = "best_backbone.safetensors"
 BEST_BACKBONE_PTH = "best_backbone.pth"
 BEST_MODEL = "best_model.pth"
 EVAL_FILE = "eval.json"
+RAY_CHECKPOINT_GLOB = "checkpoint_*"  # Ray Train's checkpoint directories
+RAY_CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"  # which of them Ray registered
 PICTURES_DIR = "pictures"
 BACKBONE_PREFIX = "backbone."  # the backbone inside the model's state dict
 OLD_STUDENT_PREFIX = "student."  # the backbone inside the Distiller of checkpoints before heads existed
@@ -156,6 +160,41 @@ def load_training_state(
 
 
 # --- best backbone and best model ----------------------------------------------------------------
+
+
+def remove_unregistered_checkpoints(run_dir: str) -> list[str]:
+    """Deletes checkpoint directories Ray never registered: written by a report whose worker died
+    before Ray recorded it, they would stay beyond ``num_checkpoints_to_keep`` forever. Returns
+    their URIs. Without a snapshot Ray can read (none yet, another Ray version's, Train V1's
+    layout) nothing is deleted."""
+    directories = [uri for uri in storage.list_files(run_dir, RAY_CHECKPOINT_GLOB) if storage.is_dir(uri)]
+    snapshot_uri = path(run_dir, RAY_CHECKPOINT_SNAPSHOT)
+    if not directories or not storage.exists(snapshot_uri):
+        return []
+    try:
+        snapshot = json.loads(storage.read_text(snapshot_uri))
+    except ValueError:
+        return []
+    # Every name the snapshot mentions (registered, latest, pending, validated) is kept.
+    registered = set(_checkpoint_names(snapshot))
+    if not registered:
+        return []
+    orphans = [uri for uri in directories if uri.rstrip("/").rsplit("/", 1)[-1] not in registered]
+    for uri in orphans:
+        storage.remove_tree(uri)
+    return orphans
+
+
+def _checkpoint_names(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        if node.startswith(RAY_CHECKPOINT_GLOB.rstrip("*")):
+            yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _checkpoint_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _checkpoint_names(value)
 
 
 def write_best(run_dir: str, model: MultiTaskModel, config: dict) -> dict[str, str]:

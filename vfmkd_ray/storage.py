@@ -120,6 +120,14 @@ def write_text_atomic(uri: str, text: str) -> None:
     write_bytes_atomic(uri, text.encode("utf-8"))
 
 
+def remove_tree(uri: str) -> None:
+    """Deletes the folder (or prefix) ``uri`` and everything under it."""
+    fs, path = filesystem(uri)
+    with access(uri):
+        fs.rm(path, recursive=True)
+        fs.invalidate_cache(path)
+
+
 def list_files(uri: str, pattern: str) -> list[str]:
     """URIs of the files directly under ``uri`` matching the glob ``pattern``, sorted."""
     fs, path = filesystem(uri)

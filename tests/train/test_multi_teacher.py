@@ -15,7 +15,7 @@ from vfmkd_ray.models.build import build_model
 from vfmkd_ray.models.teachers import TeacherConfig, build_teacher
 from vfmkd_ray.models.teachers.ensemble import at_input_size
 from vfmkd_ray.store import codecs
-from vfmkd_ray.store.manifest import StoreDataset, read_manifest
+from vfmkd_ray.store.manifest import StoreDataset, read_manifest, write_manifest
 from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.row_index import StoreRowIndex
@@ -131,11 +131,16 @@ def test_two_teachers_online_and_offline_feed_one_kd_step(two_teacher_config, tw
 def test_images_missing_from_another_teachers_store_follow_the_policy(two_teacher_config, tmp_path):
     build_store_in_process(two_teacher_config, "sam")
     build_store_in_process(two_teacher_config, "dino")
-    stores = check_stores(two_teacher_config)
+    stores = check_stores(two_teacher_config, read_image_records(two_teacher_config.data))
     dino_part = list_parts(stores.others[0].store.uri)[0]
     lost = {str(i) for i in read_part_rows(dino_part)["image_id"]}
-    Path(dino_part).unlink()
-    stores = check_stores(two_teacher_config)
+    Path(dino_part).unlink()  # as if precompute had skipped these images as unreadable
+    dino = stores.others[0].store
+    skipped = dino.manifest.model_copy(
+        update={"row_count": 12, "num_parts": dino.manifest.num_parts - 1, "num_skipped": 4}
+    )
+    write_manifest(dino.uri, skipped)
+    stores = check_stores(two_teacher_config, read_image_records(two_teacher_config.data))
 
     def with_policy(policy: str):
         cfg = two_teacher_config.model_copy(
@@ -158,24 +163,24 @@ def test_images_missing_from_another_teachers_store_follow_the_policy(two_teache
 def test_a_store_of_another_size_weights_or_layers_is_refused(two_teacher_config):
     build_store_in_process(two_teacher_config, "sam")
     build_store_in_process(two_teacher_config, "dino")
-    check_stores(two_teacher_config)
+    check_stores(two_teacher_config, read_image_records(two_teacher_config.data))
     bigger = two_teacher_config.model_copy(deep=True)
     bigger.teachers["dino"].input_size = 70
     with pytest.raises(FeatureStoreError, match="no feature store for teacher 'dino' at .*/70"):
-        check_stores(bigger)
+        check_stores(bigger, read_image_records(bigger.data))
     other_weights = two_teacher_config.model_copy(deep=True)
     other_weights.teachers["dino"].random_seed = 5
     with pytest.raises(FeatureStoreError, match=r"teacher_weights: store has 'random\(seed=0\)'"):
-        check_stores(other_weights)
+        check_stores(other_weights, read_image_records(other_weights.data))
 
     sam2 = two_teacher_config.model_copy(deep=True)
     sam2.teachers["dino"] = TeacherConfig(
         name="sam2_hiera_t", weights="random", input_size=64, layers=["fpn_s16"]
     )
     build_store_in_process(sam2, "dino")
-    check_stores(sam2)
+    check_stores(sam2, read_image_records(sam2.data))
     sam2.teachers["dino"].layers = ["fpn_s4", "fpn_s16"]
     with pytest.raises(
         FeatureStoreError, match=r"layers: store has \['fpn_s16'\], run asks for \['fpn_s4', 'fpn_s16'\]"
     ):
-        check_stores(sam2)
+        check_stores(sam2, read_image_records(sam2.data))

@@ -1,10 +1,12 @@
 """Image ids through the tensor stream: fixed-width UTF-8 bytes, so that a worker can name the
-images of a batch (a non-finite loss, for one) although Ray's torch batches hold tensors only."""
+images of a batch (a non-finite loss, for one) although Ray's torch batches hold tensors only.
+Decoded only when a message needs them; no torch import (decode tasks start without it)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import torch
 
 IMAGE_ID_COLUMN = "image_id_utf8"
 IMAGE_ID_BYTES = 64  # longer ids are cut: they only name images in messages
@@ -17,6 +19,7 @@ def encode_image_id(image_id: str) -> np.ndarray:
     return out
 
 
-def decode_image_ids(encoded_BL: torch.Tensor | np.ndarray) -> tuple[str, ...]:
-    rows = np.asarray(encoded_BL.cpu() if isinstance(encoded_BL, torch.Tensor) else encoded_BL, np.uint8)
+def decode_image_ids(encoded_BL: Any) -> tuple[str, ...]:
+    """``encoded_BL``: a numpy array or a torch tensor (on any device) of ``encode_image_id`` rows."""
+    rows = np.asarray(encoded_BL.cpu() if hasattr(encoded_BL, "cpu") else encoded_BL, np.uint8)
     return tuple(bytes(row).rstrip(b"\0").decode(errors="replace") for row in rows)

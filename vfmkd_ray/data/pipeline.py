@@ -14,7 +14,9 @@ import numpy as np
 
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
 from vfmkd_ray.data.coco import ImageAnnotations
+from vfmkd_ray.data.config import DEFAULT_MAX_IMAGE_PIXELS
 from vfmkd_ray.data.feature_keys import feature_key
+from vfmkd_ray.data.image_ids import IMAGE_ID_COLUMN, encode_image_id
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.samples import IMAGE_COLUMN, load_letterboxed, load_sample
 from vfmkd_ray.store import codecs
@@ -47,18 +49,42 @@ def is_validation(image_id: str, val_fraction: float) -> bool:
 class ImageLoader:
     """``image_uri`` + ``aug_seed`` -> letterboxed uint8 ``image`` and its ``valid_h``/``valid_w``.
 
-    A generator over batches: with a ``bad_samples`` log, unreadable images are recorded and
-    dropped (a batch with none left yields nothing); without one they raise, naming the URI.
+    A generator over batches: with a ``bad_samples`` log, unreadable images (and images above
+    ``max_pixels`` or, where the batch has ``width``/``height`` columns, not that size) are
+    recorded and dropped (a batch with none left yields nothing); without one they raise, naming
+    the URI.
     """
 
-    def __init__(self, input_size: int, policy: str, bad_samples: BadSampleLog | None = None):
+    def __init__(
+        self,
+        input_size: int,
+        policy: str,
+        bad_samples: BadSampleLog | None = None,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ):
         self.input_size, self.policy, self.bad_samples = input_size, policy, bad_samples
+        self.max_pixels = max_pixels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         keep, images, heights, widths = [], [], [], []
-        for row, (uri, seed) in enumerate(zip(batch["image_uri"], batch["aug_seed"], strict=True)):
+        # The annotated sizes (ImageRecord.width/height, 0 for unknown) when the rows carry them.
+        unknown = np.zeros(len(batch["image_uri"]), np.int64)
+        columns = (
+            batch["image_uri"],
+            batch["aug_seed"],
+            batch.get("width", unknown),
+            batch.get("height", unknown),
+        )
+        for row, (uri, seed, annotated_w, annotated_h) in enumerate(zip(*columns, strict=True)):
             try:
-                canvas, (height, width) = load_letterboxed(str(uri), self.input_size, int(seed), self.policy)
+                canvas, (height, width) = load_letterboxed(
+                    str(uri),
+                    self.input_size,
+                    int(seed),
+                    self.policy,
+                    self.max_pixels,
+                    (int(annotated_w), int(annotated_h)),
+                )
             except BadImageError as err:
                 if self.bad_samples is None:
                     raise
@@ -89,6 +115,7 @@ class TrainSampleDecoder:
     other split, and ``excluded`` ids (already recorded as skipped by the driver), are dropped here,
     so the split needs no shuffle or join. With a ``bad_samples`` log, a row whose image or features
     cannot be used is recorded and skipped; without one it raises, naming the image and URI.
+    Images above ``max_pixels`` (``data.max_image_pixels``) are such rows.
     """
 
     def __init__(
@@ -101,6 +128,7 @@ class TrainSampleDecoder:
         online_ratio: float = 0.0,
         others: tuple[StoreRowIndex, ...] = (),
         excluded: frozenset[str] = frozenset(),
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -109,6 +137,7 @@ class TrainSampleDecoder:
         self.bad_samples = bad_samples
         self.online_ratio = online_ratio
         self.excluded = excluded
+        self.max_pixels = max_pixels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         # A generator, so a batch with no usable row yields nothing: zero-row tensor columns would
@@ -205,8 +234,10 @@ class TrainSampleDecoder:
             spec.max_objects,
             spec.max_masks,
             mask_seed,
+            self.max_pixels,
         )
-        return {**sample, ONLINE_COLUMN: np.uint8(online), **features}
+        image_id = encode_image_id(str(batch["image_id"][row]))
+        return {**sample, ONLINE_COLUMN: np.uint8(online), IMAGE_ID_COLUMN: image_id, **features}
 
 
 def teacher_column(alias: str, column: str) -> str:

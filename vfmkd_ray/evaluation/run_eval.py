@@ -26,6 +26,7 @@ from vfmkd_ray.data.samples import IMAGE_COLUMN, VALID_HW_COLUMN, load_sample
 from vfmkd_ray.data.targets import BOXES_COLUMN, LABELS_COLUMN, MASK_BOX_COLUMN, MASKS_COLUMN
 from vfmkd_ray.evaluation.coco_scores import ground_truth, score
 from vfmkd_ray.evaluation.scoring import BoxScorer, MaskScorer
+from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.build import ModelParts
 from vfmkd_ray.models.teachers import build_teacher
 from vfmkd_ray.models.teachers.ensemble import run_teachers
@@ -49,6 +50,7 @@ class EvalResult:
 def run_eval(cfg: ExperimentConfig, checkpoint: str | None = None, split: str = "val") -> EvalResult:
     started = time.monotonic()
     cfg.s3.apply()
+    check_locations(cfg, reads=("data.root",))
     run_dir = run_files.run_dir_of(cfg)
     checkpoint = checkpoint or run_files.path(run_dir, run_files.BEST_MODEL)
     parts, run_cfg = run_files.load_model(checkpoint)
@@ -63,7 +65,9 @@ def run_eval(cfg: ExperimentConfig, checkpoint: str | None = None, split: str = 
     sums: dict[str, tuple[float, int]] = {}
     for start in range(0, len(records), BATCH):
         chunk = records[start : start + BATCH]
-        batch = _batch(chunk, dataset, run_cfg.input_size, device, _eval_needs(parts))
+        batch = _batch(
+            chunk, dataset, run_cfg.input_size, device, _eval_needs(parts), cfg.data.max_image_pixels
+        )
         if teachers:
             batch.teacher_features = {
                 k: v.float() for k, v in run_teachers(teachers, batch.images_BCHW).items()
@@ -104,9 +108,21 @@ def _eval_needs(parts: ModelParts) -> tuple[int, int]:
     return EVAL_INSTANCES, EVAL_INSTANCES if needs.max_masks else 0
 
 
-def _batch(chunk: list[ImageRecord], dataset: CocoDataset, input_size: int, device, needs) -> Batch:
+def _batch(
+    chunk: list[ImageRecord], dataset: CocoDataset, input_size: int, device, needs, max_pixels: int
+) -> Batch:
+    """Scored against the annotations, so an image that is not their size is an error here."""
     samples = [
-        load_sample(r.image_uri, dataset.annotations.get(r.image_id), input_size, 0, "none", *needs)
+        load_sample(
+            r.image_uri,
+            dataset.annotations.get(r.image_id),
+            input_size,
+            0,
+            "none",
+            *needs,
+            max_pixels=max_pixels,
+            expected_wh=(r.width, r.height),
+        )
         for r in chunk
     ]
     column = {k: torch.from_numpy(np.stack([s[k] for s in samples])).to(device) for k in samples[0]}

@@ -39,7 +39,9 @@ def measure_codecs(cfg: ExperimentConfig, num_images: int) -> tuple[float, list[
     teacher = build_teacher(cfg.teachers[cfg.primary_teacher])
     features = []
     for record in read_image_records(cfg.data)[:num_images]:
-        canvas, _ = load_letterboxed(record.image_uri, teacher.input_size, 0, "none")
+        canvas, _ = load_letterboxed(
+            record.image_uri, teacher.input_size, 0, "none", cfg.data.max_image_pixels
+        )
         with torch.no_grad():
             out = teacher(normalize(torch.from_numpy(canvas)[None]))
         features.extend(f[0].numpy() for f in out.values())

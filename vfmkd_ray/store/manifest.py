@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from vfmkd_ray import storage
+from vfmkd_ray.data.coco import ImageRecord
 
 MANIFEST_NAME = "_manifest.json"
 BAD_SAMPLES_DIR = "_bad_samples"  # what precompute skipped, one record per image
@@ -59,6 +61,14 @@ class StoreDataset:
 def layer_shapes(manifests: dict[str, Manifest]) -> dict[str, dict[str, tuple[int, int, int]]]:
     """Teacher alias -> stored layer -> (C, H, W): what loss terms are built against."""
     return {alias: {name: spec.shape for name, spec in m.layers.items()} for alias, m in manifests.items()}
+
+
+def dataset_fingerprint(records: list[ImageRecord]) -> str:
+    """sha256 over the dataset's (image id, image URI) pairs: which dataset a store was made from."""
+    digest = hashlib.sha256()
+    for image_id, uri in sorted((r.image_id, r.image_uri) for r in records):
+        digest.update(f"{image_id}\t{uri}\n".encode())
+    return digest.hexdigest()
 
 
 def dataset_uri(store_root: str, teacher: str, input_size: int) -> str:

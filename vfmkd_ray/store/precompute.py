@@ -8,7 +8,6 @@ duplicates.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader
+from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.teachers import TeacherConfig, build_teacher, describe_teacher
 from vfmkd_ray.ray_errors import find_cause
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
@@ -31,6 +31,7 @@ from vfmkd_ray.store.manifest import (
     BAD_SAMPLES_DIR,
     LayerSpec,
     Manifest,
+    dataset_fingerprint,
     dataset_uri,
     read_manifest,
     write_manifest,
@@ -94,6 +95,7 @@ def run_precompute(cfg: ExperimentConfig, aliases: list[str] | None = None) -> l
         if alias not in cfg.teachers:
             raise ValueError(f"no teacher {alias!r} in the config; teachers: {list(cfg.teachers)}")
     cfg.s3.apply()
+    check_locations(cfg, reads=("data.root",), writes=("store.root",))
     for alias in aliases or cfg.teachers:  # fail fast on bad names/weights, before any Ray work
         describe_teacher(cfg.teachers[alias])
     return [precompute_teacher(cfg, alias) for alias in aliases or cfg.teachers]
@@ -108,6 +110,12 @@ def precompute_teacher(cfg: ExperimentConfig, alias: str) -> PrecomputeSummary:
     dataset = teacher_dataset(cfg, alias)
     expected = expected_manifest_fields(cfg, alias, teacher.weights_id)
     existing = read_manifest(dataset)
+    if existing is not None and existing.schema_version != SCHEMA_VERSION:
+        # Resuming would mix rows without checksums into a store whose manifest promises them.
+        raise FeatureStoreError(
+            f"store {dataset} has schema version {existing.schema_version}; this precompute writes "
+            f"version {SCHEMA_VERSION} (row checksums): precompute into a fresh store.root, or delete it"
+        )
     if existing is not None and (problems := existing.describe_mismatch(expected)):
         raise FeatureStoreError(f"store {dataset} was made differently:\n  " + "\n  ".join(problems))
     if existing is not None and list(existing.layers) != list(teacher.selected_layers):
@@ -174,7 +182,7 @@ def finalize_store(
         row_count=len(ids),
         num_parts=len(parts),
         num_skipped=len(skipped),
-        dataset_fingerprint=_fingerprint([(r.image_id, r.image_uri) for r in records]),
+        dataset_fingerprint=dataset_fingerprint(records),
         **expected,
     )
     write_manifest(dataset, manifest)
@@ -202,7 +210,7 @@ def _run_pipeline(
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // cfg.store.rows_per_part))
     ds = ds.map_batches(
-        ImageLoader(teacher_cfg.input_size, cfg.store.augment, bad_samples),
+        ImageLoader(teacher_cfg.input_size, cfg.store.augment, bad_samples, cfg.data.max_image_pixels),
         batch_size=cfg.store.teacher_batch_size,
         compute=ray.data.TaskPoolStrategy(size=cfg.store.read_tasks),
         num_cpus=cfg.data.decode_num_cpus,
@@ -224,13 +232,6 @@ def _run_pipeline(
             raise type(cause)(str(cause)) from None
         raise
     log.info("precompute wrote %d parts, %d rows", len(written), sum(int(w["rows"]) for w in written))
-
-
-def _fingerprint(pairs: list[tuple[str, str]]) -> str:
-    digest = hashlib.sha256()
-    for image_id, uri in sorted(pairs):
-        digest.update(f"{image_id}\t{uri}\n".encode())
-    return digest.hexdigest()
 
 
 def _total_bytes(parts: list[str]) -> int:

@@ -14,6 +14,7 @@ import torch
 
 from vfmkd_ray.batch import Batch
 from vfmkd_ray.data.feature_keys import split_feature_key
+from vfmkd_ray.data.image_ids import IMAGE_ID_COLUMN
 from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.pipeline import ONLINE_COLUMN, teacher_column
 from vfmkd_ray.data.samples import IMAGE_COLUMN, VALID_HW_COLUMN
@@ -66,6 +67,7 @@ class BatchFeed:
             valid_hw_B2=raw[VALID_HW_COLUMN].to(self.device),
             teacher_features=features,
             num_online=num_online if features else 0,
+            image_ids_BL=raw.get(IMAGE_ID_COLUMN),
             **targets,
         )
 

@@ -20,7 +20,20 @@ from vfmkd_ray.train.task import TrainTask
 
 
 class NonFiniteLossError(ValueError):
-    """A step produced a NaN or infinite loss; the message names the parts that did."""
+    """A step produced a NaN or infinite loss; the message names the losses that were, the batch's
+    images and (added by the loop) the epoch and step."""
+
+
+def check_finite(values: dict[str, float], batch: Batch, where: str) -> None:
+    """Raises ``NonFiniteLossError`` when ``values["loss"]`` is NaN or infinite."""
+    if math.isfinite(values["loss"]):
+        return
+    bad = {k: v for k, v in values.items() if k.startswith("loss") and not math.isfinite(v)}
+    images = f" on images {list(ids)}" if (ids := batch.image_ids()) else ""
+    raise NonFiniteLossError(
+        f"{where}: the loss is not finite {bad}{images}; the last checkpoint holds the weights from "
+        "before (lower train.lr, or check these images' features: vfmkd verify --all)"
+    )
 
 
 def model_step(model: nn.Module, batch: Batch, parts: ModelParts) -> dict[str, torch.Tensor]:
@@ -61,14 +74,16 @@ def optimizer_step(
     return grad_norm
 
 
-def train_step(model: nn.Module, batch: Batch, task: TrainTask, grad_clip_norm: float) -> dict[str, float]:
+def train_step(
+    model: nn.Module, batch: Batch, task: TrainTask, grad_clip_norm: float, where: str = "a training step"
+) -> dict[str, float]:
     """One optimiser step of the training loop; every output comes back as a host float, which also
     waits for the device.
 
     Raises:
-        NonFiniteLossError: the loss is NaN or infinite (named per head and term). Checked after the
-            update, so the step costs no extra device sync; the run stops and its last checkpoint
-            still holds the weights from before.
+        NonFiniteLossError: the loss is NaN or infinite (named per head and term, with ``where`` and
+            the batch's image ids). Checked after the update, so the step costs no extra device
+            sync; the run stops and its last checkpoint still holds the weights from before.
     """
     with torch.autocast(batch.images_BCHW.device.type, enabled=task.use_amp):
         out = model_step(model, batch, task.parts)
@@ -76,7 +91,5 @@ def train_step(model: nn.Module, batch: Batch, task: TrainTask, grad_clip_norm: 
     optimizer_step(out["loss"], task.optimizer, task.scaler, task.trainable, grad_clip_norm)
     task.scheduler.step()
     values = {key: float(value.detach()) for key, value in out.items()}
-    if not math.isfinite(values["loss"]):
-        bad = {k: v for k, v in values.items() if k.startswith("loss") and not math.isfinite(v)}
-        raise NonFiniteLossError(f"the training loss is not finite: {bad}")
+    check_finite(values, batch, where)
     return values

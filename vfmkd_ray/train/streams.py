@@ -68,6 +68,7 @@ def build_streams(
                 cfg.distill.online_ratio if split == "train" else 0.0,
                 others=stores.others,
                 excluded=images.excluded,
+                max_pixels=cfg.data.max_image_pixels,
             ),
             # One part (block) per call: a block per part, not per few rows, for the workers to fetch.
             batch_size=None,

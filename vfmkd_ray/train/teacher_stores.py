@@ -10,6 +10,7 @@ teachers run in the worker. A run never trains on fewer samples silently.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from vfmkd_ray.config import ExperimentConfig
@@ -17,11 +18,14 @@ from vfmkd_ray.config_checks import used_teachers
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
 from vfmkd_ray.data.coco import ImageRecord
 from vfmkd_ray.models.teachers import describe_teacher
-from vfmkd_ray.store.manifest import Manifest, StoreDataset, read_manifest
+from vfmkd_ray.store.manifest import Manifest, StoreDataset, dataset_fingerprint, read_manifest
 from vfmkd_ray.store.parts import ids_by_part
 from vfmkd_ray.store.precompute import expected_manifest_fields, teacher_dataset
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.row_index import StoreRowIndex
+from vfmkd_ray.store.schema import FIRST_CHECKSUM_VERSION
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,24 +55,38 @@ class TrainingImages:
         return [r.image_id for r in self.records]
 
 
-def check_stores(cfg: ExperimentConfig) -> RunStores:
-    """Every used teacher's store, checked to be made by that teacher, size, codec and layers; a
-    teacher without one is live under ``missing_features: online`` and an error otherwise."""
+def check_stores(cfg: ExperimentConfig, records: list[ImageRecord]) -> RunStores:
+    """Every used teacher's store, checked to be made by that teacher, size, codec and layers, from
+    this dataset (``records``), and to hold the rows its manifest counts; a teacher without one is
+    live under ``missing_features: online`` and an error otherwise."""
     stores, live = [], []
+    fingerprint = dataset_fingerprint(records)
     for alias in used_teachers(cfg):
         store = check_store(cfg, alias, allow_missing=cfg.data.missing_features == "online")
         if store is None:
             live.append(alias)
-        else:
-            stores.append(store)
+            continue
+        _check_dataset(cfg, store, fingerprint, len(records))
+        if store.manifest.schema_version < FIRST_CHECKSUM_VERSION:  # said here: workers log to a file
+            log.warning(
+                "store %s has schema version %d, without row checksums: corrupt bytes cannot be found "
+                "(NaN/inf still are); precompute into a fresh store.root to get them",
+                store.uri,
+                store.manifest.schema_version,
+            )
+        stores.append(store)
     if not stores:
         return RunStores(live=tuple(live))
-    primary = stores[0]
+    primary, primary_parts = stores[0], ids_by_part(stores[0].uri)
+    _check_row_count(primary, len(primary_parts), sum(len(ids) for ids in primary_parts.values()))
     others = tuple(StoreRowIndex.build(store) for store in stores[1:])
-    return RunStores(primary, others, tuple(live), ids_by_part(primary.uri))
+    for index in others:
+        _check_row_count(index.store, len(index.parts), len(index.locations))
+    return RunStores(primary, others, tuple(live), primary_parts)
 
 
 def check_store(cfg: ExperimentConfig, alias: str, allow_missing: bool = False) -> StoreDataset | None:
+    teacher = describe_teacher(cfg.teachers[alias])  # an unknown teacher name, before any store
     dataset = teacher_dataset(cfg, alias)
     manifest = read_manifest(dataset)
     if manifest is None:
@@ -78,7 +96,6 @@ def check_store(cfg: ExperimentConfig, alias: str, allow_missing: bool = False) 
             f"no feature store for teacher {alias!r} at {dataset}: run `vfmkd precompute` with this "
             "config first, or set data.missing_features=online to run the teacher in the workers"
         )
-    teacher = describe_teacher(cfg.teachers[alias])
     problems = manifest.describe_mismatch(expected_manifest_fields(cfg, alias, teacher.weights_id))
     if any(layer not in manifest.layers for layer in teacher.selected_layers):
         problems.append(
@@ -87,6 +104,40 @@ def check_store(cfg: ExperimentConfig, alias: str, allow_missing: bool = False) 
     if problems:
         raise FeatureStoreError(f"store {dataset} does not match the config:\n  " + "\n  ".join(problems))
     return StoreDataset(alias, dataset, manifest)
+
+
+def _check_dataset(cfg: ExperimentConfig, store: StoreDataset, fingerprint: str, num_images: int) -> None:
+    """A store made from another dataset would train on images the config does not name."""
+    if store.manifest.dataset_fingerprint == fingerprint:
+        return
+    made_from = f"a dataset of {store.manifest.row_count + store.manifest.num_skipped} images"
+    if cfg.data.allow_store_from_other_dataset:
+        log.warning(
+            "store %s was made from %s, not from %s (%d images): training on the images both hold "
+            "(data.allow_store_from_other_dataset)",
+            store.uri,
+            made_from,
+            cfg.data.root,
+            num_images,
+        )
+        return
+    raise FeatureStoreError(
+        f"store {store.uri} was made from {made_from}, not from data.root {cfg.data.root} ({num_images} "
+        f"images; dataset fingerprint {store.manifest.dataset_fingerprint[:12]} vs {fingerprint[:12]}): "
+        "precompute this dataset into its own store.root, or set "
+        "data.allow_store_from_other_dataset=true to train on the images both hold"
+    )
+
+
+def _check_row_count(store: StoreDataset, num_parts: int, num_rows: int) -> None:
+    """Parts lost or added after precompute (a partial copy, a stray file) change what trains."""
+    manifest = store.manifest
+    if (num_parts, num_rows) != (manifest.num_parts, manifest.row_count):
+        raise FeatureStoreError(
+            f"store {store.uri} holds {num_rows} rows in {num_parts} parts, its manifest says "
+            f"{manifest.row_count} rows in {manifest.num_parts} parts: a copy is incomplete or parts "
+            f"were added; run `vfmkd verify --store {store.uri} --all`, then `vfmkd precompute`"
+        )
 
 
 def usable_images(

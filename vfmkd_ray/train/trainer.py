@@ -23,6 +23,7 @@ from vfmkd_ray.data.coco import CocoDataset, read_dataset
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import SampleSpec, is_validation
 from vfmkd_ray.heads.base import TeacherShapes
+from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.build import ModelParts, build_model, run_teacher_shapes
 from vfmkd_ray.models.teachers.base import RANDOM_WEIGHTS
 from vfmkd_ray.ray_errors import find_cause
@@ -50,8 +51,9 @@ class RunSummary:
     steps_per_epoch: int
     history: list[dict[str, float]]
     checkpoint: str | None
-    best_backbone: tuple[str, str]  # safetensors, {"backbone": ...} .pth
-    best_model: str  # best_model.pth: the whole model and its config
+    # Written when an epoch improved the validation loss; None otherwise (never a path to nothing).
+    best_backbone: tuple[str, str] | None  # safetensors, {"backbone": ...} .pth
+    best_model: str | None  # best_model.pth: the whole model and its config
 
 
 class TrainingError(RuntimeError):
@@ -61,6 +63,7 @@ class TrainingError(RuntimeError):
 def run_training(cfg: ExperimentConfig, callbacks=None) -> RunSummary:
     """Trains the run's model; relaunching with the same name resumes."""
     cfg.s3.apply()
+    check_locations(cfg, reads=("data.root",), writes=("train.storage_path",), may_read=("store.root",))
     for line in config_warnings(cfg):
         log.warning("config: %s", line)
     cfg = _workers_see_absolute_paths(cfg)
@@ -68,7 +71,7 @@ def run_training(cfg: ExperimentConfig, callbacks=None) -> RunSummary:
     shapes = run_teacher_shapes(cfg)
     parts = check_model(cfg, shapes)
     check_labels(cfg, dataset, parts.needs)
-    stores = check_stores(cfg)
+    stores = check_stores(cfg, dataset.records)
     run_dir = run_files.run_dir_of(cfg)
     bad_samples = BadSampleLog(storage.join(run_dir, run_files.BAD_SAMPLES_DIR))
     images = usable_images(cfg, stores, dataset.records, bad_samples)
@@ -76,6 +79,8 @@ def run_training(cfg: ExperimentConfig, callbacks=None) -> RunSummary:
     num_train = len(images.ids) - num_val
     steps_per_epoch = steps_per_epoch_for(cfg, num_train, num_val)
     run_files.write_resolved_config(run_dir, dump_config(cfg))
+    for orphan in run_files.remove_unregistered_checkpoints(run_dir):
+        log.warning("removed %s: a checkpoint Ray never registered (its worker died while reporting)", orphan)
     ensure_ray(local_cpus_needed(cfg))
     require_shared_paths(cfg)
     log.info(
@@ -116,12 +121,19 @@ def run_training(cfg: ExperimentConfig, callbacks=None) -> RunSummary:
         steps_per_epoch=steps_per_epoch,
         history=run_files.read_metrics_log(run_dir),
         checkpoint=result.checkpoint.path if result.checkpoint else None,
-        best_backbone=(
+        best_backbone=_written(
             run_files.path(run_dir, run_files.BEST_BACKBONE_SAFETENSORS),
             run_files.path(run_dir, run_files.BEST_BACKBONE_PTH),
         ),
-        best_model=run_files.path(run_dir, run_files.BEST_MODEL),
+        best_model=_written(run_files.path(run_dir, run_files.BEST_MODEL)),
     )
+
+
+def _written(*uris: str) -> tuple[str, ...] | str | None:
+    """``uris`` (one: that URI) when every one exists, else None: no path to a file not written."""
+    if not all(storage.exists(uri) for uri in uris):
+        return None
+    return uris[0] if len(uris) == 1 else uris
 
 
 def check_model(cfg: ExperimentConfig, shapes: TeacherShapes) -> ModelParts:
@@ -222,7 +234,9 @@ def fit(trainer: TorchTrainer, run_dir: str, named_errors: tuple[type[Exception]
         cause = find_cause(err, named_errors)
         if cause is not None:
             raise type(cause)(str(cause)) from None
-        raise TrainingError(f"training run {run_dir} failed: {err}") from err
+        # Ray's text carries remote tracebacks: the first line here, the rest in the log file.
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TrainingError(f"training run {run_dir} failed: {first_line}") from err
 
 
 def local_cpus_needed(cfg: ExperimentConfig) -> float:

@@ -24,7 +24,7 @@ from vfmkd_ray.train.batch_feed import BatchFeed
 from vfmkd_ray.train.collectives import all_workers_have, mean_across_workers, report_epoch, restore_state
 from vfmkd_ray.train.epoch_record import epoch_record, log_epoch, write_epoch_files
 from vfmkd_ray.train.fault_injection import maybe_fail_once
-from vfmkd_ray.train.step import model_step, train_step
+from vfmkd_ray.train.step import check_finite, model_step, train_step
 from vfmkd_ray.train.step_clock import StepClock
 from vfmkd_ray.train.task import TrainTask, build_task
 
@@ -66,9 +66,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     for epoch in range(state.epoch, cfg.train.epochs):
         maybe_fail_once(epoch, rank)
         started, clock = time.monotonic(), StepClock()
-        train_sums = _train_epoch(model, train_shard, feed, plan.steps_per_epoch, task, cfg, clock)
+        train_sums = _train_epoch(model, train_shard, feed, plan.steps_per_epoch, task, cfg, clock, epoch + 1)
         trained = time.monotonic()
-        val_sums, first_val = _evaluate(task, val_shard, feed)
+        val_sums, first_val = _evaluate(task, val_shard, feed, epoch + 1)
         train_means = mean_across_workers(train_sums, device)
         state.epoch, state.step = epoch + 1, state.step + int(train_means.pop("steps"))
         val_means = mean_across_workers(val_sums, device)
@@ -103,7 +103,9 @@ def _feed(cfg: ExperimentConfig, plan: RunPlan, task: TrainTask, device) -> Batc
     )
 
 
-def _train_epoch(model, shard, feed: BatchFeed, num_steps: int, task: TrainTask, cfg, clock: StepClock):
+def _train_epoch(
+    model, shard, feed: BatchFeed, num_steps: int, task: TrainTask, cfg, clock: StepClock, epoch: int
+):
     """Up to ``num_steps`` optimiser steps, fewer when a shard runs dry (skipped samples); ``clock``
     times them. Returns per-key (sum of step means, steps), plus ``steps`` itself."""
     model.train()
@@ -117,7 +119,8 @@ def _train_epoch(model, shard, feed: BatchFeed, num_steps: int, task: TrainTask,
         # Every worker takes the same number of steps, or DDP would wait forever on the others.
         if not all_workers_have(batch is not None, feed.device):
             break
-        out = train_step(model, batch, task, cfg.train.grad_clip_norm)
+        where = f"epoch {epoch} step {steps + 1}/{num_steps}"
+        out = train_step(model, batch, task, cfg.train.grad_clip_norm, where)
         steps += 1
         for key, value in out.items():
             sums[key] = sums.get(key, 0.0) + value
@@ -126,17 +129,20 @@ def _train_epoch(model, shard, feed: BatchFeed, num_steps: int, task: TrainTask,
 
 
 @torch.no_grad()
-def _evaluate(task: TrainTask, shard, feed: BatchFeed):
-    """The whole validation shard: per-key (sum over samples, samples), and its first batch."""
+def _evaluate(task: TrainTask, shard, feed: BatchFeed, epoch: int):
+    """The whole validation shard: per-key (sum over samples, samples), and its first batch. A
+    non-finite loss stops the run: best-by-validation could not rank it."""
     task.parts.model.eval()
     sums: dict[str, tuple[float, int]] = {}
     first = None
     for batch in feed.batches(shard, drop_last=False):
         first = first if first is not None else batch
         count = len(batch)
-        for key, value in model_step(task.parts.model, batch, task.parts).items():
+        values = {key: float(value) for key, value in model_step(task.parts.model, batch, task.parts).items()}
+        check_finite(values, batch, f"validation after epoch {epoch}")
+        for key, value in values.items():
             total, seen = sums.get(key, (0.0, 0))
-            sums[key] = (total + float(value) * count, seen + count)
+            sums[key] = (total + value * count, seen + count)
     return sums, first
 
 

@@ -20,7 +20,10 @@ from ray.tune.schedulers import ASHAScheduler
 
 from vfmkd_ray import storage
 from vfmkd_ray.config import ConfigError, ExperimentConfig, set_dotted, validate_config
+from vfmkd_ray.data.coco import read_image_records
+from vfmkd_ray.locations import check_locations
 from vfmkd_ray.ray_session import ensure_ray
+from vfmkd_ray.train.teacher_stores import check_stores
 from vfmkd_ray.train.trainer import local_cpus_needed
 from vfmkd_ray.tune.config import Dimension
 from vfmkd_ray.tune.report import BEST_CONFIG, best_config, markdown, trial_table, write_outputs
@@ -46,9 +49,8 @@ def run_tune(cfg: ExperimentConfig) -> TuneSummary:
         raise ConfigError("tune.space is empty: name at least one dotted config key to search")
     _check_keys(cfg)
     cfg.s3.apply()
-    from vfmkd_ray.train.teacher_stores import check_stores
-
-    check_stores(cfg)  # every trial reads the stores: fail before starting any
+    check_locations(cfg, reads=("data.root",), writes=("train.storage_path",), may_read=("store.root",))
+    check_stores(cfg, read_image_records(cfg.data))  # every trial reads the stores: fail before any
     name = f"{cfg.name}-tune"
     root = storage.absolute(cfg.train.storage_path)
     directory = storage.join(root, name)
