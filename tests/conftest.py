@@ -49,7 +49,9 @@ def local_ray(request):
     import ray
 
     env = getattr(request, "param", {}) or {}
-    ray.init(num_cpus=4, runtime_env={"env_vars": env} if env else None, logging_level="ERROR")
+    # No dashboard: it costs seconds to start and a share of the 2 CPUs while the test runs.
+    runtime_env = {"env_vars": env} if env else None
+    ray.init(num_cpus=4, runtime_env=runtime_env, logging_level="ERROR", include_dashboard=False)
     yield
     ray.shutdown()
 
@@ -162,3 +164,42 @@ def read_part_rows(part: str) -> dict:
 
     table = pq.read_table(part)
     return {name: np.array(table.column(name).to_pylist(), dtype=object) for name in table.column_names}
+
+
+def lose_part(dataset: str, index: int) -> set[str]:
+    """Deletes part ``index`` of a store and records its images as skipped in the manifest, as a
+    precompute that could not read them would have: a store with rows missing that is still whole.
+    Returns the lost image ids."""
+    from pathlib import Path
+
+    from vfmkd_ray.store.manifest import read_manifest, write_manifest
+    from vfmkd_ray.store.parts import list_parts
+
+    part = list_parts(dataset)[index]
+    lost = {str(i) for i in read_part_rows(part)["image_id"]}
+    Path(part).unlink()
+    manifest = read_manifest(dataset)
+    update = {
+        "row_count": manifest.row_count - len(lost),
+        "num_parts": manifest.num_parts - 1,
+        "num_skipped": manifest.num_skipped + len(lost),
+    }
+    write_manifest(dataset, manifest.model_copy(update=update))
+    return lost
+
+
+def teacher_output_batch(ids: list[str], layer: str, features) -> dict:
+    """A batch as the teacher stage hands it to the part writer: the key columns and one float
+    ``feat.<layer>`` array (``len(ids) x C x H x W``)."""
+    import numpy as np
+
+    from vfmkd_ray.store.schema import feature_column
+
+    return {
+        "image_id": np.array(ids),
+        "image_uri": np.array([f"s3://bucket/{i}.png" for i in ids]),
+        "aug_seed": np.arange(len(ids)),
+        "valid_h": np.full(len(ids), 64),
+        "valid_w": np.full(len(ids), 48),
+        feature_column(layer): features,
+    }

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import tiny_overrides
+from tests.conftest import lose_part, tiny_overrides
 from vfmkd_ray import storage
 from vfmkd_ray.config import load_config
 from vfmkd_ray.console import LOG_DIR_ENV
@@ -32,36 +32,9 @@ pytestmark = pytest.mark.ray
 FAIL_MARKER = "/tmp/vfmkd-fail-once-marker"
 
 
-def test_precompute_resumes_and_a_corrupt_row_stops_training(local_ray, tiny_config):
-    """(A successful 2-worker run with its saved backbone is the multitask end-to-end test; the
-    relaunch-resume of a features run is the S3 test's.)"""
-    write_synthetic_coco(tiny_config.data)
-    [first] = run_precompute(tiny_config)
-    assert first.row_count == first.num_images == 16 and first.num_new == 16
-    [again] = run_precompute(tiny_config)
-    assert again.num_new == 0 and again.row_count == 16
-    assert sorted(stored_image_ids(first.dataset)) == sorted(str(i) for i in range(1, 17))
-
-    # 16 flipped bytes in one stored feature (the part still reads; the values turn into NaN and
-    # noise): training stops with a message naming the image, instead of training on NaN.
-    part = list_parts(first.dataset)[0]
-    table = pq.read_table(part)
-    column = table.column_names.index("feat.image_embed")
-    values = [bytearray(v) for v in table.column("feat.image_embed").to_pylist()]
-    middle = len(values[1]) // 2
-    values[1][middle : middle + 16] = b"\xff" * 16  # 0xffff is a NaN in fp16
-    flipped = table.set_column(column, "feat.image_embed", pa.array([bytes(v) for v in values], pa.binary()))
-    pq.write_table(flipped, part)
-    bad_id = table.column("image_id")[1].as_py()
-    with pytest.raises(FeatureStoreError, match=rf"image {bad_id} layer image_embed .* fails its checksum"):
-        # No restarts: a bad row fails every retry the same way, and the suite's time is dear.
-        train = tiny_config.train.model_copy(update={"max_failures": 0})
-        run_training(tiny_config.model_copy(update={"name": "flipped", "train": train}))
-
-
 def test_a_bad_image_is_one_line_naming_it_and_the_log(tmp_path):
     """``vfmkd precompute`` as a person runs it: a corrupt image under ``on_bad_sample: error`` is
-    one line naming the image and the log file, which holds Ray's traceback; missing is one more."""
+    one line naming the image and the log file, which holds Ray's traceback."""
     overrides = [*tiny_overrides(tmp_path), "data.synthetic.num_images=8"]
     cfg = load_config(None, overrides)
     write_synthetic_coco(cfg.data)
@@ -164,7 +137,11 @@ def _objects_holding(bucket: str, markers: list[str]) -> list[str]:
     return hits
 
 
-def test_skip_policy_counts_and_lists_bad_samples(local_ray, tiny_config):
+def test_bad_images_and_rows_stop_a_run_or_are_skipped_and_listed(local_ray, tiny_config):
+    """A corrupt image at precompute is skipped (and a re-run retries only it); 16 flipped bytes in
+    a stored row (the part still reads, the values turn into NaN and noise) stop training naming
+    the image, or, with the skip policies, are skipped and listed with a corrupt image and a
+    missing row. (A successful run with its saved backbone is the multitask end-to-end test.)"""
     cfg = tiny_config.model_copy(
         update={
             "data": tiny_config.data.model_copy(update={"on_bad_sample": "skip"}),
@@ -177,18 +154,46 @@ def test_skip_policy_counts_and_lists_bad_samples(local_ray, tiny_config):
     (images / "000002.png").write_bytes(b"corrupt before precompute")
     [store] = run_precompute(cfg)
     assert store.row_count == 15 and store.num_skipped == 1
+    [again] = run_precompute(cfg)
+    assert again.num_new == 1 and again.row_count == 15, "only the unreadable image is tried again"
+    assert sorted(stored_image_ids(store.dataset)) == sorted(str(i) for i in range(1, 17) if i != 2)
+
+    part = list_parts(store.dataset)[0]
+    table = pq.read_table(part)
+    row = next(i for i, image_id in enumerate(table.column("image_id").to_pylist()) if image_id != "5")
+    flipped_id = table.column("image_id")[row].as_py()
+    values = [bytearray(v) for v in table.column("feat.image_embed").to_pylist()]
+    middle = len(values[row]) // 2
+    values[row][middle : middle + 16] = b"\xff" * 16  # 0xffff is a NaN in fp16
+    column = table.column_names.index("feat.image_embed")
+    pq.write_table(
+        table.set_column(column, "feat.image_embed", pa.array([bytes(v) for v in values], pa.binary())), part
+    )
 
     with pytest.raises(FeatureStoreError, match="1 images of .* have no feature row"):
         run_training(cfg)  # missing_features: error by default
+    strict = cfg.model_copy(
+        update={
+            "name": "strict",
+            "data": cfg.data.model_copy(update={"on_bad_sample": "error", "missing_features": "skip"}),
+            # No restarts: a bad row fails every retry the same way, and the suite's time is dear.
+            "train": cfg.train.model_copy(update={"max_failures": 0}),
+        }
+    )
+    with pytest.raises(
+        FeatureStoreError, match=rf"image {flipped_id} layer image_embed .* fails its checksum"
+    ):
+        run_training(strict)
 
     (images / "000005.png").write_bytes(b"corrupt after precompute")
     skipping = cfg.model_copy(update={"data": cfg.data.model_copy(update={"missing_features": "skip"})})
     summary = run_training(skipping)
-    assert summary.num_bad_samples == 2
-    assert summary.history[-1]["data/bad_samples"] == 2
-    lines = Path(summary.run_dir, "bad_samples.jsonl").read_text().splitlines()
-    stages = sorted(json.loads(line)["stage"] + ":" + json.loads(line)["image_id"] for line in lines)
-    assert stages == ["missing-features:2", "train:5"]
+    assert summary.num_bad_samples == 3
+    assert summary.history[-1]["data/bad_samples"] == 3
+    lines = [json.loads(line) for line in Path(summary.run_dir, "bad_samples.jsonl").read_text().splitlines()]
+    stages = sorted(f"{line['stage']}:{line['image_id']}" for line in lines)
+    assert stages == sorted(["missing-features:2", "train:5", f"train:{flipped_id}"])
+    assert any("fails its checksum" in line["error"] for line in lines)
 
 
 def test_two_teachers_with_missing_rows_and_online_ratio(local_ray, two_teacher_config):
@@ -205,8 +210,8 @@ def test_two_teachers_with_missing_rows_and_online_ratio(local_ray, two_teacher_
     write_synthetic_coco(cfg.data)
     sam, dino = run_precompute(cfg)
     assert (sam.teacher, dino.teacher) == ("sam", "dino") and dino.dataset.endswith("dinov2_vits14/56")
-    Path(list_parts(sam.dataset)[0]).unlink()  # 4 images lose their SAM rows
-    Path(list_parts(dino.dataset)[-1]).unlink()  # and up to 4 others their DINOv2 rows
+    lose_part(sam.dataset, 0)  # 4 images lose their SAM rows
+    lose_part(dino.dataset, -1)  # and up to 4 others their DINOv2 rows
     summary = run_training(cfg)
     assert summary.num_train + summary.num_val == 16 and summary.num_bad_samples == 0
     shares = [record["train/data/online_share"] for record in summary.history]

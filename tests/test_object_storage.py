@@ -5,9 +5,10 @@ import os
 
 import numpy as np
 import pytest
+import yaml
 
 from vfmkd_ray import storage
-from vfmkd_ray.config import dump_config, load_config
+from vfmkd_ray.config import dump_config, load_config, validate_config
 from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.pipeline import load_letterboxed
 from vfmkd_ray.data.synthetic import write_synthetic_coco
@@ -70,6 +71,11 @@ def test_credentials_from_config_reach_the_environment_but_not_the_saved_config(
     saved = dump_config(cfg) + json.dumps(cfg.model_dump(mode="json")) + repr(cfg) + str(cfg.s3)
     assert "AKIDSECRET1" not in saved and "TOPSECRET2" not in saved
     assert isinstance(cfg.s3, S3Config)
+    # A saved config read back (vfmkd eval on resolved_config.yaml) leaves the real keys alone.
+    read_back = validate_config(yaml.safe_load(dump_config(cfg)))
+    assert read_back.s3.access_key_id is None and read_back.s3.secret_access_key is None
+    read_back.s3.apply()
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == "TOPSECRET2"
 
 
 def test_unreachable_endpoint_is_a_storage_error_naming_the_uri(monkeypatch):

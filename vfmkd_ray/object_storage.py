@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 
 from vfmkd_ray.schema import StrictModel
 
@@ -38,13 +38,23 @@ SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|(^|_)(API_)?KEY(_ID)?$", re.IGNORECASE)
 
 
+MASKED = "**********"  # how a saved config (resolved_config.yaml) shows a key
+
+
 class S3Config(StrictModel):
-    """Unset fields leave the environment (and the AWS credential chain) as it is."""
+    """Unset fields leave the environment (and the AWS credential chain) as it is. A key read back
+    from a saved config is the mask, and counts as unset: exporting it would replace real keys."""
 
     endpoint_url: str | None = None
     region: str | None = None
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
+
+    @field_validator("access_key_id", "secret_access_key", mode="before")
+    @classmethod
+    def _mask_is_unset(cls, value: object) -> object:
+        secret = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if secret == MASKED else value
 
     def apply(self) -> None:
         """Exports the configured settings as ``AWS_*`` variables of this process."""

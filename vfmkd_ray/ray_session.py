@@ -34,6 +34,9 @@ def ensure_ray(min_local_cpus: float = 0) -> None:
     ray.init(
         address=address,
         num_cpus=num_cpus,
+        # A local Ray lives as long as this command: its dashboard would cost seconds to start and
+        # a share of a workstation's CPUs. To watch one, start `ray start --head` and set RAY_ADDRESS.
+        include_dashboard=False if not address else None,
         runtime_env={"env_vars": env} if env else None,
         log_to_driver=True,
         logging_level=logging.WARNING,

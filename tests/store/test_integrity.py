@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import read_part_rows
+from tests.conftest import read_part_rows, teacher_output_batch
 from vfmkd_ray.cli import main
 from vfmkd_ray.store import verify
 from vfmkd_ray.store.manifest import write_manifest
@@ -33,14 +33,7 @@ IDS = ["img-0", "img-1", "img-2", "img-3"]
 def _batch(features: np.ndarray | None = None) -> dict[str, np.ndarray]:
     if features is None:
         features = np.random.default_rng(0).standard_normal((len(IDS), *SHAPE)).astype(np.float32)
-    return {
-        "image_id": np.array(IDS),
-        "image_uri": np.array([f"/data/{i}.png" for i in IDS]),
-        "aug_seed": np.arange(len(IDS)),
-        "valid_h": np.full(len(IDS), 64),
-        "valid_w": np.full(len(IDS), 64),
-        feature_column(LAYER): features,
-    }
+    return teacher_output_batch(IDS, LAYER, features)
 
 
 def _manifest(make_manifest, schema_version: int = SCHEMA_VERSION, codec: str = "fp16"):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tests.conftest import teacher_output_batch
 from vfmkd_ray.store.manifest import read_manifest, write_manifest
 from vfmkd_ray.store.parts import (
     PART_GLOB,
@@ -17,14 +18,7 @@ from vfmkd_ray.store.schema import SCHEMA_VERSION, crc_column, dtype_column, fea
 
 
 def _batch(ids, rng, shape=(8, 4, 4)):
-    return {
-        "image_id": np.array(ids),
-        "image_uri": np.array([f"s3://bucket/{i}.png" for i in ids]),
-        "aug_seed": np.arange(len(ids)),
-        "valid_h": np.full(len(ids), 64),
-        "valid_w": np.full(len(ids), 48),
-        feature_column("embed"): rng.standard_normal((len(ids), *shape)).astype(np.float32),
-    }
+    return teacher_output_batch(ids, "embed", rng.standard_normal((len(ids), *shape)).astype(np.float32))
 
 
 def _read_rows(part: str, *extra: str) -> dict[str, np.ndarray]:
