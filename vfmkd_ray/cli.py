@@ -130,8 +130,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def _verify(args: argparse.Namespace) -> int:
     from vfmkd_ray.store.verify import verify_store
 
