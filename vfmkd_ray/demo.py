@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 
+from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.ray_session import ensure_ray
-from vfmkd_ray.store.precompute import PrecomputeSummary, run_precompute
+from vfmkd_ray.store.manifest import read_manifest
+from vfmkd_ray.store.precompute import PrecomputeSummary, run_precompute, teacher_dataset
+from vfmkd_ray.store.schema import SCHEMA_VERSION
 from vfmkd_ray.train.trainer import RunSummary, local_cpus_needed, run_training
 
 COSINE_PREFIX = "val/cos/"  # one per feature term: cosine to its teacher on the val split
@@ -25,11 +28,26 @@ def run_demo(cfg: ExperimentConfig) -> bool:
     ensure_ray(local_cpus_needed(cfg))  # one local Ray for both jobs, sized for training
     teachers = ", ".join(f"{t.name} ({t.weights} weights, {t.input_size} px)" for t in cfg.teachers.values())
     say(f"2/3 precompute {teachers}")
+    _rebuild_outdated_stores(cfg)
     stores = run_precompute(cfg)
     say(f"3/3 distill {cfg.student.name}-{cfg.student.size} with {cfg.train.num_workers} Ray Train workers")
     train = run_training(cfg)
     rose = print_summary(num_images, stores, train, time.monotonic() - started)
     return rose
+
+
+def _rebuild_outdated_stores(cfg: ExperimentConfig) -> None:
+    """The demo's stores are its own outputs: one written by an older version of the store schema
+    (which precompute refuses to extend) is rebuilt rather than stopping the embedded default."""
+    for alias in cfg.teachers:
+        dataset = teacher_dataset(cfg, alias)
+        manifest = read_manifest(dataset)
+        if manifest is not None and manifest.schema_version != SCHEMA_VERSION:
+            say(
+                f"rebuilding {dataset}: its store schema is {manifest.schema_version}, "
+                f"this version writes {SCHEMA_VERSION}"
+            )
+            storage.remove_tree(dataset)
 
 
 def print_summary(

@@ -221,3 +221,17 @@ def test_precompute_does_not_resume_a_store_of_an_older_schema(tiny_config):
     write_manifest(dataset, read_manifest(dataset).model_copy(update={"schema_version": 1}))
     with pytest.raises(FeatureStoreError, match="has schema version 1; this precompute writes version 2"):
         run_precompute(tiny_config)
+
+
+def test_the_demo_rebuilds_its_own_store_of_an_older_schema(tiny_config):
+    """``make demo`` after an upgrade: the demo's store is its own output, so it is rebuilt."""
+    from tests.conftest import build_store_in_process
+    from vfmkd_ray.demo import _rebuild_outdated_stores
+    from vfmkd_ray.store.manifest import read_manifest
+
+    dataset = build_store_in_process(tiny_config)
+    _rebuild_outdated_stores(tiny_config)
+    assert read_manifest(dataset) is not None, "a current store is kept"
+    write_manifest(dataset, read_manifest(dataset).model_copy(update={"schema_version": 1}))
+    _rebuild_outdated_stores(tiny_config)
+    assert read_manifest(dataset) is None and not Path(dataset).exists()
