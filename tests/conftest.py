@@ -203,3 +203,14 @@ def teacher_output_batch(ids: list[str], layer: str, features) -> dict:
         "valid_w": np.full(len(ids), 48),
         feature_column(layer): features,
     }
+
+
+def files_holding(folder, markers: list[str]) -> list[str]:
+    """The files under ``folder`` whose bytes hold any of ``markers``: where a secret leaked to."""
+    from pathlib import Path
+
+    return [
+        str(p)
+        for p in Path(folder).rglob("*")
+        if p.is_file() and any(m.encode() in p.read_bytes() for m in markers)
+    ]

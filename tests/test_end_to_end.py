@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import lose_part, tiny_overrides
+from tests.conftest import files_holding, lose_part, tiny_overrides
 from vfmkd_ray import storage
 from vfmkd_ray.config import load_config
 from vfmkd_ray.console import LOG_DIR_ENV
@@ -111,21 +111,12 @@ def test_s3_end_to_end_with_resume_and_no_secret_in_any_log(
 
     session_dir = Path(ray._private.worker._global_node.get_session_dir_path())
     printed = capfd.readouterr()
-    leaks = _files_holding(session_dir, [MARKER_KEY_ID, MARKER_SECRET])
+    leaks = files_holding(session_dir, [MARKER_KEY_ID, MARKER_SECRET])
     leaks += _objects_holding(s3_bucket, [MARKER_KEY_ID, MARKER_SECRET])
     leaks += [f"printed {stream}" for stream, text in zip(("stdout", "stderr"), printed, strict=True)
               if MARKER_KEY_ID in text or MARKER_SECRET in text]  # fmt: skip
     assert any(session_dir.rglob("*.log")), f"no Ray logs under {session_dir} to check"
     assert not leaks, f"the S3 keys appear in {leaks}"
-
-
-def _files_holding(folder: Path, markers: list[str]) -> list[str]:
-    hits = []
-    for path in folder.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            data = path.read_bytes()
-            hits += [str(path) for marker in markers if marker.encode() in data]
-    return hits
 
 
 def _objects_holding(bucket: str, markers: list[str]) -> list[str]:

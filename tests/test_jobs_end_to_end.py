@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_overrides
+from tests.conftest import files_holding, tiny_overrides
 from vfmkd_ray.cli import main
 from vfmkd_ray.submission import client
 
@@ -96,5 +96,5 @@ def test_demo_job_succeeds_and_a_failing_job_is_reported(ray_head, tmp_path, cap
     assert main(["submit", "--address", address, "train", "configs/demo.yaml", *missing]) == 1
     failed = capsys.readouterr().out
     assert "FAILED" in failed and "no feature store for teacher 'sam'" in failed
-    leaks = [str(p) for p in head_temp.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    leaks = files_holding(head_temp, [secret])
     assert any(head_temp.rglob("runtime_env*.log")) and not leaks, f"the secret is in {leaks}"

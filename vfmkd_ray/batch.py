@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vfmkd_ray.data.image_ids import decode_image_ids
+
 # Instance masks travel at a quarter of the input resolution: SAM's mask decoder predicts there.
 MASK_STRIDE = 4
 
@@ -59,8 +61,6 @@ class Batch:
 
     def image_ids(self) -> tuple[str, ...]:
         """The images' ids (empty when the batch does not carry them); copies to the host."""
-        from vfmkd_ray.data.image_ids import decode_image_ids
-
         return () if self.image_ids_BL is None else decode_image_ids(self.image_ids_BL)
 
     def __len__(self) -> int:

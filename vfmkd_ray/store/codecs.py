@@ -78,7 +78,7 @@ def count_non_finite(stored: np.ndarray, codec: str, scale: np.ndarray | None = 
         return int(np.count_nonzero((stored.view(np.uint16) & exponent) == exponent))
     if scale is None:
         return 0
-    return 0 if np.isfinite(scale).all() else int((~np.isfinite(scale)).sum())
+    return int(np.count_nonzero(~np.isfinite(scale)))
 
 
 def to_float32(stored: torch.Tensor, codec: str, scale: torch.Tensor | None = None) -> torch.Tensor:

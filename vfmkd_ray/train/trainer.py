@@ -113,6 +113,11 @@ def run_training(cfg: ExperimentConfig, callbacks=None) -> RunSummary:
         log.warning(
             "%d samples were skipped; see %s", num_bad, storage.join(run_dir, run_files.BAD_SAMPLES_JSONL)
         )
+    # Written when an epoch improved the validation loss: never a path to a file not written.
+    backbone = tuple(
+        run_files.path(run_dir, n) for n in (run_files.BEST_BACKBONE_SAFETENSORS, run_files.BEST_BACKBONE_PTH)
+    )
+    model = run_files.path(run_dir, run_files.BEST_MODEL)
     return RunSummary(
         run_dir=run_dir,
         num_train=num_train,
@@ -121,19 +126,9 @@ def run_training(cfg: ExperimentConfig, callbacks=None) -> RunSummary:
         steps_per_epoch=steps_per_epoch,
         history=run_files.read_metrics_log(run_dir),
         checkpoint=result.checkpoint.path if result.checkpoint else None,
-        best_backbone=_written(
-            run_files.path(run_dir, run_files.BEST_BACKBONE_SAFETENSORS),
-            run_files.path(run_dir, run_files.BEST_BACKBONE_PTH),
-        ),
-        best_model=_written(run_files.path(run_dir, run_files.BEST_MODEL)),
+        best_backbone=backbone if all(storage.exists(uri) for uri in backbone) else None,
+        best_model=model if storage.exists(model) else None,
     )
-
-
-def _written(*uris: str) -> tuple[str, ...] | str | None:
-    """``uris`` (one: that URI) when every one exists, else None: no path to a file not written."""
-    if not all(storage.exists(uri) for uri in uris):
-        return None
-    return uris[0] if len(uris) == 1 else uris
 
 
 def check_model(cfg: ExperimentConfig, shapes: TeacherShapes) -> ModelParts:
