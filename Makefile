@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean transfer-tiny
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,18 @@ format: $(VENV)/.installed-test
 BENCH_FLAGS ?=
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks.run_all $(BENCH_FLAGS)
+
+# Does distillation help? README "Does distillation help?": teacher detector -> its features into a
+# store -> a student distilled without labels -> fine-tunes from it and from random init.
+TINY := configs/transfer_tiny.yaml
+TINY_RUNS := outputs/transfer_tiny/runs
+transfer-tiny: $(VENV)/.installed
+	$(BIN)/vfmkd synth $(TINY)
+	$(BIN)/vfmkd train $(TINY) name=teacher student.size=s 'teachers={}' 'distill.terms={}'
+	$(BIN)/vfmkd precompute $(TINY)
+	$(BIN)/vfmkd train $(TINY) 'heads={}' neck=null
+	$(BIN)/vfmkd transfer $(TINY) --backbones \
+		distilled=$(TINY_RUNS)/distilled/best_backbone.safetensors random=random
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -1,5 +1,5 @@
 from vfmkd_ray.data.images import BadImageError
-from vfmkd_ray.ray_errors import find_cause
+from vfmkd_ray.ray_errors import find_cause, raised_in_worker
 from vfmkd_ray.store.reader import FeatureStoreError
 
 
@@ -45,3 +45,14 @@ def test_ray_datas_retry_advice_is_cut_from_the_message():
         raise RuntimeError("dataset failed") from original
     except RuntimeError as outer:
         assert str(find_cause(outer, (BadImageError,))) == "cannot decode image /d/3.png: not an image"
+
+
+def test_the_error_a_worker_raised_is_named_under_rays_wrappers():
+    remote = RuntimeError(
+        "ray.exceptions.RayTaskError(InjectedFailure): ray::_RayTrainWorker.run()\n"
+        "Traceback (most recent call last):\n  File x\n"
+        "vfmkd_ray.train.fault_injection.InjectedFailure: injected failure at epoch 0\n"
+    )
+    err = Wrapper("Training failed due to worker errors:\nWorkerGroupError: see above", {0: remote})
+    assert raised_in_worker(err) == "InjectedFailure: injected failure at epoch 0"
+    assert raised_in_worker(RuntimeError("no traceback here")) is None

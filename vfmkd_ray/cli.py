@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         ("train", _train, "train the model (heads and feature-KD terms) with Ray Train"),
         ("eval", _eval, "per-head COCO box/mask scores and per-term teacher cosine of a run"),
         ("tune", _tune, "Ray Tune over the tune.space keys, one Ray Train run per trial (ASHA)"),
+        ("transfer", _transfer, "fine-tune the heads from each backbone: does distillation help?"),
     ):
         sub = commands.add_parser(name, parents=[common], help=text)
         sub.add_argument("config", help="experiment YAML, e.g. configs/demo.yaml")
@@ -68,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
         if name == "eval":
             sub.add_argument("--checkpoint", help="model file (default: the run's best_model.pth)")
             sub.add_argument("--split", choices=["val", "train", "all"], default="val")
+        if name == "transfer":
+            sub.add_argument(
+                "--backbones",
+                nargs="+",
+                required=True,
+                metavar="NAME=URI",
+                help="backbones to compare (a run's best_backbone.safetensors, a backbone file, or "
+                "NAME=random); put key=value overrides before --backbones",
+            )
         if name == "precompute":
             sub.add_argument(
                 "--teacher", action="append", help="precompute only this teacher alias (repeatable)"
@@ -101,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--image", help="container image with --runtime image")
     submit.add_argument("--env", action="append", default=[], help="environment variable to pass, by name")
     submit.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    submit.add_argument("job", help="demo, precompute, train, tune, export or eval")
+    submit.add_argument("job", help="demo, precompute, train, tune, transfer, export or eval")
     submit.add_argument(
         "args", nargs=argparse.REMAINDER, help="the command's arguments (CONFIG key=value ...)"
     )
@@ -222,6 +232,18 @@ def _tune(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _transfer(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from vfmkd_ray.transfer.runner import run_transfer
+
+    summary = run_transfer(cfg, args.backbones)
+    reused = f", {summary.num_reused} reused from an earlier launch" if summary.num_reused else ""
+    print(f"transfer {summary.directory}: {summary.num_cells} cells, {summary.num_failed} failed{reused}")
+    print(summary.table)
+    for uri in summary.files:
+        print(f"wrote {uri}")
+    return 0 if summary.num_failed == 0 else 1
+
+
 def _submission(args: argparse.Namespace) -> int:
     from vfmkd_ray import submission
 
@@ -317,6 +339,8 @@ def _saved_by(args: argparse.Namespace, cfg: ExperimentConfig) -> str:
         return "No epoch had finished, so there is no checkpoint; the same command starts the run again."
     if args.command == "tune":
         return "Finished trials are kept; run the same command to resume the search."
+    if args.command == "transfer":
+        return "Finished cells are kept; run the same command to reuse them and carry on."
     return "Run the same command to start again."
 
 

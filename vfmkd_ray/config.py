@@ -24,6 +24,7 @@ from vfmkd_ray.object_storage import S3Config, looks_secret
 from vfmkd_ray.schema import StrictModel
 from vfmkd_ray.store.config import StoreConfig
 from vfmkd_ray.train.config import TrainConfig
+from vfmkd_ray.transfer.config import TransferConfig
 from vfmkd_ray.tune.config import TuneConfig
 
 TEACHER_ALIAS = re.compile(r"[A-Za-z0-9_]+")
@@ -53,6 +54,7 @@ class ExperimentConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     s3: S3Config = S3Config()
     tune: TuneConfig = TuneConfig()
+    transfer: TransferConfig = TransferConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -34,6 +34,22 @@ def find_cause(err: BaseException, types: tuple[type[BaseException], ...]) -> Ba
     return None
 
 
+# The last line of a Python traceback: `module.Name: message` of an error class.
+_RAISED_LINE = re.compile(r"^((?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Failure))): (.+)$", re.M)
+_RAY_WRAPPERS = ("RayTaskError", "RayActorError", "WorkerGroupError", "TrainingFailedError", "RayTrainError")
+
+
+def raised_in_worker(err: BaseException) -> str | None:
+    """``Name: message`` of the error a Ray task or worker raised under ``err``'s wrappers, from the
+    remote traceback text Ray carries; None when none is found."""
+    found = None
+    for current in _walk(err):
+        for match in _RAISED_LINE.finditer(str(current)):
+            if not match.group(2).startswith(_RAY_WRAPPERS):
+                found = f"{match.group(2)}: {match.group(3).strip()}"
+    return found
+
+
 def _walk(err: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     stack: list[object] = [err]

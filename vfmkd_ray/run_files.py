@@ -13,6 +13,7 @@ Layout of ``<train.storage_path>/<name>/`` (a local path or an ``s3://`` URI):
 | ``best_backbone.safetensors``, ``.pth`` | the best validation epoch's backbone (``{"backbone": ...}``) |
 | ``best_model.pth``           | ``{"model": state_dict, "config": resolved config}`` of that epoch |
 | ``eval.json``                | what ``vfmkd eval`` measured                                    |
+| ``transfer_cell.json``      | a ``vfmkd transfer`` cell's outcome: metrics or error, config fingerprint |
 | ``pictures/epoch_NNN_*.png`` | per-epoch pictures of heads that draw (YOLC's crops)            |
 | ``bad_samples.jsonl``        | the samples skipped under a skip policy                         |
 
@@ -53,6 +54,7 @@ BEST_BACKBONE_SAFETENSORS = "best_backbone.safetensors"
 BEST_BACKBONE_PTH = "best_backbone.pth"
 BEST_MODEL = "best_model.pth"
 EVAL_FILE = "eval.json"
+TRANSFER_CELL = "transfer_cell.json"  # a transfer cell's outcome, in the cell's run directory
 RAY_CHECKPOINT_GLOB = "checkpoint_*"  # Ray Train's checkpoint directories
 RAY_CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"  # which of them Ray registered
 PICTURES_DIR = "pictures"
@@ -301,6 +303,23 @@ def _nan_to_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_nan_to_none(item) for item in value]
     return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def write_transfer_cell(run_dir: str, outcome: dict) -> None:
+    storage.write_text_atomic(path(run_dir, TRANSFER_CELL), json.dumps(_nan_to_none(outcome), indent=2))
+
+
+def read_transfer_cell(run_dir: str) -> dict | None:
+    """The outcome a transfer cell recorded, or None when it has not run (or its file is unreadable:
+    the cell runs again)."""
+    uri = path(run_dir, TRANSFER_CELL)
+    if not storage.exists(uri):
+        return None
+    try:
+        outcome = json.loads(storage.read_text(uri))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return outcome if isinstance(outcome, dict) else None
 
 
 def write_picture(run_dir: str, epoch: int, head: str, name: str, png: bytes) -> str:

@@ -27,7 +27,7 @@ from vfmkd_ray.object_storage import forwarded_env, looks_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AGENT_RETRIES, AGENT_RETRY_S = 15, 2.0
-COMMANDS = ("demo", "precompute", "train", "tune", "export", "eval")
+COMMANDS = ("demo", "precompute", "train", "tune", "transfer", "export", "eval")
 # gitignore-style; a leading "/" anchors to the repository root (vfmkd_ray/data is code).
 UPLOAD_EXCLUDES = [
     "/.git",

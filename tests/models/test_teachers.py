@@ -2,6 +2,7 @@
 
 import io
 
+import numpy as np
 import pytest
 import torch
 
@@ -168,3 +169,51 @@ def test_a_run_of_this_product_is_a_teacher(tmp_path):
     assert describe_teacher(teacher_cfg).feature_shapes() == teacher.feature_shapes()
     with pytest.raises(ValueError, match="a run teacher needs weights"):
         build_teacher(TeacherConfig(name=RUN_TEACHER, weights="random", input_size=64))
+
+
+def test_a_run_teacher_is_precomputed_into_a_store_that_verifies(tmp_path):
+    """A yolov8 detector run as the teacher of a store: the precompute stages write its selected
+    levels, and ``verify`` re-runs the teacher from the same file and finds every row intact."""
+    from tests.conftest import build_store_in_process, tiny_overrides
+    from vfmkd_ray.data.coco import read_image_records
+    from vfmkd_ray.data.image_tensors import normalize
+    from vfmkd_ray.data.samples import load_sample
+    from vfmkd_ray.data.synthetic import write_synthetic_coco
+    from vfmkd_ray.store.verify import verify_store
+
+    detector = load_config(
+        None,
+        [
+            *tiny_overrides(tmp_path),
+            *("teachers={}", "distill.terms={}", "data.input_size=64", "neck.type=yolov8_pafpn"),
+            "heads.det={type: yolov8, num_classes: 3}",
+        ],
+    )
+    model = build_model(detector).model
+    # Batch-norm statistics as a trained model has them, from its own data: untrained (running var
+    # 1) they shrink the activations ~40x per level, below fp16's range by stride 32.
+    write_synthetic_coco(detector.data)
+    images = [
+        load_sample(r.image_uri, None, 64, 0, "none")["image"] for r in read_image_records(detector.data)
+    ]
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 1.0
+    with torch.no_grad():
+        model.train()(normalize(torch.from_numpy(np.stack(images))))
+    run_files.write_best(str(tmp_path / "detector"), model, detector.model_dump(mode="json"))
+    weights = str(tmp_path / "detector" / run_files.BEST_MODEL)
+    layers = "backbone_s8, neck_s16"
+    cfg = load_config(
+        None,
+        [
+            *(*tiny_overrides(tmp_path), "teachers={}", "distill.terms={}"),
+            f"teachers.det={{name: run, weights: {weights}, input_size: 64, layers: [{layers}]}}",
+            "distill.terms.p4={type: feature_mse, teacher: det, teacher_layer: neck_s16, student_stride: 16}",
+        ],
+    )
+    dataset = build_store_in_process(cfg, "det")
+    assert dataset.endswith("/run/64")
+    report = verify_store(dataset, sample=3, weights=weights, check_all=True)
+    assert report.passed, report.problems
+    assert report.rows == 16 and report.sampled == 3 and report.min_cosine > 0.999

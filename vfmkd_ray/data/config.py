@@ -34,6 +34,20 @@ class DataConfig(StrictModel):
     images_dir: str = "images"
     annotations: str | None = "annotations.json"
     val_fraction: float = Field(0.125, ge=0.0, lt=1.0)
+    label_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="share of the training split's images a run trains on, with their labels: a fixed "
+        "subset chosen by image id, nested across fractions; the validation split is never reduced",
+    )
+    repeat: int = Field(
+        1,
+        ge=1,
+        description="the training split is streamed this many times per epoch (MMDetection's "
+        "RepeatDataset): a small split gets epochs of a useful length, not one validation pass per "
+        "few steps",
+    )
     input_size: int | None = Field(
         None,
         ge=32,

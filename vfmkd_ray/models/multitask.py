@@ -48,6 +48,20 @@ class MultiTaskModel(nn.Module):
         self.adapters = nn.ModuleDict(adapters)
         self.adapter_inputs = dict(adapter_inputs)
         self.heads = nn.ModuleDict(heads)
+        self.backbone_frozen = False
+
+    def freeze_backbone(self) -> MultiTaskModel:
+        """The backbone stops training: no gradients, and batch norm keeps its running statistics
+        (eval mode) whatever mode the rest of the model is in."""
+        self.backbone.requires_grad_(False)
+        self.backbone_frozen = True
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> MultiTaskModel:
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.train(False)
+        return self
 
     def features(self, images_BCHW: torch.Tensor) -> Features:
         backbone = self.backbone(images_BCHW)

@@ -14,6 +14,11 @@ class TrainConfig(StrictModel):
     epochs: int = Field(6, ge=1)
     batch_size: int = Field(8, ge=1, description="per worker")
     lr: float = Field(2e-3, gt=0)
+    freeze_backbone: bool = Field(
+        False,
+        description="the backbone does not train (no gradients, batch-norm statistics frozen): only the "
+        "neck, heads and adapters do, as in a linear-probe style transfer",
+    )
     weight_decay: float = Field(0.01, ge=0)
     grad_clip_norm: float = Field(10.0, gt=0)
     num_workers: int = Field(2, ge=1)

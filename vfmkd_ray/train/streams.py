@@ -32,6 +32,37 @@ def build_streams(
     bad_samples: BadSampleLog | None,
 ) -> dict[str, ray.data.Dataset]:
     labels = _annotations_json(dataset) if spec.max_objects else None
+    sources = {"train": _rows(cfg, stores, images, labels), "val": _rows(cfg, stores, images, labels)}
+    for _ in range(cfg.data.repeat - 1):  # a fresh plan per copy: Ray Data unions distinct datasets
+        sources["train"] = sources["train"].union(_rows(cfg, stores, images, labels))
+    return {
+        split: rows.map_batches(
+            TrainSampleDecoder(
+                stores.primary,
+                split,
+                cfg.data.val_fraction,
+                spec,
+                bad_samples,
+                # Validation reads stored targets only (rows without one still go online): the
+                # same targets every epoch, so best-by-validation compares like with like.
+                cfg.distill.online_ratio if split == "train" else 0.0,
+                others=stores.others,
+                excluded=images.excluded,
+                max_pixels=cfg.data.max_image_pixels,
+            ),
+            # One part (block) per call: a block per part, not per few rows, for the workers to fetch.
+            batch_size=None,
+            num_cpus=cfg.data.decode_num_cpus,
+        )
+        for split, rows in sources.items()
+    }
+
+
+def _rows(
+    cfg: ExperimentConfig, stores: RunStores, images: TrainingImages, labels: dict[str, str] | None
+) -> ray.data.Dataset:
+    """One pass over the run's rows: the primary store's parts (plus placeholders for the images it
+    lacks), or plain image rows when no teacher is stored."""
     if stores.primary is not None:
         by_part = None
         if labels is not None:
@@ -55,27 +86,7 @@ def build_streams(
         ]
         blocks = max(1, math.ceil(len(items) / cfg.store.rows_per_part))
         rows = ray.data.from_items(items, override_num_blocks=blocks)
-    return {
-        split: rows.map_batches(
-            TrainSampleDecoder(
-                stores.primary,
-                split,
-                cfg.data.val_fraction,
-                spec,
-                bad_samples,
-                # Validation reads stored targets only (rows without one still go online): the
-                # same targets every epoch, so best-by-validation compares like with like.
-                cfg.distill.online_ratio if split == "train" else 0.0,
-                others=stores.others,
-                excluded=images.excluded,
-                max_pixels=cfg.data.max_image_pixels,
-            ),
-            # One part (block) per call: a block per part, not per few rows, for the workers to fetch.
-            batch_size=None,
-            num_cpus=cfg.data.decode_num_cpus,
-        )
-        for split in ("train", "val")
-    }
+    return rows
 
 
 def _annotations_json(dataset: CocoDataset) -> dict[str, str]:

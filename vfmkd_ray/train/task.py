@@ -36,8 +36,11 @@ def build_task(
     cfg: ExperimentConfig, shapes: TeacherShapes, total_steps: int, device: torch.device
 ) -> TrainTask:
     """The model seeded from ``cfg.seed`` on ``device``, AdamW over its trainable parameters with a
-    cosine schedule over ``total_steps``, and AMP on CUDA when ``train.amp``."""
+    cosine schedule over ``total_steps`` (the backbone frozen when ``train.freeze_backbone``), and AMP
+    on CUDA when ``train.amp``."""
     parts = build_model(cfg, shapes).to(device)
+    if cfg.train.freeze_backbone:
+        parts.model.freeze_backbone()
     trainable = [p for p in parts.model.parameters() if p.requires_grad]
     train = cfg.train
     optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)

@@ -21,12 +21,13 @@ from vfmkd_ray.config_checks import config_warnings
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import CocoDataset, read_dataset
 from vfmkd_ray.data.images import BadImageError
+from vfmkd_ray.data.label_subset import labelled_subset
 from vfmkd_ray.data.pipeline import SampleSpec, is_validation
 from vfmkd_ray.heads.base import TeacherShapes
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.build import ModelParts, build_model, run_teacher_shapes
 from vfmkd_ray.models.teachers.base import RANDOM_WEIGHTS
-from vfmkd_ray.ray_errors import find_cause
+from vfmkd_ray.ray_errors import find_cause, raised_in_worker
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store.reader import FeatureStoreError
@@ -74,20 +75,29 @@ def run_training(cfg: ExperimentConfig, callbacks=None) -> RunSummary:
     stores = check_stores(cfg, dataset.records)
     run_dir = run_files.run_dir_of(cfg)
     bad_samples = BadSampleLog(storage.join(run_dir, run_files.BAD_SAMPLES_DIR))
-    images = usable_images(cfg, stores, dataset.records, bad_samples)
+    labelled = labelled_subset(dataset.records, cfg.data.val_fraction, cfg.data.label_fraction)
+    if cfg.data.label_fraction < 1.0:
+        log.info(
+            "data.label_fraction %g: %d of %d images (the validation split whole)",
+            cfg.data.label_fraction,
+            len(labelled),
+            len(dataset.records),
+        )
+    images = usable_images(cfg, stores, labelled, bad_samples)
     num_val = sum(is_validation(i, cfg.data.val_fraction) for i in images.ids)
     num_train = len(images.ids) - num_val
-    steps_per_epoch = steps_per_epoch_for(cfg, num_train, num_val)
+    steps_per_epoch = steps_per_epoch_for(cfg, num_train * cfg.data.repeat, num_val)
     run_files.write_resolved_config(run_dir, dump_config(cfg))
     for orphan in run_files.remove_unregistered_checkpoints(run_dir):
         log.warning("removed %s: a checkpoint Ray never registered (its worker died while reporting)", orphan)
     ensure_ray(local_cpus_needed(cfg))
     require_shared_paths(cfg)
     log.info(
-        "train %s: %d train / %d val images, %d steps per epoch; heads %s, terms %s, stored teachers %s, "
-        "live teachers %s",
+        "train %s: %d train%s / %d val images, %d steps per epoch; heads %s, terms %s, stored teachers "
+        "%s, live teachers %s",
         run_dir,
         num_train,
+        f" (x{cfg.data.repeat} per epoch)" if cfg.data.repeat > 1 else "",
         num_val,
         steps_per_epoch,
         list(parts.heads) or "none",
@@ -229,9 +239,9 @@ def fit(trainer: TorchTrainer, run_dir: str, named_errors: tuple[type[Exception]
         cause = find_cause(err, named_errors)
         if cause is not None:
             raise type(cause)(str(cause)) from None
-        # Ray's text carries remote tracebacks: the first line here, the rest in the log file.
+        # Ray's text carries remote tracebacks: what the worker raised here, the rest in the log file.
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise TrainingError(f"training run {run_dir} failed: {first_line}") from err
+        raise TrainingError(f"training run {run_dir} failed: {raised_in_worker(err) or first_line}") from err
 
 
 def local_cpus_needed(cfg: ExperimentConfig) -> float:

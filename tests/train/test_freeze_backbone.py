@@ -1,0 +1,32 @@
+"""train.freeze_backbone: the backbone neither learns nor moves its batch-norm statistics, and the
+optimiser holds only what trains."""
+
+import torch
+
+from vfmkd_ray.batch import Batch
+from vfmkd_ray.models.teachers import build_teacher, teacher_shapes
+from vfmkd_ray.train.step import train_step
+from vfmkd_ray.train.task import build_task
+
+
+def test_a_frozen_backbone_keeps_weights_and_statistics_while_the_adapters_train(tiny_config):
+    cfg = tiny_config.model_copy(
+        update={"train": tiny_config.train.model_copy(update={"freeze_backbone": True})}
+    )
+    task = build_task(cfg, teacher_shapes(dict(cfg.teachers)), 10, torch.device("cpu"))
+    model = task.parts.model
+    backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    adapters_before = {k: v.clone() for k, v in model.adapters.state_dict().items()}
+    assert {id(p) for p in task.trainable} == {id(p) for p in model.parameters() if p.requires_grad}
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    teacher = build_teacher(cfg.teachers["sam"])
+    images = torch.randn(4, 3, 64, 64)
+    batch = Batch(images, torch.full((4, 2), 64))
+    batch.teacher_features = {f"sam/{k}": v for k, v in teacher(images).items()}
+    model.train()
+    assert not model.backbone.training and model.adapters.training
+    for _ in range(3):
+        train_step(model, batch, task, 10.0)
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, backbone_before[key]), key  # weights and BN running stats alike
+    assert any(not torch.equal(v, adapters_before[k]) for k, v in model.adapters.state_dict().items())

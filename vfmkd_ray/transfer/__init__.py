@@ -1,0 +1,1 @@
+"""``vfmkd transfer``: do distilled backbones beat the ones users would otherwise start from?"""
