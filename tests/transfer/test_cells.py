@@ -67,3 +67,44 @@ def test_transfer_settings_are_checked(tmp_path):
     ):
         with pytest.raises(ConfigError):
             _cfg(tmp_path, bad)
+
+
+def test_two_backbones_cells_differ_in_the_backbone_alone(tmp_path):
+    cfg = _cfg(tmp_path)
+    distilled, random = Backbone("distilled", "/w/b.safetensors", "ab" * 32), Backbone("random", None)
+    first = [c for c in grid(cfg, [distilled, random]) if c.seed == 0 and c.mode == "frozen"]
+    cell_a, cell_b = first[:2]  # the same budget, one per backbone
+    a = cell_config(cfg, distilled, cell_a, "cells").model_dump()
+    b = cell_config(cfg, random, cell_b, "cells").model_dump()
+    assert a["student"] == {**b["student"], "weights": "/w/b.safetensors", "sha256": "ab" * 32}
+    a.pop("student"), b.pop("student")
+    assert a.pop("name") == "distilled-frozen-f0.1-s0" and b.pop("name") == "random-frozen-f0.1-s0"
+    assert a == b
+
+
+def test_the_fingerprint_ignores_where_a_cell_runs_but_not_what_it_learns(tmp_path):
+    cfg = _cfg(tmp_path)
+    backbone = Backbone("distilled", "/w/b.safetensors", "ab" * 32)
+    cell = grid(cfg, [backbone])[0]
+    base = fingerprint(cell_config(cfg, backbone, cell, "cells"))
+    moved = _cfg(tmp_path, "train.cpus_per_worker=2", "train.max_failures=3", "data.decode_num_cpus=1")
+    assert (
+        fingerprint(cell_config(moved, Backbone("distilled", "/mnt/b.safetensors", "ab" * 32), cell, "x"))
+        == base
+    )
+    assert (
+        fingerprint(cell_config(cfg, Backbone("distilled", "/w/b.safetensors", "cd" * 32), cell, "cells"))
+        != base
+    )
+    assert fingerprint(cell_config(_cfg(tmp_path, "train.lr=0.1"), backbone, cell, "cells")) != base
+
+
+def test_a_frozen_sam_decoder_cannot_be_fine_tuned_without_its_teacher(tmp_path):
+    cfg = load_config(CONFIGS_DIR / "multitask.yaml", [f"data.root={tmp_path}", "heads.seg.decoder=frozen"])
+    backbone = Backbone("random", None)
+    with pytest.raises(ConfigError, match="heads.seg: a frozen sam_mask decoder"):
+        cell_config(cfg, backbone, grid(cfg, [backbone])[0], "cells")
+    trainable = cell_config(
+        load_config(CONFIGS_DIR / "multitask.yaml"), backbone, grid(cfg, [backbone])[0], "c"
+    )
+    assert trainable.heads["seg"].teacher is None and trainable.heads["seg"].features is None

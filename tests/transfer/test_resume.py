@@ -6,7 +6,7 @@ from tests.conftest import tiny_overrides
 from vfmkd_ray import run_files
 from vfmkd_ray.config import ConfigError, load_config
 from vfmkd_ray.transfer.cells import Backbone, cell_config, fingerprint, grid
-from vfmkd_ray.transfer.runner import _run_cell
+from vfmkd_ray.transfer.runner import _check_earlier_cells, _run_cell
 
 
 def test_a_finished_cell_is_reused_and_one_from_another_config_is_refused(tmp_path):
@@ -23,6 +23,7 @@ def test_a_finished_cell_is_reused_and_one_from_another_config_is_refused(tmp_pa
     score, reused = _run_cell(cell_cfg, cell, "cell 1/1")
     assert reused and score.ok and score.metrics["det/mAP"] == 0.25
     assert score.metrics["det/AP_small"] != score.metrics["det/AP_small"]  # null comes back as NaN
-    run_files.write_transfer_cell(run_dir, outcome | {"fingerprint": "another"})
-    with pytest.raises(ConfigError, match="finished with another config"):
-        _run_cell(cell_cfg, cell, "cell 1/1")
+    for status in ("ok", "failed", "running"):  # finished, failed, or interrupted mid-run
+        run_files.write_transfer_cell(run_dir, outcome | {"status": status, "fingerprint": "another"})
+        with pytest.raises(ConfigError, match=f"was {status} with another config"):
+            _check_earlier_cells({cell: cell_cfg})

@@ -196,7 +196,8 @@ def steps_per_epoch_for(cfg: ExperimentConfig, num_train: int, num_val: int) -> 
     per_step = cfg.train.batch_size * cfg.train.num_workers
     if num_train < per_step:
         raise ValueError(
-            f"the train split has {num_train} images, fewer than train.batch_size x train.num_workers "
+            f"the train split streams {num_train} images per epoch (its images x data.repeat), fewer than "
+            "train.batch_size x train.num_workers "
             f"= {per_step}: lower the batch size or the worker count"
         )
     if num_val < cfg.train.num_workers:

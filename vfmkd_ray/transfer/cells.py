@@ -29,6 +29,7 @@ class Backbone:
 
     name: str
     uri: str | None  # None: random init
+    sha256: str | None = None  # of the file: a cell records which bytes it started from
 
     def describe(self) -> str:
         return self.uri or "random init"
@@ -97,7 +98,7 @@ def cell_config(cfg: ExperimentConfig, backbone: Backbone, cell: Cell, cells_dir
     raw = copy.deepcopy(cfg.model_dump(mode="json"))
     raw["name"] = cell.name
     raw["seed"] = cell.seed
-    raw["student"].update(weights=backbone.uri, sha256=None)
+    raw["student"].update(weights=backbone.uri, sha256=backbone.sha256)
     raw["data"].update(
         input_size=cfg.input_size,
         label_fraction=cell.label_fraction,
@@ -105,10 +106,15 @@ def cell_config(cfg: ExperimentConfig, backbone: Backbone, cell: Cell, cells_dir
     )
     raw["teachers"] = {}
     raw["distill"]["terms"] = {}
-    for head in raw["heads"].values():
+    for name, head in raw["heads"].items():
         if "kd" in head:
             head["kd"] = None
         if head["type"] == "sam_mask":
+            if head.get("decoder") == "frozen":
+                raise ConfigError(
+                    f"heads.{name}: a frozen sam_mask decoder starts from its teacher, which transfer "
+                    f"fine-tunes without: set heads.{name}.decoder=trainable"
+                )
             head.update(features=None, teacher=None)
     raw["train"].update(
         storage_path=cells_dir,
@@ -119,11 +125,33 @@ def cell_config(cfg: ExperimentConfig, backbone: Backbone, cell: Cell, cells_dir
     return validate_config(raw)
 
 
+# Where and with how many resources a cell runs: not what it learns, so not in its fingerprint.
+NOT_LEARNED = {
+    "s3": None,
+    "transfer": None,
+    "data": ("decode_num_cpus",),
+    "train": (
+        "storage_path",
+        "cpus_per_worker",
+        "max_failures",
+        "num_checkpoints_to_keep",
+        "prefetch_batches",
+        "shared_filesystem",
+    ),
+}
+
+
 def fingerprint(cell_cfg: ExperimentConfig) -> str:
-    """What a finished cell was trained with, to refuse reusing it after the config changed."""
+    """What a cell learns from: its config but for where it runs and with what resources (the
+    backbone file by its sha256), to refuse reusing a cell after the config changed."""
     raw = cell_cfg.model_dump(mode="json")
-    for section in ("transfer", "s3"):  # neither changes what a cell learns
-        raw.pop(section, None)
+    for section, keys in NOT_LEARNED.items():
+        if keys is None:
+            raw.pop(section, None)
+        else:
+            for key in keys:
+                raw[section].pop(key, None)
+    raw["student"].pop("weights", None)  # the sha256 says which bytes, wherever they are
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
 
 

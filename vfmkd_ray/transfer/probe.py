@@ -2,7 +2,8 @@
 each image holds, the per-class object counts of its annotations (log(1 + count)).
 
 Each backbone level is average-pooled and the levels concatenated; a ridge regression (features
-standardised on the training split, the penalty chosen by 5-fold cross-validation on it) is fit on
+standardised on the training split, the penalty chosen by 5-fold cross-validation on it; at most
+``MAX_TRAIN_IMAGES`` / ``MAX_VAL_IMAGES`` images per split) is fit on
 the training split and scored on the validation split as R^2 over all classes (1 is perfect, 0 is
 no better than predicting the training mean). The images are letterboxed as in training, without
 augmentation. It needs labelled images (a COCO file with boxes); otherwise there is no probe.
@@ -16,11 +17,15 @@ import torch
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.coco import CocoDataset, ImageRecord
 from vfmkd_ray.data.image_tensors import normalize
+from vfmkd_ray.data.label_subset import labelled_subset
 from vfmkd_ray.data.pipeline import is_validation
 from vfmkd_ray.data.samples import IMAGE_COLUMN, load_sample
 from vfmkd_ray.models.students import build_student
 
 PENALTIES = (0.1, 1.0, 10.0, 100.0, 1000.0)
+# The dual-form fit holds an n x n matrix: larger splits are subsampled (by id hash, the same every
+# time) to keep the probe seconds-to-minutes on a COCO-sized dataset.
+MAX_TRAIN_IMAGES, MAX_VAL_IMAGES = 2000, 1000
 FOLDS = 5
 BATCH = 16
 
@@ -30,8 +35,10 @@ def count_probe(cfg: ExperimentConfig, dataset: CocoDataset) -> float | None:
     random init from ``cfg.seed``), or None when the data has no labels or too few images per split."""
     if not dataset.categories:
         return None
-    train = [r for r in dataset.records if not is_validation(r.image_id, cfg.data.val_fraction)]
-    val = [r for r in dataset.records if is_validation(r.image_id, cfg.data.val_fraction)]
+    val_fraction = cfg.data.val_fraction
+    train = [r for r in dataset.records if not is_validation(r.image_id, val_fraction)]
+    train = labelled_subset(train, val_fraction, min(1.0, MAX_TRAIN_IMAGES / max(1, len(train))))
+    val = [r for r in dataset.records if is_validation(r.image_id, val_fraction)][:MAX_VAL_IMAGES]
     if len(train) < 2 * FOLDS or len(val) < 2:
         return None
     torch.manual_seed(cfg.seed)
@@ -43,7 +50,8 @@ def count_probe(cfg: ExperimentConfig, dataset: CocoDataset) -> float | None:
 
 def ridge_r2(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray) -> float:
     """R^2 on (x_val, y_val) of a ridge fit on the training pair, its penalty chosen by k-fold CV."""
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    mean, std = x_train.mean(0), x_train.std(0)
+    std = np.where(std > 0, std, 1.0)  # relative: a random backbone's deep levels are tiny, not constant
     x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
     folds = np.arange(len(x_train)) % FOLDS
 

@@ -21,6 +21,7 @@ from vfmkd_ray.data.label_subset import labelled_subset
 from vfmkd_ray.data.pipeline import is_validation
 from vfmkd_ray.evaluation.run_eval import EvalResult, run_eval
 from vfmkd_ray.locations import check_locations
+from vfmkd_ray.models.checkpoint_io import weights_sha256
 from vfmkd_ray.train.trainer import run_training, steps_per_epoch_for
 from vfmkd_ray.transfer.cells import (
     Backbone,
@@ -58,9 +59,14 @@ def run_transfer(cfg: ExperimentConfig, backbone_specs: list[str]) -> TransferSu
         )
     cfg.s3.apply()
     check_locations(cfg, reads=("data.root",))
-    for backbone in backbones:
-        if backbone.uri is not None and not storage.exists(backbone.uri):
-            raise ConfigError(f"--backbones {backbone.name}: {backbone.uri} does not exist")
+    backbones = [_hashed(b) for b in backbones]
+    if cfg.data.label_fraction != 1.0 or cfg.train.freeze_backbone:
+        log.warning(
+            "config: data.label_fraction=%g and train.freeze_backbone=%s are not used: each cell sets its "
+            "own from transfer.label_fractions and transfer.modes",
+            cfg.data.label_fraction,
+            cfg.train.freeze_backbone,
+        )
     directory = transfer_dir(cfg)
     cells_dir = storage.join(directory, CELLS_DIR)
     by_name = {b.name: b for b in backbones}
@@ -70,6 +76,7 @@ def run_transfer(cfg: ExperimentConfig, backbone_specs: list[str]) -> TransferSu
     dataset = read_dataset(cfg.data)
     for cell_cfg in configs.values():
         _check_split_sizes(cell_cfg, dataset)
+    _check_earlier_cells(configs)
     probes = _probes(configs, backbones, dataset)
     log.info(
         "transfer %s: %d cells (%d backbones x %d modes x %d label fractions x %d seeds)",
@@ -92,20 +99,29 @@ def run_transfer(cfg: ExperimentConfig, backbone_specs: list[str]) -> TransferSu
     return TransferSummary(directory, len(cells), failed, reused, table, files)
 
 
+def _check_earlier_cells(configs: dict[Cell, ExperimentConfig]) -> None:
+    """Before anything runs: a cell an earlier launch started (finished, failed or interrupted) with
+    another config is refused, rather than reused or resumed from that config's checkpoints."""
+    for cell_cfg in configs.values():
+        run_dir = run_files.run_dir_of(cell_cfg)
+        before = run_files.read_transfer_cell(run_dir)
+        if before is not None and before.get("fingerprint") != (expected := fingerprint(cell_cfg)):
+            raise ConfigError(
+                f"{run_dir} was {before.get('status', 'started')} with another config than this launch's "
+                f"(fingerprint {before.get('fingerprint')} != {expected}): set transfer.storage_path to "
+                "a new directory, or delete that cell to run it again"
+            )
+
+
 def _run_cell(cell_cfg: ExperimentConfig, cell: Cell, label: str) -> tuple[CellScore, bool]:
     """The cell's score and whether it was reused from an earlier launch."""
     run_dir = run_files.run_dir_of(cell_cfg)
-    expected = fingerprint(cell_cfg)
     before = run_files.read_transfer_cell(run_dir)
     if before is not None and before.get("status") == "ok":
-        if before.get("fingerprint") != expected:
-            raise ConfigError(
-                f"{run_dir} finished with another config than this launch's (fingerprint "
-                f"{before.get('fingerprint')} != {expected}): set transfer.storage_path to a new "
-                "directory, or delete that cell to run it again"
-            )
         log.info("%s: done before, reused", label)
         return _score(cell, True, before.get("metrics") or {}, None), True
+    outcome = {"cell": cell.key(), "status": "running", "fingerprint": fingerprint(cell_cfg)}
+    run_files.write_transfer_cell(run_dir, outcome)
     started = time.monotonic()
     log.info("%s: fine-tuning (%d epochs)", label, cell_cfg.train.epochs)
     try:
@@ -113,23 +129,28 @@ def _run_cell(cell_cfg: ExperimentConfig, cell: Cell, label: str) -> tuple[CellS
         metrics = flat_metrics(run_eval(cell_cfg))
         ok, error = True, None
     except (ValueError, OSError, RuntimeError) as err:  # the product's named errors and Ray's
+        if _interrupted(err):  # Ctrl-C reached the workers before this process
+            raise KeyboardInterrupt from err
         metrics, ok, error = {}, False, (str(err).strip().splitlines() or [type(err).__name__])[0]
         log.warning("%s: FAILED: %s", label, error)
     seconds = time.monotonic() - started
-    run_files.write_transfer_cell(
-        run_dir,
-        {
-            "cell": cell.key(),
-            "status": "ok" if ok else "failed",
-            "metrics": metrics,
-            "error": error,
-            "seconds": seconds,
-            "fingerprint": expected,
-        },
-    )
+    outcome |= {"status": "ok" if ok else "failed", "metrics": metrics, "error": error, "seconds": seconds}
+    run_files.write_transfer_cell(run_dir, outcome)
     if ok:
         log.info("%s: %s (%.0fs)", label, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), seconds)
     return _score(cell, ok, metrics, error), False
+
+
+def _interrupted(err: BaseException) -> bool:
+    chain: list[BaseException | None] = [err]
+    while chain:
+        current = chain.pop()
+        if current is None:
+            continue
+        if isinstance(current, KeyboardInterrupt) or "KeyboardInterrupt" in str(current):
+            return True
+        chain += [current.__cause__, current.__context__]
+    return False
 
 
 def flat_metrics(result: EvalResult) -> dict[str, float]:
@@ -142,6 +163,18 @@ def flat_metrics(result: EvalResult) -> dict[str, float]:
                 f"{prefix}/{name}": float(value) for name, value in metrics.items() if name != "instances"
             }
     return flat
+
+
+def _hashed(backbone: Backbone) -> Backbone:
+    if backbone.uri is None:
+        return backbone
+    try:
+        return Backbone(backbone.name, backbone.uri, weights_sha256(backbone.uri))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"--backbones {backbone.name}: {backbone.uri} does not exist (key=value overrides go before "
+            "--backbones)"
+        ) from None
 
 
 def _check_split_sizes(cell_cfg: ExperimentConfig, dataset: CocoDataset) -> None:
