@@ -46,7 +46,7 @@ class DataConfig(StrictModel):
         ge=1,
         description="the training split is streamed this many times per epoch (MMDetection's "
         "RepeatDataset): a small split gets epochs of a useful length, not one validation pass per "
-        "few steps",
+        "few steps; with a feature store each copy reads the store's parts again",
     )
     input_size: int | None = Field(
         None,
