@@ -1,7 +1,8 @@
 """``vfmkd transfer`` on a real local Ray, tiny settings: 2 backbones x 1 mode x 1 label fraction x
-2 seeds, the backbone frozen (DDP around a model part that never trains). One cell's worker fails
-(injected, no restarts): the table and plot hold all four cells with that one marked failed; a
-relaunch reuses the three that finished and retries the failed one."""
+2 seeds, the backbone frozen, one worker per cell (DDP around a frozen backbone:
+tests/train/test_freeze_backbone.py). One cell's worker fails (injected, no restarts): the table
+and plot hold all four cells with that one marked failed; a relaunch reuses the three that finished
+and retries the failed one."""
 
 from __future__ import annotations
 
@@ -39,7 +40,12 @@ def test_transfer_reports_every_cell_and_a_relaunch_resumes(tmp_path, product_ra
         *tiny_overrides(tmp_path),
         *("neck.type=yolov8_pafpn", "heads.det={type: yolov8, num_classes: 3}", "train.max_failures=0"),
         *("transfer.modes=[frozen]", "transfer.label_fractions=[0.5]", "transfer.seeds=[0,1]"),
-        *("transfer.epochs=1", "data.synthetic.num_images=24"),
+        *(
+            "transfer.epochs=1",
+            "data.synthetic.num_images=24",
+            "train.num_workers=1",
+            "train.cpus_per_worker=1",
+        ),
     ]
     cfg = load_config(None, overrides)
     write_synthetic_coco(cfg.data)
