@@ -11,12 +11,17 @@ from vfmkd_ray.train.trainer import check_model
 
 def test_every_repository_config_validates_and_its_model_builds():
     paths = sorted(CONFIGS_DIR.glob("*.yaml"))
-    assert {"multitask.yaml", "yolov8_sam2_coco.yaml", "yolc_tiny.yaml"} <= {p.name for p in paths}
+    assert {"multitask.yaml", "yolov8_sam2_coco.yaml", "yolc_tiny.yaml", "transfer_tiny.yaml"} <= {
+        p.name for p in paths
+    }
     for path in paths:
         # The teachers' structure only: the checkpoints the configs name are not on this machine.
-        # yolc_tiny's teacher is a run trained first: leave it out here.
-        teacher_run = ["heads.det.kd=null", "teachers={}", "distill.terms={}"]
-        cfg = load_config(path, teacher_run if path.name == "yolc_tiny.yaml" else [])
+        # yolc_tiny's and transfer_tiny's teachers are runs trained first: leave them out here.
+        teacher_runs = {
+            "yolc_tiny.yaml": ["heads.det.kd=null", "teachers={}", "distill.terms={}"],
+            "transfer_tiny.yaml": ["teachers={}", "distill.terms={}"],
+        }
+        cfg = load_config(path, teacher_runs.get(path.name, []))
         parts = check_model(cfg, teacher_shapes(cfg.teachers))
         assert list(parts.heads) == list(cfg.heads) and list(parts.terms) == list(cfg.distill.terms)
 
