@@ -1,5 +1,5 @@
 from vfmkd_ray.data.images import BadImageError
-from vfmkd_ray.ray_errors import find_cause, raised_in_worker
+from vfmkd_ray.ray_errors import find_cause, raised_in_worker, was_interrupted
 from vfmkd_ray.store.reader import FeatureStoreError
 
 
@@ -56,3 +56,16 @@ def test_the_error_a_worker_raised_is_named_under_rays_wrappers():
     err = Wrapper("Training failed due to worker errors:\nWorkerGroupError: see above", {0: remote})
     assert raised_in_worker(err) == "InjectedFailure: injected failure at epoch 0"
     assert raised_in_worker(RuntimeError("no traceback here")) is None
+
+
+def test_a_ctrl_c_under_rays_wrappers_is_recognised():
+    remote = RuntimeError("Traceback (most recent call last):\n  File x\nKeyboardInterrupt\n")
+    assert was_interrupted(Wrapper("Training failed due to worker errors", {0: remote}))
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as inner:
+            raise RuntimeError("fit failed") from inner
+    except RuntimeError as outer:
+        assert was_interrupted(outer)
+    assert not was_interrupted(RuntimeError("out of memory"))

@@ -50,6 +50,12 @@ def raised_in_worker(err: BaseException) -> str | None:
     return found
 
 
+def was_interrupted(err: BaseException) -> bool:
+    """Whether a Ctrl-C (``KeyboardInterrupt``, in this process or in a worker's traceback text) lies
+    under ``err``'s wrappers."""
+    return any(isinstance(c, KeyboardInterrupt) or "KeyboardInterrupt" in str(c) for c in _walk(err))
+
+
 def _walk(err: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     stack: list[object] = [err]

@@ -22,6 +22,7 @@ from vfmkd_ray.data.pipeline import is_validation
 from vfmkd_ray.evaluation.run_eval import EvalResult, run_eval
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.checkpoint_io import weights_sha256
+from vfmkd_ray.ray_errors import was_interrupted
 from vfmkd_ray.train.trainer import run_training, steps_per_epoch_for
 from vfmkd_ray.transfer.cells import (
     Backbone,
@@ -129,7 +130,7 @@ def _run_cell(cell_cfg: ExperimentConfig, cell: Cell, label: str) -> tuple[CellS
         metrics = flat_metrics(run_eval(cell_cfg))
         ok, error = True, None
     except (ValueError, OSError, RuntimeError) as err:  # the product's named errors and Ray's
-        if _interrupted(err):  # Ctrl-C reached the workers before this process
+        if was_interrupted(err):  # Ctrl-C reached the workers before this process
             raise KeyboardInterrupt from err
         metrics, ok, error = {}, False, (str(err).strip().splitlines() or [type(err).__name__])[0]
         log.warning("%s: FAILED: %s", label, error)
@@ -139,18 +140,6 @@ def _run_cell(cell_cfg: ExperimentConfig, cell: Cell, label: str) -> tuple[CellS
     if ok:
         log.info("%s: %s (%.0fs)", label, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), seconds)
     return _score(cell, ok, metrics, error), False
-
-
-def _interrupted(err: BaseException) -> bool:
-    chain: list[BaseException | None] = [err]
-    while chain:
-        current = chain.pop()
-        if current is None:
-            continue
-        if isinstance(current, KeyboardInterrupt) or "KeyboardInterrupt" in str(current):
-            return True
-        chain += [current.__cause__, current.__context__]
-    return False
 
 
 def flat_metrics(result: EvalResult) -> dict[str, float]:
