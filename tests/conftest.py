@@ -214,3 +214,12 @@ def files_holding(folder, markers: list[str]) -> list[str]:
         for p in Path(folder).rglob("*")
         if p.is_file() and any(m.encode() in p.read_bytes() for m in markers)
     ]
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    """A real MLflow tracking server on 127.0.0.1 for the whole session; its URI."""
+    from tests.mlflow_server import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri

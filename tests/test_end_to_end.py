@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import files_holding, lose_part, tiny_overrides
-from vfmkd_ray import storage
+from vfmkd_ray import run_files, storage
 from vfmkd_ray.config import load_config
 from vfmkd_ray.console import LOG_DIR_ENV
 from vfmkd_ray.data.synthetic import write_synthetic_coco
@@ -55,6 +55,54 @@ def test_a_bad_image_is_one_line_naming_it_and_the_log(tmp_path):
     log_file = Path(error[0].rsplit("(full log: ", 1)[1].rstrip(")"))
     assert log_file.parent == tmp_path / "logs" and "Traceback" in log_file.read_text()
     assert "Traceback" not in done.stdout + done.stderr
+    assert "Execution plan" not in done.stdout + done.stderr + log_file.read_text()
+
+    verbose = subprocess.run(
+        [sys.executable, "-m", "vfmkd_ray.cli", "precompute", "configs/demo.yaml", *overrides, "--verbose"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    # --verbose: Ray's own output (Ray Data's execution plan, the worker's traceback) on the terminal.
+    assert verbose.returncode == 2 and "Execution plan" in verbose.stderr and "Traceback" in verbose.stderr
+
+
+RAY_TABLES = ("Execution plan", "Operator", "(RayTrainWorker", "(raylet)", "pid=", "Tip:")
+
+
+def test_the_demo_prints_a_short_console_with_the_summary_last_and_tracks_the_run(tmp_path, mlflow_uri):
+    """``vfmkd demo`` as a person runs it: the product's lines and the summary last, no Ray table;
+    the run's curves.png exists and MLflow holds the run's metrics, equal to its metrics.csv."""
+    import mlflow
+
+    overrides = [*tiny_overrides(tmp_path), "tracking.backend=mlflow", f"tracking.uri={mlflow_uri}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "vfmkd_ray.cli", "demo", *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # as a terminal shows both: the summary must be last of all
+        text=True,
+        env={**os.environ, LOG_DIR_ENV: str(tmp_path / "logs")},
+        timeout=600,
+    )
+    printed = done.stdout.rstrip().splitlines()
+    assert done.returncode == 0, done.stdout
+    assert len(printed) < 80 and printed[-1].startswith("wall time"), done.stdout
+    assert not [line for line in printed if any(table in line for table in RAY_TABLES)], done.stdout
+    assert sum(line.startswith("[vfmkd] epoch ") for line in printed) == 2  # one line per epoch
+    run_dir = next(line.split()[-1] for line in printed if line.startswith("run directory"))
+    curves = Path(run_dir, run_files.CURVES_PNG)
+    assert curves.read_bytes().startswith(b"\x89PNG") and f"curves            {curves}" in done.stdout
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    run = client.get_run(run_files.read_tracking_record(run_dir)["run_id"])
+    assert run.info.status == "FINISHED"
+    table = run_files.read_metrics_table(run_dir)
+    for key in ("val/loss", "train/loss", "val/cos/feature_mse", "lr", "throughput/train_images_per_s"):
+        logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+        assert logged == [(int(r["epoch"]), pytest.approx(r[key], rel=1e-6)) for r in table]
+    artifacts = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert artifacts == {run_files.CURVES_PNG, run_files.BEST_BACKBONE_SAFETENSORS}
 
 
 # Made at import, so that no file (the test sources included) can hold them by chance.

@@ -3,6 +3,7 @@ and the best config trains with ``vfmkd train``."""
 
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 import yaml
@@ -18,11 +19,12 @@ from vfmkd_ray.tune.runner import run_tune
 pytestmark = pytest.mark.ray
 
 
-def test_tune_early_stops_writes_results_and_its_best_config_trains(local_ray, tmp_path, capsys):
+def test_tune_early_stops_writes_results_and_its_best_config_trains(local_ray, tmp_path, capsys, mlflow_uri):
     space = {"train.lr": {"kind": "grid", "values": [3e-3, 1e-9]}}  # the second barely moves
     raw = load_config(
         None, [*tiny_overrides(tmp_path), "train.epochs=2", "train.num_workers=1", "train.cpus_per_worker=1"]
     ).model_dump(mode="json")
+    raw["tracking"] = {"backend": "mlflow", "uri": mlflow_uri, "experiment": "tune-e2e"}
     raw["tune"] = {
         "space": space,
         "num_samples": 1,
@@ -43,6 +45,25 @@ def test_tune_early_stops_writes_results_and_its_best_config_trains(local_ray, t
     assert sorted(table["train.lr"]) == [1e-9, 3e-3] and sorted(table["epochs"]) == [1, 2]
     assert (directory / PLOT).stat().st_size > 1000
     assert summary.table.splitlines()[2].startswith("| ")
+
+    # One MLflow run for the search, a child run per trial with its searched value and its epochs.
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    experiment = client.get_experiment_by_name("tune-e2e").experiment_id
+    runs = client.search_runs([experiment])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.run_name == f"{cfg.name}-tune"
+    assert parents[0].data.params["best.train.lr"] == "0.003"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(float(r.data.params["search.train.lr"]) for r in children) == [1e-9, 3e-3]
+    for child in children:
+        epochs = [m.step for m in client.get_metric_history(child.info.run_id, "val/loss")]
+        assert epochs == list(range(1, len(epochs) + 1)) and epochs
+    # Tune stops a trial before its rank 0 ends its run: the search ends each (the stopped one KILLED).
+    statuses = {
+        float(r.data.params["search.train.lr"]): client.get_run(r.info.run_id).info.status for r in children
+    }
+    assert statuses == {3e-3: "FINISHED", 1e-9: "KILLED"}
+    assert client.get_run(parents[0].info.run_id).info.status == "FINISHED"
 
     best = directory / BEST_CONFIG
     assert main(["train", str(best), "train.epochs=1"]) == 0

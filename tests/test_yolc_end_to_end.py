@@ -1,11 +1,13 @@
 """YOLC detection distillation in real Ray Train workers, through the one loop: a student yolc head
 distilled from a teacher run's ``best_model.pth`` (global/local KD, crop supervision, LSM
 pictures) and FGD against the same run as a live ``run`` teacher, on 2 workers, and ``vfmkd eval``.
-(Relaunch-resume of the one loop is the multitask and S3 tests'.)
+(Relaunch-resume of the one loop is the multitask and S3 tests'.) Its tracking server is down: a
+warning, and the run finishes.
 
 The teacher file is written in-process (a YOLOv8-s model with a yolc head); training one through
 Ray is the same path the student run takes."""
 
+import logging
 import math
 import os
 
@@ -22,7 +24,7 @@ from vfmkd_ray.train.trainer import run_training
 pytestmark = pytest.mark.ray
 
 
-def test_distilled_student_trains_on_two_workers_and_evaluates(local_ray, tmp_path, capsys):
+def test_distilled_student_trains_on_two_workers_and_evaluates(local_ray, tmp_path, capsys, caplog):
     # 2 workers: batches with and without cluster crops meet in one DDP step and one reduction.
     base = [*yolc_overrides(tmp_path), "train.epochs=2", "train.num_workers=2", "train.cpus_per_worker=1"]
     teacher_cfg = load_config(None, [*base, "name=teacher", "student.size=s"])
@@ -44,7 +46,14 @@ def test_distilled_student_trains_on_two_workers_and_evaluates(local_ray, tmp_pa
         "distill.terms.fgd={type: fgd, teacher: detector, teacher_layer: neck_s4, student_source: neck}",
         "heads.det.lsm.score_threshold=0.05",  # an early teacher is unsure: still produce crops
     ]
-    student = run_training(load_config(None, student_overrides))
+    # A tracking server that is not there: one warning from rank 0, and the run goes on.
+    dead = ["tracking.backend=mlflow", "tracking.uri=http://127.0.0.1:9"]
+    caplog.set_level(logging.WARNING, logger="vfmkd_ray")
+    student = run_training(load_config(None, [*student_overrides, *dead]))
+    warned = [
+        r.getMessage() for r in caplog.records if "tracking (mlflow at http://127.0.0.1:9)" in r.getMessage()
+    ]
+    assert len(warned) == 1 and "The run goes on" in warned[0], warned
     first = student.history[0]
     assert {"train/det/kd/hm", "train/det/kd/coarse", "train/det/kd/refine", "train/det/crops"} <= set(first)
     assert {"train/loss/fgd", "train/fg/fgd", "val/loss/fgd"} <= set(first)

@@ -16,7 +16,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     with console(args.command, args.verbose) as out:
-        return _run(args, out)
+        try:
+            return _run(args, out)
+        finally:
+            # With a diverted console, Ray's last words go to its log too (if Ray was used at all).
+            if out.log_path is not None and "vfmkd_ray.ray_session" in sys.modules:
+                sys.modules["vfmkd_ray.ray_session"].stop_ray_started_here()
 
 
 def _run(args: argparse.Namespace, out: Console) -> int:
@@ -29,6 +34,8 @@ def _run(args: argparse.Namespace, out: Console) -> int:
             return _export(args)
         if args.command in ("submit", "jobs"):
             return _submission(args)
+        if args.command == "report":
+            return _report(args)
         cfg = load_config(getattr(args, "config", None), args.overrides)
         return args.handler(cfg, args)
     except (ConfigError, ValueError, OSError, RuntimeError) as err:  # SubmissionError is a RuntimeError
@@ -88,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
         help="hand a distilled backbone to RT-DETRv2, MMDetection/MMYOLO, timm or ONNX",
     )
     export.add_argument(
-        "--checkpoint", help="training checkpoint (dir or .pt), {'backbone': ...} file or state dict"
+        "--checkpoint",
+        help="training checkpoint (dir or .pt), {'backbone': ...} file, state dict (the student's or a "
+        "plain timm model's) or MMEngine checkpoint (MMYOLO, MMDetection: its backbone.*)",
     )
     export.add_argument("--format", required=True, help="rtdetrv2, mmdet, mmyolo, safetensors, timm or onnx")
     export.add_argument("--out", help="where to write the export (path or URI); snippets go beside it")
@@ -103,6 +112,25 @@ def _parser() -> argparse.ArgumentParser:
         help="with --format mmyolo: backbone + neck + yolov8 head, as MMYOLO's YOLODetector loads it",
     )
     export.add_argument("--head", help="with --whole-detector: which yolov8 head (default: the only one)")
+    export.add_argument(
+        "--freeze-at",
+        type=int,
+        metavar="N",
+        help="backbone freezing in the snippet: -1 nothing, 0 the stem, N the stem and N stages "
+        "(rtdetrv2 freeze_at, default 0 as its recipe; mmdet/mmyolo YOLOv8 frozen_stages, default -1)",
+    )
+    export.add_argument(
+        "--freeze-norm",
+        type=str.lower,
+        choices=["true", "false"],
+        help="rtdetrv2 freeze_norm (FrozenBatchNorm2d; default true as its recipe), mmdet/mmyolo YOLOv8 "
+        "norm_eval (default false)",
+    )
+    report = commands.add_parser(
+        "report", parents=[common], help="a run's summary table from its metrics.csv, and its curves.png"
+    )
+    report.add_argument("run", help="run directory: <train.storage_path>/<name>, a local path or s3:// URI")
+    report.add_argument("--out", help="where to write the plot (default: the run's own curves.png)")
     submit = commands.add_parser("submit", parents=[common], help="run a command as a Ray job on a cluster")
     submit.add_argument(
         "--address", default=os.environ.get("RAY_API_SERVER_ADDRESS"), help="http://HEAD:8265"
@@ -172,6 +200,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from vfmkd_ray.export.command import run_check, run_export
+    from vfmkd_ray.export.snippets import Freeze
     from vfmkd_ray.models.students import StudentConfig
 
     student = None
@@ -179,6 +208,11 @@ def _export(args: argparse.Namespace) -> int:
         student = load_config(args.config).student
     elif args.student:
         student = StudentConfig(name=args.student, size=args.size)
+    freeze = Freeze(args.freeze_at, None if args.freeze_norm is None else args.freeze_norm == "true")
+    if freeze.given and (args.check or args.whole_detector):
+        raise ValueError(
+            "--freeze-at/--freeze-norm set the backbone snippet of an export, not --check or --whole-detector"
+        )
     if args.check:
         report = run_check(args.check, args.format, student, args.checkpoint)
         print(report.describe())
@@ -188,8 +222,9 @@ def _export(args: argparse.Namespace) -> int:
         raise ValueError("export needs --checkpoint and --out (or --check FILE)")
     if args.whole_detector:
         return _export_detector(args)
-    result = run_export(args.checkpoint, args.format, args.out, student, args.input_size)
+    result = run_export(args.checkpoint, args.format, args.out, student, args.input_size, freeze)
     print(f"{result.student} from {result.source_kind} {args.checkpoint}")
+    print(result.weights.describe())
     print(result.report.describe())
     for uri in result.files:
         print(f"wrote {uri}")
@@ -208,6 +243,16 @@ def _export_detector(args: argparse.Namespace) -> int:
     print(result.report.describe())
     for uri in result.files:
         print(f"wrote {uri}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from vfmkd_ray.run_report.summary import report_run
+
+    report = report_run(args.run, args.out)
+    print(f"run {report.run_dir}: {report.epochs} epochs, {report.steps} steps")
+    print(report.table)
+    print(f"curves: {report.curves}")
     return 0
 
 

@@ -23,6 +23,7 @@ from vfmkd_ray.models.teachers.config import TeacherConfig
 from vfmkd_ray.object_storage import S3Config, looks_secret
 from vfmkd_ray.schema import StrictModel
 from vfmkd_ray.store.config import StoreConfig
+from vfmkd_ray.tracking.config import TrackingConfig
 from vfmkd_ray.train.config import TrainConfig
 from vfmkd_ray.transfer.config import TransferConfig
 from vfmkd_ray.tune.config import TuneConfig
@@ -55,6 +56,7 @@ class ExperimentConfig(StrictModel):
     s3: S3Config = S3Config()
     tune: TuneConfig = TuneConfig()
     transfer: TransferConfig = TransferConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -167,8 +169,9 @@ def _describe(err: ValidationError) -> str:
             allowed = _allowed_keys(_without_type_tags(problem["loc"])[:-1], problem["loc"])
             lines.append(f"unknown config key {key!r}; allowed keys here: {allowed}")
         else:
-            # The s3 section as a whole too: ``s3=<key>`` would echo the key.
-            hidden = key == "s3" or looks_secret(key.replace(".", "_"))
+            # The s3 section as a whole too (``s3=<key>`` would echo the key), and a tracking URI
+            # refused for the credentials in it.
+            hidden = key in ("s3", "tracking.uri") or looks_secret(key.replace(".", "_"))
             got = "(hidden)" if hidden else repr(problem.get("input"))
             lines.append(f"bad value for {key!r}: {problem['msg']} (got {got})")
     return "invalid config:\n  " + "\n  ".join(lines)

@@ -3,7 +3,9 @@ to stderr (Ray's loggers, its workers' forwarded stderr with their tracebacks, i
 log file whose path errors name. ``--verbose`` or ``VFMKD_VERBOSE=1`` leaves stderr alone, and so
 does a submitted Ray job's driver: its stderr is the job's log, which ``vfmkd jobs logs`` shows.
 
-stdout is untouched: results, and the lines the training workers print for people, stay there.
+Live progress (``vfmkd_ray.progress``) draws on the person's stderr through the same rich console
+as the product's lines, so a line logged while a bar is drawn lands above the bar. stdout is
+untouched: results and summaries stay there.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
+
+from rich.console import Console as RichConsole
 
 VERBOSE_ENV = "VFMKD_VERBOSE"
 LOG_DIR_ENV = "VFMKD_LOG_DIR"  # default: <tmp>/vfmkd-logs-<uid>
@@ -33,6 +37,12 @@ class Console:
     stream: TextIO  # the person's stderr
     log_path: str | None  # where the rest of stderr went; None when nothing was diverted
     verbose: bool = False
+    # The rich console over ``stream`` that product lines and progress bars share.
+    rich: RichConsole = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rich = RichConsole(file=self.stream, highlight=False, emoji=False, soft_wrap=True)
+        object.__setattr__(self, "rich", rich)
 
     def error(self, line: str, with_traceback: bool = False) -> None:
         """``line`` to the person; the traceback of the exception being handled to the log file
@@ -52,18 +62,20 @@ def console(command: str, verbose: bool = False) -> Iterator[Console]:
     if _active:
         yield _active[-1]
         return
-    verbose = verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+    verbose = verbose_requested(verbose)
     log = None if verbose or RAY_JOB_ENV in os.environ or _fd_of(sys.stderr) != 2 else _open_log(command)
     if log is None:
-        with _product_logging(sys.stderr), _activated(Console(sys.stderr, None, verbose)) as plain:
+        plain = Console(sys.stderr, None, verbose)
+        with _product_logging(plain), _activated(plain):
             yield plain
         return
     sys.stderr.flush()
     saved = os.dup(2)
     person = os.fdopen(os.dup(saved), "w", buffering=1, errors="backslashreplace")
     os.dup2(log.fileno(), 2)
+    diverted = Console(person, log.name)
     try:
-        with _product_logging(person), _activated(Console(person, log.name)) as diverted:
+        with _product_logging(diverted), _activated(diverted):
             yield diverted
     finally:
         sys.stderr.flush()
@@ -73,19 +85,48 @@ def console(command: str, verbose: bool = False) -> Iterator[Console]:
         person.close()
 
 
+def current() -> Console:
+    """The console of the command running in this process; a plain one on stderr outside any."""
+    return _active[-1] if _active else Console(sys.stderr, None, verbose_requested())
+
+
+def verbose_requested(verbose: bool = False) -> bool:
+    return verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def shows_ray_output() -> bool:
+    """Whether Ray's own output (worker logs, Ray Data's and Tune's progress tables) is wanted on
+    the terminal: only when verbose; otherwise it stays in Ray's session log files."""
+    return current().verbose
+
+
+class _ProductLineHandler(logging.Handler):
+    """Product log lines through the person's rich console (above any live progress bar)."""
+
+    def __init__(self, target: Console):
+        super().__init__()
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.target.rich.print(self.format(record), markup=False)
+        except Exception:
+            self.handleError(record)
+
+
 @contextmanager
-def _activated(current: Console) -> Iterator[Console]:
-    _active.append(current)
+def _activated(active: Console) -> Iterator[Console]:
+    _active.append(active)
     try:
-        yield current
+        yield active
     finally:
         _active.pop()
 
 
 @contextmanager
-def _product_logging(stream: TextIO) -> Iterator[None]:
+def _product_logging(target: Console) -> Iterator[None]:
     logger = logging.getLogger(PRODUCT_LOGGER)
-    handler = logging.StreamHandler(stream)
+    handler = _ProductLineHandler(target)
     handler.setFormatter(logging.Formatter("[vfmkd] %(message)s"))
     previous = logger.level
     logger.addHandler(handler)

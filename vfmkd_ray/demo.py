@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from vfmkd_ray import storage
+from vfmkd_ray import run_files, storage
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.locations import check_locations
@@ -83,6 +83,7 @@ def print_summary(
         )
     lines += [
         f"run directory     {train.run_dir}",
+        f"curves            {run_files.path(train.run_dir, run_files.CURVES_PNG)}",
         f"last checkpoint   {train.checkpoint}",
         *(
             [f"best backbone     {train.best_backbone[0]}", f"                  {train.best_backbone[1]}"]

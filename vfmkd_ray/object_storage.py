@@ -33,7 +33,15 @@ FORWARDED_ENV = (
     "AWS_CONFIG_FILE",
 )
 # Never put into a runtime env: a cluster's nodes must hold these themselves.
-SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+SECRET_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    # An MLflow server's credentials (tracking.backend: mlflow): never in a URI or a runtime env.
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
 # Variable names that look like secrets, refused by ``vfmkd submit --env`` for the same reason.
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|(^|_)(API_)?KEY(_ID)?$", re.IGNORECASE)
 
@@ -78,7 +86,8 @@ def forwarded_env() -> dict[str, str]:
 
 
 def secrets_left_behind() -> list[str]:
-    """The secret AWS variables set here that a cluster's workers will not get from this process."""
+    """The secret variables set here (AWS, MLflow) that a cluster's workers will not get from this
+    process."""
     return [name for name in SECRET_ENV if os.environ.get(name)]
 
 

@@ -7,13 +7,16 @@ import math
 import os
 
 import ray
+import ray.data
 
 from vfmkd_ray import storage
 from vfmkd_ray.config import ConfigError, ExperimentConfig
+from vfmkd_ray.console import shows_ray_output
 from vfmkd_ray.object_storage import forwarded_env, secrets_left_behind
 
 log = logging.getLogger(__name__)
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a submitted job
+_started_here: list[bool] = []  # whether ensure_ray started this process's Ray
 
 
 def ensure_ray(min_local_cpus: float = 0) -> None:
@@ -22,6 +25,7 @@ def ensure_ray(min_local_cpus: float = 0) -> None:
     A local Ray gets at least ``min_local_cpus`` logical CPUs: Train workers reserve whole CPUs,
     and on a small workstation Ray Data's read and decode tasks would otherwise never be scheduled.
     """
+    quiet_ray_data()
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
@@ -38,9 +42,14 @@ def ensure_ray(min_local_cpus: float = 0) -> None:
         # a share of a workstation's CPUs. To watch one, start `ray start --head` and set RAY_ADDRESS.
         include_dashboard=False if not address else None,
         runtime_env={"env_vars": env} if env else None,
-        log_to_driver=True,
+        # Workers' and Ray's own processes' output stays in the session's log files: rank 0's
+        # lines reach the console through train.relay. --verbose forwards it all.
+        log_to_driver=shows_ray_output(),
         logging_level=logging.WARNING,
     )
+    _started_here.append(True)
+    if not shows_ray_output():
+        _raylet_messages_to_stderr()
     resources = ray.cluster_resources()
     log.info(
         "Ray %s: %s, %g CPUs, %g GPUs; %s",
@@ -56,6 +65,41 @@ def ensure_ray(min_local_cpus: float = 0) -> None:
             "instance role, or AWS_SHARED_CREDENTIALS_FILE naming a mounted credentials file",
             ", ".join(kept),
         )
+
+
+def stop_ray_started_here() -> None:
+    """Shuts down the Ray this process started, while the command's console still holds stderr:
+    Ray's last messages (the raylet's, arriving during shutdown) go to the log file too."""
+    if _started_here and ray.is_initialized():
+        ray.shutdown()
+    _started_here.clear()
+
+
+def _raylet_messages_to_stderr() -> None:
+    """Ray 2.60's driver prints the raylet's messages (worker-pool pressure, tasks killed for
+    memory) to stdout whatever ``log_to_driver`` says, through ``print_to_stdstream``, which its
+    error listener looks up at each message. Marked as errors they go to stderr instead, which the
+    console keeps in the command's log file (Ray is pinned: tests/test_progress.py checks the hook)."""
+    import ray._private.worker as ray_worker
+
+    original = ray_worker.print_to_stdstream
+    if getattr(original, "to_stderr", False):
+        return
+
+    def to_stderr(data: dict, ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.to_stderr = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = to_stderr
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's operator tables and bars drown the product's lines: off unless verbose. Set in
+    the driver's context, which every dataset built here (and its training split) carries."""
+    context = ray.data.DataContext.get_current()
+    shown = shows_ray_output()
+    context.enable_progress_bars = shown
+    context.print_on_execution_start = shown
 
 
 def require_shared_paths(cfg: ExperimentConfig, num_nodes: int | None = None) -> None:

@@ -8,6 +8,9 @@ Layout of ``<train.storage_path>/<name>/`` (a local path or an ``s3://`` URI):
 |------------------------------|-----------------------------------------------------------------|
 | ``resolved_config.yaml``     | the validated config, secrets masked                            |
 | ``metrics.jsonl``, ``.csv``  | one record per epoch                                            |
+| ``curves.png``               | those records drawn, refreshed after every epoch                |
+| ``tracking.json``            | the experiment tracker's run id, so a relaunch continues it     |
+| ``tensorboard/``             | TensorBoard event files (``tracking.backend: tensorboard``)     |
 | ``checkpoint_*/training_state.pt`` | model, optimiser, scheduler, AMP scaler, counters (Ray's) |
 | ``checkpoint_manager_snapshot.json`` | Ray's list of the registered checkpoints (read only)   |
 | ``best_backbone.safetensors``, ``.pth`` | the best validation epoch's backbone (``{"backbone": ...}``) |
@@ -49,6 +52,9 @@ if TYPE_CHECKING:
 RESOLVED_CONFIG = "resolved_config.yaml"
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
+CURVES_PNG = "curves.png"
+TRACKING_FILE = "tracking.json"
+TENSORBOARD_DIR = "tensorboard"
 STATE_FILE = "training_state.pt"
 BEST_BACKBONE_SAFETENSORS = "best_backbone.safetensors"
 BEST_BACKBONE_PTH = "best_backbone.pth"
@@ -115,6 +121,43 @@ def read_metrics_log(run_dir: str) -> list[dict[str, float]]:
     if not storage.exists(uri):
         return []
     return [json.loads(line) for line in storage.read_text(uri).splitlines() if line.strip()]
+
+
+def read_metrics_table(run_dir: str) -> list[dict[str, float]]:
+    """``metrics.csv`` as records of numbers (a metric an epoch lacks is left out of its record)."""
+    uri = path(run_dir, METRICS_CSV)
+    if not storage.exists(uri):
+        raise RunFileError(f"no {METRICS_CSV} in {run_dir}: not a run directory, or no epoch finished yet")
+    try:
+        rows = list(csv.DictReader(io.StringIO(storage.read_text(uri))))
+        return [{key: float(value) for key, value in row.items() if value not in ("", None)} for row in rows]
+    except (ValueError, csv.Error) as err:
+        raise RunFileError(f"{uri} is not a metrics table this product writes: {err}") from None
+
+
+def write_curves(run_dir: str, png: bytes) -> None:
+    storage.write_bytes_atomic(path(run_dir, CURVES_PNG), png)
+
+
+def write_tracking_record(directory: str, record: dict) -> None:
+    storage.write_text_atomic(path(directory, TRACKING_FILE), json.dumps(record, indent=2))
+
+
+def read_tracking_record(directory: str) -> dict | None:
+    """The tracker run a run (or tune) directory belongs to; None when there is none (or it is
+    unreadable: a new tracker run starts)."""
+    return _read_record(path(directory, TRACKING_FILE))
+
+
+def _read_record(uri: str) -> dict | None:
+    """A JSON object file this module wrote; None when absent or unreadable."""
+    if not storage.exists(uri):
+        return None
+    try:
+        record = json.loads(storage.read_text(uri))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 # --- training state (inside Ray Train checkpoints) -----------------------------------------------
@@ -230,7 +273,8 @@ def read_model_file(uri: str) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def read_backbone_state(uri: str) -> tuple[dict[str, torch.Tensor], str]:
-    """The backbone state dict in any file a run writes, or a bare state dict, and what kind it was.
+    """The backbone state dict in any file a run writes, or a bare state dict, and what kind it was;
+    an MMEngine checkpoint (MMYOLO's, MMDetection's) comes back whole.
 
     A directory is a Ray Train checkpoint (its ``training_state.pt`` is read).
     """
@@ -252,6 +296,8 @@ def read_backbone_state(uri: str) -> tuple[dict[str, torch.Tensor], str]:
             return _strip(payload[key], prefix), kind
     if isinstance(payload.get("backbone"), dict):
         return payload["backbone"], '{"backbone": state_dict} file'
+    if isinstance(payload.get("state_dict"), dict):  # whole: students.weight_layouts reads its keys
+        return payload, "MMEngine checkpoint"
     if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
         return payload, "state dict"
     raise RunFileError(
@@ -312,14 +358,7 @@ def write_transfer_cell(run_dir: str, outcome: dict) -> None:
 def read_transfer_cell(run_dir: str) -> dict | None:
     """The outcome a transfer cell recorded, or None when it has not run (or its file is unreadable:
     the cell runs again)."""
-    uri = path(run_dir, TRANSFER_CELL)
-    if not storage.exists(uri):
-        return None
-    try:
-        outcome = json.loads(storage.read_text(uri))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return outcome if isinstance(outcome, dict) else None
+    return _read_record(path(run_dir, TRANSFER_CELL))
 
 
 def write_picture(run_dir: str, epoch: int, head: str, name: str, png: bytes) -> str:

@@ -127,8 +127,8 @@ def test_rtdetrv2_export_carries_rtdetrv2_hgnetv2_names_and_shapes(tmp_path):
         "name": "L",
         "return_idx": [1, 2, 3],
         "pretrained": False,
-        "freeze_at": -1,
-        "freeze_norm": False,
+        "freeze_at": 0,  # RT-DETRv2's rtdetrv2_hgnetv2_l_6x_coco.yml recipe
+        "freeze_norm": True,
     }
     assert snippet["HybridEncoder"]["in_channels"] == [512, 1024, 2048]
 

@@ -8,7 +8,6 @@ training (no augmentation); predictions are mapped back to original pixels befor
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -30,6 +29,7 @@ from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.build import ModelParts
 from vfmkd_ray.models.teachers import build_teacher
 from vfmkd_ray.models.teachers.ensemble import run_teachers
+from vfmkd_ray.progress import progress_bar
 from vfmkd_ray.train.step import model_step
 
 BATCH = 8
@@ -63,21 +63,23 @@ def run_eval(cfg: ExperimentConfig, checkpoint: str | None = None, split: str = 
     teachers = {a: build_teacher(run_cfg.teachers[a]).to(device) for a in used_teachers(run_cfg)}
     scorers = _scorers(parts, dataset, records)
     sums: dict[str, tuple[float, int]] = {}
-    for start in range(0, len(records), BATCH):
-        chunk = records[start : start + BATCH]
-        batch = _batch(
-            chunk, dataset, run_cfg.input_size, device, _eval_needs(parts), cfg.data.max_image_pixels
-        )
-        if teachers:
-            batch.teacher_features = {
-                k: v.float() for k, v in run_teachers(teachers, batch.images_BCHW).items()
-            }
-        with torch.no_grad():
-            _accumulate(sums, model_step(parts.model, batch, parts), len(chunk))
-            out = parts.model(batch.images_BCHW)
-            for scorer in scorers:
-                scorer.add(parts, out, batch, chunk)
-        print(f"[vfmkd eval] {start + len(chunk)}/{len(records)} images", file=sys.stderr, flush=True)
+    with progress_bar(f"eval {split}", len(records)) as bar:
+        for start in range(0, len(records), BATCH):
+            chunk = records[start : start + BATCH]
+            batch = _batch(
+                chunk, dataset, run_cfg.input_size, device, _eval_needs(parts), cfg.data.max_image_pixels
+            )
+            if teachers:
+                batch.teacher_features = {
+                    k: v.float() for k, v in run_teachers(teachers, batch.images_BCHW).items()
+                }
+            with torch.no_grad():
+                _accumulate(sums, model_step(parts.model, batch, parts), len(chunk))
+                out = parts.model(batch.images_BCHW)
+                for scorer in scorers:
+                    scorer.add(parts, out, batch, chunk)
+            done = start + len(chunk)
+            bar.update(done, f"{done / max(time.monotonic() - started, 1e-9):.1f} images/s")
     result = EvalResult(
         checkpoint=checkpoint,
         split=split,

@@ -4,6 +4,7 @@
 An export is written to a temporary directory, loaded back in the target's key layout (and, where
 the format allows, read back into the student and compared tensor by tensor); only a file that
 passes is copied to ``--out`` (atomically, local or ``s3://``), with its config snippet beside it.
+Snippets name the checkpoint by its absolute path (or its URI): a detector runs from its own folder.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ from vfmkd_ray import storage
 from vfmkd_ray.export.formats import FORMATS, ExportFormat
 from vfmkd_ray.export.load_report import CheckReport
 from vfmkd_ray.export.onnx_format import Onnx
+from vfmkd_ray.export.snippets import Freeze
 from vfmkd_ray.export.source import ExportError, describe_student, find_student_config, load_student
-from vfmkd_ray.models.students import StudentConfig
+from vfmkd_ray.models.students import StudentConfig, WeightsReport
 
 
 @dataclass(frozen=True)
 class ExportResult:
     student: str
-    source_kind: str  # training checkpoint, {"backbone": ...} file or state dict
+    source_kind: str  # training checkpoint, {"backbone": ...} file, state dict, MMEngine checkpoint
     files: list[str]
     report: CheckReport
+    weights: WeightsReport  # how the checkpoint's keys were read (matched, dropped)
 
 
 def make_format(name: str, input_size: int | None = None) -> ExportFormat:
@@ -41,14 +44,18 @@ def run_export(
     out: str,
     student_cfg: StudentConfig | None = None,
     input_size: int | None = None,
+    freeze: Freeze | None = None,
 ) -> ExportResult:
+    """``freeze``: what the detector config snippet freezes (None: the target recipe's settings)."""
     export_format = make_format(format_name, input_size)
     cfg = student_cfg or find_student_config(checkpoint)
-    student, kind = load_student(checkpoint, cfg)
+    freeze = freeze or Freeze()
+    export_format.check_freeze(cfg, freeze)
+    student, kind, weights = load_student(checkpoint, cfg)
     name = out.rstrip("/").rsplit("/", 1)[-1]
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp, name)
-        written = export_format.write(student, cfg, local, out)
+        written = export_format.write(student, cfg, local, storage.absolute(out), freeze)
         report = export_format.check(local, cfg, student)
         if not report.ok:
             raise ExportError(
@@ -60,7 +67,7 @@ def run_export(
         uris = [out if path == local else storage.join(parent, path.name) for path in written]
         for path, uri in zip(written, uris, strict=True):
             storage.write_bytes_atomic(storage.absolute(uri), path.read_bytes())
-    return ExportResult(describe_student(cfg), kind, [storage.absolute(u) for u in uris], report)
+    return ExportResult(describe_student(cfg), kind, [storage.absolute(u) for u in uris], report, weights)
 
 
 def run_check(

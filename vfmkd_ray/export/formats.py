@@ -21,18 +21,20 @@ from safetensors.torch import load_file, save_file
 
 from vfmkd_ray.export.load_report import CheckReport, LoadReport, match_state, shapes_of
 from vfmkd_ray.export.rtdetr_hgnetv2 import TIMM_TO_RTDETR_VARIANT, layout, timm_to_rtdetr
-from vfmkd_ray.export.snippets import mm_python, rtdetrv2_yaml
+from vfmkd_ray.export.snippets import Freeze, mm_python, rtdetrv2_yaml
 from vfmkd_ray.export.source import ExportError, describe_student
-from vfmkd_ray.export.timm_keys import features_to_model_keys
 from vfmkd_ray.models.students import StudentBackbone, StudentConfig, build_student
+from vfmkd_ray.models.students.timm_keys import features_to_model_keys
+from vfmkd_ray.models.students.timm_student import TIMM_BODY
+from vfmkd_ray.models.students.weight_layouts import MMENGINE_BACKBONE, MMPRETRAIN_TIMM
 from vfmkd_ray.registry import Registry
 
-TIMM_BODY = "body."  # TimmStudent keeps the timm feature extractor under ``body``
 Tensors = dict[str, torch.Tensor]
 
 
 class ExportFormat:
-    """Base class; ``write`` returns the files it wrote (the checkpoint first).
+    """Base class; ``write`` returns the files it wrote (the checkpoint first), its snippet naming
+    the checkpoint ``shown_path`` and freezing the backbone as ``freeze`` says.
 
     ``check`` loads a file in the target's layout; ``reference`` (the student the file came from)
     is needed only by formats checked by their outputs rather than their keys.
@@ -42,8 +44,18 @@ class ExportFormat:
     suffix: str
     needs_reference = False
 
-    def write(self, student: StudentBackbone, cfg: StudentConfig, path: Path, shown_path: str) -> list[Path]:
+    def write(
+        self, student: StudentBackbone, cfg: StudentConfig, path: Path, shown_path: str, freeze: Freeze
+    ) -> list[Path]:
         raise NotImplementedError
+
+    def check_freeze(self, cfg: StudentConfig, freeze: Freeze) -> None:
+        """Refuses freeze settings the format's snippet cannot carry (by default it writes none)."""
+        if freeze.given:
+            raise ExportError(
+                f"--freeze-at/--freeze-norm go into the detector config snippet of --format rtdetrv2, "
+                f"mmdet or mmyolo; --format {self.name} writes none"
+            )
 
     def check(self, path: Path, cfg: StudentConfig, reference: StudentBackbone | None = None) -> CheckReport:
         raise NotImplementedError
@@ -91,14 +103,17 @@ class RTDETRv2(ExportFormat):
             )
         return TIMM_TO_RTDETR_VARIANT[model]
 
-    def write(self, student, cfg, path, shown_path):
+    def check_freeze(self, cfg, freeze):
+        pass  # HGNetv2's freeze_at and freeze_norm
+
+    def write(self, student, cfg, path, shown_path, freeze):
         variant = self.variant(cfg)
         state = {
             f"backbone.{timm_to_rtdetr(k.removeprefix(TIMM_BODY))}": v for k, v in _own_state(student).items()
         }
         _torch_save({"model": state}, path)  # no "ema": load_tuning_state would read that instead
         snippet = path.with_suffix(".rtdetrv2.yml")
-        snippet.write_text(rtdetrv2_yaml(variant, shown_path))
+        snippet.write_text(rtdetrv2_yaml(variant, shown_path, freeze))
         return [path, snippet]
 
     def check(self, path, cfg, reference=None):
@@ -124,7 +139,8 @@ class MMDetection(ExportFormat):
         self.name = style
 
     def _prefix(self, cfg: StudentConfig) -> str:
-        return "backbone.timm_model." if cfg.name.startswith("timm/") else "backbone."
+        # The layout weight_layouts reads back (an mmdet/mmyolo export is a valid --checkpoint).
+        return MMPRETRAIN_TIMM if cfg.name.startswith("timm/") else MMENGINE_BACKBONE
 
     def _target(self, cfg: StudentConfig) -> str:
         if cfg.name.startswith("timm/"):
@@ -134,12 +150,19 @@ class MMDetection(ExportFormat):
     def _file_key(self, key: str, cfg: StudentConfig) -> str:
         return self._prefix(cfg) + key.removeprefix(TIMM_BODY)
 
-    def write(self, student, cfg, path, shown_path):
+    def check_freeze(self, cfg, freeze):
+        if freeze.given and cfg.name.startswith("timm/"):
+            raise ExportError(
+                f"mmpretrain's TIMMBackbone ({describe_student(cfg)}) has no frozen_stages or norm_eval for "
+                "--freeze-at/--freeze-norm; freeze it through paramwise_cfg (lr_mult=0) as the snippet says"
+            )
+
+    def write(self, student, cfg, path, shown_path, freeze):
         state = {self._file_key(k, cfg): v for k, v in _own_state(student).items()}
         meta = {"vfmkd_student": describe_student(cfg), "exported_for": self.name}
         _torch_save({"state_dict": state, "meta": meta}, path)
         snippet = path.with_suffix(f".{self.name}.py")
-        snippet.write_text(mm_python(self.name, student, cfg, shown_path))
+        snippet.write_text(mm_python(self.name, student, cfg, shown_path, freeze))
         return [path, snippet]
 
     def check(self, path, cfg, reference=None):
@@ -157,7 +180,7 @@ class MMDetection(ExportFormat):
 class SafeTensors(ExportFormat):
     name, suffix = "safetensors", ".safetensors"
 
-    def write(self, student, cfg, path, shown_path):
+    def write(self, student, cfg, path, shown_path, freeze):
         save_file(_own_state(student), str(path), metadata={"vfmkd_student": describe_student(cfg)})
         return [path]
 
@@ -183,7 +206,7 @@ class Timm(ExportFormat):
         feature_keys = [k.removeprefix(TIMM_BODY) for k in _student_keys(cfg)]
         return model, features_to_model_keys(model, feature_keys)
 
-    def write(self, student, cfg, path, shown_path):
+    def write(self, student, cfg, path, shown_path, freeze):
         _, names = self._names(cfg)
         state = {names[k.removeprefix(TIMM_BODY)]: v for k, v in _own_state(student).items()}
         save_file(state, str(path), metadata={"vfmkd_student": describe_student(cfg)})

@@ -48,7 +48,7 @@ class Onnx(ExportFormat):
     def _size(self, student: StudentBackbone) -> int:
         return student.fixed_input_size or self.input_size or 640
 
-    def write(self, student, cfg, path, shown_path):
+    def write(self, student, cfg, path, shown_path, freeze):
         size = self._size(student)
         names = [f"feat_s{stride}" for stride in student.feature_info.reduction()]
         with warnings.catch_warnings():

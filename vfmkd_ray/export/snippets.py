@@ -1,7 +1,17 @@
 """Config snippets that go next to an exported checkpoint: RT-DETRv2 YAML and MMDetection/MMYOLO
-Python, with channels derived from the student's ``feature_info``."""
+Python, with channels derived from the student's ``feature_info`` and the backbone freezing of
+``Freeze``.
+
+Freezing follows the target's recipe unless ``vfmkd export --freeze-at/--freeze-norm`` say
+otherwise: RT-DETRv2's ``rtdetrv2_hgnetv2_l_6x_coco.yml`` sets ``freeze_at: 0`` (the stem) and
+``freeze_norm: True``; MMYOLO's YOLOv8 configs keep ``YOLOv8CSPDarknet``'s ``frozen_stages=-1``
+and ``norm_eval=False``. Both count the same way: -1 nothing, 0 the stem, N the stem and the first
+N stages (RT-DETRv2 ``HGNetv2.__init__``, MMYOLO ``BaseBackbone._freeze_stages``).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from vfmkd_ray.export.rtdetr_hgnetv2 import out_channels
 from vfmkd_ray.models.students import StudentBackbone, StudentConfig
@@ -9,10 +19,41 @@ from vfmkd_ray.models.students.yolov8_cspdarknet import BN_EPS, BN_MOMENTUM, YOL
 
 # A detector neck takes the last three levels (strides 8, 16, 32).
 NECK_LEVELS = 3
+NUM_STAGES = 4  # of HGNetv2 and YOLOv8CSPDarknet (P5), after the stem
+RTDETRV2_RECIPE = (0, True)  # freeze_at, freeze_norm of rtdetrv2_hgnetv2_{l,x,h}_6x_coco.yml
+MMYOLO_DEFAULTS = (-1, False)  # frozen_stages, norm_eval of YOLOv8CSPDarknet (its configs set none)
 
 
-def rtdetrv2_yaml(variant: str, checkpoint: str) -> str:
+@dataclass(frozen=True)
+class Freeze:
+    """What the detector freezes of the backbone; None keeps the target recipe's setting.
+
+    ``at``: -1 nothing, 0 the stem, N the stem and the first N stages. ``norm``: RT-DETRv2's
+    ``freeze_norm`` (BatchNorm -> FrozenBatchNorm2d), MMDetection/MMYOLO's ``norm_eval``.
+    """
+
+    at: int | None = None
+    norm: bool | None = None
+
+    def __post_init__(self):
+        if self.at is not None and self.at not in range(-1, NUM_STAGES + 1):
+            raise ValueError(
+                f"--freeze-at {self.at}: use -1 (nothing), 0 (the stem) or 1..{NUM_STAGES} (the stem "
+                "and that many stages)"
+            )
+
+    @property
+    def given(self) -> bool:
+        return self.at is not None or self.norm is not None
+
+    def resolve(self, defaults: tuple[int, bool]) -> tuple[int, bool]:
+        return (defaults[0] if self.at is None else self.at, defaults[1] if self.norm is None else self.norm)
+
+
+def rtdetrv2_yaml(variant: str, checkpoint: str, freeze: Freeze | None = None) -> str:
+    """``checkpoint`` as RT-DETRv2's ``-t`` reads it (an absolute path or a URI)."""
     channels = out_channels(variant)[1:]
+    freeze_at, freeze_norm = (freeze or Freeze()).resolve(RTDETRV2_RECIPE)
     return f"""# RT-DETRv2 config for the distilled backbone in {checkpoint}.
 # Include it after rtdetrv2_r50vd.yml (or copy into your config), then train with
 #   python tools/train.py -c <this config> -t {checkpoint} --use-amp --seed=0
@@ -24,8 +65,9 @@ HGNetv2:
   name: '{variant}'
   return_idx: [1, 2, 3]
   pretrained: False   # the weights come from -t, not from RT-DETRv2's ImageNet download
-  freeze_at: -1       # 0 freezes the stem; N freezes the stem and the first N stages
-  freeze_norm: False  # True swaps every BatchNorm for FrozenBatchNorm2d
+  # Freezing as RT-DETRv2's HGNetv2 recipes unless vfmkd export --freeze-at/--freeze-norm set it.
+  freeze_at: {freeze_at}  # -1: nothing; 0: the stem; N: the stem and the first N stages
+  freeze_norm: {freeze_norm}  # True: every BatchNorm becomes FrozenBatchNorm2d (statistics, affine fixed)
 
 HybridEncoder:
   in_channels: {channels}
@@ -33,52 +75,20 @@ HybridEncoder:
 """
 
 
-def mm_python(style: str, student: StudentBackbone, cfg: StudentConfig, checkpoint: str) -> str:
-    """``style`` is ``mmdet`` or ``mmyolo``; the backbone dict loads ``checkpoint`` by prefix."""
+def mm_python(
+    style: str, student: StudentBackbone, cfg: StudentConfig, checkpoint: str, freeze: Freeze | None = None
+) -> str:
+    """``style`` is ``mmdet`` or ``mmyolo``; the backbone dict loads ``checkpoint`` (an absolute path
+    or a URI) by prefix. ``freeze`` applies to YOLOv8 students (mmpretrain's ``TIMMBackbone`` has
+    no ``frozen_stages``/``norm_eval``)."""
     channels = student.feature_info.channels()[-NECK_LEVELS:]
     init = f"dict(type='Pretrained', checkpoint='{checkpoint}', prefix='backbone.')"
     header = f"# {style} config snippet for the distilled backbone in {checkpoint}.\n"
-    freeze = (
-        "# Freeze it with frozen_stages=N (stem + first N stages) and norm_eval=True (BatchNorm in\n"
-        "# eval mode), or with\n"
-        "# optim_wrapper=dict(paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=0)})).\n"
-    )
     if cfg.name.startswith("timm/"):
-        indices = tuple(range(len(student.feature_info)))[-NECK_LEVELS:]
-        backbone = (
-            "custom_imports = dict(imports=['mmpretrain.models'], allow_failed_imports=False)\n"
-            "model = dict(\n"
-            "    backbone=dict(\n"
-            "        _delete_=True,\n"
-            "        type='mmpretrain.TIMMBackbone',\n"
-            f"        model_name='{cfg.name.removeprefix('timm/')}',\n"
-            "        features_only=True,\n"
-            "        pretrained=False,\n"
-            f"        out_indices={indices},\n"
-            f"        init_cfg={init}),\n"
-        )
+        assert not (freeze and freeze.given), "formats refuse freeze settings for TIMMBackbone"
+        backbone = _timm_backbone(student, cfg, init)
     else:
-        size = YOLOV8_SIZES[cfg.size]
-        prefix = "mmyolo." if style == "mmdet" else ""
-        imports = (
-            "custom_imports = dict(imports=['mmyolo.models'], allow_failed_imports=False)\n" if prefix else ""
-        )
-        backbone = (
-            f"{imports}deepen_factor = {size.deepen_factor}\n"
-            f"widen_factor = {size.widen_factor}\n"
-            f"last_stage_out_channels = {size.last_stage_out_channels}\n"
-            "model = dict(\n"
-            "    backbone=dict(\n"
-            f"        type='{prefix}YOLOv8CSPDarknet',\n"
-            "        arch='P5',\n"
-            "        last_stage_out_channels=last_stage_out_channels,\n"
-            "        deepen_factor=deepen_factor,\n"
-            "        widen_factor=widen_factor,\n"
-            "        out_indices=(2, 3, 4),\n"
-            f"        norm_cfg=dict(type='BN', momentum={BN_MOMENTUM}, eps={BN_EPS}),\n"
-            "        act_cfg=dict(type='SiLU', inplace=True),\n"
-            f"        init_cfg={init}),\n"
-        )
+        backbone = _yolov8_backbone(style, cfg, init, freeze or Freeze())
     if style == "mmyolo" and not cfg.name.startswith("timm/"):
         neck = (
             "    # YOLOv8PAFPN scales these by widen_factor, giving the backbone's "
@@ -96,4 +106,50 @@ def mm_python(style: str, student: StudentBackbone, cfg: StudentConfig, checkpoi
         )
     else:
         neck = f"    neck=dict(type='FPN', in_channels={channels}, out_channels=256, num_outs=5))\n"
-    return header + freeze + backbone + neck
+    return header + backbone + neck
+
+
+def _timm_backbone(student: StudentBackbone, cfg: StudentConfig, init: str) -> str:
+    indices = tuple(range(len(student.feature_info)))[-NECK_LEVELS:]
+    return (
+        "# Freeze it with\n"
+        "# optim_wrapper=dict(paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=0)})).\n"
+        "custom_imports = dict(imports=['mmpretrain.models'], allow_failed_imports=False)\n"
+        "model = dict(\n"
+        "    backbone=dict(\n"
+        "        _delete_=True,\n"
+        "        type='mmpretrain.TIMMBackbone',\n"
+        f"        model_name='{cfg.name.removeprefix('timm/')}',\n"
+        "        features_only=True,\n"
+        "        pretrained=False,\n"
+        f"        out_indices={indices},\n"
+        f"        init_cfg={init}),\n"
+    )
+
+
+def _yolov8_backbone(style: str, cfg: StudentConfig, init: str, freeze: Freeze) -> str:
+    size = YOLOV8_SIZES[cfg.size]
+    prefix = "mmyolo." if style == "mmdet" else ""
+    imports = (
+        "custom_imports = dict(imports=['mmyolo.models'], allow_failed_imports=False)\n" if prefix else ""
+    )
+    frozen_stages, norm_eval = freeze.resolve(MMYOLO_DEFAULTS)
+    return (
+        f"{imports}deepen_factor = {size.deepen_factor}\n"
+        f"widen_factor = {size.widen_factor}\n"
+        f"last_stage_out_channels = {size.last_stage_out_channels}\n"
+        "model = dict(\n"
+        "    backbone=dict(\n"
+        f"        type='{prefix}YOLOv8CSPDarknet',\n"
+        "        arch='P5',\n"
+        "        last_stage_out_channels=last_stage_out_channels,\n"
+        "        deepen_factor=deepen_factor,\n"
+        "        widen_factor=widen_factor,\n"
+        "        out_indices=(2, 3, 4),\n"
+        f"        norm_cfg=dict(type='BN', momentum={BN_MOMENTUM}, eps={BN_EPS}),\n"
+        "        act_cfg=dict(type='SiLU', inplace=True),\n"
+        "        # Freezing: MMYOLO's defaults unless vfmkd export --freeze-at/--freeze-norm set it.\n"
+        f"        frozen_stages={frozen_stages},  # -1: nothing; 0: the stem; N: the stem and stage1..N\n"
+        f"        norm_eval={norm_eval},  # True: BatchNorm in eval mode (statistics fixed, affine trains)\n"
+        f"        init_cfg={init}),\n"
+    )

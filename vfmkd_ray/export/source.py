@@ -1,6 +1,7 @@
 """What ``vfmkd export`` reads: any file a run writes (through ``run_files``: a training
-checkpoint, ``best_model.pth``, the best backbone) or a bare state dict, local or any fsspec URI,
-and which student it belongs to.
+checkpoint, ``best_model.pth``, the best backbone), a bare state dict, a plain timm state dict or an
+MMEngine checkpoint (MMYOLO's, MMDetection's; keys read by ``students.weight_layouts``), local or any
+fsspec URI, and which student it belongs to.
 
 The student comes from ``--config``/``--student``, or from the ``resolved_config.yaml`` that every
 run directory holds next to its checkpoints.
@@ -9,7 +10,13 @@ run directory holds next to its checkpoints.
 from __future__ import annotations
 
 from vfmkd_ray import run_files
-from vfmkd_ray.models.students import StudentBackbone, StudentConfig, build_student
+from vfmkd_ray.models.students import (
+    StudentBackbone,
+    StudentConfig,
+    WeightsReport,
+    adapt_weights,
+    build_student,
+)
 
 
 class ExportError(ValueError):
@@ -18,7 +25,8 @@ class ExportError(ValueError):
 
 def read_backbone_state(uri: str) -> tuple[dict, str]:
     """The backbone state dict in any file a run writes (training checkpoint, best model, best
-    backbone) or a bare state dict, and what kind of file it was."""
+    backbone) or a bare state dict, and what kind of file it was; an MMEngine checkpoint comes back
+    whole (``adapt_weights`` takes its ``backbone.*`` out)."""
     try:
         return run_files.read_backbone_state(uri)
     except run_files.RunFileError as err:
@@ -41,23 +49,18 @@ def find_student_config(uri: str) -> StudentConfig:
         raise ExportError(f"the run config of {uri} has no usable student section: {err}") from None
 
 
-def load_student(uri: str, student_cfg: StudentConfig) -> tuple[StudentBackbone, str]:
-    """A fresh student with the weights at ``uri``; refuses a file of another architecture."""
-    state, kind = read_backbone_state(uri)
+def load_student(uri: str, student_cfg: StudentConfig) -> tuple[StudentBackbone, str, WeightsReport]:
+    """A fresh student with the weights at ``uri``, the kind of file and how its keys were read;
+    refuses a file of another architecture."""
+    payload, kind = read_backbone_state(uri)
     student = build_student(student_cfg.model_copy(update={"weights": None})).eval()
-    own = student.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    misshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or misshaped:
-        raise ExportError(
-            f"{uri} ({kind}) does not fit {describe_student(student_cfg)}: {len(missing)} missing keys "
-            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(misshaped)} mis-shaped "
-            f"{misshaped[:3]}; is it a checkpoint of another architecture?"
-        )
+    try:
+        state, report = adapt_weights(payload, student, f"{uri} ({kind})", describe_student(student_cfg))
+    except ValueError as err:
+        raise ExportError(str(err)) from None
     student.load_state_dict(state, strict=True)
-    return student, kind
+    return student, kind, report
 
 
 def describe_student(cfg: StudentConfig) -> str:
-    return cfg.name if cfg.name.startswith("timm/") else f"{cfg.name}-{cfg.size}"
+    return cfg.label

@@ -41,7 +41,8 @@ def load_state_dict(uri: str, expected_sha256: str | None = None) -> dict[str, t
 
 
 def load_weights(uri: str, expected_sha256: str | None = None) -> LoadedWeights:
-    """Reads a ``.pth``/``.pt`` (``weights_only=True``) or ``.safetensors`` state dict from ``uri``.
+    """Reads a ``.safetensors`` file or any other PyTorch file (``.pth``, ``.pt``, a hub's ``.bin``;
+    ``weights_only=True``) from ``uri``: a state dict, or a dict that holds one.
 
     Raises:
         ValueError: the file's sha256 differs from ``expected_sha256``, or it holds no state dict.
@@ -52,11 +53,17 @@ def load_weights(uri: str, expected_sha256: str | None = None) -> LoadedWeights:
     if expected_sha256 is not None and digest != expected_sha256.lower():
         raise ValueError(f"checksum mismatch for {uri}: sha256 {digest}, expected {expected_sha256}")
     if uri.endswith(".safetensors"):
-        return LoadedWeights(load_safetensors(data), digest)
+        try:
+            return LoadedWeights(load_safetensors(data), digest)
+        except Exception as err:
+            raise ValueError(f"{uri} is not a readable safetensors file: {err}") from None
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{uri} is not a loadable weights file: {err}") from err
+        raise ValueError(
+            f"{uri} is not a loadable weights file (PyTorch, read with weights_only=True; safetensors "
+            f"files are read by their .safetensors suffix): {err}"
+        ) from err
     if not isinstance(state, dict):
         raise ValueError(f"{uri} holds a {type(state).__name__}, not a state dict")
     return LoadedWeights(state, digest)

@@ -25,6 +25,7 @@ from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.teachers import TeacherConfig, build_teacher, describe_teacher
+from vfmkd_ray.progress import progress_bar
 from vfmkd_ray.ray_errors import find_cause
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.store.manifest import (
@@ -41,6 +42,7 @@ from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.schema import SCHEMA_VERSION, aug_seed_for, feature_column
 
 log = logging.getLogger(__name__)
+SKIP_COUNT_EVERY_S = 5.0  # the progress bar's count of skipped images lists the bad-sample folder
 
 
 @dataclass(frozen=True)
@@ -224,14 +226,22 @@ def _run_pipeline(
     )
     writer = PartWriter(dataset, layers, cfg.store.codec)
     ds = ds.map_batches(writer, batch_size=cfg.store.rows_per_part, num_cpus=cfg.data.decode_num_cpus)
+    started, parts, rows, skipped, counted = time.monotonic(), 0, 0, 0, 0.0
     try:
-        written = ds.take_all()
+        with progress_bar(f"precompute {teacher_cfg.name}", len(todo)) as bar:
+            for part in ds.iter_rows():  # one row per part written, as each part lands
+                parts, rows = parts + 1, rows + int(part["rows"])
+                now = time.monotonic()
+                if bad_samples is not None and now - counted > SKIP_COUNT_EVERY_S:  # a listing each
+                    skipped, counted = bad_samples.count(), now
+                rate = rows / max(now - started, 1e-9)
+                bar.update(rows + skipped, f"{rate:.1f} images/s, {skipped} skipped")
     except Exception as err:
         cause = find_cause(err, (BadImageError, FeatureStoreError, FileNotFoundError))
         if cause is not None:
             raise type(cause)(str(cause)) from None
         raise
-    log.info("precompute wrote %d parts, %d rows", len(written), sum(int(w["rows"]) for w in written))
+    log.info("precompute wrote %d parts, %d rows in %.0fs", parts, rows, time.monotonic() - started)
 
 
 def _total_bytes(parts: list[str]) -> int:

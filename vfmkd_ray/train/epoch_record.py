@@ -1,9 +1,8 @@
 """What an epoch leaves behind: its record (what metrics.csv, Ray Train's report and Tune see),
-its log line, and rank 0's files (the best backbone and model, the heads' pictures)."""
+its line for the person, and rank 0's files (the best backbone and model, the heads' pictures)."""
 
 from __future__ import annotations
 
-import sys
 import time
 
 import torch
@@ -54,19 +53,24 @@ def _step_costs(clock: StepClock, world_size: int, device) -> dict[str, float]:
     }
 
 
-def log_epoch(record: dict, epochs: int, improved: bool) -> None:
+def epoch_line(record: dict, epochs: int, improved: bool) -> str:
     heads = "  ".join(
         f"{k.removeprefix('val/')} {v:.4f}"
         for k, v in record.items()
         if k.startswith("val/loss/") or k.startswith("val/cos")
     )
-    line = (
+    return (
         f"epoch {record['epoch']}/{epochs}  train loss {record['train/loss']:.4f}  "
         f"val loss {record['val/loss']:.4f}  {heads}"
         f"  ({record['seconds']:.1f}s, {record['throughput/train_images_per_s']:.1f} img/s)"
         + ("  * best" if improved else "")
     )
-    print(f"[vfmkd train] {line}", file=sys.__stdout__, flush=True)
+
+
+def step_status(step_out: dict[str, float], images_per_s: float) -> str:
+    """The epoch bar's text after a step: its loss, each term's cosine, the job's images/s."""
+    cosines = [f"{k} {v:.3f}" for k, v in step_out.items() if k.startswith("cos/")]
+    return "  ".join([f"loss {step_out['loss']:.4f}", *cosines, f"{images_per_s:.1f} img/s"])
 
 
 def write_epoch_files(

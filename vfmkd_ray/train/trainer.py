@@ -7,6 +7,7 @@ latest checkpoint.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import ray
@@ -31,6 +32,8 @@ from vfmkd_ray.ray_errors import find_cause, raised_in_worker
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store.reader import FeatureStoreError
+from vfmkd_ray.tracking.resolve import resolve_tracking
+from vfmkd_ray.train.relay import relayed_lines
 from vfmkd_ray.train.step import NonFiniteLossError
 from vfmkd_ray.train.streams import build_streams
 from vfmkd_ray.train.teacher_stores import check_stores, usable_images
@@ -61,8 +64,12 @@ class TrainingError(RuntimeError):
     """Training failed for a reason the product can name (after Ray's retries)."""
 
 
-def run_training(cfg: ExperimentConfig, callbacks=None) -> RunSummary:
-    """Trains the run's model; relaunching with the same name resumes."""
+def run_training(cfg: ExperimentConfig, callbacks=None, tune_trial: dict | None = None) -> RunSummary:
+    """Trains the run's model; relaunching with the same name resumes.
+
+    ``tune_trial`` (a Tune trial's ``parent_id`` tracker run and ``searched`` values): the run is
+    one trial of a search, whose progress Tune's driver shows; its own lines go to Ray's logs.
+    """
     cfg.s3.apply()
     check_locations(cfg, reads=("data.root",), writes=("train.storage_path",), may_read=("store.root",))
     for line in config_warnings(cfg):
@@ -115,9 +122,12 @@ def run_training(cfg: ExperimentConfig, callbacks=None) -> RunSummary:
         "teacher_shapes": {a: {k: list(v) for k, v in layers.items()} for a, layers in shapes.items()},
         "codecs": {alias: m.codec for alias, m in stores.manifests().items()},
         "live": list(stores.live),
+        "tracking": tune_trial or {},
     }
-    trainer = torch_trainer(cfg, train_loop_per_worker, {"plan": plan}, datasets, callbacks)
-    result = fit(trainer, run_dir, NAMED_ERRORS)
+    with nullcontext() if tune_trial is not None else relayed_lines() as relay:
+        loop_config = {"plan": plan, "relay": relay}
+        trainer = torch_trainer(cfg, train_loop_per_worker, loop_config, datasets, callbacks)
+        result = fit(trainer, run_dir, NAMED_ERRORS)
     num_bad = bad_samples.write_jsonl(storage.join(run_dir, run_files.BAD_SAMPLES_JSONL))
     if num_bad:
         log.warning(
@@ -174,8 +184,8 @@ def check_labels(cfg: ExperimentConfig, dataset: CocoDataset, needs: DataNeeds) 
 
 
 def _workers_see_absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Workers do not share the driver's working directory: the teacher weights and the files heads
-    load become absolute."""
+    """Workers do not share the driver's working directory (nor its environment): the teacher
+    weights, the files heads load and the tracking location become absolute."""
     teachers = {
         alias: t
         if t.weights in (None, RANDOM_WEIGHTS)
@@ -189,7 +199,11 @@ def _workers_see_absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
             kd = kd.model_copy(update={"teacher_ckpt": storage.absolute(kd.teacher_ckpt)})
             head = head.model_copy(update={"kd": kd})
         heads[name] = head
-    return cfg.model_copy(update={"teachers": teachers, "heads": heads})
+    try:
+        tracking = resolve_tracking(cfg.tracking)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return cfg.model_copy(update={"teachers": teachers, "heads": heads, "tracking": tracking})
 
 
 def steps_per_epoch_for(cfg: ExperimentConfig, num_train: int, num_val: int) -> int:

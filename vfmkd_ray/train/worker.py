@@ -8,9 +8,8 @@ checkpoint. It knows no head and no term: ``train.step`` asks each for its loss.
 
 from __future__ import annotations
 
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray.train
 import ray.train.torch
@@ -22,8 +21,10 @@ from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.models.teachers import build_teacher
 from vfmkd_ray.train.batch_feed import BatchFeed
 from vfmkd_ray.train.collectives import all_workers_have, mean_across_workers, report_epoch, restore_state
-from vfmkd_ray.train.epoch_record import epoch_record, log_epoch, write_epoch_files
+from vfmkd_ray.train.epoch_record import epoch_line, epoch_record, step_status, write_epoch_files
 from vfmkd_ray.train.fault_injection import maybe_fail_once
+from vfmkd_ray.train.rank_zero import rank_zero_outputs
+from vfmkd_ray.train.relay import WorkerLines
 from vfmkd_ray.train.step import check_finite, model_step, train_step
 from vfmkd_ray.train.step_clock import StepClock
 from vfmkd_ray.train.task import TrainTask, build_task
@@ -38,6 +39,7 @@ class RunPlan:
     teacher_shapes: dict[str, dict[str, list[int]]]  # used teacher alias -> layer -> (C, H, W)
     codecs: dict[str, str]  # stored teacher alias -> its store's codec
     live: list[str]  # teachers without a store: run on every sample
+    tracking: dict = field(default_factory=dict)  # a tune trial's parent run id and searched values
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -53,37 +55,43 @@ def train_loop_per_worker(loop_config: dict) -> None:
     task = build_task(cfg, shapes, total_steps, device)
     state = restore_state(task.resumable())
     task.scheduler.T_max = max(1, total_steps)  # a relaunch with more epochs stretches the schedule
-    if rank == 0:
-        _log(
-            f"worker 0 on {device} ({torch.get_num_threads()} torch threads): start at epoch "
-            f"{state.epoch}/{cfg.train.epochs}, heads {list(task.parts.heads) or 'none'}, "
-            f"terms {list(task.parts.terms) or 'none'}, AMP {task.use_amp}"
-        )
+    lines = WorkerLines(loop_config.get("relay"), rank)
+    lines.say(
+        f"worker 0 on {device} ({torch.get_num_threads()} torch threads): start at epoch "
+        f"{state.epoch}/{cfg.train.epochs}, heads {list(task.parts.heads) or 'none'}, "
+        f"terms {list(task.parts.terms) or 'none'}, AMP {task.use_amp}"
+    )
     model = ray.train.torch.prepare_model(task.parts.model)
     feed = _feed(cfg, plan, task, device)
     bad_samples = BadSampleLog(storage.join(plan.run_dir, run_files.BAD_SAMPLES_DIR))
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
-    for epoch in range(state.epoch, cfg.train.epochs):
-        maybe_fail_once(epoch, rank)
-        started, clock = time.monotonic(), StepClock()
-        train_sums = _train_epoch(model, train_shard, feed, plan.steps_per_epoch, task, cfg, clock, epoch + 1)
-        trained = time.monotonic()
-        val_sums, first_val = _evaluate(task, val_shard, feed, epoch + 1)
-        train_means = mean_across_workers(train_sums, device)
-        state.epoch, state.step = epoch + 1, state.step + int(train_means.pop("steps"))
-        val_means = mean_across_workers(val_sums, device)
-        record = epoch_record(
-            state, task, train_means, val_means, (started, trained), clock, world_size, device
-        )
-        if rank == 0:
-            record["data/bad_samples"] = bad_samples.count()
-        state.history.append(record)
-        improved = record["val/loss"] < state.best_val_loss
-        state.best_val_loss = min(state.best_val_loss, record["val/loss"])
-        if rank == 0:
-            write_epoch_files(plan.run_dir, cfg, task, improved, first_val, state.epoch)
-            log_epoch(record, cfg.train.epochs, improved)
-        report_epoch(rank, plan.run_dir, state, record, task.resumable())
+    with rank_zero_outputs(rank, cfg, plan.run_dir, plan.tracking, lines) as kept:
+        for epoch in range(state.epoch, cfg.train.epochs):
+            maybe_fail_once(epoch, rank)
+            started, clock = time.monotonic(), StepClock()
+            lines.epoch_started(f"epoch {epoch + 1}/{cfg.train.epochs}", plan.steps_per_epoch)
+            train_sums = _train_epoch(
+                model, train_shard, feed, plan.steps_per_epoch, task, cfg, clock, epoch + 1, lines, world_size
+            )
+            trained = time.monotonic()
+            val_sums, first_val = _evaluate(task, val_shard, feed, epoch + 1)
+            train_means = mean_across_workers(train_sums, device)
+            state.epoch, state.step = epoch + 1, state.step + int(train_means.pop("steps"))
+            val_means = mean_across_workers(val_sums, device)
+            record = epoch_record(
+                state, task, train_means, val_means, (started, trained), clock, world_size, device
+            )
+            if rank == 0:
+                record["data/bad_samples"] = bad_samples.count()
+            state.history.append(record)
+            improved = record["val/loss"] < state.best_val_loss
+            state.best_val_loss = min(state.best_val_loss, record["val/loss"])
+            if rank == 0:
+                write_epoch_files(plan.run_dir, cfg, task, improved, first_val, state.epoch)
+            lines.say(epoch_line(record, cfg.train.epochs, improved))
+            report_epoch(rank, plan.run_dir, state, record, task.resumable())
+            # After the checkpoint: an epoch replayed after a failure is not tracked twice.
+            kept.after_epoch(state.history, record)
 
 
 def _feed(cfg: ExperimentConfig, plan: RunPlan, task: TrainTask, device) -> BatchFeed:
@@ -104,10 +112,20 @@ def _feed(cfg: ExperimentConfig, plan: RunPlan, task: TrainTask, device) -> Batc
 
 
 def _train_epoch(
-    model, shard, feed: BatchFeed, num_steps: int, task: TrainTask, cfg, clock: StepClock, epoch: int
+    model,
+    shard,
+    feed: BatchFeed,
+    num_steps: int,
+    task: TrainTask,
+    cfg,
+    clock: StepClock,
+    epoch: int,
+    lines: WorkerLines,
+    world_size: int,
 ):
     """Up to ``num_steps`` optimiser steps, fewer when a shard runs dry (skipped samples); ``clock``
-    times them. Returns per-key (sum of step means, steps), plus ``steps`` itself."""
+    times them and ``lines`` shows them. Returns per-key (sum of step means, steps), plus ``steps``
+    itself."""
     model.train()
     sums: dict[str, float] = {}
     steps = 0
@@ -125,6 +143,7 @@ def _train_epoch(
         for key, value in out.items():
             sums[key] = sums.get(key, 0.0) + value
         clock.step_done(len(batch))
+        lines.step(steps, step_status(out, clock.images_per_s * world_size))
     return {key: (total, steps) for key, total in sums.items()} | {"steps": (steps, 1)}
 
 
@@ -144,9 +163,3 @@ def _evaluate(task: TrainTask, shard, feed: BatchFeed, epoch: int):
             total, seen = sums.get(key, (0.0, 0))
             sums[key] = (total + value * count, seen + count)
     return sums, first
-
-
-def _log(message: str) -> None:
-    # The real stdout, which Ray forwards to the driver once; Ray Train's patched print would tee
-    # the line through its logger as well and show it twice.
-    print(f"[vfmkd train] {message}", file=sys.__stdout__, flush=True)

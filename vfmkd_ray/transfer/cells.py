@@ -129,6 +129,7 @@ def cell_config(cfg: ExperimentConfig, backbone: Backbone, cell: Cell, cells_dir
 NOT_LEARNED = {
     "s3": None,
     "transfer": None,
+    "tracking": None,
     "data": ("decode_num_cpus",),
     "train": (
         "storage_path",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import dataclass
 
 import ray
@@ -18,14 +19,18 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
-from vfmkd_ray import storage
+from vfmkd_ray import run_files, storage
 from vfmkd_ray.config import ConfigError, ExperimentConfig, set_dotted, validate_config
+from vfmkd_ray.console import shows_ray_output
 from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.ray_session import ensure_ray
+from vfmkd_ray.tracking.resolve import resolve_tracking
+from vfmkd_ray.tracking.run_tracker import RunTracker
 from vfmkd_ray.train.teacher_stores import check_stores
 from vfmkd_ray.train.trainer import local_cpus_needed
 from vfmkd_ray.tune.config import Dimension
+from vfmkd_ray.tune.progress import TrialProgress
 from vfmkd_ray.tune.report import BEST_CONFIG, best_config, markdown, trial_table, write_outputs
 
 log = logging.getLogger(__name__)
@@ -54,10 +59,26 @@ def run_tune(cfg: ExperimentConfig) -> TuneSummary:
     name = f"{cfg.name}-tune"
     root = storage.absolute(cfg.train.storage_path)
     directory = storage.join(root, name)
+    try:
+        cfg = cfg.model_copy(update={"tracking": resolve_tracking(cfg.tracking)})
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     ensure_ray(spec.max_concurrent_trials * (local_cpus_needed(cfg) + 1))
+    # MLflow nests every trial's run under one run of the whole search.
+    parent = (
+        RunTracker(cfg, directory, log.warning, run_name=name) if cfg.tracking.backend == "mlflow" else None
+    )
     # A trial's driver holds one CPU (Tune's default) next to its Ray Train workers.
     trainable = tune.with_parameters(
-        _trial, base=cfg.model_dump(mode="json"), trials_dir=storage.join(directory, TRIALS_DIR)
+        _trial,
+        base=cfg.model_dump(mode="json"),
+        trials_dir=storage.join(directory, TRIALS_DIR),
+        parent_id=parent.run_id if parent else None,
+    )
+    max_t = spec.scheduler.max_t or cfg.train.epochs
+    progress = TrialProgress(_num_trials(cfg), max_t, spec.metric)
+    run_config = tune.RunConfig(
+        name=name, storage_path=root, callbacks=[progress], verbose=None if shows_ray_output() else 0
     )
     if tune.Tuner.can_restore(directory):
         log.info("resuming tune run %s", directory)
@@ -71,7 +92,7 @@ def run_tune(cfg: ExperimentConfig) -> TuneSummary:
                 mode=spec.mode,
                 scheduler=ASHAScheduler(
                     time_attr="epoch",
-                    max_t=spec.scheduler.max_t or cfg.train.epochs,
+                    max_t=max_t,
                     grace_period=spec.scheduler.grace_period,
                     reduction_factor=spec.scheduler.reduction_factor,
                 ),
@@ -79,11 +100,23 @@ def run_tune(cfg: ExperimentConfig) -> TuneSummary:
                 num_samples=spec.num_samples,
                 max_concurrent_trials=spec.max_concurrent_trials,
             ),
-            run_config=tune.RunConfig(name=name, storage_path=root),
+            run_config=run_config,
         )
-    results = tuner.fit()
+    try:
+        results = tuner.fit()
+    except BaseException:
+        if parent is not None:
+            parent.end_open_children()
+            parent.finish("FAILED")
+        raise
+    finally:
+        progress.close()
+    if parent is not None:
+        _end_trial_runs(parent, results, storage.join(directory, TRIALS_DIR), max_t)
     errors = [r.error for r in results if r.error is not None]
     if len(errors) == len(results):
+        if parent is not None:
+            parent.finish("FAILED")
         raise RuntimeError(f"every trial of {directory} failed; the first: {errors[0]}")
     keys = list(spec.space)
     table = trial_table(
@@ -93,19 +126,22 @@ def run_tune(cfg: ExperimentConfig) -> TuneSummary:
     params = {key: best.config[key] for key in keys}
     chosen = best_config(cfg, params)
     write_outputs(directory, table, chosen, keys, spec.metric)
-    max_t = spec.scheduler.max_t or cfg.train.epochs
+    best_metric = float(table[spec.metric].min() if spec.mode == "min" else table[spec.metric].max())
+    if parent is not None:
+        parent.result({f"best/{spec.metric}": best_metric}, {f"best.{k}": v for k, v in params.items()})
+        parent.finish()
     return TuneSummary(
         directory=directory,
         num_trials=len(results),
         num_early_stopped=int((table["epochs"] < max_t).sum()),
         best_params=params,
-        best_metric=float(table[spec.metric].min() if spec.mode == "min" else table[spec.metric].max()),
+        best_metric=best_metric,
         best_config=storage.join(directory, BEST_CONFIG),
         table=markdown(table, spec.metric, spec.mode, spec.top_k),
     )
 
 
-def _trial(params: dict, base: dict, trials_dir: str) -> None:
+def _trial(params: dict, base: dict, trials_dir: str, parent_id: str | None) -> None:
     """One trial: the base config with this trial's values, trained by Ray Train."""
     raw = copy.deepcopy(base)
     for key, value in params.items():
@@ -114,7 +150,31 @@ def _trial(params: dict, base: dict, trials_dir: str) -> None:
     raw["train"]["storage_path"] = trials_dir
     from vfmkd_ray.train.trainer import run_training
 
-    run_training(validate_config(raw), callbacks=[TuneReportCallback()])
+    run_training(
+        validate_config(raw),
+        callbacks=[TuneReportCallback()],
+        tune_trial={"parent_id": parent_id, "searched": params},
+    )
+
+
+def _end_trial_runs(parent: RunTracker, results, trials_dir: str, max_t: int) -> None:
+    """Tune stops a trial as soon as it reports its last epoch (ASHA at max_t) or a rung cuts it,
+    before its rank 0 ends its tracker run: each trial's run ends here, FINISHED when it trained every
+    epoch, KILLED when stopped early, FAILED on an error; any run still open after that is KILLED."""
+    for result in results:
+        trial_id = (result.metrics or {}).get("trial_id")
+        record = run_files.read_tracking_record(storage.join(trials_dir, trial_id)) if trial_id else None
+        if record and record.get("run_id"):
+            epochs = int((result.metrics or {}).get("epoch", 0))
+            status = "FAILED" if result.error else "FINISHED" if epochs >= max_t else "KILLED"
+            parent.end_run(record["run_id"], status)
+    parent.end_open_children()
+
+
+def _num_trials(cfg: ExperimentConfig) -> int:
+    """Tune's trial count: num_samples times every grid dimension's values."""
+    grid = math.prod(len(d.values) for d in cfg.tune.space.values() if d.kind == "grid" and d.values)
+    return cfg.tune.num_samples * grid
 
 
 def _check_keys(cfg: ExperimentConfig) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from vfmkd_ray.models.students.base import StudentBackbone
 from vfmkd_ray.models.students.config import StudentConfig
 from vfmkd_ray.models.students.timm_student import TIMM_PREFIX, TimmStudent
+from vfmkd_ray.models.students.weight_layouts import WeightsReport, adapt_weights
 from vfmkd_ray.models.students.yolov8_cspdarknet import YOLOv8CSPDarknet
 from vfmkd_ray.registry import Registry
+
+logger = logging.getLogger(__name__)
 
 STUDENTS: Registry[Callable[[StudentConfig], StudentBackbone]] = Registry("student")
 
@@ -27,7 +31,9 @@ def _yolov8(cfg: StudentConfig) -> StudentBackbone:
 
 
 def build_student(cfg: StudentConfig) -> StudentBackbone:
-    """Builds the student named in ``cfg``; loads ``cfg.weights`` when given."""
+    """Builds the student named in ``cfg``; loads ``cfg.weights`` when given: a file a run wrote, a
+    plain timm state dict or an MMEngine checkpoint (``weight_layouts``), checked against
+    ``cfg.sha256``."""
     if cfg.name.startswith(TIMM_PREFIX):
         student: StudentBackbone = TimmStudent(cfg.name[len(TIMM_PREFIX) :], cfg.out_indices)
     else:
@@ -35,15 +41,20 @@ def build_student(cfg: StudentConfig) -> StudentBackbone:
     if cfg.weights is not None:
         from vfmkd_ray.models.checkpoint_io import load_state_dict
 
-        state = load_state_dict(cfg.weights, cfg.sha256)
-        state = state.get("backbone", state)
-        missing, unexpected = student.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"student weights {cfg.weights} do not fit {cfg.name}: "
-                f"missing {missing[:5]}..., unexpected {unexpected[:5]}..."
-            )
+        payload = load_state_dict(cfg.weights, cfg.sha256)
+        payload = payload.get("backbone", payload)  # a run's best_backbone.pth
+        state, report = adapt_weights(payload, student, f"student weights {cfg.weights}", cfg.label)
+        student.load_state_dict(state, strict=True)
+        logger.info("%s", report.describe())
     return student
 
 
-__all__ = ["KNOWN_TIMM_STUDENTS", "STUDENTS", "StudentBackbone", "StudentConfig", "build_student"]
+__all__ = [
+    "KNOWN_TIMM_STUDENTS",
+    "STUDENTS",
+    "StudentBackbone",
+    "StudentConfig",
+    "WeightsReport",
+    "adapt_weights",
+    "build_student",
+]

@@ -15,3 +15,8 @@ class StudentConfig(StrictModel):
     out_indices: tuple[int, ...] | None = None
     weights: str | None = None
     sha256: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name the student: ``timm/hgnetv2_b4``, ``yolov8_cspdarknet-n``."""
+        return self.name if self.name.startswith("timm/") else f"{self.name}-{self.size}"

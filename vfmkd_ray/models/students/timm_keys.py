@@ -2,7 +2,8 @@
 
 ``features_only`` wrappers rename modules: ``FeatureListNet`` flattens ``stages.0`` to
 ``stages_0``, ``FeatureGetterNet`` nests the model under ``model.``. A file timm loads with
-``pretrained_cfg_overlay=dict(file=...)`` must use the full model's names.
+``pretrained_cfg_overlay=dict(file=...)`` must use the full model's names, and a plain timm
+state dict uses them too: ``vfmkd export --format timm`` maps one way, ``weight_layouts`` the other.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""A run's curves (``curves.png``) and summary table, from its per-epoch metrics."""
