@@ -47,6 +47,7 @@ class WorkerLines:
     def __init__(self, mailbox: Any | None, rank: int):
         self.mailbox, self.rank = mailbox, rank
         self._last_step = 0.0
+        self._steps = 0  # of the epoch under way
 
     def say(self, text: str, level: int = logging.INFO) -> None:
         if self.rank != 0:
@@ -61,11 +62,12 @@ class WorkerLines:
     def epoch_started(self, label: str, num_steps: int) -> None:
         if self.rank == 0 and self.mailbox is not None:
             self.mailbox.post.remote(("epoch", label, num_steps))
-            self._last_step = 0.0
+            self._last_step, self._steps = 0.0, num_steps
 
     def step(self, done: int, status: str) -> None:
         now = time.monotonic()
-        if self.rank == 0 and self.mailbox is not None and now - self._last_step >= STEP_EVERY_S:
+        due = now - self._last_step >= STEP_EVERY_S or done == self._steps  # the last step always
+        if self.rank == 0 and self.mailbox is not None and due:
             self._last_step = now
             self.mailbox.post.remote(("step", done, status))
 
