@@ -101,3 +101,26 @@ def test_while_a_bar_is_drawn_stderr_still_goes_where_the_console_sent_it():
     finally:
         sys.stderr = saved
     assert "ray noise" in log_file.getvalue() and "ray noise" not in terminal.getvalue()
+
+
+def test_tune_progress_counts_from_the_trials_so_a_resumed_search_starts_where_it_was():
+    from types import SimpleNamespace
+
+    from vfmkd_ray.tune.progress import TrialProgress
+
+    def trial(trial_id, status, epochs=0):
+        return SimpleNamespace(trial_id=trial_id, status=status, last_result={"epoch": epochs}, local_path="")
+
+    progress = TrialProgress(num_trials=4, max_epochs=2, metric="val/loss")
+    restored = [trial("a", "TERMINATED", 2), trial("b", "TERMINATED", 1), trial("c", "RUNNING", 1)]
+    assert progress.status([*restored, trial("d", "PENDING")]) == (2, "1 running, 1 stopped early, 0 failed")
+    ending = trial("c", "RUNNING", 2)  # Tune may report the end before it updates the status
+    assert progress.status([*restored[:2], ending], ended=ending) == (
+        3,
+        "0 running, 1 stopped early, 0 failed",
+    )
+    failed = trial("d", "RUNNING", 1)
+    assert progress.status([*restored, failed], ended=failed, failed=True) == (
+        3,
+        "1 running, 1 stopped early, 1 failed",
+    )

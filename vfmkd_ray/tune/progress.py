@@ -1,5 +1,9 @@
 """A tune's progress on the driver: one bar of trials done, with how many run, stopped early or
-failed, and a line as each trial ends. Tune's own status tables stay off unless verbose."""
+failed, and a line as each trial ends. Tune's own status tables stay off unless verbose.
+
+The counts are taken from Tune's list of trials at every event, not added up event by event: a
+resumed search (whose restored trials never end again) starts from what its trials already did.
+"""
 
 from __future__ import annotations
 
@@ -11,45 +15,37 @@ from ray import tune
 from vfmkd_ray.progress import Bar
 
 log = logging.getLogger(__name__)
+ENDED, FAILED, RUNNING = ("TERMINATED", "ERROR"), "ERROR", "RUNNING"  # Tune's trial states
 
 
 class TrialProgress(tune.Callback):
     def __init__(self, num_trials: int, max_epochs: int, metric: str):
         self.num_trials, self.max_epochs, self.metric = num_trials, max_epochs, metric
-        self.running: set[str] = set()
-        self.done = self.stopped_early = self.failed = 0
         self.bar: Bar | None = None
 
     def setup(self, **info) -> None:
         self.bar = Bar("tune", self.num_trials, unit="trials", plain=False)
-        self._show()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.running.add(trial.trial_id)
-        self._show()
+        self._show(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        result = trial.last_result or {}
-        epochs = int(result.get("epoch", 0))
-        early = epochs < self.max_epochs
-        self.stopped_early += early
-        value = result.get(self.metric, math.nan)
+        epochs = self._epochs(trial)
         log.info(
             "trial %s: %d epochs, %s %.4f%s",
             trial.trial_id,
             epochs,
             self.metric,
-            value,
-            " (stopped early by ASHA)" if early else "",
+            (trial.last_result or {}).get(self.metric, math.nan),
+            " (stopped early by ASHA)" if epochs < self.max_epochs else "",
         )
-        self._ended(trial)
+        self._show(trials, ended=trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.failed += 1
         log.warning(
             "trial %s failed; its error is in %s", trial.trial_id, trial.local_path or "Tune's results"
         )
-        self._ended(trial)
+        self._show(trials, ended=trial, failed=True)
 
     def on_experiment_end(self, trials, **info) -> None:
         self.close()
@@ -60,12 +56,19 @@ class TrialProgress(tune.Callback):
             self.bar.close()
             self.bar = None
 
-    def _ended(self, trial) -> None:
-        self.running.discard(trial.trial_id)
-        self.done += 1
-        self._show()
+    def status(self, trials, ended=None, failed: bool = False) -> tuple[int, str]:
+        """Trials done, and the bar's text: running, stopped early, failed."""
+        done = {t.trial_id for t in trials if t.status in ENDED} | ({ended.trial_id} if ended else set())
+        errors = {t.trial_id for t in trials if t.status == FAILED} | ({ended.trial_id} if failed else set())
+        running = sum(t.status == RUNNING and t.trial_id not in done for t in trials)
+        finished = [t for t in trials if t.trial_id in done - errors]
+        early = sum(self._epochs(t) < self.max_epochs for t in finished)
+        return len(done), f"{running} running, {early} stopped early, {len(errors)} failed"
 
-    def _show(self) -> None:
+    def _show(self, trials, ended=None, failed: bool = False) -> None:
         if self.bar is not None:
-            status = f"{len(self.running)} running, {self.stopped_early} stopped early, {self.failed} failed"
-            self.bar.update(self.done, status)
+            self.bar.update(*self.status(trials, ended, failed))
+
+    @staticmethod
+    def _epochs(trial) -> int:
+        return int((trial.last_result or {}).get("epoch", 0))
