@@ -124,3 +124,13 @@ def test_tune_progress_counts_from_the_trials_so_a_resumed_search_starts_where_i
         3,
         "1 running, 1 stopped early, 1 failed",
     )
+
+
+def test_a_bar_can_lead_its_status_with_the_rate_since_it_began(caplog):
+    caplog.set_level(logging.INFO, logger="vfmkd_ray")
+    with progress_bar("eval val", 2, show_rate=True) as bar:
+        bar.update(1, "1 skipped")
+        bar.update(2)
+    first, last = (r.getMessage() for r in caplog.records)
+    assert re.fullmatch(r"eval val: 1/2 images \(50%\), \d+\.\d images/s, 1 skipped", first), first
+    assert re.fullmatch(r"eval val: 2/2 images \(100%\), \d+\.\d images/s", last), last

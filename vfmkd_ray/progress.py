@@ -10,6 +10,7 @@ nothing when the caller's own lines already tell the progress (training's epoch 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -30,10 +31,12 @@ PLAIN_STEPS = 10  # plain lines per bar where no bar can be drawn
 
 
 class Bar:
-    """One unit of long work: ``update`` with the amount done so far and a short status text."""
+    """One unit of long work: ``update`` with the amount done so far and a short status text;
+    with ``show_rate`` the status starts with the units per second since the bar began."""
 
-    def __init__(self, label: str, total: int, unit: str, plain: bool):
+    def __init__(self, label: str, total: int, unit: str, plain: bool, show_rate: bool = False):
         self.label, self.total, self.unit, self.plain = label, max(0, total), unit, plain
+        self.show_rate, self.started = show_rate, time.monotonic()
         self.done = 0
         self._plain_step = 0
         self._progress: Progress | None = None
@@ -61,6 +64,9 @@ class Bar:
 
     def update(self, done: int, status: str = "") -> None:
         self.done = done
+        if self.show_rate:
+            rate = f"{done / max(time.monotonic() - self.started, 1e-9):.1f} {self.unit}/s"
+            status = f"{rate}{_sep(status)}"
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=done, status=status)
             return
@@ -85,9 +91,11 @@ class Bar:
 
 
 @contextmanager
-def progress_bar(label: str, total: int, unit: str = "images", plain: bool = True) -> Iterator[Bar]:
+def progress_bar(
+    label: str, total: int, unit: str = "images", plain: bool = True, show_rate: bool = False
+) -> Iterator[Bar]:
     """A bar for the duration of the block; ``plain``: log tenths where no bar can be drawn."""
-    bar = Bar(label, total, unit, plain)
+    bar = Bar(label, total, unit, plain, show_rate)
     try:
         yield bar
     finally:

@@ -50,6 +50,12 @@ def raised_in_worker(err: BaseException) -> str | None:
     return found
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message (Ray's wrappers put remote tracebacks after it), or the
+    name of its type when it has none."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def was_interrupted(err: BaseException) -> bool:
     """Whether a Ctrl-C (``KeyboardInterrupt``, in this process or in a worker's traceback text) lies
     under ``err``'s wrappers."""

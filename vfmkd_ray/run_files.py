@@ -135,8 +135,10 @@ def read_metrics_table(run_dir: str) -> list[dict[str, float]]:
         raise RunFileError(f"{uri} is not a metrics table this product writes: {err}") from None
 
 
-def write_curves(run_dir: str, png: bytes) -> None:
-    storage.write_bytes_atomic(path(run_dir, CURVES_PNG), png)
+def write_curves(run_dir: str, png: bytes) -> str:
+    uri = path(run_dir, CURVES_PNG)
+    storage.write_bytes_atomic(uri, png)
+    return uri
 
 
 def write_tracking_record(directory: str, record: dict) -> None:

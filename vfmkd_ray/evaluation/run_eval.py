@@ -63,7 +63,7 @@ def run_eval(cfg: ExperimentConfig, checkpoint: str | None = None, split: str = 
     teachers = {a: build_teacher(run_cfg.teachers[a]).to(device) for a in used_teachers(run_cfg)}
     scorers = _scorers(parts, dataset, records)
     sums: dict[str, tuple[float, int]] = {}
-    with progress_bar(f"eval {split}", len(records)) as bar:
+    with progress_bar(f"eval {split}", len(records), show_rate=True) as bar:
         for start in range(0, len(records), BATCH):
             chunk = records[start : start + BATCH]
             batch = _batch(
@@ -78,8 +78,7 @@ def run_eval(cfg: ExperimentConfig, checkpoint: str | None = None, split: str = 
                 out = parts.model(batch.images_BCHW)
                 for scorer in scorers:
                     scorer.add(parts, out, batch, chunk)
-            done = start + len(chunk)
-            bar.update(done, f"{done / max(time.monotonic() - started, 1e-9):.1f} images/s")
+            bar.update(start + len(chunk))
     result = EvalResult(
         checkpoint=checkpoint,
         split=split,

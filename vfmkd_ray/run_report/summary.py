@@ -31,8 +31,12 @@ def report_run(run_dir: str, out: str | None = None) -> RunReport:
     history = run_files.read_metrics_table(run_dir)
     if not history:
         raise run_files.RunFileError(f"{run_files.path(run_dir, run_files.METRICS_CSV)} holds no epoch")
-    target = storage.absolute(out) if out else run_files.path(run_dir, run_files.CURVES_PNG)
-    storage.write_bytes_atomic(target, curves_png(history, title=run_dir.rsplit("/", 1)[-1]))
+    png = curves_png(history, title=run_dir.rsplit("/", 1)[-1])
+    if out:
+        target = storage.absolute(out)
+        storage.write_bytes_atomic(target, png)
+    else:
+        target = run_files.write_curves(run_dir, png)
     last = history[-1]
     return RunReport(
         run_dir=run_dir,

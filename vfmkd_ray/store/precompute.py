@@ -228,14 +228,13 @@ def _run_pipeline(
     ds = ds.map_batches(writer, batch_size=cfg.store.rows_per_part, num_cpus=cfg.data.decode_num_cpus)
     started, parts, rows, skipped, counted = time.monotonic(), 0, 0, 0, 0.0
     try:
-        with progress_bar(f"precompute {teacher_cfg.name}", len(todo)) as bar:
+        with progress_bar(f"precompute {teacher_cfg.name}", len(todo), show_rate=True) as bar:
             for part in ds.iter_rows():  # one row per part written, as each part lands
                 parts, rows = parts + 1, rows + int(part["rows"])
                 now = time.monotonic()
                 if bad_samples is not None and now - counted > SKIP_COUNT_EVERY_S:  # a listing each
                     skipped, counted = bad_samples.count(), now
-                rate = rows / max(now - started, 1e-9)
-                bar.update(rows + skipped, f"{rate:.1f} images/s, {skipped} skipped")
+                bar.update(rows + skipped, f"{skipped} skipped")
     except Exception as err:
         cause = find_cause(err, (BadImageError, FeatureStoreError, FileNotFoundError))
         if cause is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from vfmkd_ray import storage
+from vfmkd_ray.config import ConfigError
 from vfmkd_ray.tracking.config import TrackingConfig
 
 MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
@@ -18,16 +19,16 @@ SQLITE = "sqlite:///"
 
 
 def resolve_tracking(settings: TrackingConfig) -> TrackingConfig:
-    """Raises ValueError naming what is missing."""
+    """Raises ConfigError naming what is missing."""
     if settings.backend == "tensorboard":
         return settings.model_copy(update={"uri": storage.absolute(settings.uri) if settings.uri else None})
     if settings.backend != "mlflow":
         return settings
     if importlib.util.find_spec("mlflow") is None:
-        raise ValueError("tracking.backend mlflow needs the MLflow client: pip install 'vfmkd_ray[mlflow]'")
+        raise ConfigError("tracking.backend mlflow needs the MLflow client: pip install 'vfmkd_ray[mlflow]'")
     uri = settings.uri or os.environ.get(MLFLOW_URI_ENV)
     if not uri:
-        raise ValueError(
+        raise ConfigError(
             f"tracking.backend mlflow: set tracking.uri (e.g. http://mlflow-host:5000) or {MLFLOW_URI_ENV}"
         )
     return settings.model_copy(update={"uri": _absolute_mlflow_uri(uri)})

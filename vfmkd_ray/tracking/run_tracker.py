@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from vfmkd_ray import run_files, storage
+from vfmkd_ray.ray_errors import first_line
 from vfmkd_ray.tracking.backends import Backend, MlflowBackend, TensorboardBackend
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 NOT_PARAMS = ("s3",)  # never sent: the S3 section (endpoint and keys)
 SEARCH_PREFIX = "search."  # a tune trial's searched values, as params of their own
+MAX_CAUSE = 300  # characters of a tracker's error quoted in a warning
 
 
 class RunTracker:
@@ -99,7 +101,9 @@ class RunTracker:
         except Exception as err:
             if resume_id is None:
                 raise
-            self.warn(f"tracking: cannot continue run {resume_id} ({_first_line(err)}); a new run starts")
+            self.warn(
+                f"tracking: cannot continue run {resume_id} ({first_line(err)[:MAX_CAUSE]}); a new run starts"
+            )
             resume_id, backend = None, self._open(run_name, None, parent_id)
         if resume_id is None:
             backend.log_params(config_params(cfg, searched))
@@ -138,16 +142,12 @@ class RunTracker:
             action()
         except Exception as err:
             where = self.settings.uri or "its default location"
-            cause = _first_line(err)
+            cause = first_line(err)[:MAX_CAUSE]
             self.warn(
                 f"tracking ({self.settings.backend} at {where}) stopped, could not {what}: {cause}. "
                 f"The run goes on; its metrics are in {self.directory}"
             )
             self.backend = None
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
 
 
 def config_params(cfg: ExperimentConfig, searched: dict[str, Any]) -> dict[str, str]:

@@ -28,7 +28,7 @@ from vfmkd_ray.heads.base import TeacherShapes
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.build import ModelParts, build_model, run_teacher_shapes
 from vfmkd_ray.models.teachers.base import RANDOM_WEIGHTS
-from vfmkd_ray.ray_errors import find_cause, raised_in_worker
+from vfmkd_ray.ray_errors import find_cause, first_line, raised_in_worker
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store.reader import FeatureStoreError
@@ -199,10 +199,7 @@ def _workers_see_absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
             kd = kd.model_copy(update={"teacher_ckpt": storage.absolute(kd.teacher_ckpt)})
             head = head.model_copy(update={"kd": kd})
         heads[name] = head
-    try:
-        tracking = resolve_tracking(cfg.tracking)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    tracking = resolve_tracking(cfg.tracking)
     return cfg.model_copy(update={"teachers": teachers, "heads": heads, "tracking": tracking})
 
 
@@ -255,8 +252,9 @@ def fit(trainer: TorchTrainer, run_dir: str, named_errors: tuple[type[Exception]
         if cause is not None:
             raise type(cause)(str(cause)) from None
         # Ray's text carries remote tracebacks: what the worker raised here, the rest in the log file.
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise TrainingError(f"training run {run_dir} failed: {raised_in_worker(err) or first_line}") from err
+        raise TrainingError(
+            f"training run {run_dir} failed: {raised_in_worker(err) or first_line(err)}"
+        ) from err
 
 
 def local_cpus_needed(cfg: ExperimentConfig) -> float:

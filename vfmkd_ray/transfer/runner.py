@@ -22,7 +22,7 @@ from vfmkd_ray.data.pipeline import is_validation
 from vfmkd_ray.evaluation.run_eval import EvalResult, run_eval
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.checkpoint_io import weights_sha256
-from vfmkd_ray.ray_errors import was_interrupted
+from vfmkd_ray.ray_errors import first_line, was_interrupted
 from vfmkd_ray.train.trainer import run_training, steps_per_epoch_for
 from vfmkd_ray.transfer.cells import (
     Backbone,
@@ -132,7 +132,7 @@ def _run_cell(cell_cfg: ExperimentConfig, cell: Cell, label: str) -> tuple[CellS
     except (ValueError, OSError, RuntimeError) as err:  # the product's named errors and Ray's
         if was_interrupted(err):  # Ctrl-C reached the workers before this process
             raise KeyboardInterrupt from err
-        metrics, ok, error = {}, False, (str(err).strip().splitlines() or [type(err).__name__])[0]
+        metrics, ok, error = {}, False, first_line(err)
         log.warning("%s: FAILED: %s", label, error)
     seconds = time.monotonic() - started
     outcome |= {"status": "ok" if ok else "failed", "metrics": metrics, "error": error, "seconds": seconds}

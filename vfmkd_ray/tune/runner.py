@@ -59,10 +59,7 @@ def run_tune(cfg: ExperimentConfig) -> TuneSummary:
     name = f"{cfg.name}-tune"
     root = storage.absolute(cfg.train.storage_path)
     directory = storage.join(root, name)
-    try:
-        cfg = cfg.model_copy(update={"tracking": resolve_tracking(cfg.tracking)})
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    cfg = cfg.model_copy(update={"tracking": resolve_tracking(cfg.tracking)})
     ensure_ray(spec.max_concurrent_trials * (local_cpus_needed(cfg) + 1))
     # MLflow nests every trial's run under one run of the whole search.
     parent = (
