@@ -145,10 +145,11 @@ def build_store_in_process(cfg: ExperimentConfig, alias: str | None = None) -> s
     actor = TeacherActor(teacher_cfg.model_dump())
     writer = PartWriter(dataset, list(teacher.selected_layers), cfg.store.codec)
     step = cfg.store.rows_per_part
-    for start in range(0, len(records), step):
+    rows = [(r, view) for view in range(cfg.store.views_per_image) for r in records]
+    for start in range(0, len(rows), step):
         items = [
-            asdict(r) | {"aug_seed": aug_seed_for(r.image_id, cfg.seed)}
-            for r in records[start : start + step]
+            asdict(r) | {"view": view, "aug_seed": aug_seed_for(r.image_id, cfg.seed, view)}
+            for r, view in rows[start : start + step]
         ]
         batch = {key: np.array([item[key] for item in items]) for key in items[0]}
         for loaded in loader(batch):
@@ -172,6 +173,7 @@ def lose_part(dataset: str, index: int) -> set[str]:
     Returns the lost image ids."""
     from pathlib import Path
 
+    from vfmkd_ray.store.index import build_index, read_index, write_index
     from vfmkd_ray.store.manifest import read_manifest, write_manifest
     from vfmkd_ray.store.parts import list_parts
 
@@ -183,6 +185,9 @@ def lose_part(dataset: str, index: int) -> set[str]:
         "row_count": manifest.row_count - len(lost),
         "num_parts": manifest.num_parts - 1,
         "num_skipped": manifest.num_skipped + len(lost),
+        "index_sha256": write_index(
+            dataset, build_index(dataset, read_index(dataset, manifest.index_sha256))
+        ),
     }
     write_manifest(dataset, manifest.model_copy(update=update))
     return lost

@@ -43,6 +43,9 @@ class Batch:
         masks_BMhw: 0/1 instance masks at ``MASK_STRIDE``, uint8.
         mask_box_BM: the row of ``boxes_BN4`` each mask belongs to (its prompt box), -1 for padding.
         image_ids_BL: the dataset ids of the images as ``data.image_ids`` bytes, for messages.
+        sample_keys_B: ``data.pipeline.sample_key`` of each image (host memory): an epoch's data
+            position lists the keys it trained on.
+        stored_bytes: the stored feature bytes the batch's rows cost to read.
     """
 
     images_BCHW: torch.Tensor
@@ -54,6 +57,8 @@ class Batch:
     masks_BMhw: torch.Tensor | None = None
     mask_box_BM: torch.Tensor | None = None
     image_ids_BL: torch.Tensor | None = None
+    sample_keys_B: torch.Tensor | None = None
+    stored_bytes: int = 0
 
     @property
     def image_size(self) -> int:

@@ -56,9 +56,7 @@ def test_decoder_skips_a_corrupt_image_and_a_mis_shaped_row(tmp_path, tiny_confi
         handle.write(b"not a png")
     log = BadSampleLog(str(tmp_path / "bad"))
     outputs = list(
-        TrainSampleDecoder(StoreDataset("sam", dataset, manifest), "train", 0.0, SampleSpec(64, "none"), log)(
-            rows
-        )
+        TrainSampleDecoder(StoreDataset("sam", dataset, manifest), SampleSpec(64, "none"), log)(rows)
     )
     assert sum(len(o[IMAGE_COLUMN]) for o in outputs) == len(rows["image_id"]) - 2
     recorded = {s.image_id: s.error for s in log.read_all()}

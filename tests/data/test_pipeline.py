@@ -6,9 +6,11 @@ import pytest
 from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import (
+    SAMPLE_KEY_COLUMN,
+    STORED_BYTES_COLUMN,
     SampleSpec,
     TrainSampleDecoder,
-    is_validation,
+    sample_key,
     teacher_column,
 )
 from vfmkd_ray.data.samples import IMAGE_COLUMN, VALID_HW_COLUMN
@@ -37,31 +39,40 @@ def _store_batch(tiny_config, make_manifest):
     return rows, manifest, batch
 
 
-def test_splits_partition_the_rows_and_decode_images_and_features(tiny_config, make_manifest):
+def test_the_decoder_turns_every_row_into_a_sample_with_its_key_and_bytes(tiny_config, make_manifest):
     rows, manifest, batch = _store_batch(tiny_config, make_manifest)
-    fraction = tiny_config.data.val_fraction
-    outputs = {
-        split: list(
-            TrainSampleDecoder(StoreDataset("sam", "store", manifest), split, fraction, SPEC)(dict(rows))
-        )
-        for split in ("train", "val")
-    }
-    expected_val = [is_validation(i, fraction) for i in batch["image_id"]]
-    counts = {split: sum(len(b[IMAGE_COLUMN]) for b in out) for split, out in outputs.items()}
-    assert counts == {"train": expected_val.count(False), "val": expected_val.count(True)}
-    train = outputs["train"][0]
-    assert train[IMAGE_COLUMN].dtype == np.uint8 and train[IMAGE_COLUMN].shape[1:] == (3, 64, 64)
-    assert train[VALID_HW_COLUMN].shape[1] == 2 and train[VALID_HW_COLUMN].max() <= 64
-    keep = ~np.array(expected_val)
-    expected = batch[feature_column("image_embed")][keep].astype(np.float16)
-    np.testing.assert_array_equal(train[teacher_column("sam", feature_column("image_embed"))], expected)
+    rows[STORED_BYTES_COLUMN] = np.arange(len(rows["image_id"])) + 100
+    (out,) = TrainSampleDecoder(StoreDataset("sam", "store", manifest), SPEC)(dict(rows))
+    assert out[IMAGE_COLUMN].dtype == np.uint8 and out[IMAGE_COLUMN].shape[1:] == (3, 64, 64)
+    assert out[VALID_HW_COLUMN].shape[1] == 2 and out[VALID_HW_COLUMN].max() <= 64
+    expected = batch[feature_column("image_embed")].astype(np.float16)
+    np.testing.assert_array_equal(out[teacher_column("sam", feature_column("image_embed"))], expected)
+    assert out[SAMPLE_KEY_COLUMN].tolist() == [sample_key(str(i)) for i in batch["image_id"]]
+    assert out[STORED_BYTES_COLUMN].tolist() == rows[STORED_BYTES_COLUMN].tolist()
 
 
-def test_batch_without_rows_of_the_split_yields_nothing(tiny_config, make_manifest):
+class _TrainedAlready:
+    """A data position holding some keys (``train.data_position`` answers the same question)."""
+
+    def __init__(self, keys):
+        self.keys = set(keys)
+
+    def trained(self, keys):
+        return frozenset(k for k in keys if k in self.keys)
+
+
+def test_rows_an_interrupted_epoch_trained_on_are_dropped(tiny_config, make_manifest):
     rows, manifest, batch = _store_batch(tiny_config, make_manifest)
-    only_train = np.array([not is_validation(i, 0.5) for i in batch["image_id"]])
-    rows = {name: column[only_train] for name, column in rows.items()}
-    assert list(TrainSampleDecoder(StoreDataset("sam", "store", manifest), "val", 0.5, SPEC)(rows)) == []
+    ids = [str(i) for i in batch["image_id"]]
+    position = _TrainedAlready(sample_key(i) for i in ids[::2])
+    decoder = TrainSampleDecoder(StoreDataset("sam", "store", manifest), SPEC, position=position)
+    (out,) = decoder(dict(rows))
+    assert out[SAMPLE_KEY_COLUMN].tolist() == [sample_key(i) for i in ids[1::2]]
+    everything = _TrainedAlready(sample_key(i) for i in ids)
+    assert (
+        list(TrainSampleDecoder(StoreDataset("sam", "store", manifest), SPEC, position=everything)(rows))
+        == []
+    )
 
 
 def test_missing_image_of_a_stored_row_is_named(tiny_config, make_manifest):
@@ -70,4 +81,4 @@ def test_missing_image_of_a_stored_row_is_named(tiny_config, make_manifest):
         [uri.replace(".png", "-gone.png") for uri in rows["image_uri"]], dtype=object
     )
     with pytest.raises(BadImageError, match="image not found: .*-gone.png"):
-        list(TrainSampleDecoder(StoreDataset("sam", "store", manifest), "train", 0.0, SPEC)(rows))
+        list(TrainSampleDecoder(StoreDataset("sam", "store", manifest), SPEC)(rows))

@@ -219,8 +219,28 @@ def test_precompute_does_not_resume_a_store_of_an_older_schema(tiny_config):
 
     dataset = build_store_in_process(tiny_config)
     write_manifest(dataset, read_manifest(dataset).model_copy(update={"schema_version": 1}))
-    with pytest.raises(FeatureStoreError, match="has schema version 1; this precompute writes version 2"):
+    Path(list_parts(dataset)[0]).unlink()  # rows to do
+    with pytest.raises(FeatureStoreError, match="has schema version 1; this precompute writes version 3"):
         run_precompute(tiny_config)
+
+
+def test_precompute_indexes_a_complete_store_of_an_older_schema_in_place(tiny_config):
+    """The migration path: a complete store made before the index gets one; its parts stay."""
+    from tests.conftest import build_store_in_process
+    from vfmkd_ray.store.index import INDEX_NAME, read_index
+    from vfmkd_ray.store.manifest import read_manifest
+    from vfmkd_ray.store.precompute import run_precompute
+
+    dataset = build_store_in_process(tiny_config)
+    old = read_manifest(dataset).model_copy(update={"schema_version": 2, "index_sha256": ""})
+    write_manifest(dataset, old)
+    (Path(dataset) / INDEX_NAME).unlink()
+    parts = {p: Path(p).stat().st_mtime_ns for p in list_parts(dataset)}
+    (summary,) = run_precompute(tiny_config)
+    migrated = read_manifest(dataset)
+    assert summary.num_new == 0 and migrated.schema_version == 2 and migrated.index_sha256
+    assert read_index(dataset, migrated.index_sha256).num_rows == old.row_count
+    assert {p: Path(p).stat().st_mtime_ns for p in list_parts(dataset)} == parts
 
 
 def test_the_demo_rebuilds_its_own_store_of_an_older_schema(tiny_config):

@@ -53,8 +53,9 @@ def test_structure_problems_are_listed(tiny_config):
     with open(parts[0], "rb") as src, open(duplicate, "wb") as dst:
         dst.write(src.read())
     report = verify_store(dataset, sample=0)
-    assert any("duplicate image ids" in p for p in report.problems)
+    assert any("duplicate (image id:view) rows" in p for p in report.problems)
     assert any("the manifest says 16" in p for p in report.problems)
+    assert any("the index lists 0 rows the parts do not hold and lacks 4" in p for p in report.problems)
 
 
 def test_store_with_real_weights_needs_them(tiny_config, tmp_path):

@@ -54,17 +54,17 @@ def test_row_index_reads_single_rows_by_id(two_stores):
     assert pq.ParquetFile(part).num_row_groups == 4, "one row per row group"
     stored = _all_rows(dino.store.uri)
     wanted = ["7", "2", "13", "7"]
-    batch = dino.read_rows(wanted)
+    batch = dino.read_rows([(i, 0) for i in wanted])
     assert batch["image_id"] == wanted
     for position, image_id in enumerate(wanted):
         assert batch[feature_column("patch_tokens")][position] == stored[image_id]["feat.patch_tokens"]
         assert batch["aug_seed"][position] == stored[image_id]["aug_seed"]
-    with pytest.raises(FeatureStoreError, match=f"image 99 has no row in store {dino.store.uri}"):
-        dino.read_rows(["99"])
+    with pytest.raises(FeatureStoreError, match=rf"image 99 \(view 0\) has no row in store {dino.store.uri}"):
+        dino.read_rows([("99", 0)])
 
 
 def _decode(primary, others, rows, **kwargs):
-    decoder = TrainSampleDecoder(primary, "train", 0.0, SampleSpec(64, "none"), others=others, **kwargs)
+    decoder = TrainSampleDecoder(primary, SampleSpec(64, "none"), others=others, **kwargs)
     return next(decoder(rows))
 
 
@@ -80,9 +80,10 @@ def test_decoder_joins_the_other_teachers_rows_by_id(two_stores):
         expected = codecs.stored_array(stored[image_id]["feat.patch_tokens"], (384, 4, 4), "fp16")
         np.testing.assert_array_equal(out[DINO_TOKENS][position], expected)
 
-    assert _decode(sam, (dino,), rows, excluded=frozenset(ids[:1]))[ONLINE_COLUMN].shape == (3,)
     # An image the other store lacks runs both teachers online (missing_features: online).
-    partial = StoreRowIndex(dino.store, dino.parts, {k: v for k, v in dino.locations.items() if k != ids[1]})
+    partial = StoreRowIndex(
+        dino.store, dino.parts, {k: v for k, v in dino.locations.items() if k != (ids[1], 0)}
+    )
     out = _decode(sam, (partial,), rows)
     assert out[ONLINE_COLUMN].tolist() == [0, 1, 0, 0]
     assert not out[DINO_TOKENS][1].any() and not out[SAM_EMBED][1].any()

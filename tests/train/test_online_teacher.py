@@ -22,9 +22,7 @@ def _rows(dataset):
 
 
 def _decode(manifest, dataset, rows, ratio):
-    outputs = list(
-        TrainSampleDecoder(StoreDataset("sam", dataset, manifest), "train", 0.0, SPEC, None, ratio)(rows)
-    )
+    outputs = list(TrainSampleDecoder(StoreDataset("sam", dataset, manifest), SPEC, None, ratio)(rows))
     return {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
 
 
@@ -78,8 +76,6 @@ def test_online_draws_differ_between_calls_of_a_pickled_decoder(tiny_config):
         for key, value in read_part_rows(part).items():
             rows[key] = np.concatenate([rows[key], value]) if key in rows else value
     # Ray ships the stage to every task (and every epoch's tasks) as the same pickled bytes.
-    shipped = pickle.dumps(
-        TrainSampleDecoder(StoreDataset("sam", dataset, manifest), "train", 0.0, SPEC, None, 0.5)
-    )
+    shipped = pickle.dumps(TrainSampleDecoder(StoreDataset("sam", dataset, manifest), SPEC, None, 0.5))
     draws = [tuple(next(pickle.loads(shipped)(dict(rows)))[ONLINE_COLUMN].tolist()) for _ in range(4)]
     assert len(set(draws)) > 1, "every epoch drew the same online samples"

@@ -20,12 +20,15 @@ from vfmkd_ray.data.image_ids import IMAGE_ID_COLUMN, encode_image_id
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.samples import IMAGE_COLUMN, load_letterboxed, load_sample
 from vfmkd_ray.store import codecs
+from vfmkd_ray.store.index_rows import VIEW_COLUMN
 from vfmkd_ray.store.manifest import Manifest, StoreDataset
 from vfmkd_ray.store.reader import FeatureStoreError, decode_row
 from vfmkd_ray.store.row_index import StoreRowIndex
 from vfmkd_ray.store.schema import feature_column, scale_column
 
 ONLINE_COLUMN = "online"  # 1 where the worker runs the teacher instead of using stored features
+SAMPLE_KEY_COLUMN = "sample_key"  # int64 hash of the image id: what an epoch's data position lists
+STORED_BYTES_COLUMN = "stored_bytes"  # equals store.ray_source.STORED_BYTES_COLUMN
 ANNOTATIONS_COLUMN = "annotations"  # ImageAnnotations as JSON text ("" for none)
 
 
@@ -38,6 +41,11 @@ class SampleSpec:
     augment: str
     max_objects: int = 0
     max_masks: int = 0
+
+
+def sample_key(image_id: str) -> int:
+    """A stable signed 64-bit key of an image id (collisions at 2^-64: never in a real dataset)."""
+    return int.from_bytes(hashlib.blake2b(image_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
 def is_validation(image_id: str, val_fraction: float) -> bool:
@@ -106,14 +114,16 @@ class ImageLoader:
 
 
 class TrainSampleDecoder:
-    """Rows of one split -> ``image`` (uint8), ``valid_hw``, ``online``, the ground truth the heads
-    need (``data.targets`` columns) and, per stored teacher, ``<alias>/feat.L`` in stored form
+    """Rows of one stream -> ``image`` (uint8), ``valid_hw``, ``online``, the ground truth the heads
+    need (``data.targets`` columns), ``stored_bytes`` and ``sample_key`` (for the run's accounting
+    and in-epoch data position) and, per stored teacher, ``<alias>/feat.L`` in stored form
     (``teacher_column``).
 
-    Rows stream from the primary store's parts (or, when no teacher has a store, are plain image
-    rows); the other stores' rows are read by image id through their ``StoreRowIndex``. Rows of the
-    other split, and ``excluded`` ids (already recorded as skipped by the driver), are dropped here,
-    so the split needs no shuffle or join. With a ``bad_samples`` log, a row whose image or features
+    Rows stream from the primary store's row groups of one split and view (``train.streams`` plans
+    them, so no other rows are read; or, when no teacher has a store, they are plain image rows);
+    the other stores' rows are read by image id and view through their ``StoreRowIndex``. Rows whose
+    ``sample_key`` is in ``position`` (a ``train.data_position`` handle: rows an interrupted epoch
+    already trained on) are dropped. With a ``bad_samples`` log, a row whose image or features
     cannot be used is recorded and skipped; without one it raises, naming the image and URI.
     Images above ``max_pixels`` (``data.max_image_pixels``) are such rows.
     """
@@ -121,23 +131,18 @@ class TrainSampleDecoder:
     def __init__(
         self,
         primary: StoreDataset | None,
-        split: str,
-        val_fraction: float,
         spec: SampleSpec,
         bad_samples: BadSampleLog | None = None,
         online_ratio: float = 0.0,
         others: tuple[StoreRowIndex, ...] = (),
-        excluded: frozenset[str] = frozenset(),
         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        position=None,
     ):
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         self.primary, self.others, self.spec = primary, others, spec
-        self.want_val, self.val_fraction = split == "val", val_fraction
         self.bad_samples = bad_samples
         self.online_ratio = online_ratio
-        self.excluded = excluded
         self.max_pixels = max_pixels
+        self.position = position
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         # A generator, so a batch with no usable row yields nothing: zero-row tensor columns would
@@ -146,26 +151,28 @@ class TrainSampleDecoder:
         # every task with the same state and draw the same "random" samples every epoch.
         rng = np.random.default_rng()
         ids = [str(image_id) for image_id in batch["image_id"]]
-        rows = [
-            row
-            for row, image_id in enumerate(ids)
-            if image_id not in self.excluded and is_validation(image_id, self.val_fraction) == self.want_val
-        ]
-        online = {row: self._is_online(batch, row, ids[row], rng) for row in rows}
-        offline_ids = [ids[row] for row in rows if not online[row]]
-        other_rows = [(index, index.read_rows(offline_ids)) for index in self.others]
-        positions = {image_id: position for position, image_id in enumerate(offline_ids)}
+        views = [int(v) for v in batch.get(VIEW_COLUMN, np.zeros(len(ids), np.int64))]
+        keys = [sample_key(image_id) for image_id in ids]
+        done = self.position.trained(keys) if self.position is not None else frozenset()
+        rows = [row for row in range(len(ids)) if keys[row] not in done]
+        online = {row: self._is_online(batch, row, (ids[row], views[row]), rng) for row in rows}
+        offline = [(ids[row], views[row]) for row in rows if not online[row]]
+        other_rows = [(index, index.read_rows(offline)) for index in self.others]
+        positions = {key: position for position, key in enumerate(offline)}
         samples = []
         for row in rows:
             try:
                 features = (
                     self._placeholders()
                     if online[row]
-                    else self._stored_features(batch, row, other_rows, positions[ids[row]])
+                    else self._stored_features(batch, row, other_rows, positions[(ids[row], views[row])])
                 )
                 # A fresh draw of instances per epoch: each image's masks all get their turn.
                 mask_seed = int(rng.integers(2**31))
-                samples.append(self._sample(batch, row, online[row], features, mask_seed))
+                sample = self._sample(batch, row, online[row], features, mask_seed)
+                sample[SAMPLE_KEY_COLUMN] = np.int64(keys[row])
+                sample[STORED_BYTES_COLUMN] = np.int64(batch.get(STORED_BYTES_COLUMN, [0] * len(ids))[row])
+                samples.append(sample)
             except (BadImageError, FeatureStoreError) as err:
                 if self.bad_samples is None:
                     raise
@@ -175,13 +182,13 @@ class TrainSampleDecoder:
             yield {column: np.stack([s[column] for s in samples]) for column in samples[0]}
 
     def _is_online(
-        self, batch: dict[str, np.ndarray], row: int, image_id: str, rng: np.random.Generator
+        self, batch: dict[str, np.ndarray], row: int, key: tuple[str, int], rng: np.random.Generator
     ) -> bool:
         if self.primary is None:
             return False  # no stored teacher: every teacher runs live on every sample
         if len(batch[feature_column(next(iter(self.primary.manifest.layers)))][row]) == 0:
             return True  # a placeholder row: no stored features (missing_features: online)
-        if any(image_id not in index for index in self.others):
+        if any(key not in index for index in self.others):
             return True  # the driver lets such ids through only under missing_features: online
         return bool(rng.random() < self.online_ratio)
 

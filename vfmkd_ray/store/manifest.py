@@ -39,6 +39,8 @@ class Manifest(BaseModel):
     num_parts: int
     num_skipped: int = 0  # dataset images without a row: unreadable at precompute (on_bad_sample: skip)
     dataset_fingerprint: str
+    views_per_image: int = 1  # rows per image: augmented views with seeds per view (store.index)
+    index_sha256: str = ""  # the store.index file this manifest names ("" for stores made before it)
 
     def describe_mismatch(self, expected: dict[str, Any]) -> list[str]:
         """The fields whose values differ from ``expected``, as readable lines."""

@@ -18,24 +18,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vfmkd_ray import storage
+from vfmkd_ray.store.index_rows import index_rows
 from vfmkd_ray.store.schema import build_table
 
 PART_GLOB = "part-*.parquet"
+INDEX_ROWS_COLUMN = "index_rows"  # PartWriter's output: the part's store.index rows, Arrow IPC bytes
 
 
-def part_name(image_ids: list[str]) -> str:
-    digest = hashlib.sha1("\n".join(sorted(image_ids)).encode()).hexdigest()[:20]
+def part_name(row_keys: list[str]) -> str:
+    """``part-<hash of the rows' "image_id:view" keys>.parquet``."""
+    digest = hashlib.sha1("\n".join(sorted(row_keys)).encode()).hexdigest()[:20]
     return f"part-{digest}.parquet"
 
 
-def write_part(dataset: str, table: pa.Table) -> str:
-    """Writes ``table`` as one part of ``dataset``; returns the part's URI."""
+def write_part(dataset: str, table: pa.Table) -> tuple[str, pa.Table]:
+    """Writes ``table`` as one part of ``dataset``; returns the part's URI and its ``store.index``
+    rows (read from the bytes written, so the index never needs to open the part again)."""
     sink = pa.BufferOutputStream()
-    # One row per row group, so another teacher's lookup (store.row_index) reads one row's bytes.
+    # One row per row group, so a split, a view or another teacher's lookup reads one row's bytes.
     pq.write_table(table, sink, compression="zstd", row_group_size=1)
-    uri = storage.join(dataset, part_name(table.column("image_id").to_pylist()))
-    storage.write_bytes_atomic(uri, sink.getvalue().to_pybytes())
-    return uri
+    ids, views = table.column("image_id").to_pylist(), table.column("view").to_pylist()
+    keys = [f"{i}:{v}" for i, v in zip(ids, views, strict=True)]
+    uri = storage.join(dataset, part_name(keys))
+    data = sink.getvalue()
+    storage.write_bytes_atomic(uri, data.to_pybytes())
+    return uri, index_rows(pq.ParquetFile(pa.BufferReader(data)), uri)
 
 
 class PartWriter:
@@ -50,8 +57,15 @@ class PartWriter:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         table = build_table(batch, self.layers, self.codec)
-        uri = write_part(self.dataset, table)
-        return {"part": np.array([uri]), "rows": np.array([table.num_rows])}
+        uri, index = write_part(self.dataset, table)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, index.schema) as stream:
+            stream.write_table(index)
+        return {
+            "part": np.array([uri]),
+            "rows": np.array([table.num_rows]),
+            INDEX_ROWS_COLUMN: np.array([sink.getvalue().to_pybytes()], dtype=object),
+        }
 
 
 def list_parts(dataset: str) -> list[str]:
@@ -70,6 +84,20 @@ def read_part(part_uri: str, columns: list[str] | None = None) -> pa.Table:
     """The rows of one part (all columns unless ``columns``); errors name the part's URI."""
     with open_parquet(part_uri) as parquet:
         return parquet.read(columns=columns)
+
+
+def read_row_groups(part_uri: str, groups: list[int]) -> tuple[pa.Table, list[int]]:
+    """The rows of ``groups`` of one part (every column) and, per row, its share of the compressed
+    bytes read (the column chunks of its row group; the footer aside): what the read cost."""
+    with open_parquet(part_uri) as parquet:
+        table = parquet.read_row_groups(groups)
+        meta = parquet.metadata
+        nbytes = []
+        for group in groups:
+            row_group = meta.row_group(group)
+            size = sum(row_group.column(c).total_compressed_size for c in range(row_group.num_columns))
+            nbytes += [size // max(1, row_group.num_rows)] * row_group.num_rows
+    return table, nbytes
 
 
 def read_part_schema(part_uri: str) -> pa.Schema:

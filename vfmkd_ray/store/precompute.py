@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import torch
 
 from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.bad_samples import BadSampleLog
-from vfmkd_ray.data.coco import read_image_records
+from vfmkd_ray.data.coco import ImageRecord, read_image_records
 from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader
@@ -28,6 +30,9 @@ from vfmkd_ray.models.teachers import TeacherConfig, build_teacher, describe_tea
 from vfmkd_ray.progress import progress_bar
 from vfmkd_ray.ray_errors import find_cause
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
+from vfmkd_ray.store import codecs
+from vfmkd_ray.store.index import build_index, read_index, write_index
+from vfmkd_ray.store.index_rows import VIEW_COLUMN
 from vfmkd_ray.store.manifest import (
     BAD_SAMPLES_DIR,
     LayerSpec,
@@ -37,7 +42,7 @@ from vfmkd_ray.store.manifest import (
     read_manifest,
     write_manifest,
 )
-from vfmkd_ray.store.parts import PartWriter, duplicate_ids, list_parts, stored_image_ids
+from vfmkd_ray.store.parts import INDEX_ROWS_COLUMN, PartWriter, duplicate_ids
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.schema import SCHEMA_VERSION, aug_seed_for, feature_column
 
@@ -88,6 +93,7 @@ def expected_manifest_fields(cfg: ExperimentConfig, alias: str, weights_id: str)
         "input_size": teacher.input_size,
         "codec": cfg.store.codec,
         "augment": cfg.store.augment,
+        "views_per_image": cfg.store.views_per_image,
     }
 
 
@@ -100,24 +106,19 @@ def run_precompute(cfg: ExperimentConfig, aliases: list[str] | None = None) -> l
     check_locations(cfg, reads=("data.root",), writes=("store.root",))
     for alias in aliases or cfg.teachers:  # fail fast on bad names/weights, before any Ray work
         describe_teacher(cfg.teachers[alias])
-    return [precompute_teacher(cfg, alias) for alias in aliases or cfg.teachers]
+    records = read_image_records(cfg.data)  # parsed once for every teacher
+    return [precompute_teacher(cfg, alias, records) for alias in aliases or cfg.teachers]
 
 
-def precompute_teacher(cfg: ExperimentConfig, alias: str) -> PrecomputeSummary:
-    """Fills ``<store.root>/<teacher>/<input_size>/`` for every image of ``cfg.data``."""
+def precompute_teacher(cfg: ExperimentConfig, alias: str, records: list[ImageRecord]) -> PrecomputeSummary:
+    """Fills ``<store.root>/<teacher>/<input_size>/`` with ``store.views_per_image`` rows per image
+    of ``records``, resuming from the rows its index (or, for parts not indexed yet, a scan) holds."""
     started = time.monotonic()
     teacher_cfg = cfg.teachers[alias]
     teacher = describe_teacher(teacher_cfg)
-    records = read_image_records(cfg.data)
     dataset = teacher_dataset(cfg, alias)
     expected = expected_manifest_fields(cfg, alias, teacher.weights_id)
     existing = read_manifest(dataset)
-    if existing is not None and existing.schema_version != SCHEMA_VERSION:
-        # Resuming would mix rows without checksums into a store whose manifest promises them.
-        raise FeatureStoreError(
-            f"store {dataset} has schema version {existing.schema_version}; this precompute writes "
-            f"version {SCHEMA_VERSION} (row checksums): precompute into a fresh store.root, or delete it"
-        )
     if existing is not None and (problems := existing.describe_mismatch(expected)):
         raise FeatureStoreError(f"store {dataset} was made differently:\n  " + "\n  ".join(problems))
     if existing is not None and list(existing.layers) != list(teacher.selected_layers):
@@ -127,68 +128,134 @@ def precompute_teacher(cfg: ExperimentConfig, alias: str) -> PrecomputeSummary:
         )
     if removed := storage.remove_temporaries(dataset):
         log.info("removed %d unfinished part files of an interrupted run", removed)
+    views = cfg.store.views_per_image
+    index = build_index(dataset, read_index(dataset, existing.index_sha256) if existing else None)
+    todo = rows_to_do(records, index, views, cfg.seed)
+    schema_version = SCHEMA_VERSION
+    if existing is not None and existing.schema_version != SCHEMA_VERSION:
+        if todo.num_rows or views != existing.views_per_image:
+            # Resuming would mix parts of two layouts (checksums, views) in one store.
+            raise FeatureStoreError(
+                f"store {dataset} has schema version {existing.schema_version}; this precompute writes "
+                f"version {SCHEMA_VERSION} (row checksums, views): precompute into a fresh store.root, "
+                "or delete it"
+            )
+        schema_version = existing.schema_version  # complete: only its index is (re)written
     bad_samples = _fresh_bad_sample_log(dataset) if cfg.data.on_bad_sample == "skip" else None
-    done = set(stored_image_ids(dataset))
-    todo = [r for r in records if r.image_id not in done]
+    row_bytes = _row_bytes(teacher, cfg.store.codec)
     log.info(
-        "precompute %s (%s): %d images, %d stored, %d to do",
+        "precompute %s (%s): %d images x %d view%s, %d rows stored, %d to do (%.1f MiB per row, "
+        "%.2f GiB for the whole store)",
         alias,
         dataset,
         len(records),
-        len(done),
-        len(todo),
+        views,
+        "s" if views > 1 else "",
+        index.num_rows,
+        todo.num_rows,
+        row_bytes / 2**20,
+        row_bytes * len(records) * views / 2**30,
     )
-    if todo:
+    new_rows = []
+    if todo.num_rows:
         ensure_ray()
         require_shared_paths(cfg)
-        _run_pipeline(cfg, teacher_cfg, dataset, todo, list(teacher.selected_layers), bad_samples)
+        new_rows = _run_pipeline(cfg, teacher_cfg, dataset, todo, list(teacher.selected_layers), bad_samples)
     skipped = [s.image_id for s in bad_samples.read_all()] if bad_samples else []
     if skipped:
         log.warning("precompute skipped %d unreadable images, listed in %s", len(skipped), bad_samples.folder)
-    ids, parts = finalize_store(dataset, records, teacher, expected, skipped)
+    known = pa.concat_tables([index, *new_rows]) if new_rows else index
+    index = finalize_store(dataset, records, teacher, expected, skipped, known, schema_version=schema_version)
     return PrecomputeSummary(
         teacher=alias,
         dataset=dataset,
         num_images=len(records),
-        num_new=len(todo),
-        row_count=len(ids),
-        num_parts=len(parts),
+        num_new=todo.num_rows,
+        row_count=index.num_rows,
+        num_parts=len(pc.unique(index.column("part"))),
         num_skipped=len(skipped),
-        bytes=_total_bytes(parts),
+        bytes=int(pc.sum(index.column("nbytes")).as_py() or 0),
         seconds=time.monotonic() - started,
     )
 
 
+def rows_to_do(records: list[ImageRecord], index: pa.Table, views: int, seed: int) -> pa.Table:
+    """The (image, view) rows ``index`` lacks, as the items the pipeline reads; ids stay in Arrow
+    (the records are the driver's one Python copy of them)."""
+    ids = pa.array([r.image_id for r in records], pa.string())
+    done = pc.binary_join_element_wise(
+        index.column("image_id"), pc.cast(index.column("view"), pa.string()), ":"
+    )
+    tables = []
+    for view in range(views):
+        keys = pc.binary_join_element_wise(ids, pa.scalar(str(view)), ":")
+        todo = pc.invert(pc.is_in(keys, value_set=done)).to_numpy(zero_copy_only=False).nonzero()[0]
+        picked = [records[i] for i in todo]
+        tables.append(
+            pa.table(
+                {
+                    "image_id": pa.array([r.image_id for r in picked], pa.string()),
+                    "image_uri": pa.array([r.image_uri for r in picked], pa.string()),
+                    "width": pa.array([r.width for r in picked], pa.int64()),
+                    "height": pa.array([r.height for r in picked], pa.int64()),
+                    VIEW_COLUMN: pa.array([view] * len(picked), pa.int16()),
+                    "aug_seed": pa.array([aug_seed_for(r.image_id, seed, view) for r in picked], pa.int64()),
+                }
+            )
+        )
+    return pa.concat_tables(tables)
+
+
 def finalize_store(
-    dataset: str, records: list, teacher, expected: dict, skipped: list[str] = ()
-) -> tuple[list[str], list[str]]:
-    """Checks every record not ``skipped`` has exactly one row, then writes the manifest.
+    dataset: str,
+    records: list,
+    teacher,
+    expected: dict,
+    skipped: list[str] = (),
+    known: pa.Table | None = None,
+    schema_version: int = SCHEMA_VERSION,
+) -> pa.Table:
+    """Indexes the parts ``known`` does not cover, checks every record not ``skipped`` has exactly
+    one row per view, then writes the index and the manifest that names it.
 
     Returns:
-        The stored image ids and the part URIs.
+        The store's index.
     """
-    ids = stored_image_ids(dataset)
-    if dupes := duplicate_ids(ids):
-        raise FeatureStoreError(f"store {dataset} holds duplicate image ids: {dupes[:10]}")
-    missing = {r.image_id for r in records} - set(ids) - set(skipped)
-    if missing:
-        raise FeatureStoreError(f"store {dataset} lacks {len(missing)} images, e.g. {sorted(missing)[:5]}")
-    parts = list_parts(dataset)
+    index = build_index(dataset, known)
+    keys = pc.binary_join_element_wise(
+        index.column("image_id"), pc.cast(index.column("view"), pa.string()), ":"
+    )
+    if len(pc.unique(keys)) != len(keys):
+        dupes = duplicate_ids(keys.to_pylist())
+        raise FeatureStoreError(f"store {dataset} holds duplicate (image id:view) rows: {dupes[:10]}")
+    skipped_ids = set(skipped)
+    views = expected["views_per_image"]
+    missing = rows_to_do([r for r in records if r.image_id not in skipped_ids], index, views, 0)
+    if missing.num_rows:
+        examples = sorted(set(missing.column("image_id").to_pylist()))[:5]
+        raise FeatureStoreError(f"store {dataset} lacks {missing.num_rows} rows, e.g. of images {examples}")
     strides = teacher.layer_strides()
     layers = {
         name: LayerSpec(shape=shape, stride=strides[name]) for name, shape in teacher.feature_shapes().items()
     }
     manifest = Manifest(
-        schema_version=SCHEMA_VERSION,
+        schema_version=schema_version,
         layers=layers,
-        row_count=len(ids),
-        num_parts=len(parts),
+        row_count=index.num_rows,
+        num_parts=len(pc.unique(index.column("part"))),
         num_skipped=len(skipped),
         dataset_fingerprint=dataset_fingerprint(records),
+        index_sha256=write_index(dataset, index),  # written first: a manifest never names a missing index
         **expected,
     )
     write_manifest(dataset, manifest)
-    return ids, parts
+    return index
+
+
+def _row_bytes(teacher, codec: str) -> int:
+    """Stored bytes of one row's features before compression: what a view costs."""
+    per_value = np.dtype(codecs.stored_dtype(codec)).itemsize
+    return sum(int(np.prod(shape)) * per_value for shape in teacher.feature_shapes().values())
 
 
 def _fresh_bad_sample_log(dataset: str) -> BadSampleLog:
@@ -204,13 +271,15 @@ def _run_pipeline(
     cfg: ExperimentConfig,
     teacher_cfg: TeacherConfig,
     dataset: str,
-    todo: list,
+    todo: pa.Table,
     layers: list[str],
     bad_samples: BadSampleLog | None,
-) -> None:
-    items = [asdict(r) | {"aug_seed": aug_seed_for(r.image_id, cfg.seed)} for r in todo]
+) -> list[pa.Table]:
+    """Runs the pipeline over ``todo``; returns the index rows of the parts it wrote."""
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // cfg.store.rows_per_part))
+    min_actors, max_actors = cfg.store.teacher_actor_bounds()
+    step = cfg.store.rows_per_part
+    ds = ray.data.from_arrow([todo.slice(start, step) for start in range(0, todo.num_rows, step)])
     ds = ds.map_batches(
         ImageLoader(teacher_cfg.input_size, cfg.store.augment, bad_samples, cfg.data.max_image_pixels),
         batch_size=cfg.store.teacher_batch_size,
@@ -221,16 +290,19 @@ def _run_pipeline(
         TeacherActor,
         fn_constructor_kwargs={"teacher_cfg": teacher_cfg.model_dump()},
         batch_size=cfg.store.teacher_batch_size,
-        compute=ray.data.ActorPoolStrategy(size=cfg.store.num_teacher_actors),
+        # Autoscales between the bounds: one GPU per actor on GPU nodes.
+        compute=ray.data.ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
         num_gpus=1 if use_gpu else 0,
     )
     writer = PartWriter(dataset, layers, cfg.store.codec)
+    new_rows = []
     ds = ds.map_batches(writer, batch_size=cfg.store.rows_per_part, num_cpus=cfg.data.decode_num_cpus)
     started, parts, rows, skipped, counted = time.monotonic(), 0, 0, 0, 0.0
     try:
-        with progress_bar(f"precompute {teacher_cfg.name}", len(todo), show_rate=True) as bar:
+        with progress_bar(f"precompute {teacher_cfg.name}", todo.num_rows, show_rate=True) as bar:
             for part in ds.iter_rows():  # one row per part written, as each part lands
                 parts, rows = parts + 1, rows + int(part["rows"])
+                new_rows.append(pa.ipc.open_stream(part[INDEX_ROWS_COLUMN]).read_all())
                 now = time.monotonic()
                 if bad_samples is not None and now - counted > SKIP_COUNT_EVERY_S:  # a listing each
                     skipped, counted = bad_samples.count(), now
@@ -240,12 +312,8 @@ def _run_pipeline(
         if cause is not None:
             raise type(cause)(str(cause)) from None
         raise
-    log.info("precompute wrote %d parts, %d rows in %.0fs", parts, rows, time.monotonic() - started)
-
-
-def _total_bytes(parts: list[str]) -> int:
-    total = 0
-    for part in parts:
-        fs, path = storage.filesystem(part)
-        total += fs.size(path)
-    return total
+    seconds = time.monotonic() - started
+    log.info(
+        "precompute wrote %d parts, %d rows in %.0fs (%.1f rows/s)", parts, rows, seconds, rows / seconds
+    )
+    return new_rows

@@ -1,9 +1,10 @@
 """Reading single rows of a store dataset by ``image_id``: how a run's other teachers are joined.
 
 The primary teacher's store streams through Ray Data; for each other teacher the driver builds a
-``StoreRowIndex`` (image id -> part, row group, row) and the decode stage reads just the row groups
-it needs. Parts are written one row per row group, so a lookup reads one row's bytes (ranged reads
-on object storage), not the whole part. No shuffle, no Ray Data join.
+``StoreRowIndex`` ((image id, view) -> part, row group, row) from that store's ``store.index`` and
+the decode stage reads just the row groups it needs. Parts are written one row per row group, so a
+lookup reads one row's bytes (ranged reads on object storage), not the whole part. No shuffle, no
+Ray Data join.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import accumulate
 
+import pyarrow as pa
+
+from vfmkd_ray import storage
+from vfmkd_ray.store.index import load_index
 from vfmkd_ray.store.manifest import StoreDataset
-from vfmkd_ray.store.parts import list_parts, open_parquet
+from vfmkd_ray.store.parts import open_parquet
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.schema import (
     FIRST_CHECKSUM_VERSION,
@@ -31,40 +36,44 @@ class StoreRowIndex:
 
     store: StoreDataset
     parts: tuple[str, ...]
-    # image_id -> (index into parts, row group, row within the group)
-    locations: dict[str, tuple[int, int, int]] = field(repr=False)
+    # (image_id, view) -> (index into parts, row group, row within the group)
+    locations: dict[tuple[str, int], tuple[int, int, int]] = field(repr=False)
 
     @classmethod
-    def build(cls, store: StoreDataset) -> StoreRowIndex:
-        parts = tuple(list_parts(store.uri))
-        locations: dict[str, tuple[int, int, int]] = {}
-        for part_index, part in enumerate(parts):
-            with open_parquet(part) as parquet:
-                ids = parquet.read(columns=["image_id"]).column("image_id").to_pylist()
-                sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
-            starts = [0, *accumulate(sizes)]
-            for group, size in enumerate(sizes):
-                for row in range(size):
-                    locations[ids[starts[group] + row]] = (part_index, group, row)
-        return cls(store, parts, locations)
+    def build(cls, store: StoreDataset, index: pa.Table | None = None) -> StoreRowIndex:
+        """From ``index`` (the store's ``store.index``; loaded when not given)."""
+        if index is None:
+            index = load_index(store.uri, store.manifest.index_sha256)
+        names = sorted(set(index.column("part").to_pylist()))
+        number = {name: i for i, name in enumerate(names)}
+        locations = {
+            (image_id, view): (number[part], group, row)
+            for image_id, view, part, group, row in zip(
+                *(index.column(c).to_pylist() for c in ("image_id", "view", "part", "row_group", "row")),
+                strict=True,
+            )
+        }
+        return cls(store, tuple(storage.join(store.uri, name) for name in names), locations)
 
-    def __contains__(self, image_id: object) -> bool:
-        return image_id in self.locations
+    def __contains__(self, key: object) -> bool:
+        return key in self.locations
 
-    def read_rows(self, image_ids: list[str]) -> dict[str, list]:
-        """The stored columns of ``image_ids`` as a batch aligned with them (``image_id`` first),
-        in the form ``reader.decode_row`` takes.
+    def read_rows(self, keys: list[tuple[str, int]]) -> dict[str, list]:
+        """The stored columns of ``keys`` ((image id, view) pairs) as a batch aligned with them
+        (``image_id`` first), in the form ``reader.decode_row`` takes.
 
         Raises:
-            FeatureStoreError: an id has no row, or a part lacks a column the manifest promises.
+            FeatureStoreError: a key has no row, or a part lacks a column the manifest promises.
         """
         columns = self._columns()
-        batch: dict[str, list] = {"image_id": list(image_ids)} | {c: [None] * len(image_ids) for c in columns}
+        batch: dict[str, list] = {"image_id": [i for i, _ in keys]} | {c: [None] * len(keys) for c in columns}
         wanted: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
-        for position, image_id in enumerate(image_ids):
-            if image_id not in self.locations:
-                raise FeatureStoreError(f"image {image_id} has no row in store {self.store.uri}")
-            part_index, group, row = self.locations[image_id]
+        for position, key in enumerate(keys):
+            if key not in self.locations:
+                raise FeatureStoreError(
+                    f"image {key[0]} (view {key[1]}) has no row in store {self.store.uri}"
+                )
+            part_index, group, row = self.locations[key]
             wanted[part_index].append((position, group, row))
         for part_index, rows in wanted.items():
             part = self.parts[part_index]

@@ -1,15 +1,18 @@
 """The Parquet row layout of the feature store (DESIGN section 4), version ``SCHEMA_VERSION``.
 
-Per image: ``image_id``, ``image_uri``, ``aug_seed``, the unpadded ``valid_h``/``valid_w`` after
-letterboxing, and per teacher layer ``L`` five plain columns: ``feat.L`` (binary),
-``feat.L.shape`` (list<int32>), ``feat.L.dtype`` (string), ``feat.L.scale`` (float32 bytes: the
-per-channel scales of the int8 codec, empty otherwise) and ``feat.L.crc32`` (int64 holding the
-unsigned 32-bit ``zlib.crc32`` of the ``feat.L`` bytes followed by the ``feat.L.scale`` bytes). Plain
-binary rather than Arrow tensor extension types, so any Parquet reader can consume the store.
+Per image and view: ``image_id``, ``image_uri``, ``view`` (int16: which of the image's
+``store.views_per_image`` augmented views the row holds), ``aug_seed``, the unpadded
+``valid_h``/``valid_w`` after letterboxing, and per teacher layer ``L`` five plain columns:
+``feat.L`` (binary), ``feat.L.shape`` (list<int32>), ``feat.L.dtype`` (string),
+``feat.L.scale`` (float32 bytes: the per-channel scales of the int8 codec, empty otherwise) and
+``feat.L.crc32`` (int64 holding the unsigned 32-bit ``zlib.crc32`` of the ``feat.L`` bytes followed
+by the ``feat.L.scale`` bytes). Plain binary rather than Arrow tensor extension types, so any
+Parquet reader can consume the store.
 
 Versions: 1 had no ``crc32`` columns (still readable: the reader skips the checksum but still
-rejects non-finite values); 2 adds them. ``build_table`` refuses non-finite teacher outputs, and
-outputs that the codec would turn into inf (fp16 beyond 65504), so a store never holds NaN/inf.
+rejects non-finite values); 2 adds them; 3 adds ``view`` (parts of older versions hold view 0).
+``build_table`` refuses non-finite teacher outputs, and outputs that the codec would turn into inf
+(fp16 beyond 65504), so a store never holds NaN/inf.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ import pyarrow as pa
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.errors import FeatureStoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FIRST_CHECKSUM_VERSION = 2  # stores of older versions have no ``feat.L.crc32`` columns
-KEY_COLUMNS = ("image_id", "image_uri", "aug_seed", "valid_h", "valid_w")
+KEY_COLUMNS = ("image_id", "image_uri", "view", "aug_seed", "valid_h", "valid_w")
 
 
 def feature_column(layer: str) -> str:
@@ -53,9 +56,11 @@ def row_checksum(data: bytes, scale: bytes) -> int:
     return zlib.crc32(scale, zlib.crc32(data))
 
 
-def aug_seed_for(image_id: str, seed: int) -> int:
-    """A stable per-image augmentation seed, so the student can replay what the teacher saw."""
-    digest = hashlib.sha1(f"{seed}:{image_id}".encode()).digest()
+def aug_seed_for(image_id: str, seed: int, view: int = 0) -> int:
+    """A stable augmentation seed per image and view, so the student can replay what the teacher
+    saw (view 0's seed is the one stores had before views existed)."""
+    key = f"{seed}:{image_id}" if view == 0 else f"{seed}:{image_id}:view{view}"
+    digest = hashlib.sha1(key.encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 
@@ -69,6 +74,7 @@ def build_table(batch: dict[str, np.ndarray], layers: list[str], codec: str) -> 
     columns: dict[str, pa.Array] = {
         "image_id": pa.array(image_ids, pa.string()),
         "image_uri": pa.array([str(v) for v in batch["image_uri"]], pa.string()),
+        "view": pa.array(np.asarray(batch.get("view", np.zeros(len(image_ids))), dtype=np.int16)),
         "aug_seed": pa.array(np.asarray(batch["aug_seed"], dtype=np.int64)),
         "valid_h": pa.array(np.asarray(batch["valid_h"], dtype=np.int32)),
         "valid_w": pa.array(np.asarray(batch["valid_w"], dtype=np.int32)),

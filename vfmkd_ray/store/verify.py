@@ -23,6 +23,8 @@ from vfmkd_ray.models.teachers import TeacherConfig, build_teacher
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.codec_report import flat_cosine
+from vfmkd_ray.store.index import read_index
+from vfmkd_ray.store.index_rows import VIEW_COLUMN, part_file
 from vfmkd_ray.store.manifest import Manifest, read_manifest
 from vfmkd_ray.store.parts import duplicate_ids, list_parts, read_part
 from vfmkd_ray.store.reader import FeatureStoreError, decode_row
@@ -85,11 +87,14 @@ def verify_store(
     tables = {}
     for part in parts:
         try:
-            tables[part] = read_part(part, ["image_id", "image_uri", "aug_seed", *_shape_columns(manifest)])
+            columns = ["image_id", "image_uri", "aug_seed", *_shape_columns(manifest)]
+            tables[part] = read_part(part, columns + ([VIEW_COLUMN] if manifest.schema_version >= 3 else []))
         except StorageError as err:
             report.add_problem(_unreadable(part, err))
     report.rows = sum(t.num_rows for t in tables.values())
     for problem in _structure_problems(manifest, tables, len(parts)):
+        report.add_problem(problem)
+    for problem in _index_problems(dataset, manifest, tables):
         report.add_problem(problem)
     if check_all:
         for part in tables:
@@ -124,15 +129,45 @@ def threshold_problems(report: VerifyReport, max_abs_error: float, min_cosine: f
     return problems
 
 
+def _row_keys(table) -> list[str]:
+    """``image_id:view`` per row (view 0 for parts without the column)."""
+    ids = table.column("image_id").to_pylist()
+    views = table.column(VIEW_COLUMN).to_pylist() if VIEW_COLUMN in table.column_names else [0] * len(ids)
+    return [f"{i}:{v}" for i, v in zip(ids, views, strict=True)]
+
+
+def _index_problems(dataset: str, manifest: Manifest, tables: dict) -> list[str]:
+    """The store index against the parts' own rows (a store made before the index has none)."""
+    try:
+        index = read_index(dataset, manifest.index_sha256)
+    except FeatureStoreError as err:
+        return [str(err)]
+    if index is None:
+        return []
+    indexed = {
+        (part, f"{i}:{v}")
+        for part, i, v in zip(
+            *(index.column(c).to_pylist() for c in ("part", "image_id", VIEW_COLUMN)), strict=True
+        )
+    }
+    stored = {(part_file(part), key) for part, table in tables.items() for key in _row_keys(table)}
+    if indexed == stored:
+        return []
+    return [
+        f"the index lists {len(indexed - stored)} rows the parts do not hold and lacks "
+        f"{len(stored - indexed)} they hold: re-run `vfmkd precompute` with this store's config to rebuild it"
+    ]
+
+
 def _structure_problems(manifest: Manifest, tables: dict, num_parts: int) -> list[str]:
     problems = []
-    ids = [i for table in tables.values() for i in table.column("image_id").to_pylist()]
-    if len(ids) != manifest.row_count:
-        problems.append(f"parts hold {len(ids)} rows, the manifest says {manifest.row_count}")
+    keys = [key for table in tables.values() for key in _row_keys(table)]
+    if len(keys) != manifest.row_count:
+        problems.append(f"parts hold {len(keys)} rows, the manifest says {manifest.row_count}")
     if num_parts != manifest.num_parts:
         problems.append(f"{num_parts} parts, the manifest says {manifest.num_parts}")
-    if dupes := duplicate_ids(ids):
-        problems.append(f"{len(dupes)} duplicate image ids, e.g. {dupes[:5]}")
+    if dupes := duplicate_ids(keys):
+        problems.append(f"{len(dupes)} duplicate (image id:view) rows, e.g. {dupes[:5]}")
     dtype = codecs.CODEC_DTYPES[manifest.codec]
     for part, table in tables.items():
         for layer, spec in manifest.layers.items():

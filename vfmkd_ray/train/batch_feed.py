@@ -16,7 +16,7 @@ from vfmkd_ray.batch import Batch
 from vfmkd_ray.data.feature_keys import split_feature_key
 from vfmkd_ray.data.image_ids import IMAGE_ID_COLUMN
 from vfmkd_ray.data.image_tensors import normalize
-from vfmkd_ray.data.pipeline import ONLINE_COLUMN, teacher_column
+from vfmkd_ray.data.pipeline import ONLINE_COLUMN, SAMPLE_KEY_COLUMN, STORED_BYTES_COLUMN, teacher_column
 from vfmkd_ray.data.samples import IMAGE_COLUMN, VALID_HW_COLUMN
 from vfmkd_ray.data.targets import BOXES_COLUMN, LABELS_COLUMN, MASK_BOX_COLUMN, MASKS_COLUMN
 from vfmkd_ray.models.teachers import FrozenTeacher
@@ -68,6 +68,8 @@ class BatchFeed:
             teacher_features=features,
             num_online=num_online if features else 0,
             image_ids_BL=raw.get(IMAGE_ID_COLUMN),
+            sample_keys_B=raw[SAMPLE_KEY_COLUMN].cpu() if SAMPLE_KEY_COLUMN in raw else None,
+            stored_bytes=int(raw[STORED_BYTES_COLUMN].sum()) if STORED_BYTES_COLUMN in raw else 0,
             **targets,
         )
 

@@ -1,26 +1,48 @@
-"""The driver's half of the data path: the train and validation Ray Data streams of a run.
+"""The driver's half of the data path: the Ray Data streams of a run, planned from the store index.
 
-Rows come from the primary store's parts (one read task each, with the annotations of the part's
-images attached when heads need ground truth), plus placeholder rows for images the primary store
-lacks (their teachers run in the workers); a run without a stored teacher streams plain image rows.
-One decode stage (``data.pipeline.TrainSampleDecoder``) per split turns rows into samples.
+Each stream reads only its own rows: the validation stream the validation images' row groups (view
+0, the same targets every epoch), each training stream one view's row groups of the training
+images (``train`` when the store holds one view per image, ``train.view<k>`` for each of
+``store.views_per_image`` views; epoch e trains on view e mod K). So every stored byte a pass reads
+is a byte it uses (``StreamPlan.read_bytes`` says how many). The primary store's parts are read one
+task each, with the annotations of the part's images attached when heads need ground truth;
+placeholder rows stand for images the primary store lacks (their teachers run in the workers); a
+run without a stored teacher streams plain image rows. One decode stage
+(``data.pipeline.TrainSampleDecoder``) per stream turns rows into samples.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pyarrow as pa
 import ray
 
+from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import CocoDataset, ImageRecord
-from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
+from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder, is_validation
+from vfmkd_ray.store.index_rows import VIEW_COLUMN
 from vfmkd_ray.store.parts import read_part_schema
-from vfmkd_ray.store.ray_source import read_store_rows
+from vfmkd_ray.store.ray_source import STORED_BYTES_COLUMN, read_store_rows
 from vfmkd_ray.store.schema import aug_seed_for
+from vfmkd_ray.train.read_plan import plan_reads
 from vfmkd_ray.train.teacher_stores import RunStores, TrainingImages
+
+VAL_STREAM = "val"
+
+
+def train_stream(epoch: int, views: int) -> str:
+    """The training stream epoch ``epoch`` (0-based) reads: view ``epoch mod views``."""
+    return "train" if views == 1 else f"train.view{epoch % views}"
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    datasets: dict[str, ray.data.Dataset]
+    read_bytes: dict[str, int]  # stored bytes one pass over each stream reads (0 without a store)
 
 
 def build_streams(
@@ -30,63 +52,90 @@ def build_streams(
     dataset: CocoDataset,
     spec: SampleSpec,
     bad_samples: BadSampleLog | None,
-) -> dict[str, ray.data.Dataset]:
+) -> StreamPlan:
     labels = _annotations_json(dataset) if spec.max_objects else None
-    sources = {"train": _rows(cfg, stores, images, labels), "val": _rows(cfg, stores, images, labels)}
-    for _ in range(cfg.data.repeat - 1):  # a fresh plan per copy: Ray Data unions distinct datasets
-        sources["train"] = sources["train"].union(_rows(cfg, stores, images, labels))
-    return {
-        split: rows.map_batches(
+    views = cfg.store.views_per_image
+    split_records = _split(images.records, cfg.data.val_fraction)
+    wanted = {train_stream(view, views): ("train", view) for view in range(views)} | {VAL_STREAM: ("val", 0)}
+    datasets, read_bytes = {}, {}
+    for name, (split, view) in wanted.items():
+        records = split_records[split]
+        rows, nbytes = _rows(cfg, stores, records, images, view, labels)
+        for _ in range(cfg.data.repeat - 1 if split == "train" else 0):
+            # A fresh plan per copy: Ray Data unions distinct datasets.
+            rows = rows.union(_rows(cfg, stores, records, images, view, labels)[0])
+        read_bytes[name] = nbytes * (cfg.data.repeat if split == "train" else 1)
+        datasets[name] = rows.map_batches(
             TrainSampleDecoder(
                 stores.primary,
-                split,
-                cfg.data.val_fraction,
                 spec,
                 bad_samples,
                 # Validation reads stored targets only (rows without one still go online): the
                 # same targets every epoch, so best-by-validation compares like with like.
                 cfg.distill.online_ratio if split == "train" else 0.0,
                 others=stores.others,
-                excluded=images.excluded,
                 max_pixels=cfg.data.max_image_pixels,
             ),
             # One part (block) per call: a block per part, not per few rows, for the workers to fetch.
             batch_size=None,
             num_cpus=cfg.data.decode_num_cpus,
         )
-        for split, rows in sources.items()
-    }
+    return StreamPlan(datasets, read_bytes)
+
+
+def _split(records: list[ImageRecord], val_fraction: float) -> dict[str, list[ImageRecord]]:
+    out: dict[str, list[ImageRecord]] = {"train": [], "val": []}
+    for record in records:
+        out["val" if is_validation(record.image_id, val_fraction) else "train"].append(record)
+    return out
 
 
 def _rows(
-    cfg: ExperimentConfig, stores: RunStores, images: TrainingImages, labels: dict[str, str] | None
-) -> ray.data.Dataset:
-    """One pass over the run's rows: the primary store's parts (plus placeholders for the images it
-    lacks), or plain image rows when no teacher is stored."""
-    if stores.primary is not None:
-        by_part = None
-        if labels is not None:
-            by_part = {
-                part: {i: labels[i] for i in ids if i in labels} for part, ids in stores.primary_parts.items()
-            }
-        rows = read_store_rows(list(stores.primary_parts), cfg.data.decode_num_cpus, by_part)
-        if images.online_only:
-            first_part = next(iter(stores.primary_parts))
-            placeholders = _placeholder_rows(first_part, images.online_only, cfg.seed, labels)
-            rows = rows.union(ray.data.from_arrow(placeholders))
-    else:
+    cfg: ExperimentConfig,
+    stores: RunStores,
+    records: list[ImageRecord],
+    images: TrainingImages,
+    view: int,
+    labels: dict[str, str] | None,
+) -> tuple[ray.data.Dataset, int]:
+    """One pass over ``records`` at ``view``: their row groups of the primary store (plus
+    placeholders for the images it lacks), or plain image rows when no teacher is stored; and the
+    stored bytes it reads."""
+    if stores.primary is None:
         items = [
             {
                 "image_id": r.image_id,
                 "image_uri": r.image_uri,
-                "aug_seed": aug_seed_for(r.image_id, cfg.seed),
+                VIEW_COLUMN: view,
+                "aug_seed": aug_seed_for(r.image_id, cfg.seed, view),
                 ANNOTATIONS_COLUMN: (labels or {}).get(r.image_id, ""),
+                STORED_BYTES_COLUMN: 0,
             }
-            for r in images.records
+            for r in records
         ]
         blocks = max(1, math.ceil(len(items) / cfg.store.rows_per_part))
-        rows = ray.data.from_items(items, override_num_blocks=blocks)
-    return rows
+        return ray.data.from_items(items, override_num_blocks=blocks), 0
+    online_only = {r.image_id for r in images.online_only}
+    stored_ids = [r.image_id for r in records if r.image_id not in online_only]
+    reads = plan_reads(stores.primary_index, stores.primary.uri, stored_ids, view)
+    part_labels = None
+    if labels is not None:
+        part_labels = {
+            part: {i: labels[i] for i in ids if i in labels} for part, ids in reads.image_ids.items()
+        }
+    placeholders = [r for r in records if r.image_id in online_only]
+    parts = (
+        [read_store_rows(reads.row_groups, cfg.data.decode_num_cpus, part_labels)] if reads.row_groups else []
+    )
+    if placeholders:
+        schema_part = storage.join(stores.primary.uri, stores.primary_index.column("part")[0].as_py())
+        parts.append(
+            ray.data.from_arrow(_placeholder_rows(schema_part, placeholders, cfg.seed, view, labels))
+        )
+    if not parts:
+        raise ValueError("a stream of the run has no rows to read")
+    rows = parts[0] if len(parts) == 1 else parts[0].union(parts[1])
+    return rows, reads.nbytes
 
 
 def _annotations_json(dataset: CocoDataset) -> dict[str, str]:
@@ -94,10 +143,10 @@ def _annotations_json(dataset: CocoDataset) -> dict[str, str]:
 
 
 def _placeholder_rows(
-    part: str, records: list[ImageRecord], seed: int, labels: dict[str, str] | None
+    part: str, records: list[ImageRecord], seed: int, view: int, labels: dict[str, str] | None
 ) -> pa.Table:
     """Rows with the store's schema and empty feature columns, one per record (plus their
-    annotations, as the read stage adds them)."""
+    annotations and ``stored_bytes`` 0, as the read stage adds them)."""
     schema = read_part_schema(part)
     columns = {}
     for field in schema:
@@ -106,10 +155,13 @@ def _placeholder_rows(
         elif field.name == "image_uri":
             columns[field.name] = [r.image_uri for r in records]
         elif field.name == "aug_seed":
-            columns[field.name] = [aug_seed_for(r.image_id, seed) for r in records]
+            columns[field.name] = [aug_seed_for(r.image_id, seed, view) for r in records]
+        elif field.name == VIEW_COLUMN:
+            columns[field.name] = [view] * len(records)
         else:
             columns[field.name] = [_empty_value(field.type)] * len(records)
     table = pa.table(columns, schema=schema)
+    table = table.append_column(STORED_BYTES_COLUMN, pa.array([0] * len(records), pa.int64()))
     if labels is not None:
         table = table.append_column(
             ANNOTATIONS_COLUMN, pa.array([labels.get(r.image_id, "") for r in records])

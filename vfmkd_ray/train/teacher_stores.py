@@ -13,13 +13,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.config_checks import used_teachers
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
 from vfmkd_ray.data.coco import ImageRecord
 from vfmkd_ray.models.teachers import describe_teacher
+from vfmkd_ray.store.index import index_ids, load_index
+from vfmkd_ray.store.index_rows import part_file
 from vfmkd_ray.store.manifest import Manifest, StoreDataset, dataset_fingerprint, read_manifest
-from vfmkd_ray.store.parts import ids_by_part
+from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.precompute import expected_manifest_fields, teacher_dataset
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.row_index import StoreRowIndex
@@ -33,7 +37,7 @@ class RunStores:
     primary: StoreDataset | None = None
     others: tuple[StoreRowIndex, ...] = ()
     live: tuple[str, ...] = ()  # aliases of used teachers without a store: they run in the workers
-    primary_parts: dict[str, list[str]] | None = None  # part -> image ids of the primary store
+    primary_index: pa.Table | None = None  # the primary store's store.index
 
     def manifests(self) -> dict[str, Manifest]:
         """Stored teacher alias -> manifest, the primary teacher first."""
@@ -77,12 +81,28 @@ def check_stores(cfg: ExperimentConfig, records: list[ImageRecord]) -> RunStores
         stores.append(store)
     if not stores:
         return RunStores(live=tuple(live))
-    primary, primary_parts = stores[0], ids_by_part(stores[0].uri)
-    _check_row_count(primary, len(primary_parts), sum(len(ids) for ids in primary_parts.values()))
-    others = tuple(StoreRowIndex.build(store) for store in stores[1:])
-    for index in others:
-        _check_row_count(index.store, len(index.parts), len(index.locations))
-    return RunStores(primary, others, tuple(live), primary_parts)
+    indexes = [_checked_index(store) for store in stores]
+    others = tuple(
+        StoreRowIndex.build(store, index) for store, index in zip(stores[1:], indexes[1:], strict=True)
+    )
+    return RunStores(stores[0], others, tuple(live), indexes[0])
+
+
+def _checked_index(store: StoreDataset) -> pa.Table:
+    """The store's index, checked against its manifest and against the parts a listing finds: parts
+    lost or added after precompute (a partial copy, a stray file) change what trains."""
+    index = load_index(store.uri, store.manifest.index_sha256)
+    indexed = set(index.column("part").to_pylist())
+    listed = {part_file(p) for p in list_parts(store.uri)}
+    manifest = store.manifest
+    if (len(listed), index.num_rows) != (manifest.num_parts, manifest.row_count) or listed != indexed:
+        raise FeatureStoreError(
+            f"store {store.uri} holds {len(listed)} parts ({len(indexed - listed)} of its indexed parts "
+            f"missing, {len(listed - indexed)} not indexed), its manifest says {manifest.row_count} rows "
+            f"in {manifest.num_parts} parts: a copy is incomplete or parts were added; run "
+            f"`vfmkd verify --store {store.uri} --all`, then `vfmkd precompute`"
+        )
+    return index
 
 
 def check_store(cfg: ExperimentConfig, alias: str, allow_missing: bool = False) -> StoreDataset | None:
@@ -129,17 +149,6 @@ def _check_dataset(cfg: ExperimentConfig, store: StoreDataset, fingerprint: str,
     )
 
 
-def _check_row_count(store: StoreDataset, num_parts: int, num_rows: int) -> None:
-    """Parts lost or added after precompute (a partial copy, a stray file) change what trains."""
-    manifest = store.manifest
-    if (num_parts, num_rows) != (manifest.num_parts, manifest.row_count):
-        raise FeatureStoreError(
-            f"store {store.uri} holds {num_rows} rows in {num_parts} parts, its manifest says "
-            f"{manifest.row_count} rows in {manifest.num_parts} parts: a copy is incomplete or parts "
-            f"were added; run `vfmkd verify --store {store.uri} --all`, then `vfmkd precompute`"
-        )
-
-
 def usable_images(
     cfg: ExperimentConfig, stores: RunStores, records: list[ImageRecord], bad_samples: BadSampleLog
 ) -> TrainingImages:
@@ -147,9 +156,10 @@ def usable_images(
     some store (recorded in ``bad_samples`` when skipped)."""
     if stores.primary is None:
         return TrainingImages(list(records), [], frozenset())
-    in_primary = {image_id for ids in stores.primary_parts.values() for image_id in ids}
+    in_primary = set(index_ids(stores.primary_index))
     stored = [(stores.primary.uri, in_primary)] + [
-        (index.store.uri, index.locations.keys()) for index in stores.others
+        (index.store.uri, {image_id for image_id, view in index.locations if view == 0})
+        for index in stores.others
     ]
     lacking: dict[str, list[str]] = {}  # image id -> the stores without its row
     for record in records:
@@ -165,7 +175,7 @@ def usable_images(
             "or set data.missing_features=skip or online"
         )
     by_id = {r.image_id: r for r in records}
-    stored_records = [by_id[i] for ids in stores.primary_parts.values() for i in ids if i in by_id]
+    stored_records = [by_id[i] for i in index_ids(stores.primary_index) if i in by_id]
     not_in_dataset = frozenset(in_primary - by_id.keys())  # rows of images the dataset does not list
     if policy == "online":
         online_only = [r for r in missing if r.image_id not in in_primary]
