@@ -13,7 +13,7 @@ import torch
 
 from vfmkd_ray.config import ExperimentConfig, load_config
 from vfmkd_ray.data.coco import read_image_records
-from vfmkd_ray.data.pipeline import SampleSpec, TrainSampleDecoder
+from vfmkd_ray.data.pipeline import SampleSpec, TrainSampleDecoder, is_validation
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.models.build import ModelParts
 from vfmkd_ray.store.parts import list_parts, read_part
@@ -49,10 +49,12 @@ def raw_batches(cfg: ExperimentConfig, split: str = "train") -> list[dict[str, t
     valid sizes, online flags and stored-form features, as CPU tensors."""
     stores = check_stores(cfg, read_image_records(cfg.data))
     spec = SampleSpec(cfg.input_size, cfg.store.augment)
-    decoder = TrainSampleDecoder(
-        stores.primary, split, cfg.data.val_fraction, spec, max_pixels=cfg.data.max_image_pixels
-    )
-    samples = [out for part in list_parts(stores.primary.uri) for out in decoder(part_rows(part))]
+    decoder = TrainSampleDecoder(stores.primary, spec, max_pixels=cfg.data.max_image_pixels)
+    samples = [
+        out
+        for part in list_parts(stores.primary.uri)
+        for out in decoder(_split_rows(part_rows(part), cfg, split))
+    ]
     columns = {key: np.concatenate([s[key] for s in samples]) for key in samples[0]}
     size = cfg.train.batch_size
     count = len(columns[next(iter(columns))]) // size
@@ -60,6 +62,14 @@ def raw_batches(cfg: ExperimentConfig, split: str = "train") -> list[dict[str, t
         {key: torch.from_numpy(v[i * size : (i + 1) * size]) for key, v in columns.items()}
         for i in range(count)
     ]
+
+
+def _split_rows(rows: dict[str, np.ndarray], cfg: ExperimentConfig, split: str) -> dict[str, np.ndarray]:
+    """The rows of one split (``train.streams`` plans this from the store index)."""
+    keep = np.array(
+        [is_validation(str(i), cfg.data.val_fraction) == (split == "val") for i in rows["image_id"]]
+    )
+    return {name: column[keep] for name, column in rows.items()}
 
 
 def batch_feed(

@@ -167,10 +167,15 @@ def _read_record(uri: str) -> dict | None:
 
 @dataclass
 class TrainingState:
-    epoch: int = 0
-    step: int = 0
+    epoch: int = 0  # epochs finished
+    step: int = 0  # optimiser steps, all epochs
     best_val_loss: float = math.inf
     history: list[dict[str, float]] = field(default_factory=list)
+    # Of the epoch under way, when a checkpoint was written inside it (all 0/empty at a boundary):
+    epoch_step: int = 0  # its steps done
+    epoch_samples: int = 0  # the samples those steps trained on, all workers together
+    epoch_trained: list[int] = field(default_factory=list)  # their data.pipeline.sample_key values
+    epoch_sums: dict[str, list[float]] = field(default_factory=dict)  # train metric -> [sum, count]
 
 
 def save_training_state(directory: str | Path, state: TrainingState, modules: dict[str, Any]) -> None:
@@ -181,6 +186,10 @@ def save_training_state(directory: str | Path, state: TrainingState, modules: di
         "step": state.step,
         "best_val_loss": state.best_val_loss,
         "history": state.history,
+        "epoch_step": state.epoch_step,
+        "epoch_samples": state.epoch_samples,
+        "epoch_trained": torch.tensor(state.epoch_trained, dtype=torch.int64),
+        "epoch_sums": state.epoch_sums,
     }
     torch.save(payload, Path(directory) / STATE_FILE)
 
@@ -203,6 +212,11 @@ def load_training_state(
         step=int(counters["step"]),
         best_val_loss=float(counters["best_val_loss"]),
         history=list(counters["history"]),
+        # Checkpoints written before in-epoch checkpoints existed are all at epoch boundaries.
+        epoch_step=int(counters.get("epoch_step", 0)),
+        epoch_samples=int(counters.get("epoch_samples", 0)),
+        epoch_trained=counters["epoch_trained"].tolist() if "epoch_trained" in counters else [],
+        epoch_sums={k: [float(a), float(b)] for k, (a, b) in counters.get("epoch_sums", {}).items()},
     )
 
 

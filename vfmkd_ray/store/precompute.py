@@ -144,8 +144,8 @@ def precompute_teacher(cfg: ExperimentConfig, alias: str, records: list[ImageRec
     bad_samples = _fresh_bad_sample_log(dataset) if cfg.data.on_bad_sample == "skip" else None
     row_bytes = _row_bytes(teacher, cfg.store.codec)
     log.info(
-        "precompute %s (%s): %d images x %d view%s, %d rows stored, %d to do (%.1f MiB per row, "
-        "%.2f GiB for the whole store)",
+        "precompute %s (%s): %d images x %d view%s, %d rows stored, %d to do (%s per row, %s for the "
+        "whole store before compression)",
         alias,
         dataset,
         len(records),
@@ -153,8 +153,8 @@ def precompute_teacher(cfg: ExperimentConfig, alias: str, records: list[ImageRec
         "s" if views > 1 else "",
         index.num_rows,
         todo.num_rows,
-        row_bytes / 2**20,
-        row_bytes * len(records) * views / 2**30,
+        _bytes_text(row_bytes),
+        _bytes_text(row_bytes * len(records) * views),
     )
     new_rows = []
     if todo.num_rows:
@@ -252,6 +252,14 @@ def finalize_store(
     return index
 
 
+def _bytes_text(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
 def _row_bytes(teacher, codec: str) -> int:
     """Stored bytes of one row's features before compression: what a view costs."""
     per_value = np.dtype(codecs.stored_dtype(codec)).itemsize
@@ -299,7 +307,8 @@ def _run_pipeline(
     ds = ds.map_batches(writer, batch_size=cfg.store.rows_per_part, num_cpus=cfg.data.decode_num_cpus)
     started, parts, rows, skipped, counted = time.monotonic(), 0, 0, 0, 0.0
     try:
-        with progress_bar(f"precompute {teacher_cfg.name}", todo.num_rows, show_rate=True) as bar:
+        unit = "images" if cfg.store.views_per_image == 1 else "rows"
+        with progress_bar(f"precompute {teacher_cfg.name}", todo.num_rows, unit, show_rate=True) as bar:
             for part in ds.iter_rows():  # one row per part written, as each part lands
                 parts, rows = parts + 1, rows + int(part["rows"])
                 new_rows.append(pa.ipc.open_stream(part[INDEX_ROWS_COLUMN]).read_all())

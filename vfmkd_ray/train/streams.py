@@ -52,7 +52,10 @@ def build_streams(
     dataset: CocoDataset,
     spec: SampleSpec,
     bad_samples: BadSampleLog | None,
+    position=None,
 ) -> StreamPlan:
+    """``position`` (``train.data_position``): the rows an interrupted epoch trained on, which the
+    training streams leave out."""
     labels = _annotations_json(dataset) if spec.max_objects else None
     views = cfg.store.views_per_image
     split_records = _split(images.records, cfg.data.val_fraction)
@@ -75,6 +78,7 @@ def build_streams(
                 cfg.distill.online_ratio if split == "train" else 0.0,
                 others=stores.others,
                 max_pixels=cfg.data.max_image_pixels,
+                position=position if split == "train" else None,
             ),
             # One part (block) per call: a block per part, not per few rows, for the workers to fetch.
             batch_size=None,

@@ -33,6 +33,7 @@ from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.tracking.resolve import resolve_tracking
+from vfmkd_ray.train.data_position import data_position
 from vfmkd_ray.train.relay import relayed_lines
 from vfmkd_ray.train.step import NonFiniteLossError
 from vfmkd_ray.train.streams import build_streams
@@ -94,19 +95,21 @@ def run_training(cfg: ExperimentConfig, callbacks=None, tune_trial: dict | None 
     num_val = sum(is_validation(i, cfg.data.val_fraction) for i in images.ids)
     num_train = len(images.ids) - num_val
     steps_per_epoch = steps_per_epoch_for(cfg, num_train * cfg.data.repeat, num_val)
+    low, high = cfg.train.worker_bounds()
     run_files.write_resolved_config(run_dir, dump_config(cfg))
     for orphan in run_files.remove_unregistered_checkpoints(run_dir):
         log.warning("removed %s: a checkpoint Ray never registered (its worker died while reporting)", orphan)
     ensure_ray(local_cpus_needed(cfg))
     require_shared_paths(cfg)
     log.info(
-        "train %s: %d train%s / %d val images, %d steps per epoch; heads %s, terms %s, stored teachers "
+        "train %s: %d train%s / %d val images, %d steps per epoch%s; heads %s, terms %s, stored teachers "
         "%s, live teachers %s",
         run_dir,
         num_train,
         f" (x{cfg.data.repeat} per epoch)" if cfg.data.repeat > 1 else "",
         num_val,
         steps_per_epoch,
+        f" at {high} workers (elastic {low}-{high}: recomputed on every resize)" if low < high else "",
         list(parts.heads) or "none",
         list(parts.terms) or "none",
         list(stores.manifests()) or "none",
@@ -115,18 +118,26 @@ def run_training(cfg: ExperimentConfig, callbacks=None, tune_trial: dict | None 
     needs = parts.needs
     spec = SampleSpec(cfg.input_size, cfg.store.augment, needs.max_objects, needs.max_masks)
     skip_log = bad_samples if cfg.data.on_bad_sample == "skip" else None
-    datasets = build_streams(cfg, stores, images, dataset, spec, skip_log)
     plan = {
         "run_dir": run_dir,
-        "steps_per_epoch": steps_per_epoch,
+        "train_samples": num_train * cfg.data.repeat,
         "teacher_shapes": {a: {k: list(v) for k, v in layers.items()} for a, layers in shapes.items()},
         "codecs": {alias: m.codec for alias, m in stores.manifests().items()},
         "live": list(stores.live),
         "tracking": tune_trial or {},
     }
-    with nullcontext() if tune_trial is not None else relayed_lines() as relay:
-        loop_config = {"plan": plan, "relay": relay}
-        trainer = torch_trainer(cfg, train_loop_per_worker, loop_config, datasets, callbacks)
+    # A Tune trial's epochs are its unit: no in-epoch checkpoints, so no data position either.
+    with (
+        nullcontext() if tune_trial is not None else relayed_lines() as relay,
+        nullcontext() if tune_trial is not None else data_position() as position,
+    ):
+        streams = build_streams(cfg, stores, images, dataset, spec, skip_log, position)
+        loop_config = {
+            "plan": plan | {"read_bytes": streams.read_bytes},
+            "relay": relay,
+            "position": position,
+        }
+        trainer = torch_trainer(cfg, train_loop_per_worker, loop_config, streams.datasets, callbacks)
         result = fit(trainer, run_dir, NAMED_ERRORS)
     num_bad = bad_samples.write_jsonl(storage.join(run_dir, run_files.BAD_SAMPLES_JSONL))
     if num_bad:
@@ -204,17 +215,19 @@ def _workers_see_absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def steps_per_epoch_for(cfg: ExperimentConfig, num_train: int, num_val: int) -> int:
-    per_step = cfg.train.batch_size * cfg.train.num_workers
+    """At the most workers the run may have (an elastic group recomputes it for its size)."""
+    workers = cfg.train.max_workers
+    per_step = cfg.train.batch_size * workers
     if num_train < per_step:
         raise ValueError(
             f"the train split streams {num_train} images per epoch (its images x data.repeat), fewer than "
             "train.batch_size x train.num_workers "
             f"= {per_step}: lower the batch size or the worker count"
         )
-    if num_val < cfg.train.num_workers:
+    if num_val < workers:
         raise ValueError(
             f"the validation split has {num_val} images, fewer than train.num_workers = "
-            f"{cfg.train.num_workers} (every worker validates an equal share): raise data.val_fraction "
+            f"{workers} (every worker validates an equal share): raise data.val_fraction "
             f"({cfg.data.val_fraction})"
         )
     return num_train // per_step
@@ -231,6 +244,7 @@ def torch_trainer(cfg: ExperimentConfig, loop, loop_config: dict, datasets, call
             num_workers=cfg.train.num_workers,
             use_gpu=cfg.train.use_gpu,
             resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+            elastic_resize_monitor_interval_s=cfg.train.elastic_resize_interval_s,
         ),
         run_config=ray.train.RunConfig(
             name=cfg.name,
@@ -259,4 +273,4 @@ def fit(trainer: TorchTrainer, run_dir: str, named_errors: tuple[type[Exception]
 
 def local_cpus_needed(cfg: ExperimentConfig) -> float:
     """Logical CPUs a local Ray needs: the Train workers plus room for the read/decode tasks."""
-    return cfg.train.num_workers * cfg.train.cpus_per_worker + 2
+    return cfg.train.max_workers * cfg.train.cpus_per_worker + 2

@@ -1,9 +1,12 @@
 """``train_loop_per_worker``: the one Ray Train loop, for every combination of heads and KD terms.
 
 Each worker builds the run's ``TrainTask`` (model, heads, terms, optimiser), restores the latest
-checkpoint if there is one, then per epoch: a bounded number of lock-step steps over its shard, a
-validation pass over its shard (reduced across workers), and one ``ray.train.report`` with rank 0's
-checkpoint. It knows no head and no term: ``train.step`` asks each for its loss.
+checkpoint if there is one, and plans its steps for the world size it has (``train.lockstep``: an
+elastic group resized since the checkpoint resumes with the plan of its new size). Per epoch: the
+epoch's training stream (``train.streams.train_stream``: one view of the store), lock-step steps
+with a checkpoint every ``train.checkpoint_every_steps`` (``train.epoch_pass``), a validation pass
+over its shard (reduced across workers), and one ``ray.train.report`` with rank 0's checkpoint. It
+knows no head and no term: ``train.step`` asks each for its loss.
 """
 
 from __future__ import annotations
@@ -20,78 +23,131 @@ from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.models.teachers import build_teacher
 from vfmkd_ray.train.batch_feed import BatchFeed
-from vfmkd_ray.train.collectives import all_workers_have, mean_across_workers, report_epoch, restore_state
-from vfmkd_ray.train.epoch_record import epoch_line, epoch_record, step_status, write_epoch_files
+from vfmkd_ray.train.collectives import (
+    all_workers_have,
+    mean_across_workers,
+    report_checkpoint,
+    restore_state,
+)
+from vfmkd_ray.train.data_position import DataPosition
+from vfmkd_ray.train.epoch_pass import EpochPass
+from vfmkd_ray.train.epoch_record import epoch_line, epoch_record, write_epoch_files
 from vfmkd_ray.train.fault_injection import maybe_fail_once
+from vfmkd_ray.train.lockstep import lockstep_plan
 from vfmkd_ray.train.rank_zero import rank_zero_outputs
 from vfmkd_ray.train.relay import WorkerLines
-from vfmkd_ray.train.step import check_finite, model_step, train_step
+from vfmkd_ray.train.step import check_finite, model_step
 from vfmkd_ray.train.step_clock import StepClock
+from vfmkd_ray.train.streams import VAL_STREAM, train_stream
 from vfmkd_ray.train.task import TrainTask, build_task
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What the driver decided for every worker: identical step counts keep DDP in lock-step."""
+    """What the driver decided for every worker; the steps follow from the world size."""
 
     run_dir: str
-    steps_per_epoch: int
+    train_samples: int  # streamed per epoch (training images x data.repeat)
     teacher_shapes: dict[str, dict[str, list[int]]]  # used teacher alias -> layer -> (C, H, W)
     codecs: dict[str, str]  # stored teacher alias -> its store's codec
     live: list[str]  # teachers without a store: run on every sample
+    read_bytes: dict[str, int] = field(default_factory=dict)  # stream -> stored bytes a pass reads
     tracking: dict = field(default_factory=dict)  # a tune trial's parent run id and searched values
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
     cfg = ExperimentConfig.model_validate(loop_config["experiment"])
     plan = RunPlan(**loop_config["plan"])
+    position: DataPosition | None = loop_config.get("position")
     rank = ray.train.get_context().get_world_rank()
     world_size = ray.train.get_context().get_world_size()
     device = ray.train.torch.get_device()
     shapes = {
         a: {layer: tuple(s) for layer, s in layers.items()} for a, layers in plan.teacher_shapes.items()
     }
-    total_steps = cfg.train.epochs * plan.steps_per_epoch
-    task = build_task(cfg, shapes, total_steps, device)
+    task = build_task(cfg, shapes, 1, device)
     state = restore_state(task.resumable())
-    task.scheduler.T_max = max(1, total_steps)  # a relaunch with more epochs stretches the schedule
     lines = WorkerLines(loop_config.get("relay"), rank)
-    lines.say(
-        f"worker 0 on {device} ({torch.get_num_threads()} torch threads): start at epoch "
-        f"{state.epoch}/{cfg.train.epochs}, heads {list(task.parts.heads) or 'none'}, "
-        f"terms {list(task.parts.terms) or 'none'}, AMP {task.use_amp}"
-    )
     model = ray.train.torch.prepare_model(task.parts.model)
     feed = _feed(cfg, plan, task, device)
     bad_samples = BadSampleLog(storage.join(plan.run_dir, run_files.BAD_SAMPLES_DIR))
-    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    val_shard = ray.train.get_dataset_shard(VAL_STREAM)
+    views = cfg.store.views_per_image
+    first_epoch = state.epoch
     with rank_zero_outputs(rank, cfg, plan.run_dir, plan.tracking, lines) as kept:
-        for epoch in range(state.epoch, cfg.train.epochs):
+        for epoch in range(first_epoch, cfg.train.epochs):
             maybe_fail_once(epoch, rank)
-            started, clock = time.monotonic(), StepClock()
-            lines.epoch_started(f"epoch {epoch + 1}/{cfg.train.epochs}", plan.steps_per_epoch)
-            train_sums = _train_epoch(
-                model, train_shard, feed, plan.steps_per_epoch, task, cfg, clock, epoch + 1, lines, world_size
+            steps = lockstep_plan(
+                plan.train_samples,
+                cfg.train.batch_size,
+                world_size,
+                cfg.train.epochs,
+                epoch,
+                state.step,
+                state.epoch_samples,
             )
+            # A relaunch with more epochs, or a resize, stretches or shrinks the schedule.
+            task.scheduler.T_max = steps.total_steps
+            repeated = _resume_position(position, rank, epoch, state, device)
+            if epoch == first_epoch and (state.epoch_step or repeated):
+                lines.say(
+                    f"resumed epoch {epoch + 1} at step {state.epoch_step} ({steps.describe()}; "
+                    f"{steps.steps_left} steps left; {repeated} steps repeated so far)"
+                )
+            elif epoch == first_epoch:
+                lines.say(
+                    f"worker 0 on {device} ({torch.get_num_threads()} torch threads): start at epoch "
+                    f"{state.epoch}/{cfg.train.epochs}, {steps.describe()}, heads "
+                    f"{list(task.parts.heads) or 'none'}, terms {list(task.parts.terms) or 'none'}, AMP "
+                    f"{task.use_amp}"
+                )
+            started, clock = time.monotonic(), StepClock()
+            lines.epoch_started(f"epoch {epoch + 1}/{cfg.train.epochs}", steps.steps_per_epoch)
+            train_pass = EpochPass(model, feed, task, cfg, state, steps, rank, plan.run_dir, lines, position)
+            train_pass.run(ray.train.get_dataset_shard(train_stream(epoch, views)), epoch, clock)
             trained = time.monotonic()
-            val_sums, first_val = _evaluate(task, val_shard, feed, epoch + 1)
-            train_means = mean_across_workers(train_sums, device)
-            state.epoch, state.step = epoch + 1, state.step + int(train_means.pop("steps"))
+            val_sums, first_val, val_bytes = _evaluate(task, val_shard, feed, epoch + 1)
+            train_means = train_pass.epoch_means(device)
+            used = (
+                mean_across_workers({"b": (train_pass.stored_bytes + val_bytes, 1)}, device)["b"] * world_size
+            )
+            state.epoch, state.step = epoch + 1, state.step + train_pass.steps_done
             val_means = mean_across_workers(val_sums, device)
             record = epoch_record(
                 state, task, train_means, val_means, (started, trained), clock, world_size, device
             )
+            read = plan.read_bytes.get(train_stream(epoch, views), 0) + plan.read_bytes.get(VAL_STREAM, 0)
+            repeated = position.end_epoch() if position is not None and rank == 0 else 0
+            record |= {
+                "world_size": world_size,
+                "global_batch": steps.global_batch,
+                "train/steps_repeated": repeated,
+                "data/stored_bytes_read": read,
+                "data/stored_bytes_used": round(used),
+                "data/read_per_used": round(read / used, 4) if used else 0.0,
+            }
             if rank == 0:
                 record["data/bad_samples"] = bad_samples.count()
             state.history.append(record)
+            state.epoch_step, state.epoch_samples, state.epoch_trained, state.epoch_sums = 0, 0, [], {}
             improved = record["val/loss"] < state.best_val_loss
             state.best_val_loss = min(state.best_val_loss, record["val/loss"])
             if rank == 0:
                 write_epoch_files(plan.run_dir, cfg, task, improved, first_val, state.epoch)
             lines.say(epoch_line(record, cfg.train.epochs, improved))
-            report_epoch(rank, plan.run_dir, state, record, task.resumable())
+            report_checkpoint(rank, plan.run_dir, state, record, task.resumable())
             # After the checkpoint: an epoch replayed after a failure is not tracked twice.
             kept.after_epoch(state.history, record)
+
+
+def _resume_position(position: DataPosition | None, rank: int, epoch: int, state, device) -> int:
+    """Rank 0 tells the training stream's decode stage which rows this epoch already trained on
+    (none at an epoch's start), before any worker asks it for rows; returns the steps repeated."""
+    repeated = 0
+    if position is not None and rank == 0:  # state.epoch_* are reset at every epoch's end
+        repeated = position.resume(epoch, state.epoch_step, state.epoch_trained)
+    all_workers_have(True, device)  # a barrier: no worker reads before the position is set
+    return repeated
 
 
 def _feed(cfg: ExperimentConfig, plan: RunPlan, task: TrainTask, device) -> BatchFeed:
@@ -111,55 +167,21 @@ def _feed(cfg: ExperimentConfig, plan: RunPlan, task: TrainTask, device) -> Batc
     )
 
 
-def _train_epoch(
-    model,
-    shard,
-    feed: BatchFeed,
-    num_steps: int,
-    task: TrainTask,
-    cfg,
-    clock: StepClock,
-    epoch: int,
-    lines: WorkerLines,
-    world_size: int,
-):
-    """Up to ``num_steps`` optimiser steps, fewer when a shard runs dry (skipped samples); ``clock``
-    times them and ``lines`` shows them. Returns per-key (sum of step means, steps), plus ``steps``
-    itself."""
-    model.train()
-    sums: dict[str, float] = {}
-    steps = 0
-    batches = feed.batches(shard, drop_last=True)
-    while steps < num_steps:
-        batch = next(batches, None)
-        if batch is not None:
-            clock.batch_arrived()
-        # Every worker takes the same number of steps, or DDP would wait forever on the others.
-        if not all_workers_have(batch is not None, feed.device):
-            break
-        where = f"epoch {epoch} step {steps + 1}/{num_steps}"
-        out = train_step(model, batch, task, cfg.train.grad_clip_norm, where)
-        steps += 1
-        for key, value in out.items():
-            sums[key] = sums.get(key, 0.0) + value
-        clock.step_done(len(batch))
-        lines.step(steps, step_status(out, clock.images_per_s * world_size))
-    return {key: (total, steps) for key, total in sums.items()} | {"steps": (steps, 1)}
-
-
 @torch.no_grad()
 def _evaluate(task: TrainTask, shard, feed: BatchFeed, epoch: int):
-    """The whole validation shard: per-key (sum over samples, samples), and its first batch. A
-    non-finite loss stops the run: best-by-validation could not rank it."""
+    """The whole validation shard: per-key (sum over samples, samples), its first batch and the
+    stored bytes its rows cost. A non-finite loss stops the run: best-by-validation could not rank
+    it."""
     task.parts.model.eval()
     sums: dict[str, tuple[float, int]] = {}
-    first = None
+    first, stored_bytes = None, 0
     for batch in feed.batches(shard, drop_last=False):
         first = first if first is not None else batch
         count = len(batch)
+        stored_bytes += batch.stored_bytes
         values = {key: float(value) for key, value in model_step(task.parts.model, batch, task.parts).items()}
         check_finite(values, batch, f"validation after epoch {epoch}")
         for key, value in values.items():
             total, seen = sums.get(key, (0.0, 0))
             sums[key] = (total + value * count, seen + count)
-    return sums, first
+    return sums, first, stored_bytes
