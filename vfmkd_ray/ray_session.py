@@ -123,3 +123,15 @@ def require_shared_paths(cfg: ExperimentConfig, num_nodes: int | None = None) ->
             "is a local path the other nodes cannot see: use s3:// URIs, or set "
             "train.shared_filesystem=true if it is on a filesystem every node mounts"
         )
+
+
+def on_this_node() -> dict:
+    """Actor options that place it on the driver's node: a driver's helper actor (the relay's
+    mailbox, the data position) must not die with a worker node a cluster loses."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False
+        )
+    }

@@ -18,6 +18,8 @@ from typing import Any
 
 import ray
 
+from vfmkd_ray.ray_session import on_this_node
+
 
 @ray.remote(num_cpus=0)
 class _Position:
@@ -68,7 +70,7 @@ class DataPosition:
 @contextmanager
 def data_position() -> Iterator[DataPosition]:
     """The run's position actor, for the time of the block."""
-    actor = _Position.remote()
+    actor = _Position.options(**on_this_node()).remote()
     try:
         yield DataPosition(actor)
     finally:

@@ -21,6 +21,7 @@ from typing import Any
 import ray
 
 from vfmkd_ray.progress import Bar
+from vfmkd_ray.ray_session import on_this_node
 
 log = logging.getLogger("vfmkd_ray.train")
 POLL_S = 0.25
@@ -76,7 +77,7 @@ class WorkerLines:
 def relayed_lines() -> Iterator[Any]:
     """A mailbox for the run's workers (pass it in the loop config) and a thread showing what
     arrives; after the block, whatever is left is shown and the mailbox goes away."""
-    mailbox = _Mailbox.remote()
+    mailbox = _Mailbox.options(**on_this_node()).remote()
     stop = threading.Event()
     thread = threading.Thread(target=_follow, args=(mailbox, stop), daemon=True, name="vfmkd-relay")
     thread.start()
