@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,32 +12,26 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import files_holding, tiny_overrides
+from tests.local_cluster import RAY, free_port, stop_node
 from vfmkd_ray.cli import main
 from vfmkd_ray.submission import client
 
 pytestmark = pytest.mark.ray
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ray_head():
     """A head of its own (own ports, own temp dir), stopped by signal: `ray stop` would also stop
     any other local Ray on the machine."""
-    dashboard = _free_port()
+    dashboard = free_port()
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # socket paths must stay short
     ports = {
-        "--port": _free_port(),
+        "--port": free_port(),
         "--dashboard-port": dashboard,
-        "--dashboard-agent-listen-port": _free_port(),
-        "--dashboard-agent-grpc-port": _free_port(),
-        "--metrics-export-port": _free_port(),
-        "--runtime-env-agent-port": _free_port(),
+        "--dashboard-agent-listen-port": free_port(),
+        "--dashboard-agent-grpc-port": free_port(),
+        "--metrics-export-port": free_port(),
+        "--runtime-env-agent-port": free_port(),
     }
     args = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
             "--num-cpus=4", "--num-gpus=0", "--disable-usage-stats", f"--temp-dir={temp}"]  # fmt: skip
@@ -63,12 +56,7 @@ def ray_head():
                 pytest.fail(f"the Ray head at {address} did not come up")
             time.sleep(2)
     yield address, Path(temp)
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=10)
-    except subprocess.TimeoutExpired:  # the head drains for up to 30 s; a test has no work to drain
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait(timeout=30)
+    stop_node(head)
 
 
 def test_demo_job_succeeds_and_a_failing_job_is_reported(ray_head, tmp_path, capsys, monkeypatch):
