@@ -1,6 +1,6 @@
 """``make bench``: every benchmark on this machine -> ``benchmarks/results.json`` and ``results.md``.
 
-    .venv/bin/python -m benchmarks.run_all [--gpu] [--only store training offline_online]
+    .venv/bin/python -m benchmarks.run_all [--gpu] [--only store training offline_online scale]
         [--store-flags FLAGS] [--training-flags FLAGS] [--offline-online-flags FLAGS]
         [--json benchmarks/results.json] [--markdown benchmarks/results.md]
         [--before benchmarks/results_before.json]
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import ray
 
-from benchmarks import offline_online, store_throughput, training_throughput
+from benchmarks import offline_online, scale, store_throughput, training_throughput
 from benchmarks.figures import Figure, this_machine
 
 HERE = Path(__file__).resolve().parent
@@ -33,9 +33,15 @@ BENCHMARKS: dict[str, Callable[[str, list[str]], list[Figure]]] = {
     "store": store_throughput.run,
     "training": training_throughput.run,
     "offline_online": offline_online.run,
+    "scale": scale.run,
 }
-SECTION_ORDER = [store_throughput.SECTION, training_throughput.SECTION, offline_online.SECTION]
-MODULES = {"store": "store_throughput", "training": "training_throughput", "offline_online": "offline_online"}
+SECTION_ORDER = [store_throughput.SECTION, training_throughput.SECTION, offline_online.SECTION, scale.SECTION]
+MODULES = {
+    "store": "store_throughput",
+    "training": "training_throughput",
+    "offline_online": "offline_online",
+    "scale": "scale",
+}
 
 
 def main() -> None:
