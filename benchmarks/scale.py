@@ -19,7 +19,6 @@ exponent (least squares of log time on log rows; 1.0 is linear).
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -186,7 +185,6 @@ def run(root: str, argv: list[str]) -> list[Figure]:
 
 
 if __name__ == "__main__":
-    import sys
+    from benchmarks.run_all import run_standalone
 
-    with tempfile.TemporaryDirectory() as directory:
-        run(directory, sys.argv[1:])
+    run_standalone(run)

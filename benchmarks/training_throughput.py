@@ -9,7 +9,7 @@
 
     .venv/bin/python benchmarks/training_throughput.py [--images 192] [--epochs 3] [--repeats 2]
         [--workers 1 2] [--batch-size 4] [--batch-sizes 2 4 8] [--cpus-per-worker 1] [--rows-per-part 64]
-        [--gpu]
+        [--gpu] [--set KEY=VALUE ...]
 
 On a GPU node pass ``--gpu`` (one GPU per worker); the first epoch of every run is warm-up and is
 not counted.
@@ -131,6 +131,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rows-per-part", type=int, default=64, help="store part size (README: 64 or more; the demo's is 16)"
     )
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker; the plain loop on cuda:0")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides on top, e.g. student.size=s",
+    )
 
 
 def config_for(root: str, args: argparse.Namespace) -> ExperimentConfig:
@@ -144,6 +151,7 @@ def config_for(root: str, args: argparse.Namespace) -> ExperimentConfig:
             f"train.batch_size={args.batch_size}",
             f"train.cpus_per_worker={args.cpus_per_worker}",
             f"train.use_gpu={str(args.gpu).lower()}",
+            *args.set,
         ],
     )
 
