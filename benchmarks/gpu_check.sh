@@ -24,7 +24,8 @@ trap 'kill $SAMPLER 2>/dev/null || true' EXIT
 
 "$BIN/vfmkd" synth configs/demo.yaml "${COMMON[@]}"
 "$BIN/vfmkd" precompute configs/demo.yaml "${COMMON[@]}" 2>&1 | tee "$OUT/precompute.log"
-PRECOMPUTE=$(grep -o '[0-9.]* rows/s' "$OUT/precompute.log" | tail -1)
+# `|| true`: under `set -e` and pipefail, a log without the line would end the check here.
+PRECOMPUTE=$(grep -o '[0-9.]* rows/s' "$OUT/precompute.log" | tail -1 || true)
 
 "$BIN/python" -m benchmarks.training_throughput --gpu --images "$IMAGES" --epochs 3 --repeats 1 \
   --workers 1 --batch-size 16 --batch-sizes 16 --cpus-per-worker 4 \

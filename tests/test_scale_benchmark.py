@@ -1,7 +1,26 @@
 """The scale benchmark's measurements at a tiny size: every stage runs, each stored byte is read once
-per epoch (against twice when both passes read whole parts), and the table gives growth exponents."""
+per epoch (against twice when both passes read whole parts), the table gives growth exponents, and
+the DataLoader peer yields every training row. No Ray."""
 
-from benchmarks.scale import growth_exponent, measure_size, table
+import numpy as np
+import torch
+
+from benchmarks.scale import (
+    ALIAS,
+    PartRows,
+    PeakRss,
+    build_store,
+    decoder_for,
+    growth_exponent,
+    image_pool,
+    measure_size,
+    split_ids,
+    table,
+)
+from vfmkd_ray.data.pipeline import SAMPLE_KEY_COLUMN, sample_key
+from vfmkd_ray.store.index import load_index
+from vfmkd_ray.store.manifest import StoreDataset
+from vfmkd_ray.train.read_plan import plan_reads
 
 
 def test_the_scale_benchmark_measures_every_stage_and_reads_each_byte_once(tmp_path):
@@ -12,5 +31,25 @@ def test_the_scale_benchmark_measures_every_stage_and_reads_each_byte_once(tmp_p
         assert all(seconds > 0 for stage, (seconds, _) in figures.items() if not stage.startswith("bytes"))
     text = table(results)
     assert text.splitlines()[0] == "| stage | 130 rows | 260 rows | growth exponent |"
-    assert "| epoch pass (read + decode) |" in text
+    assert "| epoch pass (read + decode, in-process, no Ray) |" in text
+    assert "| row index, old (a scan of every part) |" in text
     assert abs(growth_exponent([10, 100], [1.0, 10.0]) - 1.0) < 1e-9
+    assert abs(growth_exponent([10, 100, 1000], [1.0, 100.0, 10_000.0]) - 2.0) < 1e-9
+
+
+def test_the_data_loader_peer_yields_every_training_row_once(tmp_path):
+    dataset = f"{tmp_path}/store"
+    manifest, records = build_store(dataset, 100, image_pool(str(tmp_path)))
+    store = StoreDataset(ALIAS, dataset, manifest)
+    train = split_ids(records)["train"]
+    plan = plan_reads(load_index(dataset, manifest.index_sha256), dataset, train, 0)
+    loader = torch.utils.data.DataLoader(PartRows(plan.row_groups, decoder_for(store)), batch_size=8)
+    keys = [int(k) for raw in loader for k in raw[SAMPLE_KEY_COLUMN]]
+    assert sorted(keys) == sorted(sample_key(i) for i in train)
+
+
+def test_peak_rss_sees_a_block_s_allocation():
+    with PeakRss() as rss:
+        block = np.ones(64 * 2**20, np.uint8)  # 64 MiB, touched
+        del block
+    assert rss.mib > 32

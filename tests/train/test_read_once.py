@@ -129,3 +129,17 @@ def test_views_without_augmentation_are_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="views_per_image 2 with augment none stores identical views"):
         load_config(None, [*tiny_overrides(tmp_path), "store.views_per_image=2"])
+
+
+def test_a_part_rewritten_after_precompute_is_named(tiny_config):
+    import pyarrow.parquet as pq
+
+    from vfmkd_ray.store.errors import FeatureStoreError
+
+    dataset = build_store_in_process(tiny_config)
+    part = store_parts.list_parts(dataset)[0]
+    pq.write_table(pq.read_table(part), part)  # one row group: not the layout the index records
+    with pytest.raises(
+        FeatureStoreError, match=f"part {part} has 1 row groups, the store's index names row group 3"
+    ):
+        store_parts.read_row_groups(part, [0, 3])

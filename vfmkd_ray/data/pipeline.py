@@ -153,6 +153,7 @@ class TrainSampleDecoder:
         ids = [str(image_id) for image_id in batch["image_id"]]
         views = [int(v) for v in batch.get(VIEW_COLUMN, np.zeros(len(ids), np.int64))]
         keys = [sample_key(image_id) for image_id in ids]
+        stored_bytes = batch.get(STORED_BYTES_COLUMN, np.zeros(len(ids), np.int64))
         done = self.position.trained(keys) if self.position is not None else frozenset()
         rows = [row for row in range(len(ids)) if keys[row] not in done]
         online = {row: self._is_online(batch, row, (ids[row], views[row]), rng) for row in rows}
@@ -171,7 +172,7 @@ class TrainSampleDecoder:
                 mask_seed = int(rng.integers(2**31))
                 sample = self._sample(batch, row, online[row], features, mask_seed)
                 sample[SAMPLE_KEY_COLUMN] = np.int64(keys[row])
-                sample[STORED_BYTES_COLUMN] = np.int64(batch.get(STORED_BYTES_COLUMN, [0] * len(ids))[row])
+                sample[STORED_BYTES_COLUMN] = np.int64(stored_bytes[row])
                 samples.append(sample)
             except (BadImageError, FeatureStoreError) as err:
                 if self.bad_samples is None:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vfmkd_ray import storage
+from vfmkd_ray.store.errors import FeatureStoreError
 from vfmkd_ray.store.index_rows import index_rows
 from vfmkd_ray.store.schema import build_table
 
@@ -88,15 +89,25 @@ def read_part(part_uri: str, columns: list[str] | None = None) -> pa.Table:
 
 def read_row_groups(part_uri: str, groups: list[int]) -> tuple[pa.Table, list[int]]:
     """The rows of ``groups`` of one part (every column) and, per row, its share of the compressed
-    bytes read (the column chunks of its row group; the footer aside): what the read cost."""
+    bytes read (the column chunks of its row group; the footer aside): what the read cost.
+
+    Raises:
+        FeatureStoreError: the part has fewer row groups than ``groups`` names (rewritten since).
+    """
     with open_parquet(part_uri) as parquet:
-        table = parquet.read_row_groups(groups)
         meta = parquet.metadata
-        nbytes = []
-        for group in groups:
-            row_group = meta.row_group(group)
-            size = sum(row_group.column(c).total_compressed_size for c in range(row_group.num_columns))
-            nbytes += [size // max(1, row_group.num_rows)] * row_group.num_rows
+        table = parquet.read_row_groups(groups) if not groups or max(groups) < meta.num_row_groups else None
+    if table is None:
+        raise FeatureStoreError(
+            f"part {part_uri} has {meta.num_row_groups} row groups, the store's index names row group "
+            f"{max(groups)}: the part was rewritten after precompute; run "
+            f"`vfmkd verify --store {part_uri.rsplit('/', 1)[0]} --all`"
+        )
+    nbytes = []
+    for group in groups:
+        row_group = meta.row_group(group)
+        size = sum(row_group.column(c).total_compressed_size for c in range(row_group.num_columns))
+        nbytes += [size // max(1, row_group.num_rows)] * row_group.num_rows
     return table, nbytes
 
 
