@@ -90,5 +90,6 @@ def test_a_lost_node_shrinks_the_group_and_its_return_grows_it(tmp_path, monkeyp
     assert summary.history[-1]["train/steps_repeated"] <= 2 * 2, "at most an interval per restart"
     lines = [r.getMessage() for r in caplog.records]
     resized = [line for line in lines if line.startswith("resumed epoch")]
+    print("\n".join(["", *resized]))  # with -s: the resize as the log says it
     assert any("1 workers x batch 2" in line for line in resized), lines
     assert any("2 workers x batch 2" in line for line in resized), lines
