@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from vfmkd_ray import storage
 from vfmkd_ray.store.errors import FeatureStoreError
-from vfmkd_ray.store.index_rows import index_rows
+from vfmkd_ray.store.index_rows import index_rows, row_bytes
 from vfmkd_ray.store.schema import build_table
 
 PART_GLOB = "part-*.parquet"
@@ -103,12 +103,7 @@ def read_row_groups(part_uri: str, groups: list[int]) -> tuple[pa.Table, list[in
             f"{max(groups)}: the part was rewritten after precompute; run "
             f"`vfmkd verify --store {part_uri.rsplit('/', 1)[0]} --all`"
         )
-    nbytes = []
-    for group in groups:
-        row_group = meta.row_group(group)
-        size = sum(row_group.column(c).total_compressed_size for c in range(row_group.num_columns))
-        nbytes += [size // max(1, row_group.num_rows)] * row_group.num_rows
-    return table, nbytes
+    return table, [share for group in groups for share in row_bytes(meta, group)]
 
 
 def read_part_schema(part_uri: str) -> pa.Schema:

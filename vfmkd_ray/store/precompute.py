@@ -32,7 +32,7 @@ from vfmkd_ray.ray_errors import find_cause
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.index import build_index, read_index, write_index
-from vfmkd_ray.store.index_rows import VIEW_COLUMN
+from vfmkd_ray.store.index_rows import VIEW_COLUMN, row_keys
 from vfmkd_ray.store.manifest import (
     BAD_SAMPLES_DIR,
     LayerSpec,
@@ -183,9 +183,7 @@ def rows_to_do(records: list[ImageRecord], index: pa.Table, views: int, seed: in
     """The (image, view) rows ``index`` lacks, as the items the pipeline reads; ids stay in Arrow
     (the records are the driver's one Python copy of them)."""
     ids = pa.array([r.image_id for r in records], pa.string())
-    done = pc.binary_join_element_wise(
-        index.column("image_id"), pc.cast(index.column("view"), pa.string()), ":"
-    )
+    done = row_keys(index)
     tables = []
     for view in range(views):
         keys = pc.binary_join_element_wise(ids, pa.scalar(str(view)), ":")
@@ -222,9 +220,7 @@ def finalize_store(
         The store's index.
     """
     index = build_index(dataset, known)
-    keys = pc.binary_join_element_wise(
-        index.column("image_id"), pc.cast(index.column("view"), pa.string()), ":"
-    )
+    keys = row_keys(index)
     if len(pc.unique(keys)) != len(keys):
         dupes = duplicate_ids(keys.to_pylist())
         raise FeatureStoreError(f"store {dataset} holds duplicate (image id:view) rows: {dupes[:10]}")
