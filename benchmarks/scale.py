@@ -15,8 +15,9 @@ through a pool of 64 synthetic 64 px PNGs, so no teacher runs) is measured at ea
   rows would take far longer on a small machine); with the bytes read over the bytes used.
 
 Each stage: wall seconds and the peak resident memory it added above the RSS it started at
-(sampled every 5 ms by a thread: ``ru_maxrss`` cannot be reset, and tracemalloc misses Arrow's
-buffers), and a growth exponent (least squares of log time on log rows; 1.0 is linear).
+(the kernel's high-water mark, reset per stage: ``ru_maxrss`` cannot be reset, tracemalloc misses
+Arrow's buffers, and a sampling thread misses what is allocated while the GIL is held), and a
+growth exponent (least squares of log time on log rows; 1.0 is linear).
 
 Peer: at ``--peer-rows`` (default: the smallest size) one training epoch (after a warm-up epoch)
 through Ray Data as ``train.streams`` builds it (``read_store_rows`` -> ``TrainSampleDecoder`` ->
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import gc
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -80,35 +80,42 @@ ALIAS, INPUT_SIZE, POOL_IMAGES, SEED = "sam", 64, 64, 0  # 64 px at stride 16: t
 
 class PeakRss:
     """``with PeakRss() as rss``: ``rss.mib`` is the peak resident memory of the block above the
-    RSS it started at, sampled every ``INTERVAL_S`` by a thread."""
+    RSS it started at, from the kernel's high-water mark (``VmHWM``), reset on entry.
 
-    INTERVAL_S = 0.005
+    A sampling thread misses allocations made while the GIL is held (``np.ones`` fills 64 MiB
+    without releasing it, and frees it before the thread runs again); the kernel sees every page.
+    """
 
     def __enter__(self) -> PeakRss:
         gc.collect()  # what earlier stages left behind is not this one's
-        self.start = self.peak = _rss_bytes()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        _reset_high_water_mark()
+        self.start = _status_bytes("VmRSS")
+        self.peak = self.start
         return self
 
-    def _sample(self) -> None:
-        while not self._done.wait(self.INTERVAL_S):
-            self.peak = max(self.peak, _rss_bytes())
-
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
+        self.peak = _status_bytes("VmHWM")
 
     @property
     def mib(self) -> float:
         return (self.peak - self.start) / 2**20
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _reset_high_water_mark() -> None:
+    """Writing 5 to ``clear_refs`` sets ``VmHWM`` to the current RSS (Linux 4.0 and later)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError as error:
+        raise OSError(f"peak RSS needs a writable /proc/self/clear_refs (Linux): {error}") from error
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024  # the kernel writes kB
+    raise OSError(f"/proc/self/status has no {field} line")
 
 
 def image_pool(root: str) -> list[tuple[ImageRecord, tuple[int, int]]]:

@@ -48,8 +48,12 @@ def test_the_data_loader_peer_yields_every_training_row_once(tmp_path):
     assert sorted(keys) == sorted(sample_key(i) for i in train)
 
 
-def test_peak_rss_sees_a_block_s_allocation():
-    with PeakRss() as rss:
-        block = np.ones(64 * 2**20, np.uint8)  # 64 MiB, touched
+def test_peak_rss_sees_a_block_s_allocation_and_resets_between_blocks():
+    with PeakRss() as first:
+        block = np.ones(64 * 2**20, np.uint8)  # 64 MiB, touched while the GIL is held
         del block
-    assert rss.mib > 32
+    with PeakRss() as second:
+        small = np.ones(2**20, np.uint8)
+        del small
+    assert first.mib > 32
+    assert second.mib < 16  # the first block's peak is not the second's
