@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench clean transfer-tiny
+.PHONY: demo test lint format bench clean transfer-tiny mm test-mm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,20 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]"
 	$(INSTALL_SAM2)
 	touch $@ $(VENV)/.installed
+
+# The OpenMMLab stack (README: 'The OpenMMLab stack'), in this same venv: onedl-mmcv's ops built
+# from source against the venv's torch by tools/build_mmcv.sh (once per machine, then cached), then
+# the pinned mm extra, whose onedl-mmcv requirement that wheel already meets.
+$(VENV)/.installed-mm: pyproject.toml tools/build_mmcv.sh $(VENV)/.installed-test
+	$(BIN)/pip install --quiet "$$(tools/build_mmcv.sh $(BIN)/python | tail -1)"
+	$(BIN)/pip install --quiet -e ".[test,mm]"
+	touch $@
+
+mm: $(VENV)/.installed-mm
+
+# The tests against the real OpenMMLab classes; VFMKD_REQUIRE_MM makes a missing stack a failure.
+test-mm: $(VENV)/.installed-mm
+	VFMKD_REQUIRE_MM=1 $(BIN)/python -m pytest -m mm
 
 demo: $(VENV)/.installed
 	$(BIN)/vfmkd demo

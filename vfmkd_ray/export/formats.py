@@ -143,6 +143,8 @@ class MMDetection(ExportFormat):
         return MMPRETRAIN_TIMM if cfg.name.startswith("timm/") else MMENGINE_BACKBONE
 
     def _target(self, cfg: StudentConfig) -> str:
+        if cfg.is_mm:
+            return f"OpenMMLab {cfg.name.removeprefix('mm/')}"
         if cfg.name.startswith("timm/"):
             return f"mmpretrain TIMMBackbone({cfg.name.removeprefix('timm/')})"
         return f"{'MMYOLO ' if self.name == 'mmyolo' else 'MMDetection mmyolo.'}YOLOv8CSPDarknet-{cfg.size}"
@@ -155,6 +157,11 @@ class MMDetection(ExportFormat):
             raise ExportError(
                 f"mmpretrain's TIMMBackbone ({describe_student(cfg)}) has no frozen_stages or norm_eval for "
                 "--freeze-at/--freeze-norm; freeze it through paramwise_cfg (lr_mult=0) as the snippet says"
+            )
+        if freeze.given and cfg.is_mm:
+            raise ExportError(
+                f"{describe_student(cfg)} is built from its own backbone dict: set frozen_stages/norm_eval "
+                "in the snippet's backbone dict (where its class has them), not --freeze-at/--freeze-norm"
             )
 
     def write(self, student, cfg, path, shown_path, freeze):

@@ -87,6 +87,10 @@ def mm_python(
     if cfg.name.startswith("timm/"):
         assert not (freeze and freeze.given), "formats refuse freeze settings for TIMMBackbone"
         backbone = _timm_backbone(student, cfg, init)
+    elif cfg.is_mm:
+        assert not (freeze and freeze.given), "formats refuse freeze settings for mm/ students"
+        channels = student.feature_info.channels()  # every output of its out_indices feeds the neck
+        backbone = _registry_backbone(cfg, init)
     else:
         backbone = _yolov8_backbone(style, cfg, init, freeze or Freeze())
     if style == "mmyolo" and not cfg.name.startswith("timm/"):
@@ -123,6 +127,24 @@ def _timm_backbone(student: StudentBackbone, cfg: StudentConfig, init: str) -> s
         "        features_only=True,\n"
         "        pretrained=False,\n"
         f"        out_indices={indices},\n"
+        f"        init_cfg={init}),\n"
+    )
+
+
+def _registry_backbone(cfg: StudentConfig, init: str) -> str:
+    """The student's own registry dict (``student.mm`` and its type), loading the checkpoint."""
+    type_name = cfg.name.removeprefix("mm/")
+    scope = type_name.partition(".")[0]
+    fields = "".join(f"        {key}={value!r},\n" for key, value in (cfg.mm or {}).items() if key != "type")
+    return (
+        "# The student's backbone dict (student.mm); freeze it there (frozen_stages, norm_eval where the\n"
+        "# class has them) or with paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=0)}).\n"
+        f"custom_imports = dict(imports=['{scope}.models'], allow_failed_imports=False)\n"
+        "model = dict(\n"
+        "    backbone=dict(\n"
+        "        _delete_=True,\n"
+        f"        type='{type_name}',\n"
+        f"{fields}"
         f"        init_cfg={init}),\n"
     )
 

@@ -28,6 +28,7 @@ from vfmkd_ray.heads.base import TeacherShapes
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.build import ModelParts, build_model, run_teacher_shapes
 from vfmkd_ray.models.teachers.base import RANDOM_WEIGHTS
+from vfmkd_ray.openmmlab import OpenMMLabMissing
 from vfmkd_ray.ray_errors import find_cause, first_line, raised_in_worker
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.storage import StorageError
@@ -171,7 +172,7 @@ def check_model(cfg: ExperimentConfig, shapes: TeacherShapes) -> ModelParts:
             parts = build_model(cfg, shapes, load_weights=False)
         for head in parts.heads.values():
             head.check()
-    except ValueError as err:
+    except (ValueError, OpenMMLabMissing) as err:
         raise ConfigError(str(err)) from None
     return parts
 

@@ -1,4 +1,5 @@
-"""Student backbones: a registry of named builders plus any timm model as ``timm/<name>``."""
+"""Student backbones: a registry of named builders, any timm model as ``timm/<name>`` and any
+OpenMMLab registry backbone as ``mm/<scope>.<Type>``."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import logging
 from collections.abc import Callable
 
 from vfmkd_ray.models.students.base import StudentBackbone
-from vfmkd_ray.models.students.config import StudentConfig
-from vfmkd_ray.models.students.timm_student import TIMM_PREFIX, TimmStudent
+from vfmkd_ray.models.students.config import TIMM_PREFIX, StudentConfig
+from vfmkd_ray.models.students.mm_student import MMStudent
+from vfmkd_ray.models.students.timm_student import TimmStudent
 from vfmkd_ray.models.students.weight_layouts import WeightsReport, adapt_weights
 from vfmkd_ray.models.students.yolov8_cspdarknet import YOLOv8CSPDarknet
 from vfmkd_ray.registry import Registry
@@ -36,6 +38,8 @@ def build_student(cfg: StudentConfig) -> StudentBackbone:
     ``cfg.sha256``."""
     if cfg.name.startswith(TIMM_PREFIX):
         student: StudentBackbone = TimmStudent(cfg.name[len(TIMM_PREFIX) :], cfg.out_indices)
+    elif cfg.is_mm:
+        student = MMStudent(cfg.name, cfg.mm)
     else:
         student = STUDENTS.get(cfg.name)(cfg)
     if cfg.weights is not None:

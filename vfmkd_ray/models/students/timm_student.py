@@ -11,7 +11,6 @@ import torch
 from vfmkd_ray.models.feature_info import FeatureInfo, FeatureLevel
 from vfmkd_ray.models.students.base import StudentBackbone
 
-TIMM_PREFIX = "timm/"
 TIMM_BODY = "body."  # the timm feature extractor's keys in the student's state dict
 
 

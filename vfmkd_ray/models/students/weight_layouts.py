@@ -10,6 +10,9 @@
   ``.bin``/``.safetensors``) for a ``timm/<name>`` student, told by the absence of ``body.`` keys:
   the full model's key names (``timm_keys``) mapped onto the ``features_only`` model; what that
   model lacks (the classifier head, a final norm or conv head) is dropped.
+- a plain state dict of an ``mm/`` student's registry class (its own key names, as torchvision's
+  ImageNet ResNets or an MMEngine ``backbone`` sub-dict have them) when no key starts with ``body.``:
+  what the class lacks (a classifier ``fc``) is dropped.
 - otherwise the student's own layout, what a run writes: exactly ``student.state_dict()``'s keys.
 
 Every key of the student must be in the file with the student's shape, else the error names the
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from vfmkd_ray.models.students.base import StudentBackbone
+from vfmkd_ray.models.students.mm_student import MMStudent
 from vfmkd_ray.models.students.timm_keys import features_to_model_keys
 from vfmkd_ray.models.students.timm_student import TIMM_BODY, TimmStudent
 
@@ -101,7 +105,11 @@ def _recognise(payload: Mapping, student: StudentBackbone) -> tuple[str, dict[st
         prefix = MMPRETRAIN_TIMM if is_timm else MMENGINE_BACKBONE
         file_keys = {k: prefix + k.removeprefix(TIMM_BODY) for k in keys}
         return f"MMEngine checkpoint ({prefix}*)", file_keys, payload["state_dict"]
-    if is_timm and not any(str(k).startswith(TIMM_BODY) for k in payload):
+    has_body_keys = any(str(k).startswith(TIMM_BODY) for k in payload)
+    if isinstance(student, MMStudent) and not has_body_keys:
+        file_keys = {k: k.removeprefix(TIMM_BODY) for k in keys}
+        return f"plain {student.type_name} state dict", file_keys, payload
+    if is_timm and not has_body_keys:
         full = features_to_model_keys(student.model_name, [k.removeprefix(TIMM_BODY) for k in keys])
         file_keys = {k: full[k.removeprefix(TIMM_BODY)] for k in keys}
         return f"timm {student.model_name} state dict", file_keys, payload

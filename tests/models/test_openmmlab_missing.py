@@ -1,0 +1,56 @@
+"""Without the OpenMMLab stack, an ``mm/`` student is one line saying how to install it, from the
+config check of ``vfmkd train`` and from ``vfmkd export`` alike; the rest of the product never
+imports it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.models.foreign_files import save_state
+from vfmkd_ray import openmmlab
+from vfmkd_ray.cli import main
+from vfmkd_ray.config import ConfigError, load_config
+from vfmkd_ray.train.trainer import check_model
+
+MM_RESNET = "mm/mmdet.ResNet"
+STACK = ("mmcv", "mmengine", "mmdet", "mmyolo", "mmpretrain")
+
+
+@pytest.fixture
+def no_stack(monkeypatch):
+    """The stack made unimportable in this process (``None`` in ``sys.modules`` fails an import),
+    whether or not this environment has it."""
+    for name in list(sys.modules):
+        if name.split(".")[0] in STACK:
+            monkeypatch.setitem(sys.modules, name, None)
+    for name in STACK:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setattr(openmmlab, "_READY", False)
+
+
+def test_an_mm_student_without_the_stack_is_a_config_error_saying_how_to_install_it(no_stack, tmp_path):
+    cfg = load_config(None, [f"data.root={tmp_path}", f"student.name={MM_RESNET}", "student.mm.depth=18"])
+    with pytest.raises(ConfigError, match=r"student 'mm/mmdet.ResNet' needs the OpenMMLab stack .*make mm"):
+        check_model(cfg, {})
+
+
+def test_export_of_an_mm_student_without_the_stack_is_one_line(no_stack, tmp_path, capsys):
+    checkpoint = save_state({"conv1.weight": torch.zeros(64, 3, 7, 7)}, tmp_path / "w.pth")
+    out = str(tmp_path / "o.pth")
+    code = main(
+        ["export", "--checkpoint", checkpoint, "--format", "mmdet", "--out", out, "--student", MM_RESNET]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "needs the OpenMMLab stack" in err[0] and "make mm" in err[0]
+
+
+def test_the_product_imports_no_openmmlab_package():
+    modules = "vfmkd_ray.cli, vfmkd_ray.models.build, vfmkd_ray.export.formats, vfmkd_ray.train.trainer"
+    probe = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] in {STACK!r}))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
