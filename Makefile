@@ -30,7 +30,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 # from source against the venv's torch by tools/build_mmcv.sh (once per machine, then cached), then
 # the pinned mm extra, whose onedl-mmcv requirement that wheel already meets.
 $(VENV)/.installed-mm: pyproject.toml tools/build_mmcv.sh $(VENV)/.installed-test
-	$(BIN)/pip install --quiet "$$(tools/build_mmcv.sh $(BIN)/python | tail -1)"
+	WHEEL=$$(tools/build_mmcv.sh $(BIN)/python) && $(BIN)/pip install --quiet "$$WHEEL"
 	$(BIN)/pip install --quiet -e ".[test,mm]"
 	touch $@
 

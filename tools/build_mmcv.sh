@@ -2,7 +2,7 @@
 # Builds onedl-mmcv's wheel, C++ ops included, against the torch of the Python given, once per
 # (mmcv version, torch version, Python) on this machine: later calls print the cached wheel's path.
 #
-#   tools/build_mmcv.sh PYTHON   -> prints the wheel's path on its last line
+#   tools/build_mmcv.sh PYTHON   -> prints the wheel's path (its only line on stdout)
 #
 # Why from source: no Linux wheel of onedl-mmcv exists (its -cu128-torch2-8 package ships a Windows
 # wheel only). Why patched: its setup.py passes -std=c++17 to the C++ compiler, and torch >= 2.10's
@@ -13,6 +13,8 @@
 set -euo pipefail
 
 PYTHON=${1:?usage: tools/build_mmcv.sh PYTHON}
+# Absolute, without resolving the venv's symlink (the build runs in another directory).
+PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")"
 MMCV_VERSION=2.3.6
 CFLAGS_USED=${MMCV_CFLAGS:--O0 -g0}
 CACHE=${VFMKD_WHEEL_CACHE:-$HOME/.cache/vfmkd_ray/wheels}
@@ -29,7 +31,7 @@ fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 echo "onedl-mmcv $MMCV_VERSION: building its ops against torch $TORCH (once per machine; minutes)" >&2
-"$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "onedl-mmcv==$MMCV_VERSION" -d "$WORK"
+"$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "onedl-mmcv==$MMCV_VERSION" -d "$WORK" >&2
 tar -xzf "$WORK/onedl_mmcv-$MMCV_VERSION.tar.gz" -C "$WORK"
 SRC="$WORK/onedl_mmcv-$MMCV_VERSION"
 if "$PYTHON" -c 'import sys, torch; from packaging.version import Version as V; sys.exit(V(torch.__version__.split("+")[0]) < V("2.10"))'; then
@@ -37,7 +39,7 @@ if "$PYTHON" -c 'import sys, torch; from packaging.version import Version as V; 
     sed -i "s/extra_compile_args\['cxx'\] = \['-std=c++17'\]/extra_compile_args['cxx'] = ['-std=c++20']/" "$SRC/setup.py"
 fi
 # ninja compiles MAX_JOBS files at a time (without it setuptools compiles one by one).
-"$PYTHON" -m pip install --quiet "ninja>=1.11" setuptools wheel
+"$PYTHON" -m pip install --quiet "ninja>=1.11" setuptools wheel >&2
 STARTED=$(date +%s)
 ( cd "$SRC" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} CFLAGS="$CFLAGS_USED" CXXFLAGS="$CFLAGS_USED" \
     PATH="$(dirname "$PYTHON"):$PATH" \

@@ -30,7 +30,7 @@ def run_demo(cfg: ExperimentConfig) -> bool:
     say(f"2/3 precompute {teachers}")
     _rebuild_outdated_stores(cfg)
     stores = run_precompute(cfg)
-    say(f"3/3 distill {cfg.student.name}-{cfg.student.size} with {cfg.train.num_workers} Ray Train workers")
+    say(f"3/3 distill {cfg.student.label} with {cfg.train.num_workers} Ray Train workers")
     train = run_training(cfg)
     rose = print_summary(num_images, stores, train, time.monotonic() - started)
     return rose

@@ -92,10 +92,3 @@ def test_bad_mm_students_fail_before_any_ray_work(overrides, message, tmp_path):
     cfg = load_config(None, [f"data.root={tmp_path}", *overrides])
     with pytest.raises(ConfigError, match=message):
         check_model(cfg, {})
-
-
-def test_mm_student_config_is_checked_against_its_name():
-    with pytest.raises(ValueError, match="differs from student.name"):
-        StudentConfig(name="mm/mmdet.ResNet", mm={"type": "mmdet.RegNet"})
-    with pytest.raises(ValueError, match="student.mm is the backbone dict"):
-        StudentConfig(name="yolov8_cspdarknet", mm={"depth": 18})

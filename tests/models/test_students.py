@@ -83,3 +83,15 @@ def test_yolov8s_outputs_at_1024():
         (256, 64, 64),
         (512, 32, 32),
     ]
+
+
+def test_an_mm_student_config_is_checked_against_its_name_without_the_stack():
+    with pytest.raises(ValueError, match="differs from student.name"):
+        StudentConfig(name="mm/mmdet.ResNet", mm={"type": "mmdet.RegNet"})
+    with pytest.raises(ValueError, match="student.mm is the backbone dict"):
+        StudentConfig(name="yolov8_cspdarknet", mm={"depth": 18})
+    with pytest.raises(ValueError, match="init_cfg is never run"):
+        StudentConfig(name="mm/mmdet.ResNet", mm={"init_cfg": {"type": "Pretrained"}})
+    with pytest.raises(ValueError, match="takes its outputs from student.mm"):
+        StudentConfig(name="mm/mmdet.ResNet", out_indices=(1, 2))
+    assert StudentConfig(name="mm/mmdet.ResNet", mm={"depth": 18}).label == "mm/mmdet.ResNet"
