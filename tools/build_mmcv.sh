@@ -20,23 +20,34 @@ CFLAGS_USED=${MMCV_CFLAGS:--O0 -g0}
 CACHE=${VFMKD_WHEEL_CACHE:-$HOME/.cache/vfmkd_ray/wheels}
 
 TORCH=$("$PYTHON" -c 'import torch; print(torch.__version__)')
+# torch >= 2.10's headers need C++20; printed as major*100+minor, e.g. 214.
+TORCH_MINOR=$("$PYTHON" -c 'import torch; a, b = torch.__version__.split(".")[:2]; print(int(a) * 100 + int(b))')
 PYTAG=$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-DEST="$CACHE/onedl-mmcv-$MMCV_VERSION/torch-$TORCH-$PYTAG"
+# mmcv's setup.py builds CUDA ops when torch sees a GPU or FORCE_CUDA=1, CPU ops otherwise.
+OPS=$("$PYTHON" -c 'import os, torch; print("cuda" if torch.cuda.is_available() or os.getenv("FORCE_CUDA") == "1" else "cpu")')
+FLAGS_TAG=$(echo "$CFLAGS_USED" | tr -c 'A-Za-z0-9\n' '_')
+DEST="$CACHE/onedl-mmcv-$MMCV_VERSION/torch-$TORCH-$PYTAG-$OPS-$FLAGS_TAG"
 if compgen -G "$DEST/onedl_mmcv-$MMCV_VERSION-*.whl" > /dev/null; then
-    echo "onedl-mmcv $MMCV_VERSION for torch $TORCH: cached in $DEST" >&2
-    ls "$DEST"/onedl_mmcv-$MMCV_VERSION-*.whl
+    echo "onedl-mmcv $MMCV_VERSION for torch $TORCH ($OPS ops, $CFLAGS_USED): cached in $DEST" >&2
+    ls "$DEST"/onedl_mmcv-$MMCV_VERSION-*.whl | head -1
     exit 0
 fi
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-echo "onedl-mmcv $MMCV_VERSION: building its ops against torch $TORCH (once per machine; minutes)" >&2
+echo "onedl-mmcv $MMCV_VERSION: building its $OPS ops against torch $TORCH (once per machine; minutes)" >&2
 "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "onedl-mmcv==$MMCV_VERSION" -d "$WORK" >&2
 tar -xzf "$WORK/onedl_mmcv-$MMCV_VERSION.tar.gz" -C "$WORK"
 SRC="$WORK/onedl_mmcv-$MMCV_VERSION"
-if "$PYTHON" -c 'import sys, torch; from packaging.version import Version as V; sys.exit(V(torch.__version__.split("+")[0]) < V("2.10"))'; then
-    grep -q "'-std=c++17'" "$SRC/setup.py" || { echo "onedl-mmcv's setup.py no longer sets -std=c++17: check the patch" >&2; exit 1; }
-    sed -i "s/extra_compile_args\['cxx'\] = \['-std=c++17'\]/extra_compile_args['cxx'] = ['-std=c++20']/" "$SRC/setup.py"
+if [ "$TORCH_MINOR" -ge 210 ]; then
+    # The C++ flag for every build; nvcc's for CUDA builds (not tried here: no GPU on this VM).
+    sed -i -e "s/extra_compile_args\['cxx'\] = \['-std=c++17'\]/extra_compile_args['cxx'] = ['-std=c++20']/" \
+        -e "s/extra_compile_args\['nvcc'\] += \['-std=c++17'\]/extra_compile_args['nvcc'] += ['-std=c++20']/" \
+        "$SRC/setup.py"
+    if [ "$(grep -c -e "\['cxx'\] = \['-std=c++20'\]" -e "\['nvcc'\] += \['-std=c++20'\]" "$SRC/setup.py")" != 2 ]; then
+        echo "onedl-mmcv's setup.py changed: the -std=c++20 patch did not apply (tools/build_mmcv.sh)" >&2
+        exit 1
+    fi
 fi
 # ninja compiles MAX_JOBS files at a time (without it setuptools compiles one by one).
 "$PYTHON" -m pip install --quiet "ninja>=1.11" setuptools wheel >&2
@@ -48,4 +59,4 @@ STARTED=$(date +%s)
 mkdir -p "$DEST"
 mv "$WORK"/wheel/onedl_mmcv-*.whl "$DEST/"
 echo "onedl-mmcv $MMCV_VERSION built in $(( $(date +%s) - STARTED )) s -> $DEST" >&2
-ls "$DEST"/onedl_mmcv-$MMCV_VERSION-*.whl
+ls "$DEST"/onedl_mmcv-$MMCV_VERSION-*.whl | head -1

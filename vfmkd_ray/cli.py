@@ -207,6 +207,11 @@ def _export(args: argparse.Namespace) -> int:
     if args.config:
         student = load_config(args.config).student
     elif args.student:
+        if args.student.startswith("mm/"):
+            raise ValueError(
+                f"--student {args.student}: an mm/ student is its backbone dict too (student.mm); give a "
+                "config that holds it with --config, or export from a run's files (their resolved config)"
+            )
         student = StudentConfig(name=args.student, size=args.size)
     freeze = Freeze(args.freeze_at, None if args.freeze_norm is None else args.freeze_norm == "true")
     if freeze.given and (args.check or args.whole_detector):

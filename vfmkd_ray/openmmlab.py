@@ -60,6 +60,10 @@ def _import_stack() -> None:
             importlib.import_module(f"{scope}.utils").register_all_modules(init_default_scope=False)
     if printed.getvalue().strip():
         logger.debug("OpenMMLab printed at import: %s", printed.getvalue().strip())
+    from mmengine.logging import MMLogger
+
+    # MMEngine's logger prints to stdout; at INFO, init_weights prints a line per parameter.
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
 
 
 _READY = False
@@ -75,7 +79,7 @@ def mm_registry(needed_for: str) -> Any:
     if not _READY:
         try:
             _import_stack()
-        except ImportError as err:
+        except (ImportError, AssertionError) as err:  # mmdet asserts the mmcv version it imports with
             raise OpenMMLabMissing(
                 f"{needed_for} needs the OpenMMLab stack (mmcv with its ops, mmdet, mmyolo, mmpretrain), "
                 f"which does not import here ({err}); {INSTALL_HINT}"

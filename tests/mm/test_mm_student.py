@@ -20,6 +20,8 @@ RESNET18 = StudentConfig(name="mm/mmdet.ResNet", mm={"depth": 18, "out_indices":
 
 def test_registry_backbones_build_with_measured_levels():
     resnet = build_student(RESNET18)
+    # The class's own init_weights ran: mmdet's zero_init_residual zeroes each block's last BN.
+    assert resnet.body.layer1[0].bn2.weight.abs().sum() == 0
     assert resnet.get_feature_dims() == [64, 128, 256, 512]
     assert resnet.get_feature_strides() == [4, 8, 16, 32]
     assert type(resnet.body).__module__ == "mmdet.models.backbones.resnet"
@@ -32,6 +34,19 @@ def test_registry_backbones_build_with_measured_levels():
     # The product's own YOLOv8CSPDarknet has MMYOLO's key names and shapes.
     theirs = {k.removeprefix("body."): tuple(v.shape) for k, v in darknet.state_dict().items()}
     assert theirs == {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+
+
+def test_a_student_with_compiled_ops_builds_on_the_meta_device():
+    """The config check builds on the meta device; mmcv's DCNv2 has no meta kernel, so the levels
+    are measured on a CPU copy."""
+    dcn = {"type": "DCNv2", "deform_groups": 1, "fallback_on_stride": False}
+    cfg = StudentConfig(
+        name="mm/mmdet.ResNet", mm={"depth": 50, "dcn": dcn, "stage_with_dcn": [False, True, True, True]}
+    )
+    with torch.device("meta"):
+        student = build_student(cfg)
+    assert next(student.parameters()).is_meta
+    assert student.get_feature_dims() == [256, 512, 1024, 2048]
 
 
 def test_imagenet_resnet_weights_from_torchvision_load_into_an_mmdet_resnet_student(tmp_path):
@@ -73,6 +88,10 @@ def test_an_mmdet_export_of_an_mm_student_builds_the_real_class_from_its_snippet
             module.eval()
             for ours, theirs in zip(student(images), module(images), strict=True):
                 torch.testing.assert_close(ours, theirs)
+    # For MMYOLO the neck takes the measured levels too (not YOLOv8's widen_factor channels).
+    mmyolo = run_export(source, "mmyolo", str(tmp_path / "resnet18_kd_mmyolo.pth"), RESNET18)
+    neck = config_of(mmyolo.files[1]).model.neck
+    assert neck.in_channels == [64, 128, 256, 512] and neck.widen_factor == 1.0
     # The export is a valid student.weights in turn (MMEngine checkpoint, backbone.* keys).
     again = build_student(RESNET18.model_copy(update={"weights": result.files[0]}))
     expected = student.state_dict()
@@ -86,6 +105,10 @@ def test_an_mmdet_export_of_an_mm_student_builds_the_real_class_from_its_snippet
         (["student.name=mm/ResNet"], "mm/<scope>.<Type> with scope one of"),
         (["student.name=mm/mmdet.NoSuchNet"], "has no backbone 'mmdet.NoSuchNet'"),
         (["student.name=mm/mmdet.ResNet", "student.mm.depth=19"], "invalid depth 19"),
+        (
+            ["student.name=mm/mmdet.ResNet", "student.mm.depth=18", "student.mm.num_stages=9"],
+            "AssertionError",
+        ),
     ],
 )
 def test_bad_mm_students_fail_before_any_ray_work(overrides, message, tmp_path):

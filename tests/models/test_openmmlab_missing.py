@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tests.models.foreign_files import save_state
 from vfmkd_ray import openmmlab
@@ -40,13 +42,29 @@ def test_an_mm_student_without_the_stack_is_a_config_error_saying_how_to_install
 
 def test_export_of_an_mm_student_without_the_stack_is_one_line(no_stack, tmp_path, capsys):
     checkpoint = save_state({"conv1.weight": torch.zeros(64, 3, 7, 7)}, tmp_path / "w.pth")
+    config = tmp_path / "student.yaml"
+    raw = yaml.safe_load(Path("configs/demo.yaml").read_text())
+    raw["student"] = {"name": MM_RESNET, "mm": {"depth": 18}}
+    config.write_text(yaml.safe_dump(raw))
     out = str(tmp_path / "o.pth")
     code = main(
-        ["export", "--checkpoint", checkpoint, "--format", "mmdet", "--out", out, "--student", MM_RESNET]
+        ["export", "--checkpoint", checkpoint, "--format", "mmdet", "--out", out, "--config", str(config)]
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert "needs the OpenMMLab stack" in err[0] and "make mm" in err[0]
+
+
+def test_export_refuses_an_mm_student_named_without_its_dict(tmp_path, capsys):
+    checkpoint = save_state({"conv1.weight": torch.zeros(64, 3, 7, 7)}, tmp_path / "w.pth")
+    out = str(tmp_path / "o.pth")
+    assert (
+        main(
+            ["export", "--checkpoint", checkpoint, "--format", "mmdet", "--out", out, "--student", MM_RESNET]
+        )
+        == 2
+    )
+    assert "is its backbone dict too (student.mm); give a config" in capsys.readouterr().err
 
 
 def test_the_product_imports_no_openmmlab_package():

@@ -90,8 +90,11 @@ def test_an_mm_student_config_is_checked_against_its_name_without_the_stack():
         StudentConfig(name="mm/mmdet.ResNet", mm={"type": "mmdet.RegNet"})
     with pytest.raises(ValueError, match="student.mm is the backbone dict"):
         StudentConfig(name="yolov8_cspdarknet", mm={"depth": 18})
-    with pytest.raises(ValueError, match="init_cfg is never run"):
+    with pytest.raises(ValueError, match="student.mm.init_cfg would load weights"):
         StudentConfig(name="mm/mmdet.ResNet", mm={"init_cfg": {"type": "Pretrained"}})
+    with pytest.raises(ValueError, match="student.mm.pretrained would load weights"):
+        StudentConfig(name="mm/mmdet.ResNet", mm={"pretrained": "torchvision://resnet18"})
+    StudentConfig(name="mm/mmpretrain.TIMMBackbone", mm={"model_name": "resnet18", "pretrained": False})
     with pytest.raises(ValueError, match="takes its outputs from student.mm"):
         StudentConfig(name="mm/mmdet.ResNet", out_indices=(1, 2))
     assert StudentConfig(name="mm/mmdet.ResNet", mm={"depth": 18}).label == "mm/mmdet.ResNet"

@@ -93,7 +93,7 @@ def mm_python(
         backbone = _registry_backbone(cfg, init)
     else:
         backbone = _yolov8_backbone(style, cfg, init, freeze or Freeze())
-    if style == "mmyolo" and not cfg.name.startswith("timm/"):
+    if style == "mmyolo" and not cfg.name.startswith("timm/") and not cfg.is_mm:
         neck = (
             "    # YOLOv8PAFPN scales these by widen_factor, giving the backbone's "
             f"{channels} channels.\n"

@@ -36,11 +36,12 @@ class StudentConfig(StrictModel):
         given = (self.mm or {}).get("type")
         if given is not None and given != self.name.removeprefix(MM_PREFIX):
             raise ValueError(f"student.mm.type {given!r} differs from student.name {self.name!r}; drop one")
-        if "init_cfg" in (self.mm or {}):
-            raise ValueError(
-                "student.mm.init_cfg is never run (nothing is downloaded at run time): give the weights as "
-                "student.weights, a path or s3:// URI (with student.sha256)"
-            )
+        for key in ("init_cfg", "pretrained"):
+            if (self.mm or {}).get(key):
+                raise ValueError(
+                    f"student.mm.{key} would load weights from where the class says (nothing is downloaded "
+                    "at run time): give them as student.weights, a path or s3:// URI (with student.sha256)"
+                )
         if self.out_indices is not None:
             raise ValueError("an mm/ student takes its outputs from student.mm (e.g. out_indices there)")
         return self
