@@ -2,7 +2,8 @@
 per epoch (against twice when both passes read whole parts), the table gives growth exponents, and
 the DataLoader peer yields every training row. No Ray."""
 
-import numpy as np
+import mmap
+
 import torch
 
 from benchmarks.scale import (
@@ -48,12 +49,19 @@ def test_the_data_loader_peer_yields_every_training_row_once(tmp_path):
     assert sorted(keys) == sorted(sample_key(i) for i in train)
 
 
+def _touch_fresh_pages(size: int) -> None:
+    """``size`` bytes of new anonymous memory, every page written, then unmapped: resident for
+    certain, whatever malloc would have reused (in a long test process numpy's 64 MiB block can
+    land on pages already resident, and RSS never rises)."""
+    block = mmap.mmap(-1, size)
+    block.write(b"\1" * size)
+    block.close()
+
+
 def test_peak_rss_sees_a_block_s_allocation_and_resets_between_blocks():
     with PeakRss() as first:
-        block = np.ones(64 * 2**20, np.uint8)  # 64 MiB, touched while the GIL is held
-        del block
+        _touch_fresh_pages(64 * 2**20)
     with PeakRss() as second:
-        small = np.ones(2**20, np.uint8)
-        del small
+        _touch_fresh_pages(2**20)
     assert first.mib > 32
     assert second.mib < 16  # the first block's peak is not the second's
