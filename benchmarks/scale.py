@@ -83,14 +83,14 @@ class PeakRss:
     RSS it started at, from the kernel's high-water mark (``VmHWM``), reset on entry.
 
     A sampling thread misses allocations made while the GIL is held (``np.ones`` fills 64 MiB
-    without releasing it, and frees it before the thread runs again); the kernel sees every page.
+    without releasing it, and frees it before the thread runs again); the kernel counts every page
+    the block makes resident (memory malloc reuses from pages already resident adds nothing).
     """
 
     def __enter__(self) -> PeakRss:
         gc.collect()  # what earlier stages left behind is not this one's
         _reset_high_water_mark()
         self.start = _status_bytes("VmRSS")
-        self.peak = self.start
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from vfmkd_ray import openmmlab
 from vfmkd_ray.config import ExperimentConfig, load_config
 from vfmkd_ray.store.manifest import LayerSpec, Manifest
 
@@ -15,8 +16,7 @@ from vfmkd_ray.store.manifest import LayerSpec, Manifest
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``mm`` need the OpenMMLab stack (``make mm``): skipped where it is absent,
     except under ``make test-mm`` (``VFMKD_REQUIRE_MM=1``), where they run and fail."""
-    packages = ("mmcv", "mmengine", "mmdet", "mmyolo", "mmpretrain")
-    installed = all(importlib.util.find_spec(name) is not None for name in packages)
+    installed = all(importlib.util.find_spec(name) is not None for name in openmmlab.PACKAGES)
     # mmcv without its compiled ops (pip's own build of the sdist) is no stack either.
     if (installed and importlib.util.find_spec("mmcv._ext") is not None) or os.environ.get(
         "VFMKD_REQUIRE_MM"

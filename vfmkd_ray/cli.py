@@ -207,7 +207,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.config:
         student = load_config(args.config).student
     elif args.student:
-        if args.student.startswith("mm/"):
+        if StudentConfig(name=args.student).is_mm:
             raise ValueError(
                 f"--student {args.student}: an mm/ student is its backbone dict too (student.mm); give a "
                 "config that holds it with --config, or export from a run's files (their resolved config)"

@@ -19,6 +19,7 @@ from typing import Any
 # A registry type's scope (``mmdet.ResNet``) -> the package whose ``utils.register_all_modules``
 # fills that scope's registries.
 SCOPES = ("mmdet", "mmyolo", "mmpretrain")
+PACKAGES = ("mmcv", "mmengine", *SCOPES)  # the stack, as `make mm` installs it
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "install it with `make mm` (README: 'The OpenMMLab stack')"

@@ -19,7 +19,6 @@ from vfmkd_ray.config import ConfigError, load_config
 from vfmkd_ray.train.trainer import check_model
 
 MM_RESNET = "mm/mmdet.ResNet"
-STACK = ("mmcv", "mmengine", "mmdet", "mmyolo", "mmpretrain")
 
 
 @pytest.fixture
@@ -27,9 +26,9 @@ def no_stack(monkeypatch):
     """The stack made unimportable in this process (``None`` in ``sys.modules`` fails an import),
     whether or not this environment has it."""
     for name in list(sys.modules):
-        if name.split(".")[0] in STACK:
+        if name.split(".")[0] in openmmlab.PACKAGES:
             monkeypatch.setitem(sys.modules, name, None)
-    for name in STACK:
+    for name in openmmlab.PACKAGES:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setattr(openmmlab, "_READY", False)
 
@@ -69,6 +68,7 @@ def test_export_refuses_an_mm_student_named_without_its_dict(tmp_path, capsys):
 
 def test_the_product_imports_no_openmmlab_package():
     modules = "vfmkd_ray.cli, vfmkd_ray.models.build, vfmkd_ray.export.formats, vfmkd_ray.train.trainer"
-    probe = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] in {STACK!r}))"
+    stack = openmmlab.PACKAGES
+    probe = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] in {stack!r}))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

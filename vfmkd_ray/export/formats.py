@@ -144,7 +144,7 @@ class MMDetection(ExportFormat):
 
     def _target(self, cfg: StudentConfig) -> str:
         if cfg.is_mm:
-            return f"OpenMMLab {cfg.name.removeprefix('mm/')}"
+            return f"OpenMMLab {cfg.mm_type}"
         if cfg.name.startswith("timm/"):
             return f"mmpretrain TIMMBackbone({cfg.name.removeprefix('timm/')})"
         return f"{'MMYOLO ' if self.name == 'mmyolo' else 'MMDetection mmyolo.'}YOLOv8CSPDarknet-{cfg.size}"

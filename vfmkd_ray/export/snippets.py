@@ -133,7 +133,7 @@ def _timm_backbone(student: StudentBackbone, cfg: StudentConfig, init: str) -> s
 
 def _registry_backbone(cfg: StudentConfig, init: str) -> str:
     """The student's own registry dict (``student.mm`` and its type), loading the checkpoint."""
-    type_name = cfg.name.removeprefix("mm/")
+    type_name = cfg.mm_type
     scope = type_name.partition(".")[0]
     fields = "".join(f"        {key}={value!r},\n" for key, value in (cfg.mm or {}).items() if key != "type")
     return (

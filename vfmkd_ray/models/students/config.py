@@ -34,7 +34,7 @@ class StudentConfig(StrictModel):
                 )
             return self
         given = (self.mm or {}).get("type")
-        if given is not None and given != self.name.removeprefix(MM_PREFIX):
+        if given is not None and given != self.mm_type:
             raise ValueError(f"student.mm.type {given!r} differs from student.name {self.name!r}; drop one")
         for key in ("init_cfg", "pretrained"):
             if (self.mm or {}).get(key):
@@ -49,6 +49,11 @@ class StudentConfig(StrictModel):
     @property
     def is_mm(self) -> bool:
         return self.name.startswith(MM_PREFIX)
+
+    @property
+    def mm_type(self) -> str:
+        """The registry type of an ``mm/`` student: ``mm/mmdet.ResNet`` -> ``mmdet.ResNet``."""
+        return self.name.removeprefix(MM_PREFIX)
 
     @property
     def label(self) -> str:
