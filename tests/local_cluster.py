@@ -5,6 +5,7 @@ signal: ``ray stop`` would stop every other local Ray on the machine too."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -78,9 +79,33 @@ def start_worker(address: str, num_cpus: int) -> subprocess.Popen:
 
 
 def kill_node(node: subprocess.Popen) -> None:
-    """SIGKILL to the node's whole process group: no drain, no goodbye to the head."""
+    """SIGKILL to the node's process group and every process it started, at once: no drain, no
+    goodbye to the head. (Ray's workers are the raylet's children but not all in its group; left
+    alone they outlive it by seconds and go on training.)"""
+    doomed = _descendants(node.pid)
     os.killpg(node.pid, signal.SIGKILL)
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     node.wait(timeout=30)
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, frontier = [], [root]
+    while frontier:
+        below = children.get(frontier.pop(), [])
+        found += below
+        frontier += below
+    return found
 
 
 def stop_node(node: subprocess.Popen) -> None:

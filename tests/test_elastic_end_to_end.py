@@ -1,7 +1,11 @@
 """Elastic training on a real 2-node cluster on 127.0.0.1: the worker node is killed mid-epoch
 (SIGKILL to its raylet and workers), the group shrinks to one worker and resumes from the latest
 checkpoint with the lock-step plan of its new size; the node comes back, the group grows again,
-and the run finishes, saying what it repeated."""
+and the run finishes, saying what it repeated.
+
+The group is held (``VFMKD_HOLD_AFTER_STEP``) where the node is lost and where it comes back: tiny
+steps take a fraction of a second, so unheld, the shrunk group could finish the run before the node
+is back, and steps reported but not yet committed when the group is torn down would be repeated."""
 
 import threading
 import time
@@ -14,7 +18,7 @@ from tests.local_cluster import kill_node, start_head, start_worker, stop_node, 
 from vfmkd_ray.config import load_config
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.store.precompute import run_precompute
-from vfmkd_ray.train.fault_injection import SAMPLE_TRACE_ENV
+from vfmkd_ray.train.fault_injection import HOLD_ENV, SAMPLE_TRACE_ENV
 from vfmkd_ray.train.trainer import run_training
 
 pytestmark = pytest.mark.ray
@@ -29,7 +33,19 @@ def _steps_seen(trace: Path) -> list[tuple[int, int, int]]:
     return seen
 
 
-def _wait(condition, what: str, timeout_s: float = 600) -> None:
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _resumed(caplog) -> list[str]:
+    """The run's "resumed epoch ..." lines so far (from the training thread)."""
+    return [line for r in list(caplog.records) if (line := r.getMessage()).startswith("resumed epoch")]
+
+
+def _wait(condition, what: str, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
@@ -40,7 +56,14 @@ def _wait(condition, what: str, timeout_s: float = 600) -> None:
 def test_a_lost_node_shrinks_the_group_and_its_return_grows_it(tmp_path, monkeypatch, caplog):
     trace = tmp_path / "trace"
     trace.mkdir()
-    monkeypatch.setenv(SAMPLE_TRACE_ENV, str(trace))  # the nodes started below inherit it
+    monkeypatch.setenv(SAMPLE_TRACE_ENV, str(trace))  # the nodes started below inherit these
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    monkeypatch.setenv(HOLD_ENV, str(hold))
+    lose_at = hold / "2.3"  # the 2-worker group (4 steps per epoch), a step past epoch 2's checkpoint
+    grow_at = hold / "3.2"  # the 1-worker group (9 steps per epoch), at epoch 3's checkpoint
+    lose_at.touch()
+    grow_at.touch()
     head, address, _, _ = start_head(num_cpus=2)
     nodes = [start_worker(address, num_cpus=2)]
     cfg = load_config(
@@ -69,13 +92,18 @@ def test_a_lost_node_shrinks_the_group_and_its_return_grows_it(tmp_path, monkeyp
         training = threading.Thread(target=lambda: outcome.update(summary=run_training(cfg)), daemon=True)
         with caplog.at_level("INFO", logger="vfmkd_ray"):
             training.start()
-            # Mid-epoch 2, after the checkpoint at its step 2: lose the worker node.
-            _wait(lambda: any(e == 2 and s >= 3 for _, e, s in _steps_seen(trace)), "epoch 2 step 3")
+            _wait(
+                lambda: len(list(hold.glob("2.3.held.*"))) == 2, "the 2-worker group held at epoch 2 step 3"
+            )
+            first_group = {pid for pid, _, _ in _steps_seen(trace)}
             kill_node(nodes.pop())
-            # The group shrinks to one worker (a new rank-0 process), then the node comes back.
-            first_pids = {pid for pid, _, _ in _steps_seen(trace)}
-            _wait(lambda: {pid for pid, _, _ in _steps_seen(trace)} - first_pids, "the shrunk group's steps")
+            # The head node's worker of that group stays held until Ray tears the group down.
+            _wait(lambda: not any(map(_running, first_group)), "the 2-worker group to be torn down")
+            lose_at.unlink()
+            _wait(lambda: (hold / "3.2.held.rank0").exists(), "the 1-worker group held at epoch 3 step 2")
             nodes.append(start_worker(address, num_cpus=2))
+            _wait(lambda: any("(2 workers x batch" in line for line in _resumed(caplog)), "the group to grow")
+            grow_at.unlink()
             training.join(timeout=600)
         assert not training.is_alive(), "the run finished"
     finally:
@@ -86,10 +114,11 @@ def test_a_lost_node_shrinks_the_group_and_its_return_grows_it(tmp_path, monkeyp
     summary = outcome["summary"]
     sizes = [record["world_size"] for record in summary.history]
     assert [r["epoch"] for r in summary.history] == [1, 2, 3]
-    assert 1 in sizes and sizes[-1] == 2, f"world size per epoch: {sizes}"
-    assert summary.history[-1]["train/steps_repeated"] <= 2 * 2, "at most an interval per restart"
-    lines = [r.getMessage() for r in caplog.records]
-    resized = [line for line in lines if line.startswith("resumed epoch")]
+    assert sizes == [2, 1, 2], "world size per epoch"
+    # Step 3 of epoch 2, past the checkpoint of step 2, is the only one trained twice: the grow came
+    # at a committed checkpoint.
+    assert summary.history[-1]["train/steps_repeated"] == 1
+    resized = _resumed(caplog)
     print("\n".join(["", *resized]))  # with -s: the resize as the log says it
-    assert any("1 workers x batch 2" in line for line in resized), lines
-    assert any("2 workers x batch 2" in line for line in resized), lines
+    assert resized[0].startswith("resumed epoch 2 at step 2 (1 workers x batch 2"), resized
+    assert resized[-1].startswith("resumed epoch 3 at step 2 (2 workers x batch 2"), resized

@@ -26,7 +26,7 @@ from vfmkd_ray.train.collectives import (
 )
 from vfmkd_ray.train.data_position import DataPosition
 from vfmkd_ray.train.epoch_record import step_status
-from vfmkd_ray.train.fault_injection import maybe_kill_once, trace_step
+from vfmkd_ray.train.fault_injection import hold_after_step, maybe_kill_once, trace_step
 from vfmkd_ray.train.lockstep import AUTO_PROBE_STEPS, LockstepPlan, automatic_interval
 from vfmkd_ray.train.relay import WorkerLines
 from vfmkd_ray.train.step import train_step
@@ -95,6 +95,7 @@ class EpochPass:
                 self._choose_interval(time.monotonic() - started)
             if self.interval and step % self.interval == 0 and self.steps_done < self.steps.steps_left:
                 self._checkpoint(epoch, step)
+            hold_after_step(epoch + 1, step, self.rank)
 
     def epoch_means(self, device) -> dict[str, float]:
         return mean_across_workers(self.sums, device)

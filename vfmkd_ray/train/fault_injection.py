@@ -10,6 +10,11 @@
   failure there loses that checkpoint too: the run repeats from the one before).
 - ``VFMKD_SAMPLE_TRACE=<directory>``: every worker appends one line per training step, ``<epoch>
   <step> <sample keys...>``, to ``<directory>/rank<r>.pid<p>.txt``: which samples each step used.
+- ``VFMKD_HOLD_AFTER_STEP=<directory>``: a worker that finished step S of epoch E (its plan's
+  numbering, after that step's checkpoint) waits while ``<directory>/<E>.<S>`` exists; rank 0 first
+  waits until Ray has committed the checkpoints already reported, then each worker says it is held
+  with ``<directory>/<E>.<S>.held.rank<r>``. A test holds a group where it loses or adds a node, so
+  what the run repeats does not hang on how fast the steps are.
 
 Unset, they do nothing.
 """
@@ -18,11 +23,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 FAIL_ONCE_ENV = "VFMKD_FAIL_ONCE_AT_EPOCH"
 KILL_ONCE_ENV = "VFMKD_KILL_ONCE_AT_STEP"
 SAMPLE_TRACE_ENV = "VFMKD_SAMPLE_TRACE"
+HOLD_ENV = "VFMKD_HOLD_AFTER_STEP"
+HOLD_POLL_S = 0.2
 
 
 class InjectedFailure(RuntimeError):
@@ -45,11 +53,29 @@ def maybe_kill_once(epoch: int, step: int, rank: int) -> None:
         return
     at_epoch, at_step, marker = spec.split(":", 2)
     if (epoch, step) == (int(at_epoch), int(at_step)) and not Path(marker).exists():
-        import ray.train
-
-        ray.train.get_all_reported_checkpoints(ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=60)
+        _wait_for_committed_checkpoints()
         Path(marker).touch()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hold_after_step(epoch: int, step: int, rank: int) -> None:
+    directory = os.environ.get(HOLD_ENV)
+    if not directory:
+        return
+    marker = Path(directory) / f"{epoch}.{step}"
+    if not marker.exists():
+        return
+    if rank == 0:
+        _wait_for_committed_checkpoints()
+    Path(f"{marker}.held.rank{rank}").touch()
+    while marker.exists():
+        time.sleep(HOLD_POLL_S)
+
+
+def _wait_for_committed_checkpoints() -> None:
+    import ray.train
+
+    ray.train.get_all_reported_checkpoints(ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=60)
 
 
 def trace_step(epoch: int, step: int, rank: int, keys: list[int]) -> None:
