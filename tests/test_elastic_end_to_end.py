@@ -120,5 +120,5 @@ def test_a_lost_node_shrinks_the_group_and_its_return_grows_it(tmp_path, monkeyp
     assert summary.history[-1]["train/steps_repeated"] == 1
     resized = _resumed(caplog)
     print("\n".join(["", *resized]))  # with -s: the resize as the log says it
-    assert resized[0].startswith("resumed epoch 2 at step 2 (1 workers x batch 2"), resized
-    assert resized[-1].startswith("resumed epoch 3 at step 2 (2 workers x batch 2"), resized
+    assert resized[0].startswith("resumed epoch 2 at step 4 (1 workers x batch 2"), resized
+    assert resized[-1].startswith("resumed epoch 3 at step 1 (2 workers x batch 2"), resized

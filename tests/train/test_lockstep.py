@@ -18,6 +18,11 @@ def test_the_plan_of_a_fresh_run_and_of_a_group_resized_mid_epoch():
     assert (shrunk.global_batch, shrunk.steps_per_epoch, shrunk.steps_left) == (5, 20, 12)
     assert shrunk.total_steps == 14 + 12 + 20, "done + this epoch's rest + the last epoch at the new size"
     assert "1 workers x batch 5 = global batch 5, 20 steps per epoch" in shrunk.describe()
+    assert (fresh.steps_before, shrunk.steps_before) == (0, 8), "40 samples: 8 steps of the new size"
+    # Grown back to two workers after 3 steps of 5 samples in epoch 2: the 85 samples left make 8
+    # steps of 10, counted 3..10 so the epoch's last step is its 10th.
+    grown = lockstep_plan(100, batch_size=5, world_size=2, epochs=3, epoch=2, steps_done=29, epoch_samples=15)
+    assert (grown.steps_before, grown.steps_left, grown.steps_per_epoch) == (2, 8, 10)
 
 
 def test_the_automatic_interval_is_about_ten_minutes_of_steps():

@@ -76,7 +76,8 @@ class EpochPass:
             if not all_workers_have(batch is not None, self.feed.device):
                 break
             step = self.state.epoch_step + self.steps_done + 1  # 1-based, in the epoch
-            where = f"epoch {epoch + 1} step {step}/{self.steps.steps_per_epoch}"
+            shown = self.steps.steps_before + self.steps_done + 1  # in this group's plan
+            where = f"epoch {epoch + 1} step {shown}/{self.steps.steps_per_epoch}"
             out = train_step(self.model, batch, self.task, self.cfg.train.grad_clip_norm, where)
             self.steps_done += 1
             for key, value in out.items():
@@ -89,7 +90,7 @@ class EpochPass:
             clock.step_done(len(batch))
             if self.position is not None and self.rank == 0:
                 self.position.reached(epoch, step)
-            self.lines.step(step, step_status(out, clock.images_per_s * self.steps.world_size))
+            self.lines.step(shown, step_status(out, clock.images_per_s * self.steps.world_size))
             maybe_kill_once(epoch + 1, step, self.rank)
             if self.interval is None and self.steps_done == AUTO_PROBE_STEPS:
                 self._choose_interval(time.monotonic() - started)

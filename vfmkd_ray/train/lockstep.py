@@ -18,6 +18,12 @@ class LockstepPlan:
     steps_left: int  # of the epoch under way, after the samples it already trained on
     total_steps: int  # the LR schedule's length: steps done + this epoch's rest + later epochs
 
+    @property
+    def steps_before(self) -> int:
+        """Where this group's steps of the epoch under way count from, so that its last is
+        ``steps_per_epoch`` (after a resize the checkpoint's own step numbers are another size's)."""
+        return self.steps_per_epoch - self.steps_left
+
     def describe(self) -> str:
         return (
             f"{self.world_size} workers x batch {self.global_batch // self.world_size} = global batch "

@@ -91,7 +91,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             repeated = _resume_position(position, rank, epoch, state, device)
             if epoch == first_epoch and (state.epoch_step or repeated):
                 lines.say(
-                    f"resumed epoch {epoch + 1} at step {state.epoch_step} ({steps.describe()}; "
+                    f"resumed epoch {epoch + 1} at step {steps.steps_before} ({steps.describe()}; "
                     f"{steps.steps_left} steps left; {repeated} steps repeated so far)"
                 )
             elif epoch == first_epoch:
