@@ -24,20 +24,24 @@ from vfmkd_ray.train.trainer import run_training
 pytestmark = pytest.mark.ray
 
 
-def _steps_seen(trace: Path) -> list[tuple[int, int, int]]:
-    """(pid, epoch, step) of every step rank 0 took, in file order."""
-    seen = []
-    for file in trace.glob("rank0.pid*.txt"):
-        pid = int(file.name.split("pid")[1].split(".")[0])
-        seen += [(pid, *map(int, line.split()[:2])) for line in file.read_text().splitlines()]
-    return seen
-
-
-def _running(pid: int) -> bool:
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state first), or None when it is gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return False
+        return None
+
+
+def _workers(trace: Path) -> set[tuple[int, str]]:
+    """(pid, start time) of every worker process that traced a step so far, of any rank."""
+    pids = {int(file.name.split("pid")[1].split(".")[0]) for file in trace.glob("rank*.pid*.txt")}
+    return {(pid, stat[19]) for pid in pids if (stat := _stat(pid)) is not None}
+
+
+def _running(worker: tuple[int, str]) -> bool:
+    """Still that process (not a later one with its pid), and not a zombie."""
+    stat = _stat(worker[0])
+    return stat is not None and stat[19] == worker[1] and stat[0] != "Z"
 
 
 def _resumed(caplog) -> list[str]:
@@ -95,7 +99,7 @@ def test_a_lost_node_shrinks_the_group_and_its_return_grows_it(tmp_path, monkeyp
             _wait(
                 lambda: len(list(hold.glob("2.3.held.*"))) == 2, "the 2-worker group held at epoch 2 step 3"
             )
-            first_group = {pid for pid, _, _ in _steps_seen(trace)}
+            first_group = _workers(trace)
             kill_node(nodes.pop())
             # The head node's worker of that group stays held until Ray tears the group down.
             _wait(lambda: not any(map(_running, first_group)), "the 2-worker group to be torn down")
@@ -107,6 +111,8 @@ def test_a_lost_node_shrinks_the_group_and_its_return_grows_it(tmp_path, monkeyp
             training.join(timeout=600)
         assert not training.is_alive(), "the run finished"
     finally:
+        for marker in (lose_at, grow_at):  # nothing left held if a wait above failed
+            marker.unlink(missing_ok=True)
         ray.shutdown()
         for node in nodes:
             stop_node(node)
@@ -120,5 +126,6 @@ def test_a_lost_node_shrinks_the_group_and_its_return_grows_it(tmp_path, monkeyp
     assert summary.history[-1]["train/steps_repeated"] == 1
     resized = _resumed(caplog)
     print("\n".join(["", *resized]))  # with -s: the resize as the log says it
+    assert len(resized) == 2, resized
     assert resized[0].startswith("resumed epoch 2 at step 4 (1 workers x batch 2"), resized
     assert resized[-1].startswith("resumed epoch 3 at step 1 (2 workers x batch 2"), resized

@@ -11,7 +11,7 @@ def test_the_plan_of_a_fresh_run_and_of_a_group_resized_mid_epoch():
         10,
         30,
     )
-    # Shrunk to one worker after 4 steps of 10 samples in epoch 1 (6 steps done in all):
+    # Shrunk to one worker after 4 steps of 10 samples in epoch 1 (14 steps done in all):
     shrunk = lockstep_plan(
         100, batch_size=5, world_size=1, epochs=3, epoch=1, steps_done=14, epoch_samples=40
     )
@@ -19,6 +19,8 @@ def test_the_plan_of_a_fresh_run_and_of_a_group_resized_mid_epoch():
     assert shrunk.total_steps == 14 + 12 + 20, "done + this epoch's rest + the last epoch at the new size"
     assert "1 workers x batch 5 = global batch 5, 20 steps per epoch" in shrunk.describe()
     assert (fresh.steps_before, shrunk.steps_before) == (0, 8), "40 samples: 8 steps of the new size"
+    same = lockstep_plan(100, batch_size=5, world_size=2, epochs=3, epoch=1, steps_done=14, epoch_samples=40)
+    assert same.steps_before == 4, "no resize: the checkpoint's own step"
     # Grown back to two workers after 3 steps of 5 samples in epoch 2: the 85 samples left make 8
     # steps of 10, counted 3..10 so the epoch's last step is its 10th.
     grown = lockstep_plan(100, batch_size=5, world_size=2, epochs=3, epoch=2, steps_done=29, epoch_samples=15)

@@ -10,11 +10,12 @@
   failure there loses that checkpoint too: the run repeats from the one before).
 - ``VFMKD_SAMPLE_TRACE=<directory>``: every worker appends one line per training step, ``<epoch>
   <step> <sample keys...>``, to ``<directory>/rank<r>.pid<p>.txt``: which samples each step used.
-- ``VFMKD_HOLD_AFTER_STEP=<directory>``: a worker that finished step S of epoch E (its plan's
-  numbering, after that step's checkpoint) waits while ``<directory>/<E>.<S>`` exists; rank 0 first
-  waits until Ray has committed the checkpoints already reported, then each worker says it is held
-  with ``<directory>/<E>.<S>.held.rank<r>``. A test holds a group where it loses or adds a node, so
-  what the run repeats does not hang on how fast the steps are.
+- ``VFMKD_HOLD_AFTER_STEP=<directory>``: a worker that finished step S of epoch E (numbered as
+  the sample trace and the checkpoints number them), after that step's checkpoint, waits while
+  ``<directory>/<E>.<S>`` exists; rank 0 first waits until Ray has committed the checkpoints
+  already reported, then each worker says it is held with ``<directory>/<E>.<S>.held.rank<r>``. A
+  test holds a group where it loses or adds a node, so what the run repeats does not hang on how
+  fast the steps are.
 
 Unset, they do nothing.
 """

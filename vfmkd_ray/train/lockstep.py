@@ -21,7 +21,8 @@ class LockstepPlan:
     @property
     def steps_before(self) -> int:
         """Where this group's steps of the epoch under way count from, so that its last is
-        ``steps_per_epoch`` (after a resize the checkpoint's own step numbers are another size's)."""
+        ``steps_per_epoch`` when none of its shards runs dry (after a resize the checkpoint's own
+        step numbers are another size's). Without a resize: the checkpoint's step."""
         return self.steps_per_epoch - self.steps_left
 
     def describe(self) -> str:
