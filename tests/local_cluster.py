@@ -90,16 +90,21 @@ def kill_node(node: subprocess.Popen) -> None:
     node.wait(timeout=30)
 
 
+def process_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first, then ppid; start time
+    at index 19), or None when the process is gone. The name may hold spaces and parentheses."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _descendants(root: int) -> list[int]:
     """Every process below ``root``, from /proc."""
     children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
+    for entry in Path("/proc").glob("[0-9]*"):
+        if (stat := process_stat(int(entry.name))) is not None:
+            children.setdefault(int(stat[1]), []).append(int(entry.name))
     found, frontier = [], [root]
     while frontier:
         below = children.get(frontier.pop(), [])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tiny_overrides
-from tests.local_cluster import kill_node, start_head, start_worker, stop_node, wait_for_nodes
+from tests.local_cluster import kill_node, process_stat, start_head, start_worker, stop_node, wait_for_nodes
 from vfmkd_ray.config import load_config
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.store.precompute import run_precompute
@@ -24,23 +24,15 @@ from vfmkd_ray.train.trainer import run_training
 pytestmark = pytest.mark.ray
 
 
-def _stat(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat's fields after the command name (state first), or None when it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
 def _workers(trace: Path) -> set[tuple[int, str]]:
     """(pid, start time) of every worker process that traced a step so far, of any rank."""
     pids = {int(file.name.split("pid")[1].split(".")[0]) for file in trace.glob("rank*.pid*.txt")}
-    return {(pid, stat[19]) for pid in pids if (stat := _stat(pid)) is not None}
+    return {(pid, stat[19]) for pid in pids if (stat := process_stat(pid)) is not None}
 
 
 def _running(worker: tuple[int, str]) -> bool:
     """Still that process (not a later one with its pid), and not a zombie."""
-    stat = _stat(worker[0])
+    stat = process_stat(worker[0])
     return stat is not None and stat[19] == worker[1] and stat[0] != "Z"
 
 
