@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from vfmkd_ray.config_checks import check_references, migrate_or_refuse
+from vfmkd_ray.config_yaml import YamlError, YamlSyntaxError, clip, echo, load_yaml_text, read_yaml_file
 from vfmkd_ray.data.config import DataConfig
 from vfmkd_ray.heads.config import HeadConfig
 from vfmkd_ray.losses.config import DistillConfig
@@ -31,13 +32,15 @@ from vfmkd_ray.tune.config import TuneConfig
 TEACHER_ALIAS = re.compile(r"[A-Za-z0-9_]+")
 # The experiment YAML files of the repository; the demo's embedded default is demo.yaml here.
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+MAX_PRINTED_PROBLEMS = 20  # of one invalid config; the count of the rest is printed
+MESSAGE_CHARS = 1000  # of a check's own message (the longest, a migration hint, is ~500)
 
 
 class ExperimentConfig(StrictModel):
     """One experiment: data, the model (student backbone, optional neck, named heads), teachers and
     their feature stores, the feature-KD terms and training."""
 
-    name: str = Field("vfmkd", pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field("vfmkd", pattern=r"^[A-Za-z0-9_.-]+$", max_length=200)  # a directory name
     seed: int = 0
     data: DataConfig = DataConfig()
     student: StudentConfig = StudentConfig()
@@ -67,7 +70,7 @@ class ExperimentConfig(StrictModel):
     def _references_hold(self) -> ExperimentConfig:
         for alias in self.teachers:
             if not TEACHER_ALIAS.fullmatch(alias):
-                raise ValueError(f"teachers.{alias}: an alias is letters, digits and '_' only")
+                raise ValueError(f"teachers.{clip(alias)}: an alias is letters, digits and '_' only")
         check_references(self)
         return self
 
@@ -112,11 +115,13 @@ def dump_config(config: ExperimentConfig) -> str:
 def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} is not of the form dotted.key=value")
+        raise ConfigError(f"override {echo(text)} is not of the form dotted.key=value")
     try:
-        parsed = yaml.safe_load(value) if value else ""
-    except yaml.YAMLError:
+        parsed = load_yaml_text(value, f"override {clip(key)}") if value else ""
+    except YamlSyntaxError:  # not YAML: the text itself (a path, a name)
         parsed = value
+    except YamlError as err:
+        raise ConfigError(str(err)) from None
     return key.strip(), parsed
 
 
@@ -127,15 +132,19 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             prefix = ".".join(parts[: depth + 1])
-            raise ConfigError(f"cannot set {key!r}: {prefix!r} is a value, not a section")
+            raise ConfigError(f"cannot set {echo(key)}: {echo(prefix)} is a value, not a section")
         node = child
     node[parts[-1]] = value
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    return _parse_yaml(path.read_text(), str(path))
+        raise ConfigError(f"config file not found: {clip(str(path))}")
+    try:
+        data = read_yaml_file(path)
+    except YamlError as err:
+        raise ConfigError(str(err)) from None
+    return _config_mapping(data, str(path))
 
 
 def _read_packaged(name: str) -> dict[str, Any]:
@@ -145,11 +154,7 @@ def _read_packaged(name: str) -> dict[str, Any]:
     return _read_yaml(path)
 
 
-def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{origin} is not valid YAML: {err}") from None
+def _config_mapping(data: Any, origin: str) -> dict[str, Any]:
     if data is None:  # an empty file (or comments only) is a mistake, not "all defaults"
         raise ConfigError(
             f"{origin} is empty: a config names at least its data, teachers or heads (see configs/)"
@@ -160,20 +165,25 @@ def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
 
 
 def _describe(err: ValidationError) -> str:
+    """One line per problem, each value and key echoed clipped (a config may hold a huge one)."""
     lines = []
-    for problem in err.errors():
+    problems = err.errors()
+    for problem in problems[:MAX_PRINTED_PROBLEMS]:
         key = ".".join(str(part) for part in _without_type_tags(problem["loc"]))
+        message = clip(str(problem["msg"]).removeprefix("Value error, "), MESSAGE_CHARS)
         if not key:  # a check across sections; its message names the keys
-            lines.append(str(problem["msg"]).removeprefix("Value error, "))
+            lines.append(message)
         elif problem["type"] == "extra_forbidden":
             allowed = _allowed_keys(_without_type_tags(problem["loc"])[:-1], problem["loc"])
-            lines.append(f"unknown config key {key!r}; allowed keys here: {allowed}")
+            lines.append(f"unknown config key {echo(key)}; allowed keys here: {allowed}")
         else:
             # The s3 section as a whole too (``s3=<key>`` would echo the key), and a tracking URI
             # refused for the credentials in it.
             hidden = key in ("s3", "tracking.uri") or looks_secret(key.replace(".", "_"))
-            got = "(hidden)" if hidden else repr(problem.get("input"))
-            lines.append(f"bad value for {key!r}: {problem['msg']} (got {got})")
+            got = "(hidden)" if hidden else echo(problem.get("input"))
+            lines.append(f"bad value for {echo(key)}: {message} (got {got})")
+    if len(problems) > MAX_PRINTED_PROBLEMS:
+        lines.append(f"... and {len(problems) - MAX_PRINTED_PROBLEMS} more problems")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 

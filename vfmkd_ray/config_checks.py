@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vfmkd_ray.config_yaml import clip, echo
 from vfmkd_ray.losses.config import TeacherTermConfig
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def migrate_or_refuse(raw: Any) -> Any:
     raw = dict(raw)
     task = raw.pop("task", None)
     if task not in (None, "features"):
-        raise ValueError(f"task: {task} is gone: {MIGRATION}")
+        raise ValueError(f"task: {clip(str(task))} is gone: {MIGRATION}")
     if "detection" in raw:
         raise ValueError(f"the detection section is gone: {MIGRATION}")
     old = sorted(OLD_DISTILL_KEYS & set(raw.get("distill") or {}))
@@ -65,27 +66,31 @@ def check_references(cfg: ExperimentConfig) -> None:
         )
     if clash := sorted(set(cfg.heads) & set(cfg.distill.terms)):
         raise ValueError(
-            f"{clash} name both a head and a distill term: both would log loss/<name>; rename one"
+            f"{clip(str(clash))} name both a head and a distill term: both would log loss/<name>; rename one"
         )
     for name, term in cfg.distill.terms.items():
         alias = getattr(term, "teacher", None)
         if isinstance(term, TeacherTermConfig) and not cfg.teachers:
-            raise ValueError(f"distill.terms.{name} ({term.type}) reads a teacher, but teachers is empty")
+            raise ValueError(
+                f"distill.terms.{clip(name)} ({term.type}) reads a teacher, but teachers is empty"
+            )
         if alias is not None and alias not in cfg.teachers:
             raise ValueError(
-                f"distill.terms.{name}.teacher {alias!r} is not a configured teacher; "
-                f"teachers: {list(cfg.teachers)}"
+                f"distill.terms.{clip(name)}.teacher {echo(alias)} is not a configured teacher; "
+                f"teachers: {clip(str(list(cfg.teachers)))}"
             )
     for name, head in cfg.heads.items():
         alias = getattr(head, "teacher", None)
         if alias is not None and alias not in cfg.teachers:
             raise ValueError(
-                f"heads.{name}.teacher {alias!r} is not a configured teacher; teachers: {list(cfg.teachers)}"
+                f"heads.{clip(name)}.teacher {echo(alias)} is not a configured teacher; "
+                f"teachers: {clip(str(list(cfg.teachers)))}"
             )
         term = getattr(head, "features", None)
         if term is not None and term not in cfg.distill.terms:
             raise ValueError(
-                f"heads.{name}.features {term!r} is not a distill.terms name: {list(cfg.distill.terms)}"
+                f"heads.{clip(name)}.features {echo(term)} is not a distill.terms name: "
+                f"{clip(str(list(cfg.distill.terms)))}"
             )
     if cfg.data.input_size is None and not cfg.teachers:
         raise ValueError("data.input_size is not set and no teacher gives one: set data.input_size")
@@ -118,5 +123,30 @@ def config_warnings(cfg: ExperimentConfig) -> list[str]:
     for name, head in cfg.heads.items():
         kd_set = set(head.model_fields_set) & {"kd_weight", "kd_temperature"}
         if head.type == "sam_mask" and head.teacher is None and kd_set:
-            lines.append(f"heads.{name}.kd_weight/kd_temperature have no effect: the head has no teacher")
+            lines.append(
+                f"heads.{clip(name)}.kd_weight/kd_temperature have no effect: the head has no teacher"
+            )
+    return lines + _zero_weights(cfg)
+
+
+def _zero_weights(cfg: ExperimentConfig) -> list[str]:
+    """A head or term weighted 0 is computed and logged every step but adds nothing to the loss:
+    a leftover of an ablation, or a typo for a small weight."""
+    lines = [
+        f"heads.{clip(name)}.weight is 0: its loss is computed and logged but trains nothing; remove "
+        "the head or give it a weight"
+        for name, head in cfg.heads.items()
+        if head.weight == 0
+    ]
+    for name, term in cfg.distill.terms.items():
+        if term.weight != 0:
+            continue
+        readers = [
+            f"heads.{clip(h)}" for h, head in cfg.heads.items() if getattr(head, "features", None) == name
+        ]
+        where = f" (its adapter trains only through {', '.join(readers)})" if readers else ""
+        lines.append(
+            f"distill.terms.{clip(name)}.weight is 0: its loss is computed and logged but trains "
+            f"nothing{where}; remove the term or give it a weight"
+        )
     return lines

@@ -40,6 +40,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from vfmkd_ray import storage
+from vfmkd_ray.config_yaml import YamlError, check_size, load_yaml_bytes
 
 # Defined beside the record format (which the torch-free decode tasks import); named here too.
 from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BAD_SAMPLES_JSONL  # noqa: F401
@@ -94,11 +95,20 @@ def find_run_config(uri: str) -> dict:
     for directory in (uri.rstrip("/"), parent, parent.rsplit("/", 1)[0]):
         candidate = storage.join(directory, RESOLVED_CONFIG)
         if storage.exists(candidate):
-            raw = yaml.safe_load(storage.read_text(candidate)) or {}
-            if not isinstance(raw, dict):
-                raise RunFileError(f"{candidate} does not hold a config mapping")
-            return raw
+            return _read_config(candidate)
     raise RunFileError(f"no {RESOLVED_CONFIG} next to {uri}")
+
+
+def _read_config(uri: str) -> dict:
+    """A config file a run wrote, read bounded: a run directory may be anyone's (a shared bucket)."""
+    try:
+        check_size(storage.size(uri), uri)
+        raw = load_yaml_bytes(storage.read_bytes(uri), uri) or {}
+    except YamlError as err:
+        raise RunFileError(str(err)) from None
+    if not isinstance(raw, dict):
+        raise RunFileError(f"{uri} does not hold a config mapping")
+    return raw
 
 
 # --- metrics log ---------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from vfmkd_ray.config_yaml import read_yaml_file
 from vfmkd_ray.object_storage import forwarded_env, looks_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,8 @@ def refuse_secret_arguments(args: list[str]) -> None:
             )
         path = Path(arg)
         if path.suffix in (".yaml", ".yml") and path.is_file():
-            s3 = (yaml.safe_load(path.read_text()) or {}).get("s3") or {}
+            raw = read_yaml_file(path)
+            s3 = (raw.get("s3") if isinstance(raw, dict) else None) or {}
             if isinstance(s3, dict) and (set(s3) & {"access_key_id", "secret_access_key"}):
                 raise SubmissionError(
                     f"{arg} holds s3 keys, which the job's upload would carry in clear text: remove "

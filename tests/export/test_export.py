@@ -191,6 +191,12 @@ def test_bad_inputs_are_refused_and_nothing_is_written(tmp_path):
         run_export(_save({"epoch": 3}, tmp_path / "counters.pth"), "mmyolo", str(out), YOLO)
     with pytest.raises(ExportError, match="no resolved_config.yaml next to"):
         run_export(str(good), "mmyolo", str(out))
+    # A resolved config that is there but refused is named as such, not as missing.
+    (tmp_path / "resolved_config.yaml").write_text("student: {}\nstudent: {}\n")
+    with pytest.raises(
+        ExportError, match="key 'student' is given twice in one mapping, at line 1 and line 2"
+    ):
+        run_export(str(good), "mmyolo", str(out))
     assert not out.exists() and not out.with_suffix(".mmyolo.py").exists()
 
 

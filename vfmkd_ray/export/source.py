@@ -37,10 +37,9 @@ def find_student_config(uri: str) -> StudentConfig:
     """The student of the run that wrote ``uri`` (its ``resolved_config.yaml``)."""
     try:
         raw = run_files.find_run_config(uri)
-    except run_files.RunFileError:
+    except run_files.RunFileError as err:  # none there, or one that is refused (run storage is shared)
         raise ExportError(
-            f"no {run_files.RESOLVED_CONFIG} next to {uri}: say which student it is with --config CONFIG "
-            "or --student NAME [--size S]"
+            f"{err}: say which student it is with --config CONFIG or --student NAME [--size S]"
         ) from None
     # Only the student section: the rest of an older run's config may predate today's schema.
     try:
