@@ -18,7 +18,7 @@ Layout of ``<train.storage_path>/<name>/`` (a local path or an ``s3://`` URI):
 | ``eval.json``                | what ``vfmkd eval`` measured                                    |
 | ``transfer_cell.json``      | a ``vfmkd transfer`` cell's outcome: metrics or error, config fingerprint |
 | ``pictures/epoch_NNN_*.png`` | per-epoch pictures of heads that draw (YOLC's crops)            |
-| ``bad_samples.jsonl``        | the samples skipped under a skip policy                         |
+| ``bad_samples.jsonl``        | the samples skipped under a skip policy; degenerate boxes dropped |
 
 Files load with ``weights_only=True``; anything else is refused with an error naming the file.
 """

@@ -202,6 +202,49 @@ def test_a_file_name_that_stays_inside_is_normalized(tmp_path):
     assert record.image_uri == str(tmp_path / "images" / "a.png")
 
 
+def _link(tmp_path, name: str, target) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(_gray_png(4, 4))
+    (tmp_path / "images").mkdir(exist_ok=True)
+    (tmp_path / "images" / name).symlink_to(target)
+
+
+def test_a_symlink_in_the_images_folder_that_leads_outside_the_dataset_is_refused(tmp_path):
+    _link(tmp_path, "a.png", tmp_path.parent / f"{tmp_path.name}-secret" / "secret.png")
+    cfg = _coco_config(tmp_path, [{"id": 5, "file_name": "a.png", "width": 4, "height": 4}])
+    with pytest.raises(
+        ValueError,
+        match=rf"annotations.json: image 5 has file_name 'a.png', a link to .*-secret/secret.png, outside "
+        rf"the dataset {tmp_path}; links in the images folder must point inside data.root",
+    ):
+        read_image_records(cfg)
+    folder = cfg.model_copy(update={"annotations": None})  # a plain image folder: the same guard
+    with pytest.raises(ValueError, match=r"images: image a is 'a.png', a link to .*secret.png, outside"):
+        read_image_records(folder)
+
+
+def test_a_symlink_that_stays_inside_the_dataset_is_read_under_its_own_name(tmp_path):
+    _link(tmp_path, "a.png", tmp_path / "images" / "real" / "b.png")
+    # A DVC or git-annex store of the dataset: links from images/ into the dataset's own cache.
+    _link(tmp_path, "c.png", tmp_path / ".dvc" / "cache" / "ab" / "cdef")
+    (tmp_path / "images" / "sub").symlink_to(tmp_path / "images" / "real")  # a linked folder inside
+    images = [
+        {"id": 5, "file_name": "a.png", "width": 4, "height": 4},
+        {"id": 6, "file_name": "sub/b.png", "width": 4, "height": 4},
+        {"id": 7, "file_name": "c.png", "width": 4, "height": 4},
+    ]
+    records = read_image_records(_coco_config(tmp_path, images))
+    # The URI is the unresolved path: store fingerprints are made from it.
+    assert [r.image_uri for r in records] == [
+        str(tmp_path / "images" / "a.png"),
+        str(tmp_path / "images/sub/b.png"),
+        str(tmp_path / "images" / "c.png"),
+    ]
+    assert read_image(records[0].image_uri).shape == (4, 4, 3)
+    folder_records = read_image_records(_coco_config(tmp_path, []).model_copy(update={"annotations": None}))
+    assert [r.image_uri for r in folder_records] == [str(tmp_path / "images" / n) for n in ("a.png", "c.png")]
+
+
 def test_s3_keys_are_judged_the_same_way():
     folder = "s3://bucket/coco/images"
     assert uri_inside(folder, "a/./b.png") == "s3://bucket/coco/images/a/b.png"

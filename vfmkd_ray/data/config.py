@@ -54,7 +54,9 @@ class DataConfig(StrictModel):
         description="letterbox side the student trains at; default: the first teacher's input size",
     )
     on_bad_sample: Literal["error", "skip"] = Field(
-        "error", description="a corrupt/missing image or bad feature row: stop, or skip and record it"
+        "error",
+        description="a corrupt/missing image, a bad annotation or a bad feature row: stop, or skip the "
+        "image and record it",
     )
     max_image_pixels: int = Field(
         DEFAULT_MAX_IMAGE_PIXELS,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vfmkd_ray.data.annotation_checks import BadAnnotationError
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
 from vfmkd_ray.data.coco import ImageAnnotations
 from vfmkd_ray.data.config import DEFAULT_MAX_IMAGE_PIXELS
@@ -123,8 +124,9 @@ class TrainSampleDecoder:
     them, so no other rows are read; or, when no teacher has a store, they are plain image rows);
     the other stores' rows are read by image id and view through their ``StoreRowIndex``. Rows whose
     ``sample_key`` is in ``position`` (a ``train.data_position`` handle: rows an interrupted epoch
-    already trained on) are dropped. With a ``bad_samples`` log, a row whose image or features
-    cannot be used is recorded and skipped; without one it raises, naming the image and URI.
+    already trained on) are dropped. With a ``bad_samples`` log, a row whose image, annotations
+    (a mask that cannot be decoded) or features cannot be used is recorded and skipped; without one
+    it raises, naming the image and URI (and annotation).
     Images above ``max_pixels`` (``data.max_image_pixels``) are such rows.
     """
 
@@ -174,7 +176,7 @@ class TrainSampleDecoder:
                 sample[SAMPLE_KEY_COLUMN] = np.int64(keys[row])
                 sample[STORED_BYTES_COLUMN] = np.int64(stored_bytes[row])
                 samples.append(sample)
-            except (BadImageError, FeatureStoreError) as err:
+            except (BadImageError, BadAnnotationError, FeatureStoreError) as err:
                 if self.bad_samples is None:
                     raise
                 uri = str(batch["image_uri"][row])

@@ -4,7 +4,10 @@ The image is mirrored (when its ``aug_seed`` says so, ``images.is_flipped``) bef
 letterboxed, so boxes and masks are mirrored in original pixels first, then scaled by the letterbox
 factor. Boxes are padded to ``max_objects`` rows with label -1. Instance masks (COCO polygons or
 RLE, decoded by pycocotools) are kept for up to ``max_masks`` instances, a seeded sample when an
-image has more, at ``batch.MASK_STRIDE``, each with the row of its box.
+image has more, at ``batch.MASK_STRIDE``, each with the row of its box. A mask that cannot be
+decoded to the image's size (the reader checks what it can without decoding:
+``data.annotation_checks``) raises ``BadAnnotationError`` naming the image and annotation, which
+the data stages treat as a bad sample.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from vfmkd_ray.data.annotation_checks import BadAnnotationError, far_polygon_problem
 from vfmkd_ray.data.coco import ImageAnnotations
 
 MASK_STRIDE = 4  # equals vfmkd_ray.batch.MASK_STRIDE (kept apart: this module must not import torch)
@@ -81,12 +85,32 @@ def _masks(
         with_mask = sorted(np.random.default_rng(seed).choice(with_mask, max_masks, replace=False).tolist())
     mask_hw = (max(1, round(valid_hw[0] / MASK_STRIDE)), max(1, round(valid_hw[1] / MASK_STRIDE)))
     for slot, position in enumerate(with_mask):
-        full_HW = decode_segmentation(annotations.segmentations[rows[position]], original_hw)
+        full_HW = _instance_mask(annotations, int(rows[position]), original_hw)
         if flipped:
             full_HW = full_HW[:, ::-1]
         masks[slot, : mask_hw[0], : mask_hw[1]] = _resize_mask(full_HW, mask_hw)
         mask_box[slot] = position  # the row of this instance in the padded boxes column
     return {MASKS_COLUMN: masks, MASK_BOX_COLUMN: mask_box}
+
+
+def _instance_mask(annotations: ImageAnnotations, index: int, original_hw: tuple[int, int]) -> np.ndarray:
+    """Instance ``index``'s mask at the image's size, or ``BadAnnotationError`` naming it."""
+    name = f"image {annotations.image_id or '?'}, annotation {annotations.annotation_id(index)}"
+    segmentation = annotations.segmentations[index]
+    # Before pycocotools: it rasterizes a polygon edge point by point, however far it reaches.
+    if isinstance(segmentation, list) and (problem := far_polygon_problem(segmentation, *original_hw)):
+        raise BadAnnotationError(f"{name}: {problem}")
+    try:
+        mask_HW = decode_segmentation(segmentation, original_hw)
+    # pycocotools raises ValueError, TypeError or a bare Exception on malformed input.
+    except Exception as err:
+        raise BadAnnotationError(f"{name}: cannot decode its segmentation: {err}") from None
+    if mask_HW.shape != tuple(original_hw):
+        raise BadAnnotationError(
+            f"{name}: its segmentation decodes to {mask_HW.shape[0]}x{mask_HW.shape[1]} (height x width) "
+            f"but the image is {original_hw[0]}x{original_hw[1]}"
+        )
+    return mask_HW
 
 
 def decode_segmentation(segmentation: object, original_hw: tuple[int, int]) -> np.ndarray:
