@@ -3,13 +3,17 @@
 Ray wraps an error raised in a task (``RayTaskError``, Ray Data's ``UserCodeException``, Train's
 ``WorkerGroupError``) once or more. Exception chains do not survive pickling between processes, so
 when the original object is gone its ``module.ClassName: message`` line is recovered from the remote
-traceback text that Ray carries instead.
+traceback text that Ray carries instead. Train's ``ControllerError`` wraps what its controller
+raised, most often a failed write of its run state to ``storage_path``
+(``checkpoint_manager_snapshot.json``); ``storage_failure`` names that location.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+
+from vfmkd_ray.storage import StorageError, describe, uri_in_message
 
 # Ray Data appends its retry advice to the message of the error a task raised.
 _RAY_DATA_SUFFIX = re.compile(
@@ -52,8 +56,45 @@ def raised_in_worker(err: BaseException) -> str | None:
 
 def first_line(err: BaseException) -> str:
     """The first line of ``err``'s message (Ray's wrappers put remote tracebacks after it), or the
-    name of its type when it has none."""
+    name of its type when it has none; for Train's controller error, what its controller raised
+    (its own first line is "Training failed due to controller error:")."""
+    failure = getattr(err, "controller_failure", None)
+    if isinstance(failure, BaseException):
+        return f"Ray Train's controller failed: {type(failure).__name__}: {first_line(failure)}"
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+# errno values that say a write was refused (pyarrow writes "[errno 28]" in its text too).
+_WRITE_REFUSED_ERRNO = re.compile(r"\[errno (28|30|122)\]", re.I)  # ENOSPC, EROFS, EDQUOT
+
+
+def storage_failure(err: BaseException, run_storage: str) -> StorageError | None:
+    """A storage error under ``err`` that Ray raised itself (the product's own code names its
+    URIs): as a ``StorageError`` naming the URI and the cause, or None.
+
+    Ray Train reads and writes the run's storage through pyarrow, whose S3 errors name the object
+    (``s3://bucket/key``). Its controller writes the run state into ``run_storage`` (the run's
+    directory); an error there that names no object is told as that directory's.
+    """
+    failures = [c for c in _walk(err) if isinstance(c, OSError) and not _is_wrapper(c)]
+    texts = [" ".join(str(c).split()) for c in failures]
+    raised = raised_in_worker(err)
+    if raised and raised.split(":", 1)[0] in ("OSError", "IOError"):
+        texts.append(raised.split(": ", 1)[1])
+    for text in texts:
+        if named := uri_in_message(text):
+            uri, action, cause = named
+            return StorageError(f"cannot {action} {uri}: {cause}")
+    controller = [c for c in _walk(err) if isinstance(getattr(c, "controller_failure", None), OSError)]
+    if not controller:
+        return None
+    text = describe(controller[0].controller_failure)
+    action = "write" if _WRITE_REFUSED_ERRNO.search(text) else "access"
+    return StorageError(f"cannot {action} {run_storage} (Ray Train's run state): {text}")
+
+
+def _is_wrapper(err: BaseException) -> bool:
+    return type(err).__name__.startswith(_RAY_WRAPPERS)
 
 
 def was_interrupted(err: BaseException) -> bool:
@@ -72,6 +113,8 @@ def _walk(err: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         stack.extend([current.__cause__, current.__context__, getattr(current, "cause", None)])
+        # Train's controller error and a worker's error keep what was raised in these attributes.
+        stack.extend([getattr(current, "controller_failure", None), getattr(current, "_base_exc", None)])
         failures = getattr(current, "worker_failures", None)
         if isinstance(failures, dict):
             stack.extend(failures.values())

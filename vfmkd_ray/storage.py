@@ -2,15 +2,18 @@
 
 All I/O goes through fsspec so the same code serves a workstation and object storage. Writes that
 other readers may observe are atomic: a local file is written under a temporary name and renamed; an
-object store gets one PUT of the whole payload.
+object store gets one PUT of the whole payload. A failed write leaves what was there before and no
+temporary file, and raises ``StorageError`` naming the URI and the cause (a full disk, a refused
+permission, an endpoint that is down), so a relaunch once the cause is fixed resumes.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import fsspec
@@ -26,8 +29,9 @@ class StorageError(RuntimeError):
 
 
 @contextmanager
-def access(uri: str) -> Iterator[None]:
-    """Maps what a filesystem raises for ``uri`` to FileNotFoundError or StorageError naming it."""
+def access(uri: str, action: str = "access") -> Iterator[None]:
+    """Maps what a filesystem raises for ``uri`` to FileNotFoundError or StorageError naming it
+    (``cannot <action> <uri>: <cause>``)."""
     try:
         yield
     except FileNotFoundError:
@@ -35,7 +39,37 @@ def access(uri: str) -> Iterator[None]:
     except (StorageError, IsADirectoryError, NotADirectoryError):
         raise
     except Exception as err:  # botocore/aiohttp/pyarrow errors share no base class
-        raise StorageError(f"cannot access {uri}: {type(err).__name__}: {err}") from err
+        raise StorageError(f"cannot {action} {uri}: {describe(err)}") from err
+
+
+def describe(err: BaseException) -> str:
+    """The cause of a storage error in one line: ``[Errno 28] No space left on device`` for the
+    operating system's errors (their file name is a temporary one, or repeats the URI), the message
+    of a plain ``OSError`` (pyarrow's), else ``Name: message``."""
+    if type(err).__module__ == "builtins" and isinstance(err, OSError):
+        text = f"[Errno {err.errno}] {err.strerror}" if err.errno and err.strerror else str(err)
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return " ".join(text.split()) or type(err).__name__
+
+
+# pyarrow's S3 errors name the object as "When <doing> ... key 'K' in bucket 'B': cause" or name
+# the bucket alone.
+_PYARROW_S3_OBJECT = re.compile(r"(?:key '([^']*)' in )?bucket '([^']+)':?\s*")
+_PYARROW_S3_WRITES = ("When uploading", "When completing", "When initiating", "When creating", "When copying")
+
+
+def uri_in_message(message: str) -> tuple[str, str, str] | None:
+    """``(s3://bucket/key, "write" or "access", the cause)`` for an error of pyarrow's S3
+    filesystem (Ray Train's own storage reads and writes go through it), which names an object only
+    in its text; None for any other message."""
+    match = _PYARROW_S3_OBJECT.search(message)
+    if match is None or not message.startswith("When "):
+        return None
+    key, bucket = match.group(1), match.group(2)
+    uri = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+    action = "write" if message.startswith(_PYARROW_S3_WRITES) else "access"
+    return uri, action, " ".join(message[match.end() :].split()) or message
 
 
 def is_remote(uri: str) -> bool:
@@ -89,19 +123,30 @@ def read_text(uri: str) -> str:
 
 
 def write_bytes_atomic(uri: str, data: bytes) -> None:
-    """Makes ``uri`` hold ``data`` with no moment where a reader sees a partial file."""
+    """Makes ``uri`` hold ``data`` with no moment where a reader sees a partial file.
+
+    Raises:
+        StorageError: the write failed (``cannot write <uri>: <cause>``); ``uri`` is as it was.
+    """
     fs, path = filesystem(uri)
-    if isinstance(fs, LocalFileSystem):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{path}{TEMP_MARKER}{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    else:
-        with access(uri):
+    if not isinstance(fs, LocalFileSystem):
+        with access(uri, "write"):
             fs.pipe_file(path, data)
+        return
+    tmp = f"{path}{TEMP_MARKER}{uuid.uuid4().hex[:8]}"
+    try:
+        with access(uri, "write"):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+    except BaseException:
+        # A full disk keeps no half-written copy (its space goes back); the old file stays.
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 TEMP_MARKER = ".tmp-"

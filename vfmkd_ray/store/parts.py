@@ -51,6 +51,8 @@ class PartWriter:
 
     Raises:
         FeatureStoreError: a teacher output is NaN/inf or beyond the codec's range.
+        StorageError: the part could not be written (a full disk, an endpoint down); it names the
+            part's URI, and no partial part is left.
     """
 
     def __init__(self, dataset: str, layers: list[str], codec: str):

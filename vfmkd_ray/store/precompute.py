@@ -313,7 +313,8 @@ def _run_pipeline(
                     skipped, counted = bad_samples.count(), now
                 bar.update(rows + skipped, f"{skipped} skipped")
     except Exception as err:
-        cause = find_cause(err, (BadImageError, FeatureStoreError, FileNotFoundError))
+        # A full disk or an endpoint down while writing a part: the part's URI and the cause.
+        cause = find_cause(err, (BadImageError, FeatureStoreError, FileNotFoundError, storage.StorageError))
         if cause is not None:
             raise type(cause)(str(cause)) from None
         raise

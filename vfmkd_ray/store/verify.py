@@ -26,10 +26,11 @@ from vfmkd_ray.store.codec_report import flat_cosine
 from vfmkd_ray.store.index import read_index
 from vfmkd_ray.store.index_rows import VIEW_COLUMN, part_file
 from vfmkd_ray.store.manifest import Manifest, read_manifest
-from vfmkd_ray.store.parts import duplicate_ids, list_parts, read_part
+from vfmkd_ray.store.parts import duplicate_ids, list_parts, read_part, read_part_schema
 from vfmkd_ray.store.reader import FeatureStoreError, decode_row
 from vfmkd_ray.store.schema import (
     FIRST_CHECKSUM_VERSION,
+    crc_column,
     dtype_column,
     feature_column,
     scale_column,
@@ -37,6 +38,7 @@ from vfmkd_ray.store.schema import (
 )
 
 RANDOM_PREFIX = "random(seed="
+FEATURE_PREFIX = "feat."  # every column of a layer: feat.L, feat.L.shape, ...
 
 
 @dataclass
@@ -87,9 +89,14 @@ def verify_store(
     tables = {}
     for part in parts:
         try:
+            missing, foreign = foreign_columns(manifest, read_part_schema(part).names)
+            if missing or foreign:
+                report.add_problem(_schema_problem(manifest, part, missing, foreign))
+            if missing:
+                continue  # not readable as a part of this store: the structure checks count its rows missing
             columns = ["image_id", "image_uri", "aug_seed", *_shape_columns(manifest)]
             tables[part] = read_part(part, columns + ([VIEW_COLUMN] if manifest.schema_version >= 3 else []))
-        except StorageError as err:
+        except (StorageError, FeatureStoreError) as err:
             report.add_problem(_unreadable(part, err))
     report.rows = sum(t.num_rows for t in tables.values())
     for problem in _structure_problems(manifest, tables, len(parts)):
@@ -127,6 +134,44 @@ def threshold_problems(report: VerifyReport, max_abs_error: float, min_cosine: f
     if not report.min_cosine >= min_cosine:
         problems.append(f"min cosine {report.min_cosine:.6f} < {min_cosine}")
     return problems
+
+
+def foreign_columns(manifest: Manifest, names: list[str]) -> tuple[list[str], list[str]]:
+    """A part's columns against the manifest's: those its layers need that the part lacks, and the
+    part's feature columns of layers the manifest does not have (a part of another store, teacher
+    or layer selection copied in)."""
+    needed = ["image_id", "image_uri", "aug_seed", *([VIEW_COLUMN] if manifest.schema_version >= 3 else [])]
+    known = set()
+    for layer in manifest.layers:
+        columns = [feature_column(layer), shape_column(layer), dtype_column(layer)]
+        if manifest.schema_version >= FIRST_CHECKSUM_VERSION:
+            columns.append(crc_column(layer))
+        if manifest.codec == "int8":  # its per-channel scales
+            columns.append(scale_column(layer))
+        needed += columns
+        known |= {*columns, scale_column(layer), crc_column(layer)}
+    missing = [c for c in needed if c not in names]
+    return missing, [c for c in names if c.startswith(FEATURE_PREFIX) and c not in known]
+
+
+def _schema_problem(manifest: Manifest, part: str, missing: list[str], foreign: list[str]) -> str:
+    layers = list(manifest.layers)
+    others = sorted({_layer_of(column) for column in foreign})
+    if not missing:
+        return f"part {part} holds layers {others} besides the manifest's {layers} (a part of another store?)"
+    extra = f"; it holds layers {others}" if foreign else ""
+    return (
+        f"part {part} lacks columns the manifest's layers {layers} need: {missing}{extra} (a part of "
+        "another store?); its rows are not checked"
+    )
+
+
+def _layer_of(column: str) -> str:
+    name = column[len(FEATURE_PREFIX) :]
+    for suffix in (".shape", ".dtype", ".scale", ".crc32"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _row_keys(table) -> list[str]:

@@ -5,7 +5,10 @@ upload returns. Reports here use ``CheckpointUploadMode.ASYNC`` with ``upload_wi
 training thread goes on while a background thread copies the checkpoint, retrying transient
 errors (with the partial copy removed first) a few times with backoff. A checkpoint is registered
 as the latest only once every file is in place, so a half-written one never is; one left by a dead
-worker is removed at the next launch (``run_files.remove_unregistered_checkpoints``).
+worker is removed at the next launch (``run_files.remove_unregistered_checkpoints``). An upload that
+fails every attempt removes its partial copy too (on a full disk that space is the run's) and
+raises ``CheckpointUploadError`` naming the destination's URI and the last cause; the checkpoints
+registered before stay, so a relaunch resumes from the latest of them.
 """
 
 from __future__ import annotations
@@ -17,9 +20,20 @@ from contextlib import suppress
 
 import pyarrow.fs
 
+from vfmkd_ray.storage import StorageError
+
 log = logging.getLogger(__name__)
 ATTEMPTS = 4
 FIRST_BACKOFF_S = 1.0
+# pyarrow filesystem type -> URI scheme; a local destination is a plain path.
+_SCHEMES = {"s3": "s3://", "gcs": "gs://", "hdfs": "hdfs://"}
+
+
+class CheckpointUploadError(StorageError, OSError):
+    """A checkpoint upload that failed every attempt; the message names the URI and the cause.
+
+    A ``StorageError`` (training stops with its one line), and an ``OSError`` as before.
+    """
 
 
 def copy_with_retries(
@@ -31,7 +45,12 @@ def copy_with_retries(
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Copies the directory ``source`` to ``destination``; a failed attempt's partial copy is
-    deleted before the next. The last attempt's error is raised."""
+    deleted before the next, and after the last.
+
+    Raises:
+        CheckpointUploadError: every attempt failed; names the destination's URI and the last cause.
+    """
+    uri = _SCHEMES.get(destination_fs.type_name, "") + destination
     for attempt in range(1, attempts + 1):
         try:
             destination_fs.create_dir(destination, recursive=True)
@@ -40,14 +59,17 @@ def copy_with_retries(
             )
             return
         except OSError as err:
+            cause = " ".join(str(err).split())
+            with suppress(OSError):  # nothing was written, or the storage is gone
+                destination_fs.delete_dir(destination)
             if attempt == attempts:
-                raise OSError(f"checkpoint upload to {destination} failed {attempts} times: {err}") from err
+                raise CheckpointUploadError(
+                    f"checkpoint upload to {uri} failed {attempts} times: {cause}"
+                ) from err
             backoff = FIRST_BACKOFF_S * 2 ** (attempt - 1)
             log.warning(
-                "checkpoint upload to %s failed (%s); retry %d in %.0fs", destination, err, attempt, backoff
+                "checkpoint upload to %s failed (%s); retry %d in %.0fs", uri, cause, attempt, backoff
             )
-            with suppress(OSError):  # nothing was written
-                destination_fs.delete_dir(destination)
             sleep(backoff)
 
 
