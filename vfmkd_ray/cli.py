@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from vfmkd_ray.config import ConfigError, ExperimentConfig, load_config
 from vfmkd_ray.console import Console, console
@@ -15,13 +19,27 @@ MAX_PRINTED_PROBLEMS = 20  # of vfmkd verify; the count of the rest is printed
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    with console(args.command, args.verbose) as out:
+    with console(args.command, args.verbose) as out, _sigterm_exits():
         try:
             return _run(args, out)
         finally:
             # With a diverted console, Ray's last words go to its log too (if Ray was used at all).
             if out.log_path is not None and "vfmkd_ray.ray_session" in sys.modules:
                 sys.modules["vfmkd_ray.ray_session"].stop_ray_started_here()
+
+
+@contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM (``vfmkd jobs stop``, a scheduler's kill) ends the command like an exit, so that what
+    it holds is released (the run's lease) and its cleanup runs; Ray sets the same once it starts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args: argparse.Namespace, out: Console) -> int:
@@ -358,6 +376,11 @@ def _train(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
         print(f"best model: {summary.best_model}")
     if summary.num_bad_samples:
         print(f"skipped {summary.num_bad_samples} bad samples: {summary.run_dir}/bad_samples.jsonl")
+    if summary.num_dropped_boxes:
+        print(
+            f"dropped {summary.num_dropped_boxes} degenerate boxes (no area inside the image, or not "
+            f"finite) from the annotations: {summary.run_dir}/bad_samples.jsonl"
+        )
     return 0
 
 

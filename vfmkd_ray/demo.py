@@ -70,7 +70,8 @@ def print_summary(
         ]
     lines += [
         f"bad samples       {train.num_bad_samples} skipped "
-        f"({sum(s.num_skipped for s in stores)} at precompute)",
+        f"({sum(s.num_skipped for s in stores)} at precompute), {train.num_dropped_boxes} degenerate boxes "
+        "dropped",
         f"steps             {last['step']} ({train.steps_per_epoch} per epoch x {last['epoch']} epochs)",
         f"val loss          epoch {first['epoch']}: {first['val/loss']:.4f}  ->  "
         f"epoch {last['epoch']}: {last['val/loss']:.4f}",

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import ray
 import torch
 
-from vfmkd_ray import storage
+from vfmkd_ray import run_lease, storage
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import ImageRecord, read_image_records
@@ -112,7 +112,13 @@ def run_precompute(cfg: ExperimentConfig, aliases: list[str] | None = None) -> l
 
 def precompute_teacher(cfg: ExperimentConfig, alias: str, records: list[ImageRecord]) -> PrecomputeSummary:
     """Fills ``<store.root>/<teacher>/<input_size>/`` with ``store.views_per_image`` rows per image
-    of ``records``, resuming from the rows its index (or, for parts not indexed yet, a scan) holds."""
+    of ``records``, resuming from the rows its index (or, for parts not indexed yet, a scan) holds.
+    One precompute per store at a time: the driver holds the store's lease (``run_lease``)."""
+    with run_lease.held(teacher_dataset(cfg, alias), "vfmkd precompute"):
+        return _fill_store(cfg, alias, records)
+
+
+def _fill_store(cfg: ExperimentConfig, alias: str, records: list[ImageRecord]) -> PrecomputeSummary:
     started = time.monotonic()
     teacher_cfg = cfg.teachers[alias]
     teacher = describe_teacher(teacher_cfg)

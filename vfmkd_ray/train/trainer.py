@@ -15,10 +15,11 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from vfmkd_ray import run_files, storage
+from vfmkd_ray import run_files, run_lease, storage
 from vfmkd_ray.batch import DataNeeds
 from vfmkd_ray.config import ConfigError, ExperimentConfig, dump_config
 from vfmkd_ray.config_checks import config_warnings
+from vfmkd_ray.data.annotation_checks import BadAnnotationError
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import CocoDataset, read_dataset
 from vfmkd_ray.data.images import BadImageError
@@ -29,7 +30,7 @@ from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.build import ModelParts, build_model, run_teacher_shapes
 from vfmkd_ray.models.teachers.base import RANDOM_WEIGHTS
 from vfmkd_ray.openmmlab import OpenMMLabMissing
-from vfmkd_ray.ray_errors import find_cause, first_line, raised_in_worker
+from vfmkd_ray.ray_errors import find_cause, first_line, raised_in_worker, storage_failure
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store.reader import FeatureStoreError
@@ -43,7 +44,14 @@ from vfmkd_ray.train.worker import train_loop_per_worker
 
 log = logging.getLogger(__name__)
 # Errors the product names itself; Ray's wrappers around them are unwrapped.
-NAMED_ERRORS = (BadImageError, FeatureStoreError, StorageError, NonFiniteLossError, run_files.RunFileError)
+NAMED_ERRORS = (
+    BadImageError,
+    BadAnnotationError,
+    FeatureStoreError,
+    StorageError,
+    NonFiniteLossError,
+    run_files.RunFileError,
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class RunSummary:
     # Written when an epoch improved the validation loss; None otherwise (never a path to nothing).
     best_backbone: tuple[str, str] | None  # safetensors, {"backbone": ...} .pth
     best_model: str | None  # best_model.pth: the whole model and its config
+    num_dropped_boxes: int = 0  # degenerate boxes of the dataset's annotations (data.annotation_checks)
 
 
 class TrainingError(RuntimeError):
@@ -67,23 +76,37 @@ class TrainingError(RuntimeError):
 
 
 def run_training(cfg: ExperimentConfig, callbacks=None, tune_trial: dict | None = None) -> RunSummary:
-    """Trains the run's model; relaunching with the same name resumes.
+    """Trains the run's model; relaunching with the same name and config resumes.
 
-    ``tune_trial`` (a Tune trial's ``parent_id`` tracker run and ``searched`` values): the run is
-    one trial of a search, whose progress Tune's driver shows; its own lines go to Ray's logs.
+    The driver holds the run's lease (``run_lease``) while it runs: a second driver of the same run
+    is refused. ``tune_trial`` (a Tune trial's ``parent_id`` tracker run and ``searched`` values): the
+    run is one trial of a search, whose driver holds the search's lease and shows its progress; the
+    trial's own lines go to Ray's logs.
     """
     cfg.s3.apply()
     check_locations(cfg, reads=("data.root",), writes=("train.storage_path",), may_read=("store.root",))
+    lease = (
+        nullcontext() if tune_trial is not None else run_lease.held(run_files.run_dir_of(cfg), "vfmkd train")
+    )
+    with lease:
+        return _train(cfg, callbacks, tune_trial)
+
+
+def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSummary:
     for line in config_warnings(cfg):
         log.warning("config: %s", line)
     cfg = _workers_see_absolute_paths(cfg)
     dataset = read_dataset(cfg.data)
     shapes = run_teacher_shapes(cfg)
     parts = check_model(cfg, shapes)
-    check_labels(cfg, dataset, parts.needs)
+    check_labels(cfg, dataset, parts)
     stores = check_stores(cfg, dataset.records)
     run_dir = run_files.run_dir_of(cfg)
+    for change in run_files.claim_resolved_config(run_dir, dump_config(cfg)):
+        log.info("resuming %s with %s", run_dir, change)
     bad_samples = BadSampleLog(storage.join(run_dir, run_files.BAD_SAMPLES_DIR))
+    for sample in dataset.bad_samples:  # images left out for bad annotations, boxes dropped
+        bad_samples.record(sample)
     labelled = labelled_subset(dataset.records, cfg.data.val_fraction, cfg.data.label_fraction)
     if cfg.data.label_fraction < 1.0:
         log.info(
@@ -97,7 +120,6 @@ def run_training(cfg: ExperimentConfig, callbacks=None, tune_trial: dict | None 
     num_train = len(images.ids) - num_val
     steps_per_epoch = steps_per_epoch_for(cfg, num_train * cfg.data.repeat, num_val)
     low, high = cfg.train.worker_bounds()
-    run_files.write_resolved_config(run_dir, dump_config(cfg))
     for orphan in run_files.remove_unregistered_checkpoints(run_dir):
         log.warning("removed %s: a checkpoint Ray never registered (its worker died while reporting)", orphan)
     ensure_ray(local_cpus_needed(cfg))
@@ -155,6 +177,7 @@ def run_training(cfg: ExperimentConfig, callbacks=None, tune_trial: dict | None 
         num_train=num_train,
         num_val=num_val,
         num_bad_samples=num_bad,
+        num_dropped_boxes=dataset.num_dropped_boxes,
         steps_per_epoch=steps_per_epoch,
         history=run_files.read_metrics_log(run_dir),
         checkpoint=result.checkpoint.path if result.checkpoint else None,
@@ -177,10 +200,11 @@ def check_model(cfg: ExperimentConfig, shapes: TeacherShapes) -> ModelParts:
     return parts
 
 
-def check_labels(cfg: ExperimentConfig, dataset: CocoDataset, needs: DataNeeds) -> None:
+def check_labels(cfg: ExperimentConfig, dataset: CocoDataset, parts: ModelParts) -> None:
     """Heads and terms that read ground truth need a labelled dataset, and a head that predicts
-    classes as many as it has categories."""
-    if needs.max_objects and not dataset.categories:
+    classes as many as it has categories. One whose targets the dataset lacks altogether (no usable
+    box, or no segmentation for a mask head) would train on empty targets: warned here, once."""
+    if parts.needs.max_objects and not dataset.categories:
         readers = [*cfg.heads, *(n for n, t in cfg.distill.terms.items() if t.type == "fgd")]
         raise ConfigError(
             f"{readers} read ground-truth boxes, but {dataset.source} has no categories "
@@ -192,6 +216,25 @@ def check_labels(cfg: ExperimentConfig, dataset: CocoDataset, needs: DataNeeds) 
             raise ConfigError(
                 f"heads.{name}.num_classes is {wanted} but {dataset.source} has {len(dataset.categories)} "
                 "categories: set it to match"
+            )
+    readers: dict[str, DataNeeds] = {f"heads.{n}": head.needs() for n, head in parts.heads.items()}
+    readers |= {f"distill.terms.{n}": term.needs() for n, term in parts.terms.items()}
+    num_boxes, num_masks = dataset.num_boxes, dataset.num_masks
+    for reader, needs in readers.items():
+        if needs.max_objects and not num_boxes:
+            log.warning(
+                "%s reads ground-truth boxes, but %s has no usable box (%d crowd annotations, which "
+                "are left out): it trains on empty targets",
+                reader,
+                dataset.source,
+                dataset.num_crowd,
+            )
+        if needs.max_masks and not num_masks:
+            log.warning(
+                "%s reads instance masks, but no usable annotation of %s has a segmentation: it "
+                "trains on empty masks",
+                reader,
+                dataset.source,
             )
 
 
@@ -259,13 +302,17 @@ def torch_trainer(cfg: ExperimentConfig, loop, loop_config: dict, datasets, call
 
 
 def fit(trainer: TorchTrainer, run_dir: str, named_errors: tuple[type[Exception], ...]) -> ray.train.Result:
-    """Runs ``trainer``; an error the product can name comes back as itself, not as Ray's wrapper."""
+    """Runs ``trainer``; an error the product can name comes back as itself, not as Ray's wrapper,
+    and a storage error Ray raised itself (its controller writing the run state, its checkpoint
+    reads) as a ``StorageError`` naming the URI and the cause."""
     try:
         return trainer.fit()
     except Exception as err:
         cause = find_cause(err, named_errors)
         if cause is not None:
             raise type(cause)(str(cause)) from None
+        if (failure := storage_failure(err, run_dir)) is not None:
+            raise failure from None
         # Ray's text carries remote tracebacks: what the worker raised here, the rest in the log file.
         raise TrainingError(
             f"training run {run_dir} failed: {raised_in_worker(err) or first_line(err)}"

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from vfmkd_ray import run_files, storage
+from vfmkd_ray import run_files, run_lease, storage
 from vfmkd_ray.config import ConfigError, ExperimentConfig
 from vfmkd_ray.data.coco import CocoDataset, read_dataset
 from vfmkd_ray.data.label_subset import labelled_subset
@@ -74,6 +74,18 @@ def run_transfer(cfg: ExperimentConfig, backbone_specs: list[str]) -> TransferSu
     cells = grid(cfg, backbones)
     configs = {cell: cell_config(cfg, by_name[cell.backbone], cell, cells_dir) for cell in cells}
     check_locations(configs[cells[0]], writes=("train.storage_path",))  # the cells' directory
+    with run_lease.held(directory, "vfmkd transfer"):
+        return _run_grid(cfg, directory, backbones, cells, configs)
+
+
+def _run_grid(
+    cfg: ExperimentConfig,
+    directory: str,
+    backbones: list[Backbone],
+    cells: list[Cell],
+    configs: dict[Cell, ExperimentConfig],
+) -> TransferSummary:
+    spec = cfg.transfer
     dataset = read_dataset(cfg.data)
     for cell_cfg in configs.values():
         _check_split_sizes(cell_cfg, dataset)

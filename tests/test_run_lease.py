@@ -1,0 +1,190 @@
+"""One driver per run: the run lease, locally and on the moto S3 server, and the drivers that take
+it (Ray-free: a refused driver stops before Ray or any write)."""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vfmkd_ray import run_files, storage
+from vfmkd_ray.cli import main
+from vfmkd_ray.config import dump_config, load_config
+from vfmkd_ray.run_lease import LEASE_DIR, RunInUseError, RunLease, create_exclusive
+
+
+def _race(run_dir: str, drivers: int = 6) -> tuple[list[RunLease], list[str]]:
+    """``drivers`` threads take the lease of ``run_dir`` at the same moment."""
+    start = threading.Barrier(drivers)
+    won, refused = [], []
+
+    def driver(number: int) -> None:
+        lease = RunLease(run_dir, f"driver {number}")
+        start.wait()
+        try:
+            lease.acquire()
+            won.append(lease)
+        except RunInUseError as err:
+            refused.append(str(err))
+
+    threads = [threading.Thread(target=driver, args=(n,)) for n in range(drivers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return won, refused
+
+
+@pytest.fixture(params=["local", "s3"])
+def run_dir(request, tmp_path) -> str:
+    if request.param == "local":
+        return str(tmp_path / "runs" / "demo")
+    bucket = request.getfixturevalue("s3_bucket")
+    return f"{bucket}/runs/demo"
+
+
+def test_of_drivers_racing_for_one_run_exactly_one_proceeds(run_dir):
+    won, refused = _race(run_dir)
+    assert len(won) == 1 and len(refused) == 5
+    owner = won[0].record
+    assert all(f"run {run_dir} is in use by driver " in line and "\n" not in line for line in refused)
+    assert all(f"(pid {owner.pid} on {owner.host}, started " in line for line in refused)
+    won[0].release()
+    assert storage.list_files(storage.join(run_dir, LEASE_DIR), "*.json") == []
+    again, _ = _race(run_dir, drivers=3)  # released: the run can be taken again
+    assert len(again) == 1
+    again[0].release()
+
+
+def test_a_stale_lease_is_taken_over_once_with_a_warning(run_dir, caplog):
+    dead = {"owner": "x", "host": "gone-host", "pid": 4242, "command": "vfmkd train", "started": 0.0}
+    old = time.time() - 600
+    storage.write_text_atomic(
+        storage.join(run_dir, LEASE_DIR, "000003.json"), json.dumps(dead | {"heartbeat": old})
+    )
+    won, refused = _race(run_dir, drivers=4)
+    assert len(won) == 1 and len(refused) == 3 and won[0].generation == 4
+    assert "took over the lease" in caplog.text and "pid 4242 on gone-host" in caplog.text
+    won[0].release()  # its own generation and the stale one
+    assert storage.list_files(storage.join(run_dir, LEASE_DIR), "*.json") == []
+
+
+def test_the_heartbeat_keeps_a_lease_live_and_a_takeover_is_noticed(tmp_path, caplog):
+    run_dir = str(tmp_path / "run")
+    lease = RunLease(run_dir, "vfmkd train", stale_after_s=2.0, heartbeat_s=0.2)
+    with lease:
+        time.sleep(2.5)  # longer than the bound: only the heartbeat keeps it live
+        with pytest.raises(RunInUseError, match=r"last heartbeat [01] s ago"):
+            RunLease(run_dir, "second", stale_after_s=2.0).acquire()
+        # A driver that judged this one dead and took the run over (as a frozen process would see).
+        usurper = RunLease(run_dir, "usurper", heartbeat_s=60)
+        usurper.generation = lease.generation + 1
+        assert create_exclusive(usurper._uri(usurper.generation), usurper._payload())
+        deadline = time.monotonic() + 10
+        while not lease.lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lease.lost and "was taken over by usurper" in caplog.text
+    # The loser deletes nothing: the usurper's lease stands.
+    assert [Path(u).name for u in storage.list_files(f"{run_dir}/{LEASE_DIR}", "*.json")] == [
+        f"{lease.generation:06d}.json",
+        f"{usurper.generation:06d}.json",
+    ]
+
+
+def test_the_lease_is_released_when_the_driver_fails(tmp_path):
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="the run failed"), RunLease(run_dir, "vfmkd train"):
+        raise RuntimeError("the run failed")
+    with RunLease(run_dir, "next"):
+        pass
+
+
+def _tiny_train_config(tmp_path, **train) -> Path:
+    from vfmkd_ray.data.config import DataConfig
+    from vfmkd_ray.data.synthetic import write_synthetic_coco
+
+    data = {"root": str(tmp_path / "data"), "synthetic": {"num_images": 8, "image_size": 64}}
+    write_synthetic_coco(DataConfig.model_validate(data))
+    raw = {
+        "name": "leased",
+        "data": data | {"input_size": 64},
+        "distill": {"terms": {"edge": {"type": "edge"}}},
+        "train": {"storage_path": str(tmp_path / "runs"), "epochs": 1} | train,
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_a_second_driver_of_a_live_run_is_refused_before_it_writes_anything(tmp_path, capsys):
+    config = _tiny_train_config(tmp_path)
+    run_dir = str(tmp_path / "runs" / "leased")
+    with RunLease(run_dir, "vfmkd train"):
+        assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"vfmkd train: error: run {run_dir} is in use by vfmkd train (pid ")
+    assert len(err.splitlines()) == 1
+    assert sorted(p.name for p in Path(run_dir).iterdir()) == [LEASE_DIR]  # nothing of its own
+
+
+def test_a_relaunch_with_another_config_is_refused_naming_the_keys(tmp_path, capsys):
+    """The second launch used to rewrite the live run's resolved_config.yaml, which eval and export
+    then trusted for a run trained with the first config."""
+    config = _tiny_train_config(tmp_path)
+    run_dir = tmp_path / "runs" / "leased"
+    first = dump_config(load_config(config, ["data.input_size=128", "train.lr=0.5"]))
+    run_files.claim_resolved_config(str(run_dir), first)  # as the first launch recorded it
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"vfmkd train: error: run {run_dir} was launched with another config (")
+    assert "data.input_size: 128 -> 64; train.lr: 0.5 -> 0.002)" in err and len(err.splitlines()) == 1
+    assert (run_dir / run_files.RESOLVED_CONFIG).read_text() == first  # left as the run recorded it
+    assert list((run_dir / LEASE_DIR).iterdir()) == []  # released
+
+
+def test_a_relaunch_may_train_longer_and_on_other_resources(tmp_path):
+    """Resuming with more epochs (or another worker count) is the same run, recorded as such."""
+    first = dump_config(load_config(None, ["train.epochs=2", "train.num_workers=2"]))
+    assert run_files.claim_resolved_config(str(tmp_path), first) == []
+    longer = dump_config(load_config(None, ["train.epochs=3", "train.num_workers=1"]))
+    changes = run_files.claim_resolved_config(str(tmp_path), longer)
+    assert changes == ["train.epochs: 2 -> 3", "train.num_workers: 2 -> 1"]
+    assert (tmp_path / run_files.RESOLVED_CONFIG).read_text() == longer
+
+
+def test_sigterm_releases_the_lease(tmp_path):
+    """`vfmkd jobs stop` and schedulers send SIGTERM: the command exits through its cleanup."""
+    import signal
+    import subprocess
+    import sys
+
+    run_dir, ready = tmp_path / "run", tmp_path / "ready"
+    script = (
+        "import sys, time; from pathlib import Path\n"
+        "from vfmkd_ray.cli import _sigterm_exits\n"
+        "from vfmkd_ray.run_lease import RunLease\n"
+        f"with _sigterm_exits(), RunLease({str(run_dir)!r}, 'vfmkd train'):\n"
+        f"    Path({str(ready)!r}).touch(); time.sleep(60)\n"
+    )
+    driver = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list((run_dir / LEASE_DIR).iterdir()), "the driver holds the lease"
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=30) == 128 + signal.SIGTERM
+    assert list((run_dir / LEASE_DIR).iterdir()) == []
+
+
+def test_a_lease_that_cannot_be_written_is_one_line_naming_it(tmp_path):
+    from tests.small_disk import fill, small_disk
+
+    with small_disk(tmp_path / "small", "64k") as disk:
+        fill(disk)
+        with pytest.raises(storage.StorageError) as caught:
+            RunLease(str(disk / "run"), "vfmkd train").acquire()
+        lease = disk / "run" / LEASE_DIR / "000001.json"
+        assert str(caught.value) == f"cannot write {lease}: [Errno 28] No space left on device"
+        assert list((disk / "run" / LEASE_DIR).iterdir()) == []  # no temporary left
