@@ -1,6 +1,7 @@
 """A small ``vfmkd tune`` on a real local Ray: ASHA stops the weak trial, the outputs are written,
-and the best config trains with ``vfmkd train``."""
+a relaunch reads no pickle from run storage, and the best config trains with ``vfmkd train``."""
 
+import pickle
 from pathlib import Path
 
 import mlflow
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_overrides
+from tests.tune.test_search_record import _Payload
 from vfmkd_ray.cli import main
 from vfmkd_ray.config import load_config
 from vfmkd_ray.data.synthetic import write_synthetic_coco
@@ -37,10 +39,17 @@ def test_tune_early_stops_writes_results_and_its_best_config_trains(local_ray, t
     write_synthetic_coco(cfg.data)
     run_precompute(cfg)
 
+    # Tune's pickled state, planted in run storage where Tuner.restore would read it on a relaunch.
+    directory = tmp_path / "runs" / f"{cfg.name}-tune"
+    marker = tmp_path / "payload-ran"
+    directory.mkdir(parents=True)
+    (directory / "tuner.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+
     summary = run_tune(cfg)
+    assert not marker.exists()
     assert summary.num_trials == 2 and summary.num_early_stopped >= 1
     assert summary.best_params == {"train.lr": 3e-3}
-    directory = Path(summary.directory)
+    assert Path(summary.directory) == directory
     table = pd.read_csv(directory / RESULTS_CSV)
     assert sorted(table["train.lr"]) == [1e-9, 3e-3] and sorted(table["epochs"]) == [1, 2]
     assert (directory / PLOT).stat().st_size > 1000
@@ -64,6 +73,15 @@ def test_tune_early_stops_writes_results_and_its_best_config_trains(local_ray, t
     }
     assert statuses == {3e-3: "FINISHED", 1e-9: "KILLED"}
     assert client.get_run(parents[0].info.run_id).info.status == "FINISHED"
+
+    # Relaunched: both trials ended, so nothing runs again and the summary is the same.
+    again = run_tune(cfg)
+    assert (again.num_trials, again.best_params, again.best_metric) == (
+        2,
+        {"train.lr": 3e-3},
+        summary.best_metric,
+    )
+    assert not marker.exists()
 
     best = directory / BEST_CONFIG
     assert main(["train", str(best), "train.epochs=1"]) == 0

@@ -6,6 +6,7 @@ import yaml
 
 from vfmkd_ray.config import ConfigError, load_config
 from vfmkd_ray.tune.config import Dimension
+from vfmkd_ray.tune.plan import SearchRecord, TrialRecord
 from vfmkd_ray.tune.report import (
     BEST_CONFIG,
     PLOT,
@@ -15,7 +16,7 @@ from vfmkd_ray.tune.report import (
     trial_table,
     write_outputs,
 )
-from vfmkd_ray.tune.runner import _check_keys, _sampler
+from vfmkd_ray.tune.runner import _check_search, _sampler
 
 
 def test_dimensions_are_checked():
@@ -38,27 +39,46 @@ def _with_space(tmp_path, space: dict):
 
 
 def test_searched_keys_must_exist_and_accept_the_values(tmp_path):
-    _check_keys(_with_space(tmp_path, {"train.lr": {"kind": "loguniform", "low": 1e-4, "high": 1e-2}}))
+    _check_search(_with_space(tmp_path, {"train.lr": {"kind": "loguniform", "low": 1e-4, "high": 1e-2}}))
     typo = _with_space(tmp_path, {"train.lrr": {"kind": "choice", "values": [0.1]}})
-    with pytest.raises(ConfigError, match="(?s)tune.space.train.lrr: .*unknown config key 'train.lrr'"):
-        _check_keys(typo)
+    with pytest.raises(
+        ConfigError, match="(?s)tune.space.train.lrr value 0.1: .*unknown config key 'train.lrr'"
+    ):
+        _check_search(typo)
     bad_value = _with_space(tmp_path, {"train.epochs": {"kind": "choice", "values": [0]}})
-    with pytest.raises(ConfigError, match="(?s)tune.space.train.epochs: .*train.epochs"):
-        _check_keys(bad_value)
+    with pytest.raises(ConfigError, match="(?s)tune.space.train.epochs value 0: .*train.epochs"):
+        _check_search(bad_value)
+
+
+def test_every_value_of_the_space_is_checked_before_ray_not_only_the_first(tmp_path):
+    """A value found invalid only when its trial starts has already cost Ray's start-up and the
+    trials before it."""
+    late = _with_space(tmp_path, {"train.epochs": {"kind": "choice", "values": [2, 3, -1]}})
+    with pytest.raises(ConfigError, match="tune.space.train.epochs value -1: "):
+        _check_search(late)
+    high = _with_space(tmp_path, {"data.val_fraction": {"kind": "uniform", "low": 0.1, "high": 1.5}})
+    with pytest.raises(ConfigError, match="tune.space.data.val_fraction value 1.5: "):
+        _check_search(high)
+    grid = _with_space(tmp_path, {"train.batch_size": {"kind": "grid", "values": [2, 0]}})
+    with pytest.raises(ConfigError, match="tune.space.train.batch_size value 0: "):
+        _check_search(grid)
 
 
 def test_results_table_best_config_and_plot(tmp_path):
-    frame = pd.DataFrame(
-        {
-            "trial_id": ["a", "b", "c"],
-            "config/train.lr": [1e-4, 1e-3, 1e-2],
-            "config/distill.terms.edge.weight": [0.1, 0.5, 0.9],
-            "val/loss": [0.9, 0.4, 0.6],
-            "training_iteration": [1, 3, 2],
-        }
+    record = SearchRecord(
+        trials=[
+            TrialRecord(key=key, params={"train.lr": lr, "distill.terms.edge.weight": w}, status="finished")
+            for key, lr, w in (("a", 1e-4, 0.1), ("b", 1e-3, 0.5), ("c", 1e-2, 0.9))
+        ]
     )
+    histories = {  # best val/loss 0.9, 0.4, 0.6 after 1, 3, 2 epochs
+        "a": [{"epoch": 1, "val/loss": 0.9}],
+        "b": [{"epoch": 1, "val/loss": 0.7}, {"epoch": 2, "val/loss": 0.4}, {"epoch": 3, "val/loss": 0.5}],
+        "c": [{"epoch": 1, "val/loss": 0.6}, {"epoch": 2, "val/loss": 0.8}],
+    }
     keys = ["train.lr", "distill.terms.edge.weight"]
-    table = trial_table(frame, keys, "val/loss")
+    table = trial_table(record, histories, keys, "val/loss", "min")
+    assert table["epochs"].tolist() == [1, 3, 2]
     base = load_config(None, [])
     best = best_config(base, {"train.lr": 1e-3, "distill.terms.edge.weight": 0.5})
     write_outputs(str(tmp_path), table, best, keys, "val/loss")

@@ -19,8 +19,12 @@ ENDED, FAILED, RUNNING = ("TERMINATED", "ERROR"), "ERROR", "RUNNING"  # Tune's t
 
 
 class TrialProgress(tune.Callback):
-    def __init__(self, num_trials: int, max_epochs: int, metric: str):
+    """``earlier``: the (ended, stopped early) trials of earlier launches of the search, which this
+    launch's Tune does not run again; they count from the start."""
+
+    def __init__(self, num_trials: int, max_epochs: int, metric: str, earlier: tuple[int, int] = (0, 0)):
         self.num_trials, self.max_epochs, self.metric = num_trials, max_epochs, metric
+        self.earlier = earlier
         self.bar: Bar | None = None
 
     def setup(self, **info) -> None:
@@ -33,7 +37,7 @@ class TrialProgress(tune.Callback):
         epochs = self._epochs(trial)
         log.info(
             "trial %s: %d epochs, %s %.4f%s",
-            trial.trial_id,
+            _name(trial),
             epochs,
             self.metric,
             (trial.last_result or {}).get(self.metric, math.nan),
@@ -42,9 +46,7 @@ class TrialProgress(tune.Callback):
         self._show(trials, ended=trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        log.warning(
-            "trial %s failed; its error is in %s", trial.trial_id, trial.local_path or "Tune's results"
-        )
+        log.warning("trial %s failed; its error is in %s", _name(trial), trial.local_path or "Tune's results")
         self._show(trials, ended=trial, failed=True)
 
     def on_experiment_end(self, trials, **info) -> None:
@@ -62,8 +64,8 @@ class TrialProgress(tune.Callback):
         errors = {t.trial_id for t in trials if t.status == FAILED} | ({ended.trial_id} if failed else set())
         running = sum(t.status == RUNNING and t.trial_id not in done for t in trials)
         finished = [t for t in trials if t.trial_id in done - errors]
-        early = sum(self._epochs(t) < self.max_epochs for t in finished)
-        return len(done), f"{running} running, {early} stopped early, {len(errors)} failed"
+        early = sum(self._epochs(t) < self.max_epochs for t in finished) + self.earlier[1]
+        return len(done) + self.earlier[0], f"{running} running, {early} stopped early, {len(errors)} failed"
 
     def _show(self, trials, ended=None, failed: bool = False) -> None:
         if self.bar is not None:
@@ -72,3 +74,8 @@ class TrialProgress(tune.Callback):
     @staticmethod
     def _epochs(trial) -> int:
         return int((trial.last_result or {}).get("epoch", 0))
+
+
+def _name(trial) -> str:
+    """The search's own key of a trial (its run's name under trials/), else Tune's id."""
+    return str((getattr(trial, "config", None) or {}).get("trial", trial.trial_id))

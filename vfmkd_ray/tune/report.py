@@ -11,20 +11,33 @@ import pandas as pd
 
 from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig, dump_config, set_dotted, validate_config
+from vfmkd_ray.tune.plan import SearchRecord
 
 RESULTS_CSV = "results.csv"
 BEST_CONFIG = "best_config.yaml"
 PLOT = "metric_vs_params.png"
 
 
-def trial_table(frame: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
-    """One row per trial: its id, the searched values, its best metric and the epochs it ran."""
-    columns = {"trial_id": frame["trial_id"]}
-    for key in keys:
-        columns[key] = frame[f"config/{key}"]
-    columns[metric] = frame[metric]
-    columns["epochs"] = frame.get("training_iteration", frame.get("epoch"))
-    return pd.DataFrame(columns)
+def trial_table(
+    record: SearchRecord,
+    histories: dict[str, list[dict[str, float]]],
+    keys: list[str],
+    metric: str,
+    mode: str,
+) -> pd.DataFrame:
+    """One row per trial that reported ``metric``: its key, the searched values, its best value of
+    ``metric`` (by ``mode``) and the epochs it trained."""
+    rows = []
+    for trial in record.trials:
+        values = [r[metric] for r in histories.get(trial.key, []) if metric in r]
+        if not values:
+            continue
+        best = min(values) if mode == "min" else max(values)
+        epochs = max(int(r.get("epoch", 0)) for r in histories[trial.key])
+        rows.append(
+            {"trial": trial.key, **{k: trial.params.get(k) for k in keys}, metric: best, "epochs": epochs}
+        )
+    return pd.DataFrame(rows, columns=["trial", *keys, metric, "epochs"])
 
 
 def best_config(base: ExperimentConfig, params: dict[str, Any]) -> ExperimentConfig:
