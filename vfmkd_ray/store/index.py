@@ -26,6 +26,7 @@ from vfmkd_ray import storage
 from vfmkd_ray.store.errors import FeatureStoreError
 from vfmkd_ray.store.index_rows import INDEX_SCHEMA, index_rows, part_file
 from vfmkd_ray.store.parts import list_parts, open_parquet
+from vfmkd_ray.store.schema import refuse_extension_types
 
 log = logging.getLogger(__name__)
 INDEX_NAME = "_index.parquet"
@@ -88,7 +89,9 @@ def read_index(dataset: str, index_sha256: str) -> pa.Table | None:
             f"{uri} is not the index the manifest names (sha256 differs): it was changed after precompute; "
             "run `vfmkd precompute` with this store's config to rebuild it"
         )
-    return pq.read_table(pa.BufferReader(data)).cast(INDEX_SCHEMA)
+    parquet = pq.ParquetFile(pa.BufferReader(data))
+    refuse_extension_types(parquet.schema_arrow, uri)  # its sha256 is in the store too: no guarantee
+    return parquet.read().cast(INDEX_SCHEMA)
 
 
 def load_index(dataset: str, index_sha256: str) -> pa.Table:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from vfmkd_ray import storage
 from vfmkd_ray.store.errors import FeatureStoreError
 from vfmkd_ray.store.index_rows import index_rows, row_bytes
-from vfmkd_ray.store.schema import build_table
+from vfmkd_ray.store.schema import build_table, refuse_extension_types
 
 PART_GLOB = "part-*.parquet"
 INDEX_ROWS_COLUMN = "index_rows"  # PartWriter's output: the part's store.index rows, Arrow IPC bytes
@@ -77,10 +77,16 @@ def list_parts(dataset: str) -> list[str]:
 
 @contextmanager
 def open_parquet(part_uri: str) -> Iterator[pq.ParquetFile]:
-    """One part as a ``ParquetFile``; storage errors inside the block name the part's URI."""
+    """One part as a ``ParquetFile``; storage errors inside the block name the part's URI. A part
+    with a column of an Arrow extension type is refused before any value is read
+    (``schema.refuse_extension_types``)."""
     fs, path = storage.filesystem(part_uri)
-    with storage.access(part_uri), fs.open(path, "rb") as handle:
-        yield pq.ParquetFile(handle)
+    with ExitStack() as stack:
+        with storage.access(part_uri):
+            parquet = pq.ParquetFile(stack.enter_context(fs.open(path, "rb")))
+        refuse_extension_types(parquet.schema_arrow, part_uri)  # a FeatureStoreError, not storage's
+        with storage.access(part_uri):
+            yield parquet
 
 
 def read_part(part_uri: str, columns: list[str] | None = None) -> pa.Table:

@@ -116,3 +116,29 @@ def _encode_finite(
             f"{num_bad} values would be stored as inf"
         )
     return data, scale
+
+
+def refuse_extension_types(schema: pa.Schema, uri: str) -> None:
+    """A store file this product writes holds plain Arrow types only. An extension type is refused
+    before any value is read: Ray registers ``ray.data.arrow_pickled_object`` in every process that
+    imports Ray Data, and reading such a column's values unpickles them, running whatever code a
+    file put into shared storage holds.
+
+    Raises:
+        FeatureStoreError: naming the file and the column.
+    """
+    for field in schema:
+        if _has_extension(field.type):
+            name = getattr(field.type, "extension_name", None) or str(field.type)
+            raise FeatureStoreError(
+                f"{uri} has column {field.name!r} of an Arrow extension type ({name}); a store this "
+                "product writes has none, and reading one may run code: not read"
+            )
+
+
+def _has_extension(dtype: pa.DataType) -> bool:
+    if isinstance(dtype, pa.ExtensionType):
+        return True
+    if pa.types.is_dictionary(dtype):
+        return _has_extension(dtype.value_type)
+    return any(_has_extension(dtype.field(i).type) for i in range(dtype.num_fields))

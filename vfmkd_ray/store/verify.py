@@ -233,7 +233,7 @@ def _check_rows(manifest: Manifest, dataset: str, part: str, report: VerifyRepor
     """Every row of ``part`` through ``decode_row``; its problems go to ``report``. Returns the rows."""
     try:
         table = read_part(part)
-    except StorageError as err:
+    except (StorageError, FeatureStoreError) as err:
         report.add_problem(_unreadable(part, err))
         return 0
     batch = {name: table.column(name).to_pylist() for name in table.column_names}
