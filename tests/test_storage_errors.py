@@ -10,7 +10,7 @@ import pyarrow.fs
 import pytest
 from ray.train import ControllerError
 
-from tests.s3_server import _free_port
+from tests.s3_server import dead_s3_filesystem
 from tests.small_disk import fill, small_disk
 from vfmkd_ray import storage
 from vfmkd_ray.ray_errors import first_line, storage_failure
@@ -31,13 +31,7 @@ def test_a_write_to_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path):
 
 
 def test_the_controllers_failed_write_to_s3_names_the_object_and_the_cause():
-    dead = pyarrow.fs.S3FileSystem(
-        endpoint_override=f"127.0.0.1:{_free_port()}",  # nothing listens there
-        scheme="http",
-        access_key="x",
-        secret_key="y",
-        retry_strategy=pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=1),
-    )
+    dead = dead_s3_filesystem()
     error = _controller_error(lambda: _write(dead, f"bucket/runs/tiny/{SNAPSHOT}"))
     assert first_line(error).startswith("Ray Train's controller failed: OSError: When initiating")
     found = storage_failure(error, "s3://bucket/runs/tiny")

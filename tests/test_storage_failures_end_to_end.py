@@ -19,7 +19,7 @@ import fsspec
 import pytest
 
 from tests.conftest import build_store_in_process, tiny_overrides
-from tests.s3_server import TEST_CREDENTIALS, _free_port, _wait_for, create_bucket
+from tests.s3_server import TEST_CREDENTIALS, create_bucket, running_moto
 from tests.small_disk import grow, small_disk
 from vfmkd_ray.config import load_config
 from vfmkd_ray.data.synthetic import write_synthetic_coco
@@ -148,23 +148,14 @@ def _started(command: str, *overrides: str) -> Iterator[subprocess.Popen]:
 def _moto_server(monkeypatch) -> Iterator[tuple[str, subprocess.Popen]]:
     """An S3 server of this test's own (it stops it); this process and the commands it starts
     point at it."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(port, server)
-        for name, value in (TEST_CREDENTIALS | {"AWS_ENDPOINT_URL": endpoint}).items():
-            monkeypatch.setenv(name, value)
-        fsspec.filesystem("s3").clear_instance_cache()  # an earlier test's client has another endpoint
-        yield endpoint, server
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        fsspec.filesystem("s3").clear_instance_cache()
+    with running_moto() as (endpoint, server):
+        try:
+            for name, value in (TEST_CREDENTIALS | {"AWS_ENDPOINT_URL": endpoint}).items():
+                monkeypatch.setenv(name, value)
+            fsspec.filesystem("s3").clear_instance_cache()  # an earlier test's client has another endpoint
+            yield endpoint, server
+        finally:
+            fsspec.filesystem("s3").clear_instance_cache()
 
 
 def _wait_until_held(marker: Path, process: subprocess.Popen, timeout_s: float = 400) -> None:

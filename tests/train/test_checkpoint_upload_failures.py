@@ -4,7 +4,7 @@ leaves no partial copy: to an S3 endpoint that is down, and to a full disk (a re
 import pyarrow.fs
 import pytest
 
-from tests.s3_server import _free_port
+from tests.s3_server import dead_s3_filesystem
 from tests.small_disk import small_disk
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.train.checkpoint_upload import CheckpointUploadError, copy_with_retries
@@ -14,13 +14,7 @@ def test_an_upload_to_an_endpoint_that_is_down_names_the_s3_uri_and_the_cause(tm
     source = tmp_path / "checkpoint"
     source.mkdir()
     (source / "training_state.pt").write_bytes(b"state")
-    dead = pyarrow.fs.S3FileSystem(
-        endpoint_override=f"127.0.0.1:{_free_port()}",  # nothing listens there
-        scheme="http",
-        access_key="x",
-        secret_key="y",
-        retry_strategy=pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=1),
-    )
+    dead = dead_s3_filesystem()
     local = pyarrow.fs.LocalFileSystem()
     with pytest.raises(StorageError) as caught:
         copy_with_retries(str(source), local, "bucket/runs/tiny/checkpoint_1", dead, 2, sleep=lambda s: None)
