@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vfmkd_ray import run_files, storage
+from vfmkd_ray import run_config, run_files, storage
 from vfmkd_ray.cli import main
 from vfmkd_ray.config import dump_config, load_config
-from vfmkd_ray.run_lease import LEASE_DIR, RunInUseError, RunLease, create_exclusive
+from vfmkd_ray.run_lease import LEASE_DIR, RunInUseError, RunLease
 
 
 def _race(run_dir: str, drivers: int = 6) -> tuple[list[RunLease], list[str]]:
@@ -71,9 +71,10 @@ def test_a_stale_lease_is_taken_over_once_with_a_warning(run_dir, caplog):
     assert storage.list_files(storage.join(run_dir, LEASE_DIR), "*.json") == []
 
 
-def test_the_heartbeat_keeps_a_lease_live_and_a_takeover_is_noticed(tmp_path, caplog):
+def test_the_heartbeat_keeps_a_lease_live_and_a_takeover_stops_the_driver(tmp_path, caplog):
     run_dir = str(tmp_path / "run")
-    lease = RunLease(run_dir, "vfmkd train", stale_after_s=2.0, heartbeat_s=0.2)
+    stopped = threading.Event()
+    lease = RunLease(run_dir, "vfmkd train", stale_after_s=2.0, heartbeat_s=0.2, on_lost=stopped.set)
     with lease:
         time.sleep(2.5)  # longer than the bound: only the heartbeat keeps it live
         with pytest.raises(RunInUseError, match=r"last heartbeat [01] s ago"):
@@ -81,16 +82,40 @@ def test_the_heartbeat_keeps_a_lease_live_and_a_takeover_is_noticed(tmp_path, ca
         # A driver that judged this one dead and took the run over (as a frozen process would see).
         usurper = RunLease(run_dir, "usurper", heartbeat_s=60)
         usurper.generation = lease.generation + 1
-        assert create_exclusive(usurper._uri(usurper.generation), usurper._payload())
-        deadline = time.monotonic() + 10
-        while not lease.lost and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert storage.write_bytes_atomic(
+            usurper._uri(usurper.generation), usurper._payload(), exclusive=True
+        )
+        assert stopped.wait(10), "the driver that lost its lease was not stopped"
         assert lease.lost and "was taken over by usurper" in caplog.text
     # The loser deletes nothing: the usurper's lease stands.
     assert [Path(u).name for u in storage.list_files(f"{run_dir}/{LEASE_DIR}", "*.json")] == [
         f"{lease.generation:06d}.json",
         f"{usurper.generation:06d}.json",
     ]
+
+
+class _LateReader(RunLease):
+    """Its first look at the lease folder is ``listed``: what it saw before the holder released."""
+
+    def __init__(self, *args, listed: list[int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.listed = [listed]
+
+    def _generations(self) -> list[int]:
+        return self.listed.pop() if self.listed else super()._generations()
+
+
+def test_a_lease_released_while_another_driver_looks_is_not_taken_for_a_dead_one(tmp_path, caplog):
+    """A driver that listed a live lease which was released before it read it must look again,
+    not take the missing file for a stale lease and hold generation 2 beside the next driver's 1."""
+    run_dir = str(tmp_path / "run")
+    first = RunLease(run_dir, "first")
+    first.acquire()
+    late = _LateReader(run_dir, "late", listed=[first.generation])
+    first.release()
+    late.acquire()
+    assert late.generation == 1 and "took over" not in caplog.text
+    late.release()
 
 
 def test_the_lease_is_released_when_the_driver_fails(tmp_path):
@@ -121,12 +146,17 @@ def _tiny_train_config(tmp_path, **train) -> Path:
 def test_a_second_driver_of_a_live_run_is_refused_before_it_writes_anything(tmp_path, capsys):
     config = _tiny_train_config(tmp_path)
     run_dir = str(tmp_path / "runs" / "leased")
-    with RunLease(run_dir, "vfmkd train"):
+    with RunLease(run_dir, "vfmkd train") as first:
         assert main(["train", str(config)]) == 2
+        # Nothing of its own: only the first driver's lease.
+        assert [p.relative_to(run_dir) for p in Path(run_dir).rglob("*")] == [
+            Path(LEASE_DIR),
+            Path(LEASE_DIR, f"{first.generation:06d}.json"),
+        ]
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"vfmkd train: error: run {run_dir} is in use by vfmkd train (pid ")
     assert len(err.splitlines()) == 1
-    assert sorted(p.name for p in Path(run_dir).iterdir()) == [LEASE_DIR]  # nothing of its own
+    assert list(Path(run_dir).iterdir()) == []  # released: the lease folder goes too
 
 
 def test_a_relaunch_with_another_config_is_refused_naming_the_keys(tmp_path, capsys):
@@ -134,24 +164,38 @@ def test_a_relaunch_with_another_config_is_refused_naming_the_keys(tmp_path, cap
     then trusted for a run trained with the first config."""
     config = _tiny_train_config(tmp_path)
     run_dir = tmp_path / "runs" / "leased"
-    first = dump_config(load_config(config, ["data.input_size=128", "train.lr=0.5"]))
-    run_files.claim_resolved_config(str(run_dir), first)  # as the first launch recorded it
+    run_config.claim_resolved_config(
+        str(run_dir), load_config(config, ["data.input_size=128", "train.lr=0.5"])
+    )
+    first = (run_dir / run_files.RESOLVED_CONFIG).read_text()  # as the first launch recorded it
     assert main(["train", str(config)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"vfmkd train: error: run {run_dir} was launched with another config (")
     assert "data.input_size: 128 -> 64; train.lr: 0.5 -> 0.002)" in err and len(err.splitlines()) == 1
     assert (run_dir / run_files.RESOLVED_CONFIG).read_text() == first  # left as the run recorded it
-    assert list((run_dir / LEASE_DIR).iterdir()) == []  # released
+    assert not (run_dir / LEASE_DIR).exists()  # released
 
 
 def test_a_relaunch_may_train_longer_and_on_other_resources(tmp_path):
     """Resuming with more epochs (or another worker count) is the same run, recorded as such."""
-    first = dump_config(load_config(None, ["train.epochs=2", "train.num_workers=2"]))
-    assert run_files.claim_resolved_config(str(tmp_path), first) == []
-    longer = dump_config(load_config(None, ["train.epochs=3", "train.num_workers=1"]))
-    changes = run_files.claim_resolved_config(str(tmp_path), longer)
+    first = load_config(None, ["train.epochs=2", "train.num_workers=2"])
+    assert run_config.claim_resolved_config(str(tmp_path), first) == []
+    longer = load_config(None, ["train.epochs=3", "train.num_workers=1"])
+    changes = run_config.claim_resolved_config(str(tmp_path), longer)
     assert changes == ["train.epochs: 2 -> 3", "train.num_workers: 2 -> 1"]
-    assert (tmp_path / run_files.RESOLVED_CONFIG).read_text() == longer
+    assert (tmp_path / run_files.RESOLVED_CONFIG).read_text() == dump_config(longer)
+
+
+def test_a_field_added_to_the_schema_since_the_run_began_is_no_change(tmp_path):
+    """A run recorded before a field existed resumes: the field's default is what it trained with."""
+    cfg = load_config(None, [])
+    recorded = yaml.safe_load(dump_config(cfg))
+    del recorded["data"]["max_image_pixels"], recorded["train"]["checkpoint_every_steps"]
+    (tmp_path / run_files.RESOLVED_CONFIG).write_text(yaml.safe_dump(recorded))
+    assert run_config.claim_resolved_config(str(tmp_path), cfg) == []
+    changed = load_config(None, ["data.max_image_pixels=2000"])
+    with pytest.raises(run_files.RunFileError, match=r"\(data.max_image_pixels: 100000000 -> 2000\)"):
+        run_config.claim_resolved_config(str(tmp_path), changed)
 
 
 def test_sigterm_releases_the_lease(tmp_path):
@@ -175,7 +219,7 @@ def test_sigterm_releases_the_lease(tmp_path):
     assert list((run_dir / LEASE_DIR).iterdir()), "the driver holds the lease"
     driver.send_signal(signal.SIGTERM)
     assert driver.wait(timeout=30) == 128 + signal.SIGTERM
-    assert list((run_dir / LEASE_DIR).iterdir()) == []
+    assert not (run_dir / LEASE_DIR).exists()
 
 
 def test_a_lease_that_cannot_be_written_is_one_line_naming_it(tmp_path):

@@ -14,7 +14,9 @@ from tests.tune.test_search_record import _Payload
 from vfmkd_ray.cli import main
 from vfmkd_ray.config import load_config
 from vfmkd_ray.data.synthetic import write_synthetic_coco
+from vfmkd_ray.run_files import read_metrics_log
 from vfmkd_ray.store.precompute import run_precompute
+from vfmkd_ray.tune.plan import read_record, write_record
 from vfmkd_ray.tune.report import BEST_CONFIG, PLOT, RESULTS_CSV
 from vfmkd_ray.tune.runner import run_tune
 
@@ -74,14 +76,29 @@ def test_tune_early_stops_writes_results_and_its_best_config_trains(local_ray, t
     assert statuses == {3e-3: "FINISHED", 1e-9: "KILLED"}
     assert client.get_run(parents[0].info.run_id).info.status == "FINISHED"
 
-    # Relaunched: both trials ended, so nothing runs again and the summary is the same.
+    # Relaunched as if the driver had died while the stopped trial ran: that trial resumes under its
+    # own key (from its run's checkpoint, or afresh), ASHA seeded with both curves lets it finish.
+    record = read_record(str(directory))
+    stopped = next(t for t in record.trials if t.status == "stopped")
+    record.set(stopped.model_copy(update={"status": "started"}))
+    write_record(str(directory), record)
     again = run_tune(cfg)
-    assert (again.num_trials, again.best_params, again.best_metric) == (
-        2,
-        {"train.lr": 3e-3},
-        summary.best_metric,
-    )
     assert not marker.exists()
+    assert (again.num_trials, again.num_early_stopped, again.best_params) == (2, 0, {"train.lr": 3e-3})
+    assert again.best_metric == summary.best_metric
+    resumed = read_metrics_log(str(directory / "trials" / stopped.key))
+    assert [r["epoch"] for r in resumed] == [1, 2]
+    assert {t.key: t.status for t in read_record(str(directory)).trials} == {
+        "trial_0000": "finished",
+        "trial_0001": "finished",
+    }
+    # Everything ended: a third launch runs nothing and says the same.
+    third = run_tune(cfg)
+    assert (third.num_trials, third.best_params, third.best_metric) == (
+        2,
+        again.best_params,
+        again.best_metric,
+    )
 
     best = directory / BEST_CONFIG
     assert main(["train", str(best), "train.epochs=1"]) == 0

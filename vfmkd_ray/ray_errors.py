@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from vfmkd_ray.storage import StorageError, describe, uri_in_message
+from vfmkd_ray.storage import StorageError, describe
 
 # Ray Data appends its retry advice to the message of the error a task raised.
 _RAY_DATA_SUFFIX = re.compile(
@@ -91,6 +91,25 @@ def storage_failure(err: BaseException, run_storage: str) -> StorageError | None
     text = describe(controller[0].controller_failure)
     action = "write" if _WRITE_REFUSED_ERRNO.search(text) else "access"
     return StorageError(f"cannot {action} {run_storage} (Ray Train's run state): {text}")
+
+
+# pyarrow's S3 errors name the object as "When <doing> ... key 'K' in bucket 'B': cause" or name
+# the bucket alone.
+_PYARROW_S3_OBJECT = re.compile(r"(?:key '([^']*)' in )?bucket '([^']+)':?\s*")
+_PYARROW_S3_WRITES = ("When uploading", "When completing", "When initiating", "When creating", "When copying")
+
+
+def uri_in_message(message: str) -> tuple[str, str, str] | None:
+    """``(s3://bucket/key, "write" or "access", the cause)`` for an error of pyarrow's S3
+    filesystem (Ray Train's own storage reads and writes go through it), which names an object only
+    in its text; None for any other message."""
+    match = _PYARROW_S3_OBJECT.search(message)
+    if match is None or not message.startswith("When "):
+        return None
+    key, bucket = match.group(1), match.group(2)
+    uri = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+    action = "write" if message.startswith(_PYARROW_S3_WRITES) else "access"
+    return uri, action, " ".join(message[match.end() :].split()) or message
 
 
 def _is_wrapper(err: BaseException) -> bool:

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
-import yaml
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -85,64 +84,6 @@ def path(run_dir: str, name: str) -> str:
 # --- resolved config -----------------------------------------------------------------------------
 
 
-# What a relaunch may change and still resume the run: how long it trains and on what resources,
-# nothing about what it trains (the model, data, teachers, terms, heads, optimiser).
-RESUMABLE_CHANGES = (
-    "train.epochs",
-    "train.num_workers",
-    "train.cpus_per_worker",
-    "train.use_gpu",
-    "train.max_failures",
-    "train.prefetch_batches",
-)
-
-
-def claim_resolved_config(run_dir: str, text: str) -> list[str]:
-    """Writes the run's resolved config (YAML ``text``); a run that has one already resumes only
-    with the same config, but for the ``RESUMABLE_CHANGES`` (recorded). Returns those changes, one
-    ``key: before -> now`` line each.
-
-    Raises:
-        RunFileError: naming the keys whose values differ from the run's recorded config (resume
-            means the same run; a new name means a new run).
-    """
-    uri = path(run_dir, RESOLVED_CONFIG)
-    if not storage.exists(uri):
-        storage.write_text_atomic(uri, text)
-        return []
-    before, now = _flat(_read_config(uri)), _flat(yaml.safe_load(text))
-    changed = sorted(k for k in before.keys() | now.keys() if before.get(k, _UNSET) != now.get(k, _UNSET))
-    lines = [f"{key}: {_shown(before.get(key, _UNSET))} -> {_shown(now.get(key, _UNSET))}" for key in changed]
-    refused = [line for key, line in zip(changed, lines, strict=True) if key not in RESUMABLE_CHANGES]
-    if refused:
-        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
-        raise RunFileError(
-            f"run {run_dir} was launched with another config ({'; '.join(refused[:5])}{more}): resume "
-            "it with the same config, or give this one a new name (name=...)"
-        )
-    if changed:
-        storage.write_text_atomic(uri, text)
-    return lines
-
-
-_UNSET = "(unset)"
-
-
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    """A config mapping as dotted key -> value (lists are values)."""
-    if not isinstance(node, dict) or (prefix and not node):
-        return {prefix: node}
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        flat |= _flat(value, f"{prefix}.{key}" if prefix else str(key))
-    return flat
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    text = value if value is _UNSET else repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}..."
-
-
 def find_run_config(uri: str) -> dict:
     """The raw resolved config of the run that wrote ``uri``: beside it or one or two directories up
     (a checkpoint directory sits inside its run directory)."""
@@ -150,11 +91,11 @@ def find_run_config(uri: str) -> dict:
     for directory in (uri.rstrip("/"), parent, parent.rsplit("/", 1)[0]):
         candidate = storage.join(directory, RESOLVED_CONFIG)
         if storage.exists(candidate):
-            return _read_config(candidate)
+            return read_config_file(candidate)
     raise RunFileError(f"no {RESOLVED_CONFIG} next to {uri}")
 
 
-def _read_config(uri: str) -> dict:
+def read_config_file(uri: str) -> dict:
     """A config file a run wrote, read bounded: a run directory may be anyone's (a shared bucket)."""
     try:
         check_size(storage.size(uri), uri)

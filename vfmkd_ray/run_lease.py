@@ -6,11 +6,12 @@ live one. A driver:
 
 - takes generation 1 when there is none, or N + 1 over a stale generation N (heartbeat older than
   ``STALE_AFTER_S``: a driver that died without releasing it), with an exclusive create that only one
-  racer wins: locally a hard link of a complete file, which fails when the name exists; on object
-  storage a PUT with ``If-None-Match: *`` (fsspec's ``mode="create"``; S3 and moto honour it);
+  racer wins (``storage.write_bytes_atomic(..., exclusive=True)``: a hard link locally, a PUT with
+  ``If-None-Match: *`` on object storage);
 - refuses a live lease with one line naming its owner and the age of its heartbeat;
-- rewrites only its own generation, every ``HEARTBEAT_S``, from a daemon thread, and notices when a
-  higher generation appears (it was taken over: logged as an error);
+- rewrites only its own generation, every ``HEARTBEAT_S``, from a daemon thread, and stops the
+  process when a higher generation appears (it was taken over while it could not heartbeat: a
+  frozen VM, a suspended laptop);
 - deletes its generation and every older one when it ends, on every exit path (the CLI turns
   SIGTERM into an exit that runs it); a SIGKILLed driver's lease goes stale and is taken over.
 
@@ -23,16 +24,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-
-from fsspec.implementations.local import LocalFileSystem
 
 from vfmkd_ray import storage
 
@@ -40,7 +39,7 @@ log = logging.getLogger(__name__)
 LEASE_DIR = "lease"
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 120.0
-_ATTEMPTS = 3  # a racer that loses a takeover reads the winner's lease and refuses on it
+_ATTEMPTS = 5  # a racer that loses reads the winner's lease next and refuses on it
 
 
 class RunInUseError(RuntimeError):
@@ -65,7 +64,12 @@ class LeaseRecord:
 
 
 class RunLease:
-    """The lease of ``run_dir`` for one driver; ``with RunLease(...):`` holds it."""
+    """The lease of ``run_dir`` for one driver; ``with RunLease(...):`` holds it.
+
+    ``on_lost`` is called (from the heartbeat thread) when another driver took the run over; by
+    default it sends this process SIGTERM, which the CLI turns into an exit: two drivers must not
+    write one run.
+    """
 
     def __init__(
         self,
@@ -73,9 +77,11 @@ class RunLease:
         command: str,
         stale_after_s: float = STALE_AFTER_S,
         heartbeat_s: float = HEARTBEAT_S,
+        on_lost: Callable[[], None] | None = None,
     ):
         self.run_dir, self.folder = run_dir, storage.join(run_dir, LEASE_DIR)
         self.stale_after_s, self.heartbeat_s = stale_after_s, heartbeat_s
+        self.on_lost = on_lost or _stop_this_process
         now = time.time()
         self.record = LeaseRecord(uuid.uuid4().hex, socket.gethostname(), os.getpid(), command, now, now)
         self.generation: int | None = None
@@ -94,26 +100,26 @@ class RunLease:
         """Raises RunInUseError when a live driver holds the run."""
         for _ in range(_ATTEMPTS):
             generations = self._generations()
-            stale = None
+            holder = None
             if generations:
-                top = generations[-1]
-                holder = self._read(top)
-                age = time.time() - holder.heartbeat if holder is not None else float("inf")
-                if holder is not None and age <= self.stale_after_s:
+                try:
+                    holder = self._read(generations[-1])
+                except FileNotFoundError:
+                    continue  # released meanwhile: look again
+                if holder is not None and time.time() - holder.heartbeat <= self.stale_after_s:
                     raise RunInUseError(self._refusal(holder))
-                stale = holder or "an unreadable lease"
             target = generations[-1] + 1 if generations else 1
             self.record = replace(self.record, heartbeat=time.time())
-            if create_exclusive(self._uri(target), self._payload()):
+            if storage.write_bytes_atomic(self._uri(target), self._payload(), exclusive=True):
                 self.generation = target
-                if stale is not None:
-                    what = stale.describe(time.time()) if isinstance(stale, LeaseRecord) else stale
+                if generations:
+                    what = holder.describe(time.time()) if holder else "an unreadable lease"
                     log.warning("took over the lease of %s from %s: its driver is gone", self.run_dir, what)
                 self._thread = threading.Thread(target=self._beat, name="run-lease", daemon=True)
                 self._thread.start()
                 return
-        holder = self._read(self._generations()[-1])
-        raise RunInUseError(self._refusal(holder) if holder else f"run {self.run_dir} is being taken")
+            # Another driver created that generation first: the next look finds it live.
+        raise RunInUseError(f"run {self.run_dir} is being taken by other drivers starting with this one")
 
     def release(self) -> None:
         """Stops the heartbeat and deletes this driver's generation and every older one."""
@@ -129,24 +135,36 @@ class RunLease:
         except (OSError, storage.StorageError) as err:
             log.warning("could not release the lease of %s (it goes stale by itself): %s", self.run_dir, err)
         self.generation = None
+        if not storage.is_remote(self.folder):
+            with suppress(OSError):  # left when another driver holds the run again
+                os.rmdir(self.folder)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             try:
                 newer = [g for g in self._generations() if g > self.generation]
                 if newer:
-                    self.lost = True
-                    holder = self._read(newer[-1])
-                    log.error(
-                        "the lease of %s was taken over by %s: another driver now writes this run",
-                        self.run_dir,
-                        holder.describe(time.time()) if holder else "another driver",
-                    )
+                    self._taken_over(newer[-1])
                     return
                 self.record = replace(self.record, heartbeat=time.time())
                 storage.write_bytes_atomic(self._uri(self.generation), self._payload())
             except (OSError, storage.StorageError) as err:
                 log.warning("lease heartbeat of %s failed (retried): %s", self.run_dir, err)
+
+    def _taken_over(self, generation: int) -> None:
+        self.lost = True
+        try:
+            holder = self._read(generation)
+        except FileNotFoundError:
+            holder = None
+        log.error(
+            "the lease of %s was taken over by %s (this driver's heartbeat was older than %.0f s): "
+            "stopping, as two drivers must not write one run",
+            self.run_dir,
+            holder.describe(time.time()) if holder else "another driver",
+            self.stale_after_s,
+        )
+        self.on_lost()
 
     def _refusal(self, holder: LeaseRecord) -> str:
         return (
@@ -165,50 +183,16 @@ class RunLease:
         return json.dumps(asdict(self.record)).encode()
 
     def _read(self, generation: int) -> LeaseRecord | None:
+        """The lease record of ``generation``; None when it is not one this product writes (taken
+        as stale). Raises FileNotFoundError when it is gone (released)."""
         try:
             return LeaseRecord(**json.loads(storage.read_text(self._uri(generation))))
-        except FileNotFoundError:
-            return None
         except (ValueError, TypeError):
-            return None  # not a lease this product writes: treated as stale
+            return None
 
 
-@contextmanager
-def held(run_dir: str, command: str) -> Iterator[RunLease]:
-    """Holds the lease of ``run_dir`` for the block (released however it ends)."""
-    with RunLease(run_dir, command) as lease:
-        yield lease
-
-
-def create_exclusive(uri: str, data: bytes) -> bool:
-    """Writes ``data`` to ``uri`` unless something is there already; False when it was (another
-    writer won). The object appears whole or not at all."""
-    fs, path = storage.filesystem(uri)
-    if isinstance(fs, LocalFileSystem):
-        temporary = f"{path}{storage.TEMP_MARKER}{uuid.uuid4().hex[:8]}"
-        try:
-            with storage.access(uri, "write"):
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                with open(temporary, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                try:
-                    os.link(temporary, path)
-                    return True
-                except FileExistsError:
-                    return False
-        finally:
-            with suppress(OSError):
-                os.unlink(temporary)
-    try:
-        with storage.access(uri, "write"):
-            fs.pipe_file(path, data, mode="create")
-        return True
-    except storage.StorageError as err:
-        if isinstance(err.__cause__, FileExistsError):
-            return False
-        raise
+def _stop_this_process() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _remove(uri: str) -> None:

@@ -10,7 +10,6 @@ permission, an endpoint that is down), so a relaunch once the cause is fixed res
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -51,25 +50,6 @@ def describe(err: BaseException) -> str:
     else:
         text = f"{type(err).__name__}: {err}"
     return " ".join(text.split()) or type(err).__name__
-
-
-# pyarrow's S3 errors name the object as "When <doing> ... key 'K' in bucket 'B': cause" or name
-# the bucket alone.
-_PYARROW_S3_OBJECT = re.compile(r"(?:key '([^']*)' in )?bucket '([^']+)':?\s*")
-_PYARROW_S3_WRITES = ("When uploading", "When completing", "When initiating", "When creating", "When copying")
-
-
-def uri_in_message(message: str) -> tuple[str, str, str] | None:
-    """``(s3://bucket/key, "write" or "access", the cause)`` for an error of pyarrow's S3
-    filesystem (Ray Train's own storage reads and writes go through it), which names an object only
-    in its text; None for any other message."""
-    match = _PYARROW_S3_OBJECT.search(message)
-    if match is None or not message.startswith("When "):
-        return None
-    key, bucket = match.group(1), match.group(2)
-    uri = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
-    action = "write" if message.startswith(_PYARROW_S3_WRITES) else "access"
-    return uri, action, " ".join(message[match.end() :].split()) or message
 
 
 def is_remote(uri: str) -> bool:
@@ -122,17 +102,29 @@ def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
 
 
-def write_bytes_atomic(uri: str, data: bytes) -> None:
-    """Makes ``uri`` hold ``data`` with no moment where a reader sees a partial file.
+def write_bytes_atomic(uri: str, data: bytes, exclusive: bool = False) -> bool:
+    """Makes ``uri`` hold ``data`` with no moment where a reader sees a partial file. With
+    ``exclusive``, only if nothing is there yet, decided by the storage so that one of several
+    racing writers wins: locally a hard link of the complete temporary file (fails when the name
+    exists, NFS included), on object storage a PUT with ``If-None-Match: *`` (fsspec's
+    ``mode="create"``; AWS S3, MinIO and moto honour it).
+
+    Returns:
+        False when ``exclusive`` and something was there (another writer won); True otherwise.
 
     Raises:
         StorageError: the write failed (``cannot write <uri>: <cause>``); ``uri`` is as it was.
     """
     fs, path = filesystem(uri)
     if not isinstance(fs, LocalFileSystem):
-        with access(uri, "write"):
-            fs.pipe_file(path, data)
-        return
+        try:
+            with access(uri, "write"):
+                fs.pipe_file(path, data, **({"mode": "create"} if exclusive else {}))
+        except StorageError as err:
+            if exclusive and _lost_a_race(err.__cause__):
+                return False
+            raise
+        return True
     tmp = f"{path}{TEMP_MARKER}{uuid.uuid4().hex[:8]}"
     try:
         with access(uri, "write"):
@@ -141,12 +133,24 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
-    except BaseException:
-        # A full disk keeps no half-written copy (its space goes back); the old file stays.
+            if not exclusive:
+                os.replace(tmp, path)
+                return True
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            return True
+    finally:
+        # A failure keeps no half-written copy (a full disk gets its space back); the old file stays.
         with suppress(OSError):
             os.unlink(tmp)
-        raise
+
+
+def _lost_a_race(err: BaseException | None) -> bool:
+    """An exclusive PUT refused because the object exists (412), or because another conditional
+    write to it was under way (S3's 409 ConditionalRequestConflict)."""
+    return isinstance(err, FileExistsError) or "ConditionalRequestConflict" in str(err)
 
 
 TEMP_MARKER = ".tmp-"

@@ -81,6 +81,10 @@ BAD = {
         _ann(7, segmentation=[[1, 1, 5, 4, math.nan, 3]]),
         "segmentation polygon 0 has a coordinate that is not finite",
     ),
+    "huge-int-polygon": (  # valid JSON: a 400-digit integer, beyond any float
+        _ann(7, segmentation=[[1, 1, 5, 4, 10**400, 3]]),
+        "segmentation polygon 0 has a coordinate that is not finite",
+    ),
     "text-polygon": (
         _ann(7, segmentation=[[1, 1, 5, "4", 3, 3]]),
         "segmentation polygon 0 has a coordinate that is not a number",
@@ -176,6 +180,14 @@ def test_degenerate_boxes_are_dropped_and_counted_not_skipped(tmp_path, caplog):
         ("dropped-boxes", "1"),
         ("dropped-boxes", "2"),
     ]
+
+
+def test_a_box_of_integers_beyond_any_float_is_dropped_not_a_crash(tmp_path):
+    """OverflowError (an int too large for a float) escaped the checks: `unexpected OverflowError`."""
+    anns = [_ann(1), _ann(2, bbox=(10**400, 1, 2, 2)), _ann(3, bbox=(10**400, 1, -(10**400), 2))]
+    dataset = read_dataset(_write(tmp_path, anns))
+    assert dataset.num_dropped_boxes == 2 and dataset.annotations["1"].annotation_ids == ["1"]
+    assert "annotation 2: bbox [1000" in dataset.bad_samples[0].error
 
 
 def _decoder_batch(dataset, ids: list[str]) -> dict:

@@ -62,3 +62,22 @@ def test_decoder_skips_a_corrupt_image_and_a_mis_shaped_row(tmp_path, tiny_confi
     recorded = {s.image_id: s.error for s in log.read_all()}
     first, second = str(rows["image_id"][0]), str(rows["image_id"][1])
     assert "(256, 2, 2)" in recorded[first] and "cannot decode image" in recorded[second]
+
+
+def test_the_datasets_own_bad_samples_join_the_runs_list_once(tmp_path):
+    """The reader's findings (images left out for bad annotations, dropped boxes) are written with
+    the run's list, not as a file each on every launch."""
+    log = BadSampleLog(str(tmp_path / "bad"))
+    log.record(BadSample("3", "s3://b/3.png", "train", "cannot decode image"))
+    known = [
+        BadSample("1", "s3://b/1.png", "annotations", "bad annotations (1): annotation 7: ..."),
+        BadSample("2", "s3://b/2.png", "dropped-boxes", "degenerate boxes dropped (1): ..."),
+    ]
+    assert log.write_jsonl(str(tmp_path / "bad.jsonl"), known) == 2  # the note is no skipped sample
+    lines = [json.loads(line) for line in (tmp_path / "bad.jsonl").read_text().splitlines()]
+    assert [(line["stage"], line["image_id"]) for line in lines] == [
+        ("annotations", "1"),
+        ("dropped-boxes", "2"),
+        ("train", "3"),
+    ]
+    assert log.count() == 1

@@ -214,12 +214,12 @@ def test_a_symlink_in_the_images_folder_that_leads_outside_the_dataset_is_refuse
     cfg = _coco_config(tmp_path, [{"id": 5, "file_name": "a.png", "width": 4, "height": 4}])
     with pytest.raises(
         ValueError,
-        match=rf"annotations.json: image 5 has file_name 'a.png', a link to .*-secret/secret.png, outside "
-        rf"the dataset {tmp_path}; links in the images folder must point inside data.root",
+        match=rf"annotations.json: image 5 has file_name 'a.png', which leads to .*-secret/secret.png, "
+        rf"outside the dataset {tmp_path} and its images folder; links there must point inside them",
     ):
         read_image_records(cfg)
     folder = cfg.model_copy(update={"annotations": None})  # a plain image folder: the same guard
-    with pytest.raises(ValueError, match=r"images: image a is 'a.png', a link to .*secret.png, outside"):
+    with pytest.raises(ValueError, match=r"images: image a is 'a.png', which leads to .*secret.png, outside"):
         read_image_records(folder)
 
 
@@ -276,3 +276,15 @@ def test_an_image_that_is_not_the_annotated_size_is_a_bad_sample(tmp_path):
     assert list(out["image_id"]) == ["1"]
     [skipped] = log.read_all()
     assert skipped.image_id == "2" and "is 8x6 but the annotations say 6x8" in skipped.error
+
+
+def test_an_images_folder_that_is_itself_a_link_is_read(tmp_path):
+    """The common layout: ``<root>/images -> /mnt/coco/train2017``, outside the dataset root."""
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-mnt" / "train2017"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "a.png").write_bytes(_gray_png(4, 4))
+    (tmp_path / "images").symlink_to(elsewhere)
+    [record] = read_image_records(
+        _coco_config(tmp_path, [{"id": 5, "file_name": "a.png", "width": 4, "height": 4}])
+    )
+    assert record.image_uri == str(tmp_path / "images" / "a.png")

@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import tiny_overrides
 from vfmkd_ray import run_files
-from vfmkd_ray.config import load_config
+from vfmkd_ray.config import load_config, validate_config
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.tune import plan
 from vfmkd_ray.tune.config import Dimension
@@ -139,6 +139,28 @@ def test_a_record_that_is_not_ours_is_one_line_naming_it(tmp_path):
     with pytest.raises(ValueError, match=f"{tmp_path}/trials.json is not a search record") as caught:
         plan.read_record(str(tmp_path))
     assert "\n" not in str(caught.value)
+
+
+def test_a_record_that_would_run_other_overrides_is_refused_before_ray(tmp_path):
+    """trials.json lies in run storage: a planted trial must not become a config override."""
+    raw = load_config(None, []).model_dump(mode="json")
+    raw["tune"] = {"space": {"train.lr": {"kind": "grid", "values": [0.003, 0.001]}}}
+    cfg = validate_config(raw)
+    planned = plan.planned_params(cfg.tune.space, cfg.tune.num_samples, cfg.seed)
+    uri = str(tmp_path / plan.RECORD_FILE)
+    ours = plan.TrialRecord(key="trial_0001", params=planned[1], status="started")
+    plan.check_record(plan.SearchRecord(trials=[ours]), cfg, planned, uri)
+    planted = ours.model_copy(update={"params": planned[1] | {"tracking.uri": "http://elsewhere:5000"}})
+    with pytest.raises(ValueError, match=rf"{uri}: trial_0001 holds .*tracking.uri.*, but this search plans"):
+        plan.check_record(plan.SearchRecord(trials=[planted]), cfg, planned, uri)
+    beyond = ours.model_copy(update={"key": "trial_0099"})
+    with pytest.raises(ValueError, match="trial_0099 holds .* but this search plans no such trial"):
+        plan.check_record(plan.SearchRecord(trials=[beyond]), cfg, planned, uri)
+    (tmp_path / plan.RECORD_FILE).write_text(
+        json.dumps({"trials": [{"key": "../x", "params": {}, "status": "started"}]})
+    )
+    with pytest.raises(ValueError, match="trials.json is not a search record"):
+        plan.read_record(str(tmp_path))
 
 
 class _Payload:

@@ -68,13 +68,21 @@ def test_results_table_best_config_and_plot(tmp_path):
     record = SearchRecord(
         trials=[
             TrialRecord(key=key, params={"train.lr": lr, "distill.terms.edge.weight": w}, status="finished")
-            for key, lr, w in (("a", 1e-4, 0.1), ("b", 1e-3, 0.5), ("c", 1e-2, 0.9))
+            for key, lr, w in (
+                ("trial_0000", 1e-4, 0.1),
+                ("trial_0001", 1e-3, 0.5),
+                ("trial_0002", 1e-2, 0.9),
+            )
         ]
     )
     histories = {  # best val/loss 0.9, 0.4, 0.6 after 1, 3, 2 epochs
-        "a": [{"epoch": 1, "val/loss": 0.9}],
-        "b": [{"epoch": 1, "val/loss": 0.7}, {"epoch": 2, "val/loss": 0.4}, {"epoch": 3, "val/loss": 0.5}],
-        "c": [{"epoch": 1, "val/loss": 0.6}, {"epoch": 2, "val/loss": 0.8}],
+        "trial_0000": [{"epoch": 1, "val/loss": 0.9}],
+        "trial_0001": [
+            {"epoch": 1, "val/loss": 0.7},
+            {"epoch": 2, "val/loss": 0.4},
+            {"epoch": 3, "val/loss": 0.5},
+        ],
+        "trial_0002": [{"epoch": 1, "val/loss": 0.6}, {"epoch": 2, "val/loss": 0.8}],
     }
     keys = ["train.lr", "distill.terms.edge.weight"]
     table = trial_table(record, histories, keys, "val/loss", "min")
@@ -88,4 +96,4 @@ def test_results_table_best_config_and_plot(tmp_path):
     assert saved["name"] == "demo-best" and load_config(tmp_path / BEST_CONFIG).train.lr == 1e-3
     assert (tmp_path / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     top = markdown(table, "val/loss", "min", 2).splitlines()
-    assert top[2].startswith("| b |") and len(top) == 4
+    assert top[2].startswith("| trial_0001 |") and len(top) == 4

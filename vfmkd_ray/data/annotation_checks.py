@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from vfmkd_ray.config_yaml import clip
+
 # A polygon coordinate this many image sides outside the image is an error: pycocotools rasterizes
 # every edge point by point, so a far (or NaN) coordinate costs time and memory without bound.
 POLYGON_MARGIN_SIDES = 1
@@ -102,16 +104,18 @@ def clipped_box(bbox: object, height: int, width: int) -> list[float] | Rejected
     numbers (a bad sample), or no area inside the image (a dropped box)."""
     try:
         x, y, w, h = bbox  # type: ignore[misc]
-        # One sum: a TypeError unless all are numbers, and not finite when any is NaN or infinite.
-        finite = math.isfinite(x + y + w + h)
+        _ = x + y + w + h  # a TypeError unless all four are numbers
+        x, y, w, h = float(x), float(y), float(w), float(h)
+    except OverflowError:  # an integer too large for a float: no box of any image
+        return Rejected(f"bbox {_clipped(bbox)} is not finite", False)
     except (TypeError, ValueError):
-        return Rejected(f"bbox {_short(bbox)} is not [x, y, width, height] numbers", True)
-    if not finite:
-        return Rejected(f"bbox {bbox} is not finite", False)
+        return Rejected(f"bbox {_clipped(bbox)} is not [x, y, width, height] numbers", True)
+    if not math.isfinite(x + y + w + h):  # one test finds a NaN or an infinity in any
+        return Rejected(f"bbox {_clipped(bbox)} is not finite", False)
     if w <= 0 or h <= 0:
         return Rejected(f"bbox {bbox} has width {w:g} and height {h:g}: both must be positive", False)
-    x1, y1 = (float(x) if x > 0 else 0.0), (float(y) if y > 0 else 0.0)
-    x2, y2 = float(min(x + w, width)), float(min(y + h, height))
+    x1, y1 = max(x, 0.0), max(y, 0.0)
+    x2, y2 = min(x + w, float(width)), min(y + h, float(height))
     if x2 <= x1 or y2 <= y1:
         return Rejected(f"bbox {bbox} has no area inside the {width}x{height} image", False)
     return [x1, y1, x2, y2]
@@ -121,7 +125,7 @@ def segmentation_problem(segmentation: object, height: int, width: int) -> str |
     """Why a COCO ``segmentation`` cannot be a mask of a ``width`` x ``height`` image, or None."""
     if isinstance(segmentation, list):
         for k, polygon in enumerate(segmentation):
-            if problem := _polygon_problem(polygon, height, width):
+            if problem := _polygon_problem(polygon):
                 return f"segmentation polygon {k} {problem}"
         return None
     if isinstance(segmentation, dict):
@@ -129,18 +133,20 @@ def segmentation_problem(segmentation: object, height: int, width: int) -> str |
     return f"segmentation is a {type(segmentation).__name__}, neither polygons (a list) nor RLE (a dict)"
 
 
-def _polygon_problem(polygon: object, height: int, width: int) -> str | None:
+def _polygon_problem(polygon: object) -> str | None:
     if not isinstance(polygon, list):
-        return f"is {_short(polygon)}, not a list of coordinates (segmentation must be a list of polygons)"
+        return f"is {_clipped(polygon)}, not a list of coordinates (segmentation must be a list of polygons)"
     if len(polygon) < 6 or len(polygon) % 2:
         return (
             f"has {len(polygon)} coordinates: a polygon is 3 or more x, y points (an even count, 6 or more)"
         )
     try:
-        total = sum(polygon)
+        finite = math.isfinite(sum(polygon))  # one C-level pass finds a NaN or an infinity
     except TypeError:
         return "has a coordinate that is not a number"
-    if not math.isfinite(total):  # one C-level pass finds a NaN or an infinity
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite:
         return "has a coordinate that is not finite"
     return None
 
@@ -163,13 +169,13 @@ def far_polygon_problem(polygons: list, height: int, width: int) -> str | None:
 def _rle_problem(rle: dict, height: int, width: int) -> str | None:
     size, counts = rle.get("size"), rle.get("counts")
     if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
-        return f"RLE size {_short(size)} is not [height, width]"
+        return f"RLE size {_clipped(size)} is not [height, width]"
     if size != [height, width]:
         return f"RLE size {size} is not the image's [height, width] [{height}, {width}]"
     if isinstance(counts, str):
         return None  # compressed: decoded (and so checked) only where masks are needed
     if not isinstance(counts, list) or not all(_is_int(v) and v >= 0 for v in counts):
-        return f"RLE counts {_short(counts)} are neither a string nor a list of run lengths"
+        return f"RLE counts {_clipped(counts)} are neither a string nor a list of run lengths"
     if sum(counts) != height * width:
         return f"RLE counts cover {sum(counts)} pixels, not the image's {height}x{width} = {height * width}"
     return None
@@ -179,6 +185,5 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _clipped(value: object) -> str:
+    return clip(repr(value), 60)

@@ -57,9 +57,10 @@ class BadSampleLog:
         ]
         return sorted(samples, key=lambda s: (s.stage, s.image_id))
 
-    def write_jsonl(self, uri: str) -> int:
-        """Writes every record, notes included, as one JSON line to ``uri``; returns how many
-        samples were skipped (notes not counted)."""
-        samples = self.read_all()
+    def write_jsonl(self, uri: str, known: list[BadSample] = ()) -> int:
+        """Writes every record, notes included, and the ``known`` ones the driver found itself (the
+        dataset's bad annotations: written here once, not a file each on every launch), as one JSON
+        line each to ``uri``; returns how many samples were skipped (notes not counted)."""
+        samples = sorted([*self.read_all(), *known], key=lambda s: (s.stage, s.image_id))
         storage.write_text_atomic(uri, "".join(json.dumps(asdict(s)) + "\n" for s in samples))
         return sum(s.skipped for s in samples)

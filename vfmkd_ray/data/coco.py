@@ -212,8 +212,8 @@ def _record(entry: dict, links: _Links, ann_uri: str) -> ImageRecord:
         )
     if (real := links.outside(image_uri)) is not None:
         raise ValueError(
-            f"{ann_uri}: image {entry['id']} has file_name {file_name!r}, a link to {real}, outside the "
-            f"dataset {links.root}; links in the images folder must point inside data.root"
+            f"{ann_uri}: image {entry['id']} has file_name {file_name!r}, which leads to {real}, outside "
+            f"the dataset {links.root} and its images folder; links there must point inside them"
         )
     return ImageRecord(
         image_id=str(entry["id"]), image_uri=image_uri, width=int(entry["width"]), height=int(entry["height"])
@@ -235,17 +235,21 @@ def uri_inside(folder: str, file_name: str) -> str | None:
 
 class _Links:
     """Where local image paths lead, symlinks followed: a path inside the images folder by its text
-    may still be a link out of the dataset ``root``. Each directory is resolved once, so a dataset of
-    many images in few folders costs about one ``lstat`` per image; ``s3://`` keys have no links."""
+    may still be a link out of the dataset. Inside means under the real dataset ``root`` or the real
+    images folder (itself often a link: ``images -> /mnt/coco/train2017``). Each directory is
+    resolved once, so a dataset of many images in few folders costs about one ``lstat`` per image;
+    ``s3://`` keys have no links."""
 
     def __init__(self, folder: str, root: str):
         self.folder, self.root = folder, root
         self.local = not storage.is_remote(folder)
-        self.real_root = os.path.realpath(root) if self.local else ""
+        real = (os.path.realpath(root), os.path.realpath(folder)) if self.local else ()
+        self.real_prefixes = tuple(path.rstrip(os.sep) + os.sep for path in real)
         self._real_dirs: dict[str, str] = {}
 
     def outside(self, image_uri: str) -> str | None:
-        """The real path of ``image_uri`` when it lies outside the real dataset root, else None."""
+        """The real path of ``image_uri`` when it lies outside the real dataset and images folder,
+        else None."""
         if not self.local:
             return None
         parent, name = os.path.split(image_uri)
@@ -255,7 +259,7 @@ class _Links:
         real = os.path.join(real_parent, name)
         if os.path.islink(real):
             real = os.path.realpath(real)
-        return None if real.startswith(self.real_root.rstrip(os.sep) + os.sep) else real
+        return None if real.startswith(self.real_prefixes) else real
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -270,8 +274,8 @@ def _folder_records(images_uri: str, root: str) -> list[ImageRecord]:
     for uri in uris:
         if (real := links.outside(uri)) is not None:
             raise ValueError(
-                f"{images_uri}: image {_stem(uri)} is {uri.rsplit('/', 1)[-1]!r}, a link to {real}, outside "
-                f"the dataset {root}; links in the images folder must point inside data.root"
+                f"{images_uri}: image {_stem(uri)} is {uri.rsplit('/', 1)[-1]!r}, which leads to {real}, "
+                f"outside the dataset {root} and its images folder; links there must point inside them"
             )
     records = [ImageRecord(image_id=_stem(uri), image_uri=uri, width=0, height=0) for uri in uris]
     return _unique(records, f"{images_uri} (ids are file stems)")

@@ -114,7 +114,7 @@ def precompute_teacher(cfg: ExperimentConfig, alias: str, records: list[ImageRec
     """Fills ``<store.root>/<teacher>/<input_size>/`` with ``store.views_per_image`` rows per image
     of ``records``, resuming from the rows its index (or, for parts not indexed yet, a scan) holds.
     One precompute per store at a time: the driver holds the store's lease (``run_lease``)."""
-    with run_lease.held(teacher_dataset(cfg, alias), "vfmkd precompute"):
+    with run_lease.RunLease(teacher_dataset(cfg, alias), "vfmkd precompute"):
         return _fill_store(cfg, alias, records)
 
 

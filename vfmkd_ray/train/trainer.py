@@ -15,9 +15,9 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from vfmkd_ray import run_files, run_lease, storage
+from vfmkd_ray import run_config, run_files, run_lease, storage
 from vfmkd_ray.batch import DataNeeds
-from vfmkd_ray.config import ConfigError, ExperimentConfig, dump_config
+from vfmkd_ray.config import ConfigError, ExperimentConfig
 from vfmkd_ray.config_checks import config_warnings
 from vfmkd_ray.data.annotation_checks import BadAnnotationError
 from vfmkd_ray.data.bad_samples import BadSampleLog
@@ -86,7 +86,9 @@ def run_training(cfg: ExperimentConfig, callbacks=None, tune_trial: dict | None 
     cfg.s3.apply()
     check_locations(cfg, reads=("data.root",), writes=("train.storage_path",), may_read=("store.root",))
     lease = (
-        nullcontext() if tune_trial is not None else run_lease.held(run_files.run_dir_of(cfg), "vfmkd train")
+        nullcontext()
+        if tune_trial is not None
+        else run_lease.RunLease(run_files.run_dir_of(cfg), "vfmkd train")
     )
     with lease:
         return _train(cfg, callbacks, tune_trial)
@@ -102,11 +104,9 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
     check_labels(cfg, dataset, parts)
     stores = check_stores(cfg, dataset.records)
     run_dir = run_files.run_dir_of(cfg)
-    for change in run_files.claim_resolved_config(run_dir, dump_config(cfg)):
+    for change in run_config.claim_resolved_config(run_dir, cfg):
         log.info("resuming %s with %s", run_dir, change)
     bad_samples = BadSampleLog(storage.join(run_dir, run_files.BAD_SAMPLES_DIR))
-    for sample in dataset.bad_samples:  # images left out for bad annotations, boxes dropped
-        bad_samples.record(sample)
     labelled = labelled_subset(dataset.records, cfg.data.val_fraction, cfg.data.label_fraction)
     if cfg.data.label_fraction < 1.0:
         log.info(
@@ -162,7 +162,8 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
         }
         trainer = torch_trainer(cfg, train_loop_per_worker, loop_config, streams.datasets, callbacks)
         result = fit(trainer, run_dir, NAMED_ERRORS)
-    num_bad = bad_samples.write_jsonl(storage.join(run_dir, run_files.BAD_SAMPLES_JSONL))
+    # With the images the annotations left out and the boxes they dropped, found by the reader.
+    num_bad = bad_samples.write_jsonl(storage.join(run_dir, run_files.BAD_SAMPLES_JSONL), dataset.bad_samples)
     if num_bad:
         log.warning(
             "%d samples were skipped; see %s", num_bad, storage.join(run_dir, run_files.BAD_SAMPLES_JSONL)

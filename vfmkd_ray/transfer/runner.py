@@ -74,7 +74,7 @@ def run_transfer(cfg: ExperimentConfig, backbone_specs: list[str]) -> TransferSu
     cells = grid(cfg, backbones)
     configs = {cell: cell_config(cfg, by_name[cell.backbone], cell, cells_dir) for cell in cells}
     check_locations(configs[cells[0]], writes=("train.storage_path",))  # the cells' directory
-    with run_lease.held(directory, "vfmkd transfer"):
+    with run_lease.RunLease(directory, "vfmkd transfer"):
         return _run_grid(cfg, directory, backbones, cells, configs)
 
 

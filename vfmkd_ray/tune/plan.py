@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError
 
 from vfmkd_ray import run_files, storage
 from vfmkd_ray.config import ConfigError, ExperimentConfig, set_dotted, validate_config
+from vfmkd_ray.config_yaml import echo
 from vfmkd_ray.schema import StrictModel
 from vfmkd_ray.tune.config import Dimension
 
@@ -34,7 +35,7 @@ ENDED: tuple[TrialStatus, ...] = ("finished", "stopped")  # a relaunch does not 
 
 
 class TrialRecord(StrictModel):
-    key: str  # also the trial's run name: trials/<key>/
+    key: str = Field(pattern=r"^trial_\d{4,}$")  # also the trial's run name: trials/<key>/
     params: dict[str, Any]  # dotted config key -> value
     status: TrialStatus
     error: str | None = None  # the first line of a failed trial's error
@@ -107,9 +108,9 @@ def check_space(cfg: ExperimentConfig, planned: list[dict[str, Any]] | None) -> 
     raw = cfg.model_dump(mode="json")
     for key, dim in cfg.tune.space.items():
         for value in dim.values if dim.values is not None else [dim.low, dim.high]:
-            _check({key: value}, raw, f"tune.space.{key} value {_short(value)}")
+            _check({key: value}, raw, f"tune.space.{key} value {echo(value)}")
     for index, params in enumerate(planned or []):
-        _check(params, raw, f"tune trial {trial_key(index)} ({_short(params)})")
+        _check(params, raw, f"tune trial {trial_key(index)} ({echo(params)})")
 
 
 def _check(params: dict[str, Any], raw: dict[str, Any], what: str) -> None:
@@ -122,9 +123,33 @@ def _check(params: dict[str, Any], raw: dict[str, Any], what: str) -> None:
         raise ConfigError(f"{what}: {err}") from None
 
 
-def _short(value: Any, limit: int = 120) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+def check_record(
+    record: SearchRecord, cfg: ExperimentConfig, planned: list[dict[str, Any]] | None, uri: str
+) -> None:
+    """The record is read from run storage: before Ray starts, each trial's values must be those
+    this search plans for its key (random, grid), or values of the space that fit the schema (Optuna),
+    so a changed or planted record cannot run other overrides.
+
+    Raises:
+        ValueError: naming the file and the trial.
+    """
+    raw = cfg.model_dump(mode="json")
+    for trial in record.trials:
+        if planned is not None:
+            index = key_index(trial.key)
+            if index >= len(planned) or trial.params != planned[index]:
+                expected = echo(planned[index]) if index < len(planned) else "no such trial"
+                raise ValueError(
+                    f"{uri}: {trial.key} holds {echo(trial.params)}, but this search plans {expected}: "
+                    "not a record of this search; move the search directory away to start afresh"
+                )
+        elif set(trial.params) != set(cfg.tune.space):
+            raise ValueError(
+                f"{uri}: {trial.key} sets {sorted(trial.params)}, not this search's tune.space keys "
+                f"{sorted(cfg.tune.space)}: move the search directory away to start afresh"
+            )
+        else:
+            _check(trial.params, raw, f"{uri}: {trial.key}")
 
 
 def read_record(directory: str) -> SearchRecord | None:

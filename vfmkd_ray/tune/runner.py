@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from vfmkd_ray import run_files, run_lease, storage
-from vfmkd_ray.config import ConfigError, ExperimentConfig, dump_config, validate_config
+from vfmkd_ray import run_config, run_files, run_lease, storage
+from vfmkd_ray.config import ConfigError, ExperimentConfig, validate_config
 from vfmkd_ray.console import shows_ray_output
 from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.locations import check_locations
@@ -60,8 +60,8 @@ def run_tune(cfg: ExperimentConfig) -> TuneSummary:
     check_stores(cfg, read_image_records(cfg.data))  # every trial reads the stores: fail before any
     directory = storage.join(storage.absolute(cfg.train.storage_path), f"{cfg.name}-tune")
     cfg = cfg.model_copy(update={"tracking": resolve_tracking(cfg.tracking)})
-    with run_lease.held(directory, "vfmkd tune"):
-        run_files.claim_resolved_config(directory, dump_config(cfg))
+    with run_lease.RunLease(directory, "vfmkd tune"):
+        run_config.claim_resolved_config(directory, cfg)
         return _search(cfg, directory, planned)
 
 
@@ -76,6 +76,7 @@ def _search(cfg: ExperimentConfig, directory: str, planned: list[dict] | None) -
             directory,
         )
     record = record or plan.SearchRecord()
+    plan.check_record(record, cfg, planned, storage.join(directory, plan.RECORD_FILE))
     total = len(planned) if planned is not None else spec.num_samples
     ended = [t for t in record.trials if t.status in plan.ENDED]
     to_run = max(total - len(ended), 0)
@@ -108,16 +109,7 @@ def _fit(cfg, directory, record, planned, to_run: int, max_t: int, parent) -> No
     def curve_of(key: str) -> Curve:
         return plan.metric_curve(plan.trial_history(trials_dir, key), spec.metric)
 
-    scheduler = KeyedASHA(
-        time_attr="epoch",
-        metric=spec.metric,
-        mode=spec.mode,
-        max_t=max_t,
-        grace_period=spec.scheduler.grace_period,
-        reduction_factor=spec.scheduler.reduction_factor,
-    )
-    for trial in record.trials:
-        scheduler.seed(trial.key, curve_of(trial.key))
+    scheduler = _scheduler(cfg, max_t, {trial.key: curve_of(trial.key) for trial in record.trials})
     search = RecordedSearch(
         record,
         lambda changed: plan.write_record(directory, changed),
@@ -164,6 +156,22 @@ def _fit(cfg, directory, record, planned, to_run: int, max_t: int, parent) -> No
     if parent is not None:
         keys = [key for result in results if (key := (result.config or {}).get(TRIAL_KEY))]
         _end_trial_runs(parent, record, keys, trials_dir)
+
+
+def _scheduler(cfg: ExperimentConfig, max_t: int, curves: dict[str, Curve]) -> KeyedASHA:
+    """ASHA over the epochs, its rungs holding the curves the search's trials reported so far."""
+    spec = cfg.tune
+    scheduler = KeyedASHA(
+        time_attr="epoch",
+        metric=spec.metric,
+        mode=spec.mode,
+        max_t=max_t,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+    for key, curve in curves.items():
+        scheduler.seed(key, curve)
+    return scheduler
 
 
 def _summarise(cfg, directory: str, record: plan.SearchRecord, max_t: int, parent) -> TuneSummary:

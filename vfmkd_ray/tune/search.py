@@ -86,9 +86,7 @@ class RecordedSearch(Searcher):
         return {TRIAL_KEY: key, PARAMS: params}
 
     def _next_planned(self) -> tuple[str | None, dict[str, Any]]:
-        taken = {key_index(t.key) for t in self.record.trials}
-        while self.next_index in taken:
-            self.next_index += 1
+        """The plan's next trial after every recorded one (trials are recorded in plan order)."""
         if self.next_index >= len(self.plan):
             return None, {}
         index, self.next_index = self.next_index, self.next_index + 1
