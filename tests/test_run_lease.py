@@ -164,9 +164,9 @@ def test_a_relaunch_with_another_config_is_refused_naming_the_keys(tmp_path, cap
     then trusted for a run trained with the first config."""
     config = _tiny_train_config(tmp_path)
     run_dir = tmp_path / "runs" / "leased"
-    run_config.claim_resolved_config(
-        str(run_dir), load_config(config, ["data.input_size=128", "train.lr=0.5"])
-    )
+    first_cfg = load_config(config, ["data.input_size=128", "train.lr=0.5"])
+    run_config.claim_resolved_config(str(run_dir), first_cfg, begun=False)
+    (run_dir / "checkpoint_2026-12-05_15-00-00.000000").mkdir()  # it trained: a run to resume
     first = (run_dir / run_files.RESOLVED_CONFIG).read_text()  # as the first launch recorded it
     assert main(["train", str(config)]) == 2
     err = capsys.readouterr().err.strip()
@@ -179,9 +179,9 @@ def test_a_relaunch_with_another_config_is_refused_naming_the_keys(tmp_path, cap
 def test_a_relaunch_may_train_longer_and_on_other_resources(tmp_path):
     """Resuming with more epochs (or another worker count) is the same run, recorded as such."""
     first = load_config(None, ["train.epochs=2", "train.num_workers=2"])
-    assert run_config.claim_resolved_config(str(tmp_path), first) == []
+    assert run_config.claim_resolved_config(str(tmp_path), first, begun=False) == []
     longer = load_config(None, ["train.epochs=3", "train.num_workers=1"])
-    changes = run_config.claim_resolved_config(str(tmp_path), longer)
+    changes = run_config.claim_resolved_config(str(tmp_path), longer, begun=True)
     assert changes == ["train.epochs: 2 -> 3", "train.num_workers: 2 -> 1"]
     assert (tmp_path / run_files.RESOLVED_CONFIG).read_text() == dump_config(longer)
 
@@ -192,10 +192,10 @@ def test_a_field_added_to_the_schema_since_the_run_began_is_no_change(tmp_path):
     recorded = yaml.safe_load(dump_config(cfg))
     del recorded["data"]["max_image_pixels"], recorded["train"]["checkpoint_every_steps"]
     (tmp_path / run_files.RESOLVED_CONFIG).write_text(yaml.safe_dump(recorded))
-    assert run_config.claim_resolved_config(str(tmp_path), cfg) == []
+    assert run_config.claim_resolved_config(str(tmp_path), cfg, begun=True) == []
     changed = load_config(None, ["data.max_image_pixels=2000"])
     with pytest.raises(run_files.RunFileError, match=r"\(data.max_image_pixels: 100000000 -> 2000\)"):
-        run_config.claim_resolved_config(str(tmp_path), changed)
+        run_config.claim_resolved_config(str(tmp_path), changed, begun=True)
 
 
 def test_sigterm_releases_the_lease(tmp_path):
@@ -232,3 +232,24 @@ def test_a_lease_that_cannot_be_written_is_one_line_naming_it(tmp_path):
         lease = disk / "run" / LEASE_DIR / "000001.json"
         assert str(caught.value) == f"cannot write {lease}: [Errno 28] No space left on device"
         assert list((disk / "run" / LEASE_DIR).iterdir()) == []  # no temporary left
+
+
+def test_s3_keys_in_the_config_are_no_change_on_a_relaunch(tmp_path):
+    """Written configs mask the keys; reading one back takes the mask as unset. The relaunch of the
+    same config (keys and all) is the same run."""
+    cfg = load_config(None, ["s3.access_key_id=AKIAEXAMPLE", "s3.secret_access_key=secret"])
+    assert run_config.claim_resolved_config(str(tmp_path), cfg, begun=True) == []
+    assert run_config.claim_resolved_config(str(tmp_path), cfg, begun=True) == []
+    assert "AKIAEXAMPLE" not in (tmp_path / run_files.RESOLVED_CONFIG).read_text()
+
+
+def test_a_launch_that_stopped_before_training_binds_no_config(tmp_path):
+    """A first launch that failed a check (a missing store row, say) left its config but no
+    checkpoint: the next launch, with the config fixed, is not refused."""
+    failed = load_config(None, ["data.missing_features=error"])
+    run_config.claim_resolved_config(str(tmp_path), failed, begun=False)
+    fixed = load_config(None, ["data.missing_features=skip"])
+    assert run_config.claim_resolved_config(str(tmp_path), fixed, begun=False) == []
+    assert (tmp_path / run_files.RESOLVED_CONFIG).read_text() == dump_config(fixed)
+    with pytest.raises(run_files.RunFileError, match="data.missing_features: 'skip' -> 'error'"):
+        run_config.claim_resolved_config(str(tmp_path), failed, begun=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import ray
 import yaml
 
 from tests.conftest import tiny_overrides
@@ -82,6 +83,7 @@ def test_tune_early_stops_writes_results_and_its_best_config_trains(local_ray, t
     stopped = next(t for t in record.trials if t.status == "stopped")
     record.set(stopped.model_copy(update={"status": "started"}))
     write_record(str(directory), record)
+    ray.shutdown()  # the relaunch is a new driver, with a Ray of its own
     again = run_tune(cfg)
     assert not marker.exists()
     assert (again.num_trials, again.num_early_stopped, again.best_params) == (2, 0, {"train.lr": 3e-3})

@@ -32,19 +32,23 @@ MAX_NAMED_KEYS = 5
 _UNSET = "(unset)"
 
 
-def claim_resolved_config(run_dir: str, cfg: ExperimentConfig) -> list[str]:
+def claim_resolved_config(run_dir: str, cfg: ExperimentConfig, begun: bool) -> list[str]:
     """Writes ``cfg`` as the run's resolved config, or checks it against the one recorded. Returns
     the ``RESUMABLE_CHANGES`` this launch makes, one ``key: before -> now`` line each.
+
+    Args:
+        begun: whether the run has progress to resume (a checkpoint, a trial). A launch that stopped
+            before any (a check that failed) binds nothing: its config is replaced.
 
     Raises:
         RunFileError: naming the keys whose values differ from the run's recorded config.
     """
     uri = path(run_dir, RESOLVED_CONFIG)
     text = dump_config(cfg)
-    if not storage.exists(uri):
+    if not begun or not storage.exists(uri):
         storage.write_text_atomic(uri, text)
         return []
-    before, now = _flat(_today(read_config_file(uri))), _flat(yaml.safe_load(text))
+    before, now = _flat(_today(read_config_file(uri))), _flat(_today(yaml.safe_load(text)))
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k, _UNSET) != now.get(k, _UNSET))
     lines = [f"{key}: {_shown(before.get(key, _UNSET))} -> {_shown(now.get(key, _UNSET))}" for key in changed]
     refused = [line for key, line in zip(changed, lines, strict=True) if key not in RESUMABLE_CHANGES]
@@ -60,8 +64,9 @@ def claim_resolved_config(run_dir: str, cfg: ExperimentConfig) -> list[str]:
 
 
 def _today(raw: dict[str, Any]) -> dict[str, Any]:
-    """The recorded config as today's schema writes it (a field added since gets its default); as
-    recorded when today's schema refuses it (every key that differs is then named)."""
+    """A config as today's schema writes it: a field added since the run began gets its default, and
+    secrets (masked in every written config) read as unset on both sides; as given when today's
+    schema refuses it (every key that differs is then named)."""
     try:
         return yaml.safe_load(dump_config(validate_config(raw)))
     except ConfigError:

@@ -229,6 +229,11 @@ def load_training_state(
 # --- best backbone and best model ----------------------------------------------------------------
 
 
+def has_checkpoints(run_dir: str) -> bool:
+    """Whether the run has trained far enough to leave a checkpoint (a relaunch resumes from it)."""
+    return any(storage.is_dir(uri) for uri in storage.list_files(run_dir, RAY_CHECKPOINT_GLOB))
+
+
 def remove_unregistered_checkpoints(run_dir: str) -> list[str]:
     """Deletes checkpoint directories Ray never registered: written by a report whose worker died
     before Ray recorded it, they would stay beyond ``num_checkpoints_to_keep`` forever. Returns

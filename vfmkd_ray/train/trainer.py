@@ -104,7 +104,7 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
     check_labels(cfg, dataset, parts)
     stores = check_stores(cfg, dataset.records)
     run_dir = run_files.run_dir_of(cfg)
-    for change in run_config.claim_resolved_config(run_dir, cfg):
+    for change in run_config.claim_resolved_config(run_dir, cfg, run_files.has_checkpoints(run_dir)):
         log.info("resuming %s with %s", run_dir, change)
     bad_samples = BadSampleLog(storage.join(run_dir, run_files.BAD_SAMPLES_DIR))
     labelled = labelled_subset(dataset.records, cfg.data.val_fraction, cfg.data.label_fraction)

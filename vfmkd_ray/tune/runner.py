@@ -61,7 +61,8 @@ def run_tune(cfg: ExperimentConfig) -> TuneSummary:
     directory = storage.join(storage.absolute(cfg.train.storage_path), f"{cfg.name}-tune")
     cfg = cfg.model_copy(update={"tracking": resolve_tracking(cfg.tracking)})
     with run_lease.RunLease(directory, "vfmkd tune"):
-        run_config.claim_resolved_config(directory, cfg)
+        begun = storage.exists(storage.join(directory, plan.RECORD_FILE))  # a trial has started
+        run_config.claim_resolved_config(directory, cfg, begun)
         return _search(cfg, directory, planned)
 
 
