@@ -75,6 +75,18 @@ def local_ray(request):
 
 
 @pytest.fixture
+def product_ray(monkeypatch):
+    """No Ray yet: the product's own ``ensure_ray`` starts each Ray it needs, as for a user (the
+    environment inherited); whatever is running at the end is shut down, before the test's
+    environment changes (``monkeypatch``) are undone."""
+    import ray
+
+    assert not ray.is_initialized()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
 def tiny_config(tmp_path) -> ExperimentConfig:
     return load_config(None, tiny_overrides(tmp_path))
 

@@ -109,16 +109,6 @@ def test_the_demo_prints_a_short_console_with_the_summary_last_and_tracks_the_ru
 MARKER_KEY_ID, MARKER_SECRET = f"AKID{uuid.uuid4().hex[:12].upper()}", f"marker-secret-{uuid.uuid4().hex}"
 
 
-@pytest.fixture
-def product_ray(monkeypatch):
-    """No Ray yet: the product's own ``ensure_ray`` starts it, as for a user (shut down after)."""
-    import ray
-
-    assert not ray.is_initialized()
-    yield
-    ray.shutdown()
-
-
 def test_s3_end_to_end_with_resume_and_no_secret_in_any_log(
     s3_bucket, product_ray, tiny_config, monkeypatch, capfd
 ):

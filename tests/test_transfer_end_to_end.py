@@ -23,16 +23,6 @@ from vfmkd_ray.train.fault_injection import FAIL_ONCE_ENV
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture
-def product_ray():
-    """No Ray yet: the product's own ``ensure_ray`` starts it (inheriting the environment)."""
-    import ray
-
-    assert not ray.is_initialized()
-    yield
-    ray.shutdown()
-
-
 def test_transfer_reports_every_cell_and_a_relaunch_resumes(tmp_path, product_ray, monkeypatch, capsys):
     marker = tmp_path / "failed-once"
     monkeypatch.setenv(FAIL_ONCE_ENV, f"0:{marker}")  # the first cell's first epoch, once

@@ -24,7 +24,11 @@ from vfmkd_ray.tune.runner import run_tune
 pytestmark = pytest.mark.ray
 
 
-def test_tune_early_stops_writes_results_and_its_best_config_trains(local_ray, tmp_path, capsys, mlflow_uri):
+def test_tune_early_stops_writes_results_and_its_best_config_trains(
+    product_ray, tmp_path, capsys, mlflow_uri
+):
+    """Each command starts the Ray it starts for a user, one after the other (the search's with the
+    state API that lets Ray Train free a finished trial's CPUs)."""
     space = {"train.lr": {"kind": "grid", "values": [3e-3, 1e-9]}}  # the second barely moves
     raw = load_config(
         None, [*tiny_overrides(tmp_path), "train.epochs=2", "train.num_workers=1", "train.cpus_per_worker=1"]
@@ -41,6 +45,7 @@ def test_tune_early_stops_writes_results_and_its_best_config_trains(local_ray, t
     cfg = load_config(config_file)
     write_synthetic_coco(cfg.data)
     run_precompute(cfg)
+    ray.shutdown()  # vfmkd precompute ends; vfmkd tune starts its own Ray
 
     # Tune's pickled state, planted in run storage where Tuner.restore would read it on a relaunch.
     directory = tmp_path / "runs" / f"{cfg.name}-tune"

@@ -19,11 +19,15 @@ JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a
 _started_here: list[bool] = []  # whether ensure_ray started this process's Ray
 
 
-def ensure_ray(min_local_cpus: float = 0) -> None:
+def ensure_ray(min_local_cpus: float = 0, state_api: bool = False) -> None:
     """Initialises Ray once per process; a job submitted to a cluster joins that cluster.
 
     A local Ray gets at least ``min_local_cpus`` logical CPUs: Train workers reserve whole CPUs,
     and on a small workstation Ray Data's read and decode tasks would otherwise never be scheduled.
+    ``state_api``: a local Ray starts its dashboard, whose state API Ray Train's placement-group
+    cleaner asks whether a run's controller is gone; without it, each Tune trial's worker group kept
+    its CPUs after the trial ended, and the third trial of a search on a small machine never got a
+    CPU for its data.
     """
     quiet_ray_data()
     if ray.is_initialized():
@@ -39,8 +43,9 @@ def ensure_ray(min_local_cpus: float = 0) -> None:
         address=address,
         num_cpus=num_cpus,
         # A local Ray lives as long as this command: its dashboard would cost seconds to start and
-        # a share of a workstation's CPUs. To watch one, start `ray start --head` and set RAY_ADDRESS.
-        include_dashboard=False if not address else None,
+        # a share of a workstation's CPUs, unless its state API is needed. To watch one, start
+        # `ray start --head` and set RAY_ADDRESS.
+        include_dashboard=state_api if not address else None,
         runtime_env={"env_vars": env} if env else None,
         # Workers' and Ray's own processes' output stays in the session's log files: rank 0's
         # lines reach the console through train.relay. --verbose forwards it all.

@@ -121,7 +121,7 @@ def _fit(cfg, directory, record, planned, to_run: int, max_t: int, parent) -> No
         plan=planned,
         optuna=_optuna(cfg) if planned is None else None,
     )
-    ensure_ray(spec.max_concurrent_trials * (local_cpus_needed(cfg) + 1))
+    ensure_ray(spec.max_concurrent_trials * (local_cpus_needed(cfg) + 1), state_api=True)
     progress = TrialProgress(ended + to_run, max_t, spec.metric, earlier=(ended, stopped))
     trainable = tune.with_parameters(
         _trial,
