@@ -225,7 +225,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.config:
         student = load_config(args.config).student
     elif args.student:
-        if StudentConfig(name=args.student).is_mm:
+        if not StudentConfig(name=args.student).family.described_by_name:
             raise ValueError(
                 f"--student {args.student}: an mm/ student is its backbone dict too (student.mm); give a "
                 "config that holds it with --config, or export from a run's files (their resolved config)"

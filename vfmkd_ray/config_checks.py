@@ -3,7 +3,8 @@
 Kept apart from the schema (``config.py``) so the rules read as one list. ``check_references``
 runs inside validation (errors); ``config_warnings`` is called by the drivers, which log each
 line as a warning (a setting that silently does nothing, or silently costs quality, is a bug
-report waiting to happen).
+report waiting to happen). What a head or term refers to comes from its config's declaration
+(``reads.Reads``), never from its type or field names.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vfmkd_ray.config_yaml import clip, echo
-from vfmkd_ray.losses.config import TeacherTermConfig
+from vfmkd_ray.reads import ReaderConfig
 
 if TYPE_CHECKING:
     from vfmkd_ray.config import ExperimentConfig
@@ -47,12 +48,17 @@ def migrate_or_refuse(raw: Any) -> Any:
     return raw
 
 
+def readers(cfg: ExperimentConfig) -> list[tuple[str, ReaderConfig]]:
+    """Every term and head config with where it sits (``distill.terms.<name>``, ``heads.<name>``),
+    terms first."""
+    terms = [(f"distill.terms.{clip(name)}", term) for name, term in cfg.distill.terms.items()]
+    return terms + [(f"heads.{clip(name)}", head) for name, head in cfg.heads.items()]
+
+
 def used_teachers(cfg: ExperimentConfig) -> list[str]:
     """The teacher aliases some term or head reads, in config order."""
     primary = next(iter(cfg.teachers), None)
-    terms = cfg.distill.terms.values()
-    used = {term.teacher or primary for term in terms if isinstance(term, TeacherTermConfig)}
-    used |= {head.teacher for head in cfg.heads.values() if getattr(head, "teacher", None)}
+    used = {alias or primary for _, reader in readers(cfg) for alias in reader.reads().teachers.values()}
     return [alias for alias in cfg.teachers if alias in used]
 
 
@@ -68,30 +74,22 @@ def check_references(cfg: ExperimentConfig) -> None:
         raise ValueError(
             f"{clip(str(clash))} name both a head and a distill term: both would log loss/<name>; rename one"
         )
-    for name, term in cfg.distill.terms.items():
-        alias = getattr(term, "teacher", None)
-        if isinstance(term, TeacherTermConfig) and not cfg.teachers:
-            raise ValueError(
-                f"distill.terms.{clip(name)} ({term.type}) reads a teacher, but teachers is empty"
-            )
-        if alias is not None and alias not in cfg.teachers:
-            raise ValueError(
-                f"distill.terms.{clip(name)}.teacher {echo(alias)} is not a configured teacher; "
-                f"teachers: {clip(str(list(cfg.teachers)))}"
-            )
-    for name, head in cfg.heads.items():
-        alias = getattr(head, "teacher", None)
-        if alias is not None and alias not in cfg.teachers:
-            raise ValueError(
-                f"heads.{clip(name)}.teacher {echo(alias)} is not a configured teacher; "
-                f"teachers: {clip(str(list(cfg.teachers)))}"
-            )
-        term = getattr(head, "features", None)
-        if term is not None and term not in cfg.distill.terms:
-            raise ValueError(
-                f"heads.{clip(name)}.features {echo(term)} is not a distill.terms name: "
-                f"{clip(str(list(cfg.distill.terms)))}"
-            )
+    for where, reader in readers(cfg):
+        reads = reader.reads()
+        for key, alias in reads.teachers.items():
+            if alias is None and not cfg.teachers:
+                raise ValueError(f"{where} ({reader.type}) reads a teacher, but teachers is empty")
+            if alias is not None and alias not in cfg.teachers:
+                raise ValueError(
+                    f"{where}.{key} {echo(alias)} is not a configured teacher; "
+                    f"teachers: {clip(str(list(cfg.teachers)))}"
+                )
+        for key, term in reads.terms.items():
+            if term not in cfg.distill.terms:
+                raise ValueError(
+                    f"{where}.{key} {echo(term)} is not a distill.terms name: "
+                    f"{clip(str(list(cfg.distill.terms)))}"
+                )
     if cfg.data.input_size is None and not cfg.teachers:
         raise ValueError("data.input_size is not set and no teacher gives one: set data.input_size")
 
@@ -120,12 +118,8 @@ def config_warnings(cfg: ExperimentConfig) -> list[str]:
         and not any(t.student_source == "neck" for t in cfg.distill.terms.values())
     ):
         lines.append(f"neck ({cfg.neck.type}) feeds no head and no term (student_source: neck)")
-    for name, head in cfg.heads.items():
-        kd_set = set(head.model_fields_set) & {"kd_weight", "kd_temperature"}
-        if head.type == "sam_mask" and head.teacher is None and kd_set:
-            lines.append(
-                f"heads.{clip(name)}.kd_weight/kd_temperature have no effect: the head has no teacher"
-            )
+    for where, reader in readers(cfg):
+        lines += [f"{where}.{line}" for line in reader.settings_without_effect()]
     return lines + _zero_weights(cfg)
 
 
@@ -141,10 +135,8 @@ def _zero_weights(cfg: ExperimentConfig) -> list[str]:
     for name, term in cfg.distill.terms.items():
         if term.weight != 0:
             continue
-        readers = [
-            f"heads.{clip(h)}" for h, head in cfg.heads.items() if getattr(head, "features", None) == name
-        ]
-        where = f" (its adapter trains only through {', '.join(readers)})" if readers else ""
+        through = [where for where, reader in readers(cfg) if name in reader.reads().terms.values()]
+        where = f" (its adapter trains only through {', '.join(through)})" if through else ""
         lines.append(
             f"distill.terms.{clip(name)}.weight is 0: its loss is computed and logged but trains "
             f"nothing{where}; remove the term or give it a weight"

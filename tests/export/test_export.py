@@ -12,7 +12,8 @@ import yaml
 from tests.models.mmyolo_layout import mmyolo_state_shapes
 from vfmkd_ray.cli import main
 from vfmkd_ray.config import load_config
-from vfmkd_ray.export.command import make_format, run_check, run_export
+from vfmkd_ray.export.command import run_check, run_export
+from vfmkd_ray.export.registry import make_format
 from vfmkd_ray.export.source import ExportError
 from vfmkd_ray.models.build import build_model
 from vfmkd_ray.models.students import StudentConfig, build_student

@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 
 from vfmkd_ray import storage
-from vfmkd_ray.export.formats import FORMATS, ExportFormat
 from vfmkd_ray.export.load_report import CheckReport
-from vfmkd_ray.export.onnx_format import Onnx
+from vfmkd_ray.export.registry import make_format
 from vfmkd_ray.export.snippets import Freeze
-from vfmkd_ray.export.source import ExportError, describe_student, find_student_config, load_student
+from vfmkd_ray.export.source import ExportError, find_student_config, load_student
 from vfmkd_ray.models.students import StudentConfig, WeightsReport
 
 
@@ -31,11 +30,6 @@ class ExportResult:
     files: list[str]
     report: CheckReport
     weights: WeightsReport  # how the checkpoint's keys were read (matched, dropped)
-
-
-def make_format(name: str, input_size: int | None = None) -> ExportFormat:
-    export_format = FORMATS.get(name)
-    return Onnx(input_size) if isinstance(export_format, Onnx) else export_format
 
 
 def run_export(
@@ -51,6 +45,7 @@ def run_export(
     cfg = student_cfg or find_student_config(checkpoint)
     freeze = freeze or Freeze()
     export_format.check_freeze(cfg, freeze)
+    export_format.require(cfg)  # before the checkpoint is read
     student, kind, weights = load_student(checkpoint, cfg)
     name = out.rstrip("/").rsplit("/", 1)[-1]
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,7 +62,7 @@ def run_export(
         uris = [out if path == local else storage.join(parent, path.name) for path in written]
         for path, uri in zip(written, uris, strict=True):
             storage.write_bytes_atomic(storage.absolute(uri), path.read_bytes())
-    return ExportResult(describe_student(cfg), kind, [storage.absolute(u) for u in uris], report, weights)
+    return ExportResult(cfg.label, kind, [storage.absolute(u) for u in uris], report, weights)
 
 
 def run_check(

@@ -1,5 +1,10 @@
-"""The export formats: how each writes a student's backbone, checks a file in its target's key
-layout, and reads it back into the student (for round trips).
+"""The export formats: one adapter per target, as torchtitan's ``state_dict_adapter``.
+
+``to_target`` and ``from_target`` are pure mappings between the student's state dict and the
+tensors of the target's file (no I/O); they ask the student (``StudentConfig.timm_name``,
+``registry_type``, ``label``, answered by its family) and never parse its name. ``write``,
+``check`` and ``read_back`` put the file around them. Formats are registered as factories
+(``export.registry``).
 
 | format       | file                                                | target layout checked        |
 |--------------|-----------------------------------------------------|------------------------------|
@@ -13,7 +18,10 @@ layout, and reads it back into the student (for round trips).
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import timm
 import torch
@@ -22,32 +30,45 @@ from safetensors.torch import load_file, save_file
 from vfmkd_ray.export.load_report import CheckReport, LoadReport, match_state, shapes_of
 from vfmkd_ray.export.rtdetr_hgnetv2 import TIMM_TO_RTDETR_VARIANT, layout, timm_to_rtdetr
 from vfmkd_ray.export.snippets import Freeze, mm_python, rtdetrv2_yaml
-from vfmkd_ray.export.source import ExportError, describe_student
+from vfmkd_ray.export.source import ExportError
 from vfmkd_ray.models.students import StudentBackbone, StudentConfig, build_student
 from vfmkd_ray.models.students.timm_keys import features_to_model_keys
 from vfmkd_ray.models.students.timm_student import TIMM_BODY
 from vfmkd_ray.models.students.weight_layouts import MMENGINE_BACKBONE, MMPRETRAIN_TIMM
-from vfmkd_ray.registry import Registry
 
 Tensors = dict[str, torch.Tensor]
 
 
-class ExportFormat:
-    """Base class; ``write`` returns the files it wrote (the checkpoint first), its snippet naming
-    the checkpoint ``shown_path`` and freezing the backbone as ``freeze`` says.
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``vfmkd export`` hands every format's factory."""
 
-    ``check`` loads a file in the target's layout; ``reference`` (the student the file came from)
-    is needed only by formats checked by their outputs rather than their keys.
+    input_size: int | None = None  # ONNX: the traced side (default: the student's fixed size, else 640)
+
+
+class ExportFormat:
+    """Base class; by default the file holds the student's own key names.
+
+    ``write`` returns the files it wrote (the checkpoint first), its snippet naming the checkpoint
+    ``shown_path`` and freezing the backbone as ``freeze`` says. ``check`` loads a file in the
+    target's layout; ``reference`` (the student the file came from) is needed only by formats
+    checked by their outputs rather than their keys (``needs_reference``).
     """
 
-    name: str
-    suffix: str
-    needs_reference = False
+    name: ClassVar[str]
+    suffix: ClassVar[str]
+    needs_reference: ClassVar[bool] = False
 
-    def write(
-        self, student: StudentBackbone, cfg: StudentConfig, path: Path, shown_path: str, freeze: Freeze
-    ) -> list[Path]:
-        raise NotImplementedError
+    def __init__(self, options: ExportOptions | None = None) -> None:
+        self.options = options or ExportOptions()
+
+    def refusal(self, cfg: StudentConfig) -> str | None:
+        """Why the target cannot hold this student (one line naming it); None when it can."""
+        return None
+
+    def require(self, cfg: StudentConfig) -> None:
+        if (reason := self.refusal(cfg)) is not None:
+            raise ExportError(reason)
 
     def check_freeze(self, cfg: StudentConfig, freeze: Freeze) -> None:
         """Refuses freeze settings the format's snippet cannot carry (by default it writes none)."""
@@ -57,15 +78,49 @@ class ExportFormat:
                 f"mmdet or mmyolo; --format {self.name} writes none"
             )
 
+    def to_target(self, state: Tensors, cfg: StudentConfig) -> Tensors:
+        """The student's tensors under the target's key names."""
+        return dict(state)
+
+    def from_target(self, tensors: Tensors, cfg: StudentConfig) -> Tensors:
+        """The target's tensors under the student's key names (``to_target`` undone)."""
+        return dict(tensors)
+
+    def write(
+        self, student: StudentBackbone, cfg: StudentConfig, path: Path, shown_path: str, freeze: Freeze
+    ) -> list[Path]:
+        raise NotImplementedError
+
     def check(self, path: Path, cfg: StudentConfig, reference: StudentBackbone | None = None) -> CheckReport:
+        raise NotImplementedError
+
+    def read_tensors(self, path: Path) -> Tensors:
+        """The tensors a file of this format holds, under the target's key names."""
         raise NotImplementedError
 
     def read_back(self, path: Path, cfg: StudentConfig) -> Tensors:
         """The file's tensors under the student's own key names."""
+        return self.from_target(self.read_tensors(path), cfg)
+
+
+class RenamingFormat(ExportFormat):
+    """A format whose file holds the student's tensors under other key names (``target_keys``)."""
+
+    def target_keys(self, cfg: StudentConfig, keys: Iterable[str]) -> dict[str, str]:
+        """Student key -> the same tensor's key in the target's file."""
         raise NotImplementedError
 
+    def to_target(self, state: Tensors, cfg: StudentConfig) -> Tensors:
+        names = self.target_keys(cfg, state)
+        return {names[key]: value for key, value in state.items()}
 
-FORMATS: Registry[ExportFormat] = Registry("export format")
+    def from_target(self, tensors: Tensors, cfg: StudentConfig) -> Tensors:
+        names = self.target_keys(cfg, student_shapes(cfg))
+        if missing := [name for name in names.values() if name not in tensors]:
+            raise ExportError(
+                f"the {self.name} file lacks {len(missing)} tensors of {cfg.label}, e.g. {missing[:3]}"
+            )
+        return {key: tensors[name] for key, name in names.items()}
 
 
 def _own_state(student: StudentBackbone) -> Tensors:
@@ -85,33 +140,46 @@ def _torch_load(path: Path) -> dict:
         raise ExportError(f"{path} is not a loadable checkpoint: {err}") from None
 
 
-def _student_keys(cfg: StudentConfig) -> dict[str, tuple[int, ...]]:
+def _safetensors(path: Path) -> Tensors:
+    try:
+        return load_file(str(path))
+    except Exception as err:
+        raise ExportError(f"{path} is not a readable safetensors file: {err}") from None
+
+
+def student_shapes(cfg: StudentConfig) -> dict[str, tuple[int, ...]]:
+    """The student's key names and shapes, from its structure on the meta device."""
     with torch.device("meta"):
         return shapes_of(build_student(cfg.model_copy(update={"weights": None})).state_dict())
 
 
-class RTDETRv2(ExportFormat):
+class RTDETRv2(RenamingFormat):
     name, suffix = "rtdetrv2", ".pth"
 
+    def refusal(self, cfg):
+        if cfg.timm_name in TIMM_TO_RTDETR_VARIANT:
+            return None
+        return (
+            f"RT-DETRv2 has no backbone with the architecture of {cfg.label}: its HGNetv2 "
+            "variants L, X and H are timm/hgnetv2_b4, b5 and b6 (its CSPDarkNet is YOLOv5's, and its "
+            "TimmModel cannot return nested stages). Use --format mmyolo/mmdet, timm, safetensors or onnx"
+        )
+
     def variant(self, cfg: StudentConfig) -> str:
-        model = cfg.name.removeprefix("timm/")
-        if not cfg.name.startswith("timm/") or model not in TIMM_TO_RTDETR_VARIANT:
-            raise ExportError(
-                f"RT-DETRv2 has no backbone with the architecture of {describe_student(cfg)}: its HGNetv2 "
-                "variants L, X and H are timm/hgnetv2_b4, b5 and b6 (its CSPDarkNet is YOLOv5's, and its "
-                "TimmModel cannot return nested stages). Use --format mmyolo/mmdet, timm, safetensors or onnx"
-            )
-        return TIMM_TO_RTDETR_VARIANT[model]
+        self.require(cfg)
+        return TIMM_TO_RTDETR_VARIANT[cfg.timm_name]
 
     def check_freeze(self, cfg, freeze):
         pass  # HGNetv2's freeze_at and freeze_norm
 
+    def target_keys(self, cfg, keys):
+        self.require(cfg)
+        return {key: f"backbone.{timm_to_rtdetr(key.removeprefix(TIMM_BODY))}" for key in keys}
+
     def write(self, student, cfg, path, shown_path, freeze):
         variant = self.variant(cfg)
-        state = {
-            f"backbone.{timm_to_rtdetr(k.removeprefix(TIMM_BODY))}": v for k, v in _own_state(student).items()
-        }
-        _torch_save({"model": state}, path)  # no "ema": load_tuning_state would read that instead
+        # No "ema": RT-DETRv2's load_tuning_state would read that instead.
+        _torch_save({"model": self.to_target(_own_state(student), cfg)}, path)
         snippet = path.with_suffix(".rtdetrv2.yml")
         snippet.write_text(rtdetrv2_yaml(variant, shown_path, freeze))
         return [path, snippet]
@@ -124,50 +192,43 @@ class RTDETRv2(ExportFormat):
         expected = {f"backbone.{k}": shape for k, shape in layout(variant).items()}
         return match_state(f"RT-DETRv2 HGNetv2 {variant}", expected, payload["model"])
 
-    def read_back(self, path, cfg):
-        model = _torch_load(path)["model"]
-        return {k: model[f"backbone.{timm_to_rtdetr(k.removeprefix(TIMM_BODY))}"] for k in _student_keys(cfg)}
+    def read_tensors(self, path):
+        return _torch_load(path)["model"]
 
 
-class MMDetection(ExportFormat):
+class MMEngineFormat(RenamingFormat):
     """MMDetection / MMYOLO: ``backbone.`` + the module's keys; timm students through mmpretrain's
     ``TIMMBackbone``, which holds the timm model as ``timm_model``."""
 
     suffix = ".pth"
 
-    def __init__(self, style: str):
-        self.name = style
-
-    def _prefix(self, cfg: StudentConfig) -> str:
-        # The layout weight_layouts reads back (an mmdet/mmyolo export is a valid --checkpoint).
-        return MMPRETRAIN_TIMM if cfg.name.startswith("timm/") else MMENGINE_BACKBONE
-
     def _target(self, cfg: StudentConfig) -> str:
-        if cfg.is_mm:
-            return f"OpenMMLab {cfg.mm_type}"
-        if cfg.name.startswith("timm/"):
-            return f"mmpretrain TIMMBackbone({cfg.name.removeprefix('timm/')})"
+        if cfg.registry_type is not None:
+            return f"OpenMMLab {cfg.registry_type}"
+        if cfg.timm_name is not None:
+            return f"mmpretrain TIMMBackbone({cfg.timm_name})"
         return f"{'MMYOLO ' if self.name == 'mmyolo' else 'MMDetection mmyolo.'}YOLOv8CSPDarknet-{cfg.size}"
 
-    def _file_key(self, key: str, cfg: StudentConfig) -> str:
-        return self._prefix(cfg) + key.removeprefix(TIMM_BODY)
+    def target_keys(self, cfg, keys):
+        # The layout weight_layouts reads back (an mmdet/mmyolo export is a valid --checkpoint).
+        prefix = MMPRETRAIN_TIMM if cfg.timm_name is not None else MMENGINE_BACKBONE
+        return {key: prefix + key.removeprefix(TIMM_BODY) for key in keys}
 
     def check_freeze(self, cfg, freeze):
-        if freeze.given and cfg.name.startswith("timm/"):
+        if freeze.given and cfg.timm_name is not None:
             raise ExportError(
-                f"mmpretrain's TIMMBackbone ({describe_student(cfg)}) has no frozen_stages or norm_eval for "
+                f"mmpretrain's TIMMBackbone ({cfg.label}) has no frozen_stages or norm_eval for "
                 "--freeze-at/--freeze-norm; freeze it through paramwise_cfg (lr_mult=0) as the snippet says"
             )
-        if freeze.given and cfg.is_mm:
+        if freeze.given and cfg.registry_type is not None:
             raise ExportError(
-                f"{describe_student(cfg)} is built from its own backbone dict: set frozen_stages/norm_eval "
+                f"{cfg.label} is built from its own backbone dict: set frozen_stages/norm_eval "
                 "in the snippet's backbone dict (where its class has them), not --freeze-at/--freeze-norm"
             )
 
     def write(self, student, cfg, path, shown_path, freeze):
-        state = {self._file_key(k, cfg): v for k, v in _own_state(student).items()}
-        meta = {"vfmkd_student": describe_student(cfg), "exported_for": self.name}
-        _torch_save({"state_dict": state, "meta": meta}, path)
+        meta = {"vfmkd_student": cfg.label, "exported_for": self.name}
+        _torch_save({"state_dict": self.to_target(_own_state(student), cfg), "meta": meta}, path)
         snippet = path.with_suffix(f".{self.name}.py")
         snippet.write_text(mm_python(self.name, student, cfg, shown_path, freeze))
         return [path, snippet]
@@ -176,52 +237,66 @@ class MMDetection(ExportFormat):
         payload = _torch_load(path)
         if not isinstance(payload.get("state_dict"), dict):
             raise ExportError(f"{path} is not an MMEngine checkpoint: it has no 'state_dict'")
-        expected = {self._file_key(k, cfg): shape for k, shape in _student_keys(cfg).items()}
+        shapes = student_shapes(cfg)
+        names = self.target_keys(cfg, shapes)
+        expected = {names[key]: shape for key, shape in shapes.items()}
         return match_state(self._target(cfg), expected, payload["state_dict"])
 
-    def read_back(self, path, cfg):
-        state = _torch_load(path)["state_dict"]
-        return {k: state[self._file_key(k, cfg)] for k in _student_keys(cfg)}
+    def read_tensors(self, path):
+        return _torch_load(path)["state_dict"]
+
+
+class MMDetection(MMEngineFormat):
+    name = "mmdet"
+
+
+class MMYOLO(MMEngineFormat):
+    name = "mmyolo"
 
 
 class SafeTensors(ExportFormat):
     name, suffix = "safetensors", ".safetensors"
 
     def write(self, student, cfg, path, shown_path, freeze):
-        save_file(_own_state(student), str(path), metadata={"vfmkd_student": describe_student(cfg)})
+        state = self.to_target(_own_state(student), cfg)
+        save_file(state, str(path), metadata={"vfmkd_student": cfg.label})
         return [path]
 
     def check(self, path, cfg, reference=None):
-        return match_state(describe_student(cfg), _student_keys(cfg), _safetensors(path))
+        return match_state(cfg.label, student_shapes(cfg), _safetensors(path))
 
-    def read_back(self, path, cfg):
+    def read_tensors(self, path):
         return _safetensors(path)
 
 
-class Timm(ExportFormat):
+class Timm(RenamingFormat):
     """Loaded by ``timm.create_model(name, pretrained=True, features_only=True,
     pretrained_cfg_overlay=dict(file=...))`` (or ``num_classes=0`` for the whole trunk)."""
 
     name, suffix = "timm", ".safetensors"
 
-    def _names(self, cfg: StudentConfig) -> tuple[str, dict[str, str]]:
-        if not cfg.name.startswith("timm/"):
-            raise ExportError(
-                f"{describe_student(cfg)} is not a timm model; use --format safetensors or mmyolo"
-            )
-        model = cfg.name.removeprefix("timm/")
-        feature_keys = [k.removeprefix(TIMM_BODY) for k in _student_keys(cfg)]
-        return model, features_to_model_keys(model, feature_keys)
+    def refusal(self, cfg):
+        if cfg.timm_name is not None:
+            return None
+        return f"{cfg.label} is not a timm model; use --format safetensors or mmyolo"
+
+    def target_keys(self, cfg, keys):
+        self.require(cfg)
+        keys = list(keys)
+        full = features_to_model_keys(cfg.timm_name, [key.removeprefix(TIMM_BODY) for key in keys])
+        return {key: full[key.removeprefix(TIMM_BODY)] for key in keys}
 
     def write(self, student, cfg, path, shown_path, freeze):
-        _, names = self._names(cfg)
-        state = {names[k.removeprefix(TIMM_BODY)]: v for k, v in _own_state(student).items()}
-        save_file(state, str(path), metadata={"vfmkd_student": describe_student(cfg)})
+        state = self.to_target(_own_state(student), cfg)
+        save_file(state, str(path), metadata={"vfmkd_student": cfg.label})
         return [path]
 
     def check(self, path, cfg, reference=None):
         """Loads the file the way a user would, through timm, and compares every tensor."""
-        model, names = self._names(cfg)
+        self.require(cfg)
+        model = cfg.timm_name
+        # The features_only model's keys are the student's without its body. prefix.
+        names = {k.removeprefix(TIMM_BODY): v for k, v in self.target_keys(cfg, student_shapes(cfg)).items()}
         stored = _safetensors(path)
         try:
             loaded = timm.create_model(
@@ -244,18 +319,5 @@ class Timm(ExportFormat):
             unexpected,
         )
 
-    def read_back(self, path, cfg):
-        _, names = self._names(cfg)
-        stored = _safetensors(path)
-        return {f"{TIMM_BODY}{k}": stored[v] for k, v in names.items()}
-
-
-def _safetensors(path: Path) -> Tensors:
-    try:
-        return load_file(str(path))
-    except Exception as err:
-        raise ExportError(f"{path} is not a readable safetensors file: {err}") from None
-
-
-for _format in (RTDETRv2(), MMDetection("mmdet"), MMDetection("mmyolo"), SafeTensors(), Timm()):
-    FORMATS.add(_format.name, _format)
+    def read_tensors(self, path):
+        return _safetensors(path)

@@ -1,5 +1,6 @@
 """ONNX export: the backbone traced with a dynamic batch axis, checked with onnxruntime against
-the PyTorch outputs on random inputs at two batch sizes."""
+the PyTorch outputs on random inputs at two batch sizes (a graph, not a state dict: it is never
+read back into the student)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vfmkd_ray.export.formats import FORMATS, ExportFormat
+from vfmkd_ray.export.formats import ExportFormat
 from vfmkd_ray.export.source import ExportError
 from vfmkd_ray.models.students import StudentBackbone, StudentConfig
 
@@ -42,11 +43,8 @@ class Onnx(ExportFormat):
     name, suffix = "onnx", ".onnx"
     needs_reference = True
 
-    def __init__(self, input_size: int | None = None):
-        self.input_size = input_size
-
     def _size(self, student: StudentBackbone) -> int:
-        return student.fixed_input_size or self.input_size or 640
+        return student.fixed_input_size or self.options.input_size or 640
 
     def write(self, student, cfg, path, shown_path, freeze):
         size = self._size(student)
@@ -92,8 +90,5 @@ class Onnx(ExportFormat):
             shapes = [tuple(t.shape) for t in got]
         return OnnxReport(size, error, scale, shapes)
 
-    def read_back(self, path, cfg):
+    def read_tensors(self, path):
         raise ExportError("an ONNX graph is not read back into PyTorch; it is checked by its outputs")
-
-
-FORMATS.add("onnx", Onnx())

@@ -12,6 +12,7 @@ N stages (RT-DETRv2 ``HGNetv2.__init__``, MMYOLO ``BaseBackbone._freeze_stages``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from vfmkd_ray.export.rtdetr_hgnetv2 import out_channels
 from vfmkd_ray.models.students import StudentBackbone, StudentConfig
@@ -84,16 +85,17 @@ def mm_python(
     channels = student.feature_info.channels()[-NECK_LEVELS:]
     init = f"dict(type='Pretrained', checkpoint='{checkpoint}', prefix='backbone.')"
     header = f"# {style} config snippet for the distilled backbone in {checkpoint}.\n"
-    if cfg.name.startswith("timm/"):
+    own_backbone = cfg.timm_name is None and cfg.registry_type is None  # YOLOv8CSPDarknet
+    if cfg.timm_name is not None:
         assert not (freeze and freeze.given), "formats refuse freeze settings for TIMMBackbone"
-        backbone = _timm_backbone(student, cfg, init)
-    elif cfg.is_mm:
+        backbone = _timm_backbone(student, cfg.timm_name, init)
+    elif cfg.registry_type is not None:
         assert not (freeze and freeze.given), "formats refuse freeze settings for mm/ students"
         channels = student.feature_info.channels()  # every output of its out_indices feeds the neck
-        backbone = _registry_backbone(cfg, init)
+        backbone = _registry_backbone(cfg.registry_type, cfg.mm, init)
     else:
         backbone = _yolov8_backbone(style, cfg, init, freeze or Freeze())
-    if style == "mmyolo" and not cfg.name.startswith("timm/") and not cfg.is_mm:
+    if style == "mmyolo" and own_backbone:
         neck = (
             "    # YOLOv8PAFPN scales these by widen_factor, giving the backbone's "
             f"{channels} channels.\n"
@@ -113,7 +115,7 @@ def mm_python(
     return header + backbone + neck
 
 
-def _timm_backbone(student: StudentBackbone, cfg: StudentConfig, init: str) -> str:
+def _timm_backbone(student: StudentBackbone, timm_name: str, init: str) -> str:
     indices = tuple(range(len(student.feature_info)))[-NECK_LEVELS:]
     return (
         "# Freeze it with\n"
@@ -123,7 +125,7 @@ def _timm_backbone(student: StudentBackbone, cfg: StudentConfig, init: str) -> s
         "    backbone=dict(\n"
         "        _delete_=True,\n"
         "        type='mmpretrain.TIMMBackbone',\n"
-        f"        model_name='{cfg.name.removeprefix('timm/')}',\n"
+        f"        model_name='{timm_name}',\n"
         "        features_only=True,\n"
         "        pretrained=False,\n"
         f"        out_indices={indices},\n"
@@ -131,11 +133,10 @@ def _timm_backbone(student: StudentBackbone, cfg: StudentConfig, init: str) -> s
     )
 
 
-def _registry_backbone(cfg: StudentConfig, init: str) -> str:
+def _registry_backbone(type_name: str, mm: dict[str, Any] | None, init: str) -> str:
     """The student's own registry dict (``student.mm`` and its type), loading the checkpoint."""
-    type_name = cfg.mm_type
-    scope = type_name.partition(".")[0]
-    fields = "".join(f"        {key}={value!r},\n" for key, value in (cfg.mm or {}).items() if key != "type")
+    scope = type_name.partition(".")[0]  # OpenMMLab's <scope>.<Type>: the package to import
+    fields = "".join(f"        {key}={value!r},\n" for key, value in (mm or {}).items() if key != "type")
     return (
         "# The student's backbone dict (student.mm); freeze it there (frozen_stages, norm_eval where the\n"
         "# class has them) or with paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=0)}).\n"

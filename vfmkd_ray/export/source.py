@@ -54,12 +54,8 @@ def load_student(uri: str, student_cfg: StudentConfig) -> tuple[StudentBackbone,
     payload, kind = read_backbone_state(uri)
     student = build_student(student_cfg.model_copy(update={"weights": None})).eval()
     try:
-        state, report = adapt_weights(payload, student, f"{uri} ({kind})", describe_student(student_cfg))
+        state, report = adapt_weights(payload, student, f"{uri} ({kind})", student_cfg.label)
     except ValueError as err:
         raise ExportError(str(err)) from None
     student.load_state_dict(state, strict=True)
     return student, kind, report
-
-
-def describe_student(cfg: StudentConfig) -> str:
-    return cfg.label

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
+from vfmkd_ray.reads import ReaderConfig, Reads
 from vfmkd_ray.schema import StrictModel
 
 StudentSource = Literal["backbone", "neck"]
 SOURCE_HELP = "which student levels the term reads: the backbone's, or the neck's (neck: ...)"
 
 
-class TeacherTermConfig(StrictModel):
+class TeacherTermConfig(ReaderConfig):
     """What every term that reads a teacher sets: its weight, the student level it adapts and the
     teacher output it is compared with."""
 
@@ -22,6 +24,9 @@ class TeacherTermConfig(StrictModel):
     teacher: str | None = Field(None, description="teacher alias; default: the primary teacher")
     teacher_layer: str | None = Field(None, description="default: the teacher's first stored layer")
 
+    def reads(self) -> Reads:
+        return Reads(teachers={"teacher": self.teacher})  # None: the primary teacher
+
 
 class FeatureMSEConfig(TeacherTermConfig):
     """Masked MSE between the adapted student level and the teacher feature map."""
@@ -29,7 +34,7 @@ class FeatureMSEConfig(TeacherTermConfig):
     type: Literal["feature_mse"] = "feature_mse"
 
 
-class EdgeConfig(StrictModel):
+class EdgeConfig(ReaderConfig):
     """BCE between an edge head on a fine student level and the Sobel edges of the input image."""
 
     type: Literal["edge"] = "edge"
@@ -51,6 +56,9 @@ class FGDConfig(TeacherTermConfig):
     beta: float = Field(5e-4, ge=0, description="background feature loss")
     gamma: float = Field(1e-3, ge=0, description="attention loss")
     lambda_: float = Field(5e-6, ge=0, alias="lambda", description="global (relation) loss")
+
+    def reads(self) -> Reads:
+        return replace(super().reads(), boxes=True)  # the foreground mask
 
 
 class CWDConfig(TeacherTermConfig):

@@ -206,13 +206,14 @@ def check_labels(cfg: ExperimentConfig, dataset: CocoDataset, parts: ModelParts)
     classes as many as it has categories. One whose targets the dataset lacks altogether (no usable
     box, or no segmentation for a mask head) would train on empty targets: warned here, once."""
     if parts.needs.max_objects and not dataset.categories:
-        readers = [*cfg.heads, *(n for n, t in cfg.distill.terms.items() if t.type == "fgd")]
+        configs = [*cfg.heads.items(), *cfg.distill.terms.items()]
+        box_readers = [name for name, config in configs if config.reads().boxes]
         raise ConfigError(
-            f"{readers} read ground-truth boxes, but {dataset.source} has no categories "
+            f"{box_readers} read ground-truth boxes, but {dataset.source} has no categories "
             "(data.annotations: a COCO file with boxes, and masks for sam_mask heads)"
         )
     for name, head_cfg in cfg.heads.items():
-        wanted = getattr(head_cfg, "num_classes", None)
+        wanted = head_cfg.reads().classes
         if wanted is not None and wanted != len(dataset.categories):
             raise ConfigError(
                 f"heads.{name}.num_classes is {wanted} but {dataset.source} has {len(dataset.categories)} "
@@ -248,15 +249,13 @@ def _workers_see_absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
         else t.model_copy(update={"weights": storage.absolute(t.weights)})
         for alias, t in cfg.teachers.items()
     }
-    heads = {}
-    for name, head in cfg.heads.items():
-        kd = getattr(head, "kd", None)
-        if kd is not None:
-            kd = kd.model_copy(update={"teacher_ckpt": storage.absolute(kd.teacher_ckpt)})
-            head = head.model_copy(update={"kd": kd})
-        heads[name] = head
+    heads = {name: head.with_files(storage.absolute) for name, head in cfg.heads.items()}
+    terms = {name: term.with_files(storage.absolute) for name, term in cfg.distill.terms.items()}
+    distill = cfg.distill.model_copy(update={"terms": terms})
     tracking = resolve_tracking(cfg.tracking)
-    return cfg.model_copy(update={"teachers": teachers, "heads": heads, "tracking": tracking})
+    return cfg.model_copy(
+        update={"teachers": teachers, "heads": heads, "distill": distill, "tracking": tracking}
+    )
 
 
 def steps_per_epoch_for(cfg: ExperimentConfig, num_train: int, num_val: int) -> int:

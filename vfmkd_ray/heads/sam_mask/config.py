@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from vfmkd_ray.schema import StrictModel
+from vfmkd_ray.reads import ReaderConfig, Reads
 
 
-class SamMaskHeadConfig(StrictModel):
+class SamMaskHeadConfig(ReaderConfig):
     """A promptable mask head (segment-anything's ``PromptEncoder`` + ``MaskDecoder``) fed the
     student's stride-16 level mapped to SAM's 256-channel embedding, prompted with ground-truth
     boxes; focal + dice against the ground-truth masks, plus KD against a SAM teacher's mask logits
@@ -36,3 +36,16 @@ class SamMaskHeadConfig(StrictModel):
     dice_weight: float = Field(1.0, ge=0)
     kd_weight: float = Field(1.0, ge=0, description="binary KL to the teacher's mask logits")
     kd_temperature: float = Field(1.0, gt=0)
+
+    def reads(self) -> Reads:
+        return Reads(
+            teachers={"teacher": self.teacher} if self.teacher is not None else {},
+            terms={"features": self.features} if self.features is not None else {},
+            boxes=True,  # the prompts
+            masks=True,
+        )
+
+    def settings_without_effect(self) -> list[str]:
+        if self.teacher is None and self.model_fields_set & {"kd_weight", "kd_temperature"}:
+            return ["kd_weight/kd_temperature have no effect: the head has no teacher"]
+        return []

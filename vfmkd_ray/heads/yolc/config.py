@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from vfmkd_ray.reads import ReaderConfig, Reads
 from vfmkd_ray.schema import StrictModel
 
 
@@ -37,7 +38,7 @@ class YOLCDistillConfig(StrictModel):
     temperature: float = Field(1.0, gt=0)
 
 
-class YOLCHeadConfig(StrictModel):
+class YOLCHeadConfig(ReaderConfig):
     """Center heatmap, coarse boxes and a deformable refine on the ``stride4`` neck; Gaussian focal,
     NWD and L1 losses; the same loss on zoomed ground-truth cluster crops; crop-refine inference."""
 
@@ -65,3 +66,7 @@ class YOLCHeadConfig(StrictModel):
     nms_iou: float = Field(0.5, gt=0, le=1)
     max_detections: int = Field(100, ge=1)
     kd: YOLCDistillConfig | None = Field(None, description="distillation from a teacher detector")
+
+    def reads(self) -> Reads:
+        files = {"kd.teacher_ckpt": self.kd.teacher_ckpt} if self.kd is not None else {}
+        return Reads(boxes=True, files=files, classes=self.num_classes)

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from vfmkd_ray.schema import StrictModel
+from vfmkd_ray.reads import ReaderConfig, Reads
 
 
-class YOLOv8HeadConfig(StrictModel):
+class YOLOv8HeadConfig(ReaderConfig):
     """YOLOv8's decoupled head (MMYOLO ``YOLOv8HeadModule``) on the ``yolov8_pafpn`` neck: DFL box
     regression, task-aligned assignment, BCE class loss, CIoU box loss and DFL loss."""
 
@@ -29,3 +29,6 @@ class YOLOv8HeadConfig(StrictModel):
     nms_iou: float = Field(0.7, gt=0, le=1)
     nms_pre: int = Field(30000, ge=1, description="inference: best boxes kept before NMS")
     max_detections: int = Field(300, ge=1)
+
+    def reads(self) -> Reads:
+        return Reads(boxes=True, classes=self.num_classes)

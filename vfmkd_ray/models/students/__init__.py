@@ -1,22 +1,20 @@
-"""Student backbones: a registry of named builders, any timm model as ``timm/<name>`` and any
-OpenMMLab registry backbone as ``mm/<scope>.<Type>``."""
+"""Student backbones, by family (``family``): registered builders (``STUDENTS``), any timm model
+as ``timm/<name>`` and any OpenMMLab registry backbone as ``mm/<scope>.<Type>``."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from vfmkd_ray.models.students.base import StudentBackbone
-from vfmkd_ray.models.students.config import TIMM_PREFIX, StudentConfig
-from vfmkd_ray.models.students.mm_student import MMStudent
-from vfmkd_ray.models.students.timm_student import TimmStudent
+from vfmkd_ray.models.students.config import StudentConfig
+from vfmkd_ray.models.students.family import STUDENT_FAMILIES, StudentFamily, family_of
+from vfmkd_ray.models.students.mm_student import MMFamily
+from vfmkd_ray.models.students.registered import STUDENTS, RegisteredFamily
+from vfmkd_ray.models.students.timm_student import TimmFamily
 from vfmkd_ray.models.students.weight_layouts import WeightsReport, adapt_weights
 from vfmkd_ray.models.students.yolov8_cspdarknet import YOLOv8CSPDarknet
-from vfmkd_ray.registry import Registry
 
 logger = logging.getLogger(__name__)
-
-STUDENTS: Registry[Callable[[StudentConfig], StudentBackbone]] = Registry("student")
 
 # The timm students this product documents and tests; any other timm name works the same way.
 KNOWN_TIMM_STUDENTS = (
@@ -36,12 +34,7 @@ def build_student(cfg: StudentConfig) -> StudentBackbone:
     """Builds the student named in ``cfg``; loads ``cfg.weights`` when given: a file a run wrote, a
     plain timm state dict or an MMEngine checkpoint (``weight_layouts``), checked against
     ``cfg.sha256``."""
-    if cfg.name.startswith(TIMM_PREFIX):
-        student: StudentBackbone = TimmStudent(cfg.name[len(TIMM_PREFIX) :], cfg.out_indices)
-    elif cfg.is_mm:
-        student = MMStudent(cfg.name, cfg.mm)
-    else:
-        student = STUDENTS.get(cfg.name)(cfg)
+    student = cfg.family.build(cfg)
     if cfg.weights is not None:
         from vfmkd_ray.models.checkpoint_io import load_state_dict
 
@@ -56,9 +49,15 @@ def build_student(cfg: StudentConfig) -> StudentBackbone:
 __all__ = [
     "KNOWN_TIMM_STUDENTS",
     "STUDENTS",
+    "STUDENT_FAMILIES",
+    "MMFamily",
+    "RegisteredFamily",
     "StudentBackbone",
     "StudentConfig",
+    "StudentFamily",
+    "TimmFamily",
     "WeightsReport",
     "adapt_weights",
     "build_student",
+    "family_of",
 ]
