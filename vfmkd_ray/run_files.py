@@ -12,7 +12,7 @@ Layout of ``<train.storage_path>/<name>/`` (a local path or an ``s3://`` URI):
 | ``curves.png``               | those records drawn, refreshed after every epoch                |
 | ``tracking.json``            | the experiment tracker's run id, so a relaunch continues it     |
 | ``tensorboard/``             | TensorBoard event files (``tracking.backend: tensorboard``)     |
-| ``checkpoint_*/training_state.pt`` | model, optimiser, scheduler, AMP scaler, counters (Ray's) |
+| ``checkpoint_*/training_state.pt`` | the stateful parts (``train.checkpointing``)         |
 | ``checkpoint_manager_snapshot.json`` | Ray's list of the registered checkpoints (read only)   |
 | ``best_backbone.safetensors``, ``.pth`` | the best validation epoch's backbone (``{"backbone": ...}``) |
 | ``best_model.pth``           | ``{"model": state_dict, "config": resolved config}`` of that epoch |
@@ -31,9 +31,7 @@ import io
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load as load_safetensors
@@ -166,64 +164,6 @@ def _read_record(uri: str) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return record if isinstance(record, dict) else None
-
-
-# --- training state (inside Ray Train checkpoints) -----------------------------------------------
-
-
-@dataclass
-class TrainingState:
-    epoch: int = 0  # epochs finished
-    step: int = 0  # optimiser steps, all epochs
-    best_val_loss: float = math.inf
-    history: list[dict[str, float]] = field(default_factory=list)
-    # Of the epoch under way, when a checkpoint was written inside it (all 0/empty at a boundary):
-    epoch_step: int = 0  # its steps done
-    epoch_samples: int = 0  # the samples those steps trained on, all workers together
-    epoch_trained: list[int] = field(default_factory=list)  # their data.pipeline.sample_key values
-    epoch_sums: dict[str, list[float]] = field(default_factory=dict)  # train metric -> [sum, count]
-
-
-def save_training_state(directory: str | Path, state: TrainingState, modules: dict[str, Any]) -> None:
-    """Writes ``state`` and the ``state_dict()`` of each module into ``directory``."""
-    payload = {name: module.state_dict() for name, module in modules.items()}
-    payload["counters"] = {
-        "epoch": state.epoch,
-        "step": state.step,
-        "best_val_loss": state.best_val_loss,
-        "history": state.history,
-        "epoch_step": state.epoch_step,
-        "epoch_samples": state.epoch_samples,
-        "epoch_trained": torch.tensor(state.epoch_trained, dtype=torch.int64),
-        "epoch_sums": state.epoch_sums,
-    }
-    torch.save(payload, Path(directory) / STATE_FILE)
-
-
-def load_training_state(
-    state_file: str | Path | BinaryIO, modules: dict[str, Any], origin: str
-) -> TrainingState:
-    """Restores each module in place from ``state_file`` of the checkpoint ``origin``."""
-    payload = torch.load(state_file, map_location="cpu", weights_only=True)
-    for name, module in modules.items():
-        if name not in payload:
-            raise RunFileError(
-                f"checkpoint {origin} has no {name!r} state (written by an older vfmkd? train under a "
-                "new name)"
-            )
-        module.load_state_dict(payload[name])
-    counters = payload["counters"]
-    return TrainingState(
-        epoch=int(counters["epoch"]),
-        step=int(counters["step"]),
-        best_val_loss=float(counters["best_val_loss"]),
-        history=list(counters["history"]),
-        # Checkpoints written before in-epoch checkpoints existed are all at epoch boundaries.
-        epoch_step=int(counters.get("epoch_step", 0)),
-        epoch_samples=int(counters.get("epoch_samples", 0)),
-        epoch_trained=counters["epoch_trained"].tolist() if "epoch_trained" in counters else [],
-        epoch_sums={k: [float(a), float(b)] for k, (a, b) in counters.get("epoch_sums", {}).items()},
-    )
 
 
 # --- best backbone and best model ----------------------------------------------------------------

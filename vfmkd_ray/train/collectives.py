@@ -1,24 +1,10 @@
-"""What every Ray Train loop here shares: the step-count agreement that keeps DDP in lock-step,
-sum-and-count means across workers, restoring the latest checkpoint, and reporting (an epoch, or a
-checkpoint inside one)."""
+"""The collectives of the training loop: the step-count agreement that keeps DDP in lock-step,
+sum-and-count means across workers, and gathering every worker's values."""
 
 from __future__ import annotations
 
-import io
-import tempfile
-
-import ray.train
 import torch
 import torch.distributed as dist
-
-from vfmkd_ray.run_files import (
-    STATE_FILE,
-    TrainingState,
-    load_training_state,
-    save_training_state,
-    write_metrics_log,
-)
-from vfmkd_ray.train.checkpoint_upload import upload_with_retries
 
 
 def all_workers_have(has_batch: bool, device) -> bool:
@@ -73,36 +59,3 @@ def max_across_workers(value: float, device) -> float:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(packed, op=dist.ReduceOp.MAX)
     return float(packed[0])
-
-
-def restore_state(resumable: dict) -> TrainingState:
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return TrainingState()
-    # Read straight from the checkpoint's storage into memory. as_directory() would share one
-    # temporary download per node among the workers, and after a worker-group restart from S3 one
-    # worker read the state file while another was deleting that download (a truncated file).
-    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{STATE_FILE}") as stream:
-        state_file = io.BytesIO(stream.read())
-    return load_training_state(state_file, resumable, checkpoint.path)
-
-
-def report_checkpoint(
-    rank: int, run_dir: str, state: TrainingState, record: dict, resumable: dict, epoch_end: bool = True
-) -> None:
-    """One ``ray.train.report`` on every worker (each must report the same number of times) with
-    rank 0's checkpoint, uploaded in the background with retries (``train.checkpoint_upload``).
-    At an epoch's end rank 0 also rewrites the metrics log first."""
-    if rank != 0:
-        ray.train.report(record)
-        return
-    if epoch_end:
-        write_metrics_log(run_dir, state.history)
-    directory = tempfile.mkdtemp(prefix="vfmkd-checkpoint-")  # Ray deletes it once uploaded
-    save_training_state(directory, state, resumable)
-    ray.train.report(
-        record,
-        checkpoint=ray.train.Checkpoint.from_directory(directory),
-        checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
-        checkpoint_upload_fn=upload_with_retries,
-    )

@@ -10,28 +10,29 @@ steps since the last checkpoint and no sample twice beyond them.
 
 from __future__ import annotations
 
-import dataclasses
 import time
+from typing import TYPE_CHECKING
 
 from vfmkd_ray.config import ExperimentConfig
-from vfmkd_ray.run_files import TrainingState
 from vfmkd_ray.train.batch_feed import BatchFeed
+from vfmkd_ray.train.checkpointing import CheckpointManager, Stateful
 from vfmkd_ray.train.collectives import (
     all_workers_have,
     gather_across_workers,
     max_across_workers,
     mean_across_workers,
-    report_checkpoint,
     totals_across_workers,
 )
-from vfmkd_ray.train.data_position import DataPosition
 from vfmkd_ray.train.epoch_record import step_status
 from vfmkd_ray.train.fault_injection import hold_after_step, maybe_kill_once, trace_step
 from vfmkd_ray.train.lockstep import AUTO_PROBE_STEPS, LockstepPlan, automatic_interval
-from vfmkd_ray.train.relay import WorkerLines
+from vfmkd_ray.train.state import STATE_PART, TrainingState
 from vfmkd_ray.train.step import train_step
 from vfmkd_ray.train.step_clock import StepClock
 from vfmkd_ray.train.task import TrainTask
+
+if TYPE_CHECKING:
+    from vfmkd_ray.train.worker_job import WorkerJob
 
 
 class EpochPass:
@@ -43,31 +44,33 @@ class EpochPass:
         cfg: ExperimentConfig,
         state: TrainingState,
         steps: LockstepPlan,
-        rank: int,
-        run_dir: str,
-        lines: WorkerLines,
-        position: DataPosition | None,
+        job: WorkerJob,
+        checkpoints: CheckpointManager,
+        parts: dict[str, Stateful],
     ):
         self.model, self.feed, self.task, self.cfg, self.state = model, feed, task, cfg, state
-        self.steps, self.rank, self.run_dir, self.lines = steps, rank, run_dir, lines
-        self.position = position
+        self.steps, self.rank, self.lines = steps, job.rank, job.lines
+        self.position, self.checkpoints, self.parts = job.position, checkpoints, parts
         # The partial sums of a resumed epoch are all-worker totals: one worker carries them.
-        carried = state.epoch_sums if rank == 0 else {}
+        carried = state.epoch_sums if job.rank == 0 else {}
         self.sums: dict[str, tuple[float, float]] = {k: (a, b) for k, (a, b) in carried.items()}
         self.steps_done = 0  # by this attempt
         self.stored_bytes = 0  # of the rows this worker trained on
         self.epoch_trained = list(state.epoch_trained)  # every worker's keys, up to the last checkpoint
         self.unsaved_keys: list[int] = []  # this worker's, since then
         self.interval = cfg.train.checkpoint_every_steps
-        if position is None:  # a Tune trial: epochs are its unit (ASHA), no reports inside them
+        if job.position is None:  # a Tune trial: epochs are its unit (ASHA), no reports inside them
             self.interval = 0
+        self.clock = StepClock()
+        self.started = self.ended = 0.0  # of the pass, monotonic
 
-    def run(self, shard, epoch: int, clock: StepClock) -> None:
+    def run(self, shard, epoch: int) -> None:
         """Up to ``steps.steps_left`` steps of epoch ``epoch`` (0-based); fewer when a shard runs
         dry (skipped samples)."""
         self.model.train()
         batches = self.feed.batches(shard, drop_last=True)
-        started = time.monotonic()
+        clock = self.clock
+        started = self.started = time.monotonic()
         while self.steps_done < self.steps.steps_left:
             batch = next(batches, None)
             if batch is not None:
@@ -97,6 +100,7 @@ class EpochPass:
             if self.interval and step % self.interval == 0 and self.steps_done < self.steps.steps_left:
                 self._checkpoint(epoch, step)
             hold_after_step(epoch + 1, step, self.rank)
+        self.ended = time.monotonic()
 
     def epoch_means(self, device) -> dict[str, float]:
         return mean_across_workers(self.sums, device)
@@ -114,14 +118,12 @@ class EpochPass:
         """Every worker: the data position so far; rank 0: the checkpoint (a report on each)."""
         self.epoch_trained += gather_across_workers(self.unsaved_keys)
         self.unsaved_keys = []
-        totals = totals_across_workers(self.sums, self.feed.device)
-        snapshot = dataclasses.replace(
-            self.state,
-            step=self.state.step + self.steps_done,
-            epoch_step=step,
-            epoch_samples=self.state.epoch_samples + self.steps_done * self.steps.global_batch,
-            epoch_trained=self.epoch_trained,
-            epoch_sums={k: [a, b] for k, (a, b) in totals.items()},
+        snapshot = self.state.in_epoch(
+            self.steps_done,
+            step,
+            self.steps_done * self.steps.global_batch,
+            self.epoch_trained,
+            totals_across_workers(self.sums, self.feed.device),
         )
         record = {
             "epoch": epoch,
@@ -129,4 +131,4 @@ class EpochPass:
             "step": snapshot.step,
             "world_size": self.steps.world_size,
         }
-        report_checkpoint(self.rank, self.run_dir, snapshot, record, self.task.resumable(), epoch_end=False)
+        self.checkpoints.report_inside_epoch(record, {**self.parts, STATE_PART: snapshot})

@@ -1,43 +1,60 @@
-"""What an epoch leaves behind: its record (what metrics.csv, Ray Train's report and Tune see),
-its line for the person, and rank 0's files (the best backbone and model, the heads' pictures)."""
+"""What an epoch leaves behind: its record (what metrics.csv, Ray Train's report and Tune see), its
+line for the person, and rank 0's pictures of the heads that draw (the checkpoint, the metrics log
+and the best files are ``train.checkpointing``'s)."""
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
-from vfmkd_ray import run_files
-from vfmkd_ray.config import ExperimentConfig
-from vfmkd_ray.run_files import TrainingState
+from vfmkd_ray import run_files, storage
+from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BadSampleLog
 from vfmkd_ray.train.collectives import max_across_workers, mean_across_workers
 from vfmkd_ray.train.step_clock import StepClock, peak_rss_mb
+from vfmkd_ray.train.streams import VAL_STREAM, train_stream
 from vfmkd_ray.train.task import TrainTask
+from vfmkd_ray.train.validation import Validation
+
+if TYPE_CHECKING:
+    from vfmkd_ray.train.epoch_pass import EpochPass
+    from vfmkd_ray.train.worker_job import WorkerJob
 
 
 def epoch_record(
-    state: TrainingState,
-    task: TrainTask,
-    train_means: dict[str, float],
-    val_means: dict[str, float],
-    times: tuple[float, float],  # (epoch start, end of the training pass), monotonic
-    clock: StepClock,
-    world_size: int,
-    device,
+    job: WorkerJob, epoch: int, task: TrainTask, train_pass: EpochPass, validation: Validation
 ) -> dict[str, float]:
-    started, trained = times
-    now = time.monotonic()
-    return {
-        "epoch": state.epoch,
-        "step": state.step,
+    """The record of epoch ``epoch`` (0-based), after its training pass and validation: every
+    worker's means, the times, the costs, the bytes read against the bytes used and, on rank 0, the
+    samples skipped so far (a collective: every worker calls it)."""
+    device, world_size = job.device, job.world_size
+    val_means = mean_across_workers(validation.sums, device)
+    used_by_one = mean_across_workers({"b": (train_pass.stored_bytes + validation.stored_bytes, 1)}, device)
+    used = used_by_one["b"] * world_size
+    views = job.cfg.store.views_per_image
+    read = job.plan.read_bytes.get(train_stream(epoch, views), 0) + job.plan.read_bytes.get(VAL_STREAM, 0)
+    started, trained, now = train_pass.started, train_pass.ended, time.monotonic()
+    record = {
+        "epoch": epoch + 1,
+        "step": train_pass.state.step + train_pass.steps_done,
         "lr": task.scheduler.get_last_lr()[0],
         "seconds": round(now - started, 2),
         "seconds/train": round(trained - started, 2),
         "seconds/val": round(now - trained, 2),
-        **{f"train/{k}": v for k, v in train_means.items()},
+        **{f"train/{k}": v for k, v in train_pass.epoch_means(device).items()},
         **{f"val/{k}": v for k, v in val_means.items()},
-        **_step_costs(clock, world_size, device),
+        **_step_costs(train_pass.clock, world_size, device),
+        "world_size": world_size,
+        "global_batch": train_pass.steps.global_batch,
+        "train/steps_repeated": job.position.end_epoch() if job.position is not None and job.rank == 0 else 0,
+        "data/stored_bytes_read": read,
+        "data/stored_bytes_used": round(used),
+        "data/read_per_used": round(read / used, 4) if used else 0.0,
     }
+    if job.rank == 0:
+        record["data/bad_samples"] = BadSampleLog(storage.join(job.plan.run_dir, BAD_SAMPLES_DIR)).count()
+    return record
 
 
 def _step_costs(clock: StepClock, world_size: int, device) -> dict[str, float]:
@@ -73,15 +90,11 @@ def step_status(step_out: dict[str, float], images_per_s: float) -> str:
     return "  ".join([f"loss {step_out['loss']:.4f}", *cosines, f"{images_per_s:.1f} img/s"])
 
 
-def write_epoch_files(
-    run_dir: str, cfg: ExperimentConfig, task: TrainTask, improved: bool, first_val, epoch: int
-):
-    """The best backbone and model when validation improved, and the heads' pictures."""
-    model = task.parts.model
-    if improved:
-        run_files.write_best(run_dir, model, cfg.model_dump(mode="json"))
+def write_pictures(run_dir: str, task: TrainTask, first_val, epoch: int) -> None:
+    """The pictures of the heads that draw (YOLC's crops), from the first validation batch."""
     if first_val is None:
         return
+    model = task.parts.model
     for name, head in task.parts.heads.items():
         with torch.no_grad():
             pictures = head.pictures(

@@ -1,0 +1,86 @@
+"""Where a run is and what it has seen, with the operations that move it: the epochs and optimiser
+steps done, the per-epoch records and the best validation loss, and, inside an epoch, the position a
+checkpoint there holds (the steps and samples of the epoch so far, the keys of those samples, the
+partial train sums). It is one of the stateful parts every checkpoint saves (``STATE_PART``), next to
+the model, optimiser, schedule and scaler (``train.checkpointing``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+STATE_PART = "counters"  # its name in a checkpoint (the name checkpoints have always used)
+
+
+@dataclass
+class TrainingState:
+    epoch: int = 0  # epochs finished
+    step: int = 0  # optimiser steps, all epochs
+    best_val_loss: float = math.inf
+    history: list[dict[str, float]] = field(default_factory=list)
+    # Of the epoch under way, when a checkpoint was written inside it (all 0/empty at a boundary):
+    epoch_step: int = 0  # its steps done
+    epoch_samples: int = 0  # the samples those steps trained on, all workers together
+    epoch_trained: list[int] = field(default_factory=list)  # their data.pipeline.sample_key values
+    epoch_sums: dict[str, list[float]] = field(default_factory=dict)  # train metric -> [sum, count]
+
+    def in_epoch(
+        self,
+        steps_done: int,
+        epoch_step: int,
+        samples: int,
+        trained: list[int],
+        sums: dict[str, tuple[float, float]],
+    ) -> TrainingState:
+        """The state of the epoch under way after ``steps_done`` steps of this attempt, at its step
+        ``epoch_step``, having trained ``samples`` more samples (all workers), the keys ``trained``
+        so far and the all-worker train ``sums``: what an in-epoch checkpoint saves."""
+        return replace(
+            self,
+            step=self.step + steps_done,
+            epoch_step=epoch_step,
+            epoch_samples=self.epoch_samples + samples,
+            epoch_trained=list(trained),
+            epoch_sums={key: [total, count] for key, (total, count) in sums.items()},
+        )
+
+    def finish_epoch(self, steps_done: int, record: dict[str, float]) -> bool:
+        """The epoch under way ended after ``steps_done`` steps of this attempt with ``record``:
+        the next starts at its beginning. Returns whether its validation loss is the best yet."""
+        self.epoch, self.step = self.epoch + 1, self.step + steps_done
+        self.history.append(record)
+        self.epoch_step, self.epoch_samples, self.epoch_trained, self.epoch_sums = 0, 0, [], {}
+        improved = record["val/loss"] < self.best_val_loss
+        self.best_val_loss = min(self.best_val_loss, record["val/loss"])
+        return improved
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_val_loss": self.best_val_loss,
+            "history": self.history,
+            "epoch_step": self.epoch_step,
+            "epoch_samples": self.epoch_samples,
+            # A tensor: weights_only loading takes lists of plain ints too, but 64-bit keys as a
+            # tensor cost one object, not one per sample.
+            "epoch_trained": torch.tensor(self.epoch_trained, dtype=torch.int64),
+            "epoch_sums": self.epoch_sums,
+        }
+
+    def load_state_dict(self, counters: dict[str, Any]) -> None:
+        self.epoch = int(counters["epoch"])
+        self.step = int(counters["step"])
+        self.best_val_loss = float(counters["best_val_loss"])
+        self.history = list(counters["history"])
+        # Checkpoints written before in-epoch checkpoints existed are all at epoch boundaries.
+        self.epoch_step = int(counters.get("epoch_step", 0))
+        self.epoch_samples = int(counters.get("epoch_samples", 0))
+        trained = counters.get("epoch_trained")
+        self.epoch_trained = trained.tolist() if trained is not None else []
+        sums = counters.get("epoch_sums", {})
+        self.epoch_sums = {key: [float(total), float(count)] for key, (total, count) in sums.items()}

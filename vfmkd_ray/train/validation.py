@@ -1,0 +1,38 @@
+"""The validation pass of one worker over its shard of the validation split, after every epoch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vfmkd_ray.batch import Batch
+from vfmkd_ray.train.batch_feed import BatchFeed
+from vfmkd_ray.train.step import check_finite, model_step
+from vfmkd_ray.train.task import TrainTask
+
+
+@dataclass(frozen=True)
+class Validation:
+    sums: dict[str, tuple[float, int]]  # per key: (sum over samples, samples), this worker's
+    first_batch: Batch | None  # what heads draw their pictures from
+    stored_bytes: int  # the stored bytes its rows cost
+
+
+@torch.no_grad()
+def validate(task: TrainTask, shard, feed: BatchFeed, epoch: int) -> Validation:
+    """The whole validation shard. A non-finite loss stops the run: best-by-validation could not
+    rank it."""
+    task.parts.model.eval()
+    sums: dict[str, tuple[float, int]] = {}
+    first, stored_bytes = None, 0
+    for batch in feed.batches(shard, drop_last=False):
+        first = first if first is not None else batch
+        count = len(batch)
+        stored_bytes += batch.stored_bytes
+        values = {key: float(value) for key, value in model_step(task.parts.model, batch, task.parts).items()}
+        check_finite(values, batch, f"validation after epoch {epoch}")
+        for key, value in values.items():
+            total, seen = sums.get(key, (0.0, 0))
+            sums[key] = (total + value * count, seen + count)
+    return Validation(sums, first, stored_bytes)
