@@ -396,8 +396,8 @@ def _what_was_saved(args: argparse.Namespace, cfg: ExperimentConfig | None) -> s
 
 def _saved_by(args: argparse.Namespace, cfg: ExperimentConfig) -> str:
     from vfmkd_ray import run_files
+    from vfmkd_ray.store.manifest import teacher_dataset
     from vfmkd_ray.store.parts import list_parts
-    from vfmkd_ray.store.precompute import teacher_dataset
 
     if args.command == "precompute":
         stores = [teacher_dataset(cfg, alias) for alias in args.teacher or cfg.teachers]

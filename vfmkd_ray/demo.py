@@ -9,8 +9,8 @@ from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.ray_session import ensure_ray
-from vfmkd_ray.store.manifest import read_manifest
-from vfmkd_ray.store.precompute import PrecomputeSummary, run_precompute, teacher_dataset
+from vfmkd_ray.store.manifest import read_manifest, teacher_dataset
+from vfmkd_ray.store.precompute import PrecomputeSummary, run_precompute
 from vfmkd_ray.store.schema import SCHEMA_VERSION
 from vfmkd_ray.train.trainer import RunSummary, local_cpus_needed, run_training
 

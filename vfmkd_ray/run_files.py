@@ -1,6 +1,7 @@
 """Every file a run writes and reads, in one place: the resolved config, the metrics log, the
 training state inside Ray's checkpoints, the best backbone and the best whole model, evaluation
-results and pictures. Export, eval and teachers that are runs read runs only through this module.
+results and pictures. Export, eval and teachers that are runs read runs only through this module;
+it holds no model code (``models.from_run`` rebuilds models from these files).
 
 Layout of ``<train.storage_path>/<name>/`` (a local path or an ``s3://`` URI):
 
@@ -45,8 +46,7 @@ from vfmkd_ray.data.bad_samples import BAD_SAMPLES_DIR, BAD_SAMPLES_JSONL  # noq
 
 if TYPE_CHECKING:
     from vfmkd_ray.config import ExperimentConfig
-    from vfmkd_ray.models.build import ModelParts
-    from vfmkd_ray.models.multitask import FrozenModel, MultiTaskModel
+    from vfmkd_ray.models.multitask import MultiTaskModel
 
 RESOLVED_CONFIG = "resolved_config.yaml"
 METRICS_JSONL = "metrics.jsonl"
@@ -271,33 +271,6 @@ def read_backbone_state(uri: str) -> tuple[dict[str, torch.Tensor], str]:
         f"{uri} holds neither a run's checkpoint, best model, {{'backbone': state_dict}} file nor a state "
         f"dict (found {list(payload)[:8]})"
     )
-
-
-def load_model(uri: str) -> tuple[ModelParts, ExperimentConfig]:
-    """Rebuilds the model a run file holds (from its embedded config) and loads it strictly."""
-    from vfmkd_ray.config import ConfigError, validate_config
-    from vfmkd_ray.models.build import build_model
-
-    state, raw = read_model_file(uri)
-    try:
-        cfg = validate_config(raw)
-    except ConfigError as err:
-        raise RunFileError(f"the config of {uri} is not valid today: {err}") from None
-    parts = build_model(cfg, load_weights=False)
-    missing, unexpected = parts.model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RunFileError(
-            f"{uri} does not fit the model its config describes: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
-    return parts, cfg
-
-
-def load_frozen_model(uri: str) -> FrozenModel:
-    from vfmkd_ray.models.multitask import FrozenModel
-
-    parts, _ = load_model(uri)
-    return FrozenModel(parts.model)
 
 
 # --- evaluation and pictures ---------------------------------------------------------------------

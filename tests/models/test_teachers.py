@@ -171,6 +171,29 @@ def test_a_run_of_this_product_is_a_teacher(tmp_path):
         build_teacher(TeacherConfig(name=RUN_TEACHER, weights="random", input_size=64))
 
 
+def test_a_run_teachers_shapes_come_from_its_resolved_config_without_reading_its_weights(tmp_path):
+    """Describing a run teacher (a driver's store and config checks) reads the run's config, not
+    the weights file beside it: here unreadable, which only loading the teacher finds."""
+    from vfmkd_ray.config import dump_config
+    from vfmkd_ray.models.teachers import teacher_shapes
+
+    cfg = load_config(
+        None,
+        [
+            *("teachers={}", "distill.terms={}", "data.input_size=64", "neck={type: stride4, channels: 16}"),
+            "heads.det={type: yolc, num_classes: 3}",
+        ],
+    )
+    (tmp_path / run_files.RESOLVED_CONFIG).write_text(dump_config(cfg))
+    (tmp_path / run_files.BEST_MODEL).write_bytes(b"not a checkpoint")
+    teacher_cfg = TeacherConfig(name=RUN_TEACHER, weights=str(tmp_path / run_files.BEST_MODEL), input_size=64)
+    shapes = teacher_shapes({"run": teacher_cfg})["run"]
+    assert shapes["neck_s4"] == (16, 16, 16) and shapes["backbone_s32"][1:] == (2, 2)
+    with pytest.raises(ValueError, match="best_model.pth is not a loadable weights file") as raised:
+        build_teacher(teacher_cfg)
+    assert "\n" not in str(raised.value) and "weights_only=False" not in str(raised.value)
+
+
 def test_a_run_teacher_is_precomputed_into_a_store_that_verifies(tmp_path):
     """A yolov8 detector run as the teacher of a store: the precompute stages write its selected
     levels, and ``verify`` re-runs the teacher from the same file and finds every row intact."""

@@ -26,6 +26,7 @@ from vfmkd_ray.data.targets import BOXES_COLUMN, LABELS_COLUMN, MASK_BOX_COLUMN,
 from vfmkd_ray.evaluation.coco_scores import ground_truth, score
 from vfmkd_ray.evaluation.scoring import BoxScorer, MaskScorer
 from vfmkd_ray.locations import check_locations
+from vfmkd_ray.models import from_run
 from vfmkd_ray.models.build import ModelParts
 from vfmkd_ray.models.teachers import build_teacher
 from vfmkd_ray.models.teachers.ensemble import run_teachers
@@ -53,7 +54,7 @@ def run_eval(cfg: ExperimentConfig, checkpoint: str | None = None, split: str = 
     check_locations(cfg, reads=("data.root",))
     run_dir = run_files.run_dir_of(cfg)
     checkpoint = checkpoint or run_files.path(run_dir, run_files.BEST_MODEL)
-    parts, run_cfg = run_files.load_model(checkpoint)
+    parts, run_cfg = from_run.load_model(checkpoint)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     parts.to(device).model.eval()
     dataset = read_dataset(cfg.data)

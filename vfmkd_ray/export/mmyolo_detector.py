@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from vfmkd_ray import run_files, storage
+from vfmkd_ray import run_files
 from vfmkd_ray.data.images import IMAGENET_MEAN, IMAGENET_STD
 from vfmkd_ray.export.load_report import LoadReport, match_state, shapes_of
 from vfmkd_ray.export.source import ExportError
 from vfmkd_ray.heads.yolov8.head import YOLOv8Head
+from vfmkd_ray.models import from_run, storage
 from vfmkd_ray.models.build import build_model
 
 HEAD_MODULE = "head_module."
@@ -49,7 +50,7 @@ def mmyolo_state(model_state: dict[str, torch.Tensor], head: str) -> dict[str, t
 
 def export_whole_detector(checkpoint: str, out: str, head: str | None = None) -> DetectorExport:
     try:
-        parts, cfg = run_files.load_model(checkpoint)
+        parts, cfg = from_run.load_model(checkpoint)
     except run_files.RunFileError as err:
         raise ExportError(str(err)) from None
     yolov8 = [name for name, h in parts.heads.items() if isinstance(h, YOLOv8Head)]

@@ -27,6 +27,8 @@ from torch import nn
 from vfmkd_ray.batch import Batch, DataNeeds
 from vfmkd_ray.models.feature_info import FeatureInfo
 
+RunModelLoader = Callable[[str], nn.Module]  # a run file's URI -> its model, frozen
+
 # The teacher layer shapes a run is built against: alias -> layer -> (C, H, W) of one sample.
 TeacherShapes = dict[str, dict[str, tuple[int, int, int]]]
 # Runs the backbone, the neck and this head again on other images (YOLC's crop passes).
@@ -60,6 +62,9 @@ class HeadContext:
     # A model to train from its initialisation (False: a checkpoint is about to be loaded over it,
     # so heads need not read the weights they would start from).
     fresh: bool = True
+    # Rebuilds a trained run, frozen, for a head distilled from one (``models.from_run``, a layer
+    # above the heads); None where the caller builds no such head's teacher (a shape-only build).
+    load_run_model: RunModelLoader | None = None
 
 
 @dataclass

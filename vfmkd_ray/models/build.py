@@ -13,7 +13,7 @@ import torch
 
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.config_checks import used_teachers
-from vfmkd_ray.heads.base import DataNeeds, HeadContext, TaskHead, TeacherShapes
+from vfmkd_ray.heads.base import DataNeeds, HeadContext, RunModelLoader, TaskHead, TeacherShapes
 from vfmkd_ray.heads.registry import build_heads, data_needs
 from vfmkd_ray.losses.base import LossTerm, StudentLevels
 from vfmkd_ray.losses.registry import build_loss_terms
@@ -57,11 +57,15 @@ def run_teacher_shapes(cfg: ExperimentConfig) -> TeacherShapes:
 
 
 def build_model(
-    cfg: ExperimentConfig, shapes: TeacherShapes | None = None, load_weights: bool = True
+    cfg: ExperimentConfig,
+    shapes: TeacherShapes | None = None,
+    load_weights: bool = True,
+    load_run_model: RunModelLoader | None = None,
 ) -> ModelParts:
     """The model of ``cfg``, seeded from ``cfg.seed``. ``load_weights=False`` skips
     ``student.weights`` and the weights heads would start from (a checkpoint is about to be loaded
-    over the model, or the build is on meta)."""
+    over the model, or the build is on meta). ``load_run_model`` rebuilds a trained run for heads
+    distilled from one (``models.from_run.load_frozen_model``; this module sits below it)."""
     torch.manual_seed(cfg.seed)
     student_cfg = cfg.student if load_weights else cfg.student.model_copy(update={"weights": None})
     backbone = build_student(student_cfg)
@@ -79,6 +83,7 @@ def build_model(
         teachers=dict(cfg.teachers),
         terms=terms,
         fresh=load_weights,
+        load_run_model=load_run_model,
     )
     heads = build_heads(cfg.heads, context)
     model = MultiTaskModel(

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from vfmkd_ray import storage
 from vfmkd_ray.data.coco import ImageRecord
+
+if TYPE_CHECKING:
+    from vfmkd_ray.config import ExperimentConfig
 
 MANIFEST_NAME = "_manifest.json"
 BAD_SAMPLES_DIR = "_bad_samples"  # what precompute skipped, one record per image
@@ -75,6 +78,26 @@ def dataset_fingerprint(records: list[ImageRecord]) -> str:
 
 def dataset_uri(store_root: str, teacher: str, input_size: int) -> str:
     return storage.join(storage.absolute(store_root), teacher, str(input_size))
+
+
+def teacher_dataset(cfg: ExperimentConfig, alias: str) -> str:
+    """``<store.root>/<teacher name>/<input_size>``: where the store of teacher ``alias`` lives."""
+    teacher = cfg.teachers[alias]
+    return dataset_uri(cfg.store.root, teacher.name, teacher.input_size)
+
+
+def expected_manifest_fields(cfg: ExperimentConfig, alias: str, weights_id: str) -> dict:
+    """The manifest fields that say which store teacher ``alias`` of ``cfg`` needs: what precompute
+    writes, and what training and ``verify`` hold a store to."""
+    teacher = cfg.teachers[alias]
+    return {
+        "teacher": teacher.name,
+        "teacher_weights": weights_id,
+        "input_size": teacher.input_size,
+        "codec": cfg.store.codec,
+        "augment": cfg.store.augment,
+        "views_per_image": cfg.store.views_per_image,
+    }
 
 
 def read_manifest(dataset: str) -> Manifest | None:

@@ -38,8 +38,9 @@ from vfmkd_ray.store.manifest import (
     LayerSpec,
     Manifest,
     dataset_fingerprint,
-    dataset_uri,
+    expected_manifest_fields,
     read_manifest,
+    teacher_dataset,
     write_manifest,
 )
 from vfmkd_ray.store.parts import INDEX_ROWS_COLUMN, PartWriter, duplicate_ids
@@ -77,24 +78,6 @@ class TeacherActor:
             **batch,
             **{feature_column(name): f.float().cpu().numpy() for name, f in features.items()},
         }
-
-
-def teacher_dataset(cfg: ExperimentConfig, alias: str) -> str:
-    """``<store.root>/<teacher name>/<input_size>``: where the store of teacher ``alias`` lives."""
-    teacher = cfg.teachers[alias]
-    return dataset_uri(cfg.store.root, teacher.name, teacher.input_size)
-
-
-def expected_manifest_fields(cfg: ExperimentConfig, alias: str, weights_id: str) -> dict:
-    teacher = cfg.teachers[alias]
-    return {
-        "teacher": teacher.name,
-        "teacher_weights": weights_id,
-        "input_size": teacher.input_size,
-        "codec": cfg.store.codec,
-        "augment": cfg.store.augment,
-        "views_per_image": cfg.store.views_per_image,
-    }
 
 
 def run_precompute(cfg: ExperimentConfig, aliases: list[str] | None = None) -> list[PrecomputeSummary]:

@@ -13,6 +13,7 @@ from torch import nn
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.heads.base import TeacherShapes
 from vfmkd_ray.models.build import ModelParts, build_model
+from vfmkd_ray.models.from_run import load_frozen_model
 from vfmkd_ray.train.checkpointing import Stateful
 from vfmkd_ray.train.schedule import CosineSchedule
 
@@ -43,7 +44,7 @@ def build_task(
     """The model seeded from ``cfg.seed`` on ``device``, AdamW over its trainable parameters with a
     cosine schedule over ``total_steps``, the run's planned steps (the backbone frozen when
     ``train.freeze_backbone``), and AMP on CUDA when ``train.amp``."""
-    parts = build_model(cfg, shapes).to(device)
+    parts = build_model(cfg, shapes, load_run_model=load_frozen_model).to(device)
     if cfg.train.freeze_backbone:
         parts.model.freeze_backbone()
     trainable = [p for p in parts.model.parameters() if p.requires_grad]

@@ -22,9 +22,15 @@ from vfmkd_ray.data.coco import ImageRecord
 from vfmkd_ray.models.teachers import describe_teacher
 from vfmkd_ray.store.index import index_ids, load_index
 from vfmkd_ray.store.index_rows import part_file
-from vfmkd_ray.store.manifest import Manifest, StoreDataset, dataset_fingerprint, read_manifest
+from vfmkd_ray.store.manifest import (
+    Manifest,
+    StoreDataset,
+    dataset_fingerprint,
+    expected_manifest_fields,
+    read_manifest,
+    teacher_dataset,
+)
 from vfmkd_ray.store.parts import list_parts
-from vfmkd_ray.store.precompute import expected_manifest_fields, teacher_dataset
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.row_index import StoreRowIndex
 from vfmkd_ray.store.schema import FIRST_CHECKSUM_VERSION

@@ -28,6 +28,7 @@ from vfmkd_ray.data.pipeline import SampleSpec, is_validation
 from vfmkd_ray.heads.base import TeacherShapes
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.build import ModelParts, build_model, run_teacher_shapes
+from vfmkd_ray.models.from_run import load_frozen_model
 from vfmkd_ray.models.teachers.base import RANDOM_WEIGHTS
 from vfmkd_ray.openmmlab import OpenMMLabMissing
 from vfmkd_ray.ray_errors import find_cause, first_line, raised_in_worker, storage_failure
@@ -193,7 +194,7 @@ def check_model(cfg: ExperimentConfig, shapes: TeacherShapes) -> ModelParts:
     teacher run) here too."""
     try:
         with torch.device("meta"):
-            parts = build_model(cfg, shapes, load_weights=False)
+            parts = build_model(cfg, shapes, load_weights=False, load_run_model=load_frozen_model)
         for head in parts.heads.values():
             head.check()
     except (ValueError, OpenMMLabMissing) as err:

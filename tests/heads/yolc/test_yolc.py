@@ -19,6 +19,7 @@ from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.heads.yolc.config import YOLCDistillConfig
 from vfmkd_ray.heads.yolc.kd import detection_kd
 from vfmkd_ray.losses.fgd import box_masks
+from vfmkd_ray.models import from_run
 from vfmkd_ray.models.build import build_model
 from vfmkd_ray.models.multitask import FrozenModel
 from vfmkd_ray.train.step import model_step, optimizer_step
@@ -96,7 +97,7 @@ def test_short_training_lowers_the_loss_and_eval_scores_both_modes(yolc_config, 
 
     run_dir = Path(cfg.train.storage_path, cfg.name)
     run_files.write_best(str(run_dir), parts.model, cfg.model_dump(mode="json"))
-    reloaded, _ = run_files.load_model(str(run_dir / run_files.BEST_MODEL))
+    reloaded, _ = from_run.load_model(str(run_dir / run_files.BEST_MODEL))
     torch.testing.assert_close(
         reloaded.model.heads["det"].head.refine_weight, parts.model.heads["det"].head.refine_weight
     )

@@ -60,9 +60,9 @@ class YOLCHead(TaskHead):
 
     def _load_teacher(self) -> None:
         if self.cfg.kd is not None and self.teacher is None:
-            from vfmkd_ray.run_files import load_frozen_model  # a run file; imported when a teacher is used
-
-            self.teacher = load_frozen_model(self.cfg.kd.teacher_ckpt)
+            load = self.context.load_run_model
+            assert load is not None, "a yolc head with kd is built with a run-model loader"
+            self.teacher = load(self.cfg.kd.teacher_ckpt)
             teacher_head = self.cfg.kd.teacher_head or self.name
             if teacher_head not in self.teacher.heads or not isinstance(
                 self.teacher.heads[teacher_head], YOLCHeadModule

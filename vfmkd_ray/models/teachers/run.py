@@ -5,7 +5,12 @@
 
 So a trained detector or multi-task model can be precomputed into a store and distilled like SAM or
 DINOv2, and feature terms (FGD on a neck level, say) read it through the teacher interface. The
-architecture comes from the config embedded in the file; the weights are the file's ``model``.
+architecture comes from the run's config (``models.from_run.model_config``: its resolved config, so
+describing the teacher's shapes reads no weights); the weights are the file's ``model``.
+
+A run teacher is a model of this product, so this module calls ``models.from_run``, which sits
+above ``models.build`` and so above the teachers: the one import against the layers, declared in
+the import contract (``pyproject.toml``) and made at call time.
 """
 
 from __future__ import annotations
@@ -22,16 +27,13 @@ RUN_TEACHER = "run"
 class RunTeacher(FrozenTeacher):
     def __init__(self, cfg: TeacherConfig):
         super().__init__()
-        from vfmkd_ray import run_files
-        from vfmkd_ray.config import validate_config
-        from vfmkd_ray.models.build import build_model
+        from vfmkd_ray.models import from_run
 
         if cfg.weights is None or cfg.weights == "random":
             raise ValueError(
                 f"a {RUN_TEACHER} teacher needs weights: a run's best_model.pth, got {cfg.weights}"
             )
-        _, raw = run_files.read_model_file(cfg.weights)
-        self.model = build_model(validate_config(raw), load_weights=False).model
+        self.model = from_run.untrained_model(cfg.weights)
         self.name = RUN_TEACHER
         self.input_size = cfg.input_size
         levels = [("backbone", level) for level in self.model.backbone.feature_info.levels]
