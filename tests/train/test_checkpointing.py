@@ -127,3 +127,26 @@ def test_the_schedule_follows_the_plan_it_is_built_with():
     longer.load_state_dict(torch_cosine.state_dict())  # a checkpoint of the schedule before this one
     assert longer.steps == 4
     assert longer.get_last_lr()[0] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 20)))
+
+
+def test_a_failed_best_file_write_leaves_no_epoch_in_the_log_that_no_checkpoint_holds(tmp_path):
+    """A full disk at epoch 2's best files: the log still ends at epoch 1, as the checkpoints do,
+    so a relaunch resumes from epoch 1 with a log that agrees."""
+    reports, run_dir = FolderReports(tmp_path), str(tmp_path / "run")
+    state, parts = TrainingState(), _parts()
+    manager = CheckpointManager(0, run_dir, reports)
+    first = {"epoch": 1, "step": 4, "val/loss": 0.5}
+    manager.report_epoch_end(
+        first, {**parts, STATE_PART: state}, state, state.finish_epoch(4, first), lambda: None
+    )
+
+    def disk_full():
+        raise OSError(28, "No space left on device")
+
+    second = {"epoch": 2, "step": 8, "val/loss": 0.25}
+    with pytest.raises(OSError, match="No space left"):
+        manager.report_epoch_end(
+            second, {**parts, STATE_PART: state}, state, state.finish_epoch(4, second), disk_full
+        )
+    assert [r["epoch"] for r in run_files.read_metrics_log(run_dir)] == [1]
+    assert len(reports.checkpoints) == 1

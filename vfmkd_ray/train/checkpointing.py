@@ -120,13 +120,14 @@ class CheckpointManager:
         improved: bool,
         write_best: Callable[[], Any],
     ) -> None:
-        """The end of an epoch: rank 0 rewrites the metrics log from ``state``'s history and, when
-        the epoch ``improved``, the best files (``write_best``: ``run_files.write_best`` of the
-        model and config), before the checkpoint."""
+        """The end of an epoch: rank 0 writes, when the epoch ``improved``, the best files
+        (``write_best``: ``run_files.write_best`` of the model and config), then the metrics log from
+        ``state``'s history, then the checkpoint. In that order, a write that fails (a full disk)
+        leaves a log that lists no epoch the best files or a checkpoint lack."""
         if self.rank == 0:
-            run_files.write_metrics_log(self.run_dir, state.history)
             if improved:
                 write_best()
+            run_files.write_metrics_log(self.run_dir, state.history)
         self._report(record, parts)
 
     def _report(self, record: dict[str, Any], parts: dict[str, Stateful]) -> None:
