@@ -12,10 +12,25 @@ from vfmkd_ray import openmmlab
 from vfmkd_ray.config import ExperimentConfig, load_config
 from vfmkd_ray.store.manifest import LayerSpec, Manifest
 
+# Ray Train's controller polls its workers every 2 s by default, and each state change of a run
+# (scheduling, running, finished) waits for a poll: 7-9 s of every run's 25 s fixed cost on this
+# 2-core VM (a no-op 2-worker run: 24-29 s at 2 s, 16-21 s at 0.2 s). Every local Ray a test
+# starts, and every Ray a test's subprocess starts, inherits this; a missed poll is no failure
+# (Ray marks a worker dead only after RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S, 10 min).
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``mm`` need the OpenMMLab stack (``make mm``): skipped where it is absent,
+    """Tests marked ``ray`` run one after another on one xdist worker (``xdist_group``): each
+    starts a Ray of its own, and two at once on 2 cores would starve each other; the Ray-free tests
+    run on the other worker, in the time Ray's start-up and polls leave the CPUs idle.
+
+    Tests marked ``mm`` need the OpenMMLab stack (``make mm``): skipped where it is absent,
     except under ``make test-mm`` (``VFMKD_REQUIRE_MM=1``), where they run and fail."""
+    for item in items:
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))
     installed = all(importlib.util.find_spec(name) is not None for name in openmmlab.PACKAGES)
     # mmcv without its compiled ops (pip's own build of the sdist) is no stack either.
     if (installed and importlib.util.find_spec("mmcv._ext") is not None) or os.environ.get(
