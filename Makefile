@@ -77,4 +77,4 @@ transfer-tiny: $(VENV)/.installed
 		distilled=$(TINY_RUNS)/distilled/best_backbone.safetensors random=random
 
 clean:
-	rm -rf outputs .pytest_cache .ruff_cache
+	rm -rf outputs .pytest_cache .ruff_cache .import_linter_cache .grimp_cache

@@ -150,3 +150,75 @@ def test_a_failed_best_file_write_leaves_no_epoch_in_the_log_that_no_checkpoint_
         )
     assert [r["epoch"] for r in run_files.read_metrics_log(run_dir)] == [1]
     assert len(reports.checkpoints) == 1
+
+
+def _old_checkpoint(root: Path) -> str:
+    """A checkpoint as vfmkd wrote it before the checkpoint owner (``run_files.save_training_state``
+    at 1009df0): the modules' state dicts, torch's CosineAnnealingLR, and ``counters``."""
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
+    for _ in range(3):
+        model(torch.randn(4, 3)).sum().backward()
+        optimizer.step()
+        cosine.step()
+    counters = {
+        "epoch": 1,
+        "step": 3,
+        "best_val_loss": 0.75,
+        "history": [{"epoch": 1, "val/loss": 0.75}],
+        "epoch_step": 0,
+        "epoch_samples": 0,
+        "epoch_trained": torch.tensor([], dtype=torch.int64),
+        "epoch_sums": {},
+    }
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": cosine.state_dict(),
+        "scaler": torch.amp.GradScaler("cpu", enabled=False).state_dict(),
+        "counters": counters,
+    }
+    directory = root / "checkpoint_000000"
+    directory.mkdir()
+    torch.save(payload, directory / run_files.STATE_FILE)
+    return str(directory)
+
+
+class OneCheckpoint(FolderReports):
+    def __init__(self, root: Path, checkpoint: str):
+        super().__init__(root)
+        self.checkpoints.append(checkpoint)
+
+
+def test_a_checkpoint_of_the_loop_before_the_owner_resumes_and_is_then_let_go(tmp_path):
+    reports = OneCheckpoint(tmp_path, _old_checkpoint(tmp_path))
+    manager = CheckpointManager(0, str(tmp_path / "run"), reports)
+    state = manager.restore_state()
+    assert (state.epoch, state.step, state.best_val_loss, state.epoch_trained) == (1, 3, 0.75, [])
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    parts = {
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": CosineSchedule(optimizer, total_steps=10),
+        "scaler": torch.amp.GradScaler("cpu", enabled=False),
+    }
+    assert manager.restore(parts)
+    assert parts["scheduler"].steps == 3
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * (1 + math.cos(math.pi * 3 / 10)))
+    assert optimizer.state_dict()["state"][0]["step"] == 3
+    # The worker holds no second copy of the model and optimiser for the rest of its run.
+    assert manager._latest is None
+
+
+def test_an_unreadable_state_file_is_one_line_naming_it(tmp_path):
+    directory = tmp_path / "checkpoint_000000"
+    directory.mkdir()
+    (directory / run_files.STATE_FILE).write_bytes(b"truncated")
+    manager = CheckpointManager(0, str(tmp_path / "run"), OneCheckpoint(tmp_path, str(directory)))
+    with pytest.raises(
+        run_files.RunFileError, match=r"checkpoint_000000/training_state.pt is not a loadable"
+    ) as raised:
+        manager.restore_state()
+    assert "\n" not in str(raised.value) and "weights_only=False" not in str(raised.value)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from vfmkd_ray import run_files
+from vfmkd_ray import run_files, storage
 from vfmkd_ray.data.images import IMAGENET_MEAN, IMAGENET_STD
 from vfmkd_ray.export.load_report import LoadReport, match_state, shapes_of
 from vfmkd_ray.export.source import ExportError
 from vfmkd_ray.heads.yolov8.head import YOLOv8Head
-from vfmkd_ray.models import from_run, storage
+from vfmkd_ray.models import from_run
 from vfmkd_ray.models.build import build_model
 
 HEAD_MODULE = "head_module."

@@ -62,14 +62,14 @@ def load_weights(uri: str, expected_sha256: str | None = None) -> LoadedWeights:
     except Exception as err:
         raise ValueError(
             f"{uri} is not a loadable weights file (PyTorch, read with weights_only=True; safetensors "
-            f"files are read by their .safetensors suffix): {_torch_load_reason(err)}"
-        ) from None
+            f"files are read by their .safetensors suffix): {torch_load_reason(err)}"
+        ) from err
     if not isinstance(state, dict):
         raise ValueError(f"{uri} holds a {type(state).__name__}, not a state dict")
     return LoadedWeights(state, digest)
 
 
-def _torch_load_reason(err: Exception) -> str:
+def torch_load_reason(err: Exception) -> str:
     """The line of a ``torch.load`` error that says what is wrong: its unpickler's reason, not the
     advice around it (which suggests ``weights_only=False``)."""
     text = str(err)

@@ -24,6 +24,7 @@ import pyarrow.fs
 import torch
 
 from vfmkd_ray import run_files
+from vfmkd_ray.models.checkpoint_io import torch_load_reason
 from vfmkd_ray.train.state import STATE_PART, TrainingState
 
 
@@ -82,12 +83,26 @@ class CheckpointManager:
         self._read = False
 
     def restore(self, parts: dict[str, Stateful]) -> bool:
-        """Loads every part from the latest checkpoint (read once, however many calls restore
-        parts of it); False when there is none and the parts stay as built.
+        """Loads every part from the latest checkpoint; False when there is none and the parts stay
+        as built. The checkpoint is then let go: a worker does not hold a second copy of the
+        model and optimiser for the rest of its run.
 
         Raises:
             RunFileError: the checkpoint lacks a part (written by an older vfmkd).
         """
+        restored = self._load_into(parts)
+        self._latest = None
+        return restored
+
+    def restore_state(self) -> TrainingState:
+        """The training state of the latest checkpoint (a fresh one before the first): read before
+        the other parts are built, since the steps still to take size the schedule; ``restore``
+        of the other parts follows."""
+        state = TrainingState()
+        self._load_into({STATE_PART: state})
+        return state
+
+    def _load_into(self, parts: dict[str, Stateful]) -> bool:
         latest = self._payload()
         if latest is None:
             return False
@@ -100,13 +115,6 @@ class CheckpointManager:
                 )
             part.load_state_dict(payload[name])
         return True
-
-    def restore_state(self) -> TrainingState:
-        """The training state of the latest checkpoint (a fresh one before the first): read before
-        the other parts are built, since the steps still to take size the schedule."""
-        state = TrainingState()
-        self.restore({STATE_PART: state})
-        return state
 
     def report_inside_epoch(self, record: dict[str, Any], parts: dict[str, Stateful]) -> None:
         """A checkpoint inside an epoch: ``parts`` hold the epoch's position so far."""
@@ -151,5 +159,12 @@ class CheckpointManager:
                 # from S3 one worker read the state file while another was deleting that download.
                 with filesystem.open_input_stream(f"{path}/{run_files.STATE_FILE}") as stream:
                     data = io.BytesIO(stream.read())
-                self._latest = (torch.load(data, map_location="cpu", weights_only=True), path)
+                try:
+                    payload = torch.load(data, map_location="cpu", weights_only=True)
+                except Exception as err:
+                    reason = torch_load_reason(err)
+                    raise run_files.RunFileError(
+                        f"{path}/{run_files.STATE_FILE} is not a loadable checkpoint: {reason}"
+                    ) from err
+                self._latest = (payload, path)
         return self._latest
