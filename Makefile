@@ -47,7 +47,8 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not ray" -n 2
+	$(BIN)/python -m pytest -m ray
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

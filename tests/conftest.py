@@ -20,17 +20,9 @@ from vfmkd_ray.store.manifest import LayerSpec, Manifest
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``ray`` run one after another on one xdist worker (``xdist_group``): each
-    starts a Ray of its own, and two at once on 2 cores would starve each other; the Ray-free tests
-    run on the other worker, in the time Ray's start-up and polls leave the CPUs idle.
-
-    Tests marked ``mm`` need the OpenMMLab stack (``make mm``): skipped where it is absent,
+    """Tests marked ``mm`` need the OpenMMLab stack (``make mm``): skipped where it is absent,
     except under ``make test-mm`` (``VFMKD_REQUIRE_MM=1``), where they run and fail."""
-    for item in items:
-        if item.get_closest_marker("ray") is not None:
-            item.add_marker(pytest.mark.xdist_group("ray"))
     installed = all(importlib.util.find_spec(name) is not None for name in openmmlab.PACKAGES)
     # mmcv without its compiled ops (pip's own build of the sdist) is no stack either.
     if (installed and importlib.util.find_spec("mmcv._ext") is not None) or os.environ.get(
