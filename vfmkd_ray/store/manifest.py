@@ -63,11 +63,6 @@ class StoreDataset:
     manifest: Manifest
 
 
-def layer_shapes(manifests: dict[str, Manifest]) -> dict[str, dict[str, tuple[int, int, int]]]:
-    """Teacher alias -> stored layer -> (C, H, W): what loss terms are built against."""
-    return {alias: {name: spec.shape for name, spec in m.layers.items()} for alias, m in manifests.items()}
-
-
 def dataset_fingerprint(records: list[ImageRecord]) -> str:
     """sha256 over the dataset's (image id, image URI) pairs: which dataset a store was made from."""
     digest = hashlib.sha256()
