@@ -25,7 +25,7 @@ from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.pipeline import ONLINE_COLUMN
 from vfmkd_ray.models.build import run_teacher_shapes
-from vfmkd_ray.models.teachers import build_teacher
+from vfmkd_ray.models.teachers.build import build_teacher
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.reader import decode_features

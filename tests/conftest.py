@@ -162,7 +162,7 @@ def build_store_in_process(cfg: ExperimentConfig, alias: str | None = None) -> s
     from vfmkd_ray.data.coco import read_image_records
     from vfmkd_ray.data.pipeline import ImageLoader
     from vfmkd_ray.data.synthetic import write_synthetic_coco
-    from vfmkd_ray.models.teachers import describe_teacher
+    from vfmkd_ray.models.teachers.build import describe_teacher
     from vfmkd_ray.store.manifest import expected_manifest_fields, teacher_dataset
     from vfmkd_ray.store.parts import PartWriter
     from vfmkd_ray.store.precompute import TeacherActor, finalize_store

@@ -23,7 +23,7 @@ from vfmkd_ray.losses.registry import LOSS_TERMS, build_loss_terms
 from vfmkd_ray.models.build import build_model
 from vfmkd_ray.models.students import STUDENT_FAMILIES, StudentConfig, build_student, family_of
 from vfmkd_ray.models.students.yolov8_cspdarknet import YOLOv8CSPDarknet
-from vfmkd_ray.models.teachers import TEACHERS
+from vfmkd_ray.models.teachers.build import TEACHERS
 from vfmkd_ray.models.teachers.run import RUN_TEACHER
 from vfmkd_ray.reads import Reads
 
@@ -62,7 +62,7 @@ def test_student_names_are_parsed_only_by_their_family():
         for path in PACKAGE.rglob("*.py")
         if literal.search(path.read_text(encoding="utf-8"))
     }
-    assert spelled == {"models/students/timm_student.py", "models/students/mm_student.py"}
+    assert spelled == {"models/students/timm_family.py", "models/students/mm_family.py"}
 
 
 def _built_head(tmp_path, head_type):
@@ -120,7 +120,7 @@ def test_a_heads_file_is_declared_so_workers_get_it_absolute():
 
 
 def test_every_teacher_is_registered_under_a_name_its_config_accepts():
-    from vfmkd_ray.models.teachers import TeacherConfig
+    from vfmkd_ray.models.teachers.config import TeacherConfig
 
     for name in TEACHERS.names():
         weights = "runs/x/best_model.pth" if name == RUN_TEACHER else "random"

@@ -21,7 +21,8 @@ from vfmkd_ray.heads.sam_mask.losses import binary_kl, sigmoid_focal_loss
 from vfmkd_ray.losses.base import StudentLevels
 from vfmkd_ray.losses.feature_mse import FeatureMSE
 from vfmkd_ray.models.students.yolov8_cspdarknet import YOLOv8CSPDarknet
-from vfmkd_ray.models.teachers import TeacherConfig, build_teacher
+from vfmkd_ray.models.teachers.build import build_teacher
+from vfmkd_ray.models.teachers.config import TeacherConfig
 from vfmkd_ray.models.teachers.sam_decoder import SamPromptDecoder, build_sam_prompt_decoder
 
 TEACHER = TeacherConfig(name="sam_vit_b", weights="random", input_size=256)

@@ -10,7 +10,8 @@ from vfmkd_ray import run_files
 from vfmkd_ray.config import load_config
 from vfmkd_ray.models.build import build_model
 from vfmkd_ray.models.checkpoint_io import sha256_hex
-from vfmkd_ray.models.teachers import TEACHERS, TeacherConfig, build_teacher, describe_teacher
+from vfmkd_ray.models.teachers.build import TEACHERS, build_teacher, describe_teacher
+from vfmkd_ray.models.teachers.config import TeacherConfig
 from vfmkd_ray.models.teachers.run import RUN_TEACHER
 
 SMALL_SIZE = {"sam": 64, "sam2": 64, "dinov2": 56}
@@ -175,7 +176,7 @@ def test_a_run_teachers_shapes_come_from_its_resolved_config_without_reading_its
     """Describing a run teacher (a driver's store and config checks) reads the run's config, not
     the weights file beside it: here unreadable, which only loading the teacher finds."""
     from vfmkd_ray.config import dump_config
-    from vfmkd_ray.models.teachers import teacher_shapes
+    from vfmkd_ray.models.teachers.build import teacher_shapes
 
     cfg = load_config(
         None,

@@ -17,7 +17,8 @@ from tests.models.foreign_files import (
     timm_state,
 )
 from vfmkd_ray.models.checkpoint_io import sha256_hex
-from vfmkd_ray.models.students import KNOWN_TIMM_STUDENTS, StudentConfig, adapt_weights, build_student
+from vfmkd_ray.models.students import KNOWN_TIMM_STUDENTS, StudentConfig, build_student
+from vfmkd_ray.models.students.weight_layouts import adapt_weights
 
 LOGGER = "vfmkd_ray.models.students"
 

@@ -61,7 +61,7 @@ def test_structure_problems_are_listed(tiny_config):
 def test_store_with_real_weights_needs_them(tiny_config, tmp_path):
     import torch
 
-    from vfmkd_ray.models.teachers import build_teacher
+    from vfmkd_ray.models.teachers.build import build_teacher
 
     weights = tmp_path / "sam.pth"
     sam = tiny_config.teachers["sam"]

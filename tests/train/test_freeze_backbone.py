@@ -4,7 +4,7 @@ optimiser holds only what trains."""
 import torch
 
 from vfmkd_ray.batch import Batch
-from vfmkd_ray.models.teachers import build_teacher, teacher_shapes
+from vfmkd_ray.models.teachers.build import build_teacher, teacher_shapes
 from vfmkd_ray.train.step import train_step
 from vfmkd_ray.train.task import build_task
 

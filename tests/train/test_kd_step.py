@@ -4,7 +4,7 @@ import torch
 
 from vfmkd_ray.batch import Batch
 from vfmkd_ray.models.build import build_model
-from vfmkd_ray.models.teachers import build_teacher
+from vfmkd_ray.models.teachers.build import build_teacher
 from vfmkd_ray.train.step import model_step, optimizer_step
 
 

@@ -10,7 +10,8 @@ from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.pipeline import ONLINE_COLUMN, SampleSpec, TrainSampleDecoder, teacher_column
 from vfmkd_ray.models.build import build_model
-from vfmkd_ray.models.teachers import TeacherConfig, build_teacher
+from vfmkd_ray.models.teachers.build import build_teacher
+from vfmkd_ray.models.teachers.config import TeacherConfig
 from vfmkd_ray.models.teachers.ensemble import at_input_size
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import StoreDataset, read_manifest

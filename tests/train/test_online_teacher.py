@@ -6,7 +6,7 @@ import torch
 from tests.conftest import build_store_in_process, read_part_rows
 from vfmkd_ray.data.pipeline import ONLINE_COLUMN, SampleSpec, TrainSampleDecoder, teacher_column
 from vfmkd_ray.models.build import build_model
-from vfmkd_ray.models.teachers import build_teacher
+from vfmkd_ray.models.teachers.build import build_teacher
 from vfmkd_ray.store.manifest import StoreDataset, read_manifest
 from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.schema import feature_column

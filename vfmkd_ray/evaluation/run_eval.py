@@ -28,7 +28,7 @@ from vfmkd_ray.evaluation.scoring import BoxScorer, MaskScorer
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models import from_run
 from vfmkd_ray.models.build import ModelParts
-from vfmkd_ray.models.teachers import build_teacher
+from vfmkd_ray.models.teachers.build import build_teacher
 from vfmkd_ray.models.teachers.ensemble import run_teachers
 from vfmkd_ray.progress import progress_bar
 from vfmkd_ray.train.step import model_step

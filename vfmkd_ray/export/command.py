@@ -20,7 +20,8 @@ from vfmkd_ray.export.load_report import CheckReport
 from vfmkd_ray.export.registry import make_format
 from vfmkd_ray.export.snippets import Freeze
 from vfmkd_ray.export.source import ExportError, find_student_config, load_student
-from vfmkd_ray.models.students import StudentConfig, WeightsReport
+from vfmkd_ray.models.students import StudentConfig
+from vfmkd_ray.models.students.weight_layouts import WeightsReport
 
 
 @dataclass(frozen=True)

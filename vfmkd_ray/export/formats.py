@@ -31,7 +31,8 @@ from vfmkd_ray.export.load_report import CheckReport, LoadReport, match_state, s
 from vfmkd_ray.export.rtdetr_hgnetv2 import TIMM_TO_RTDETR_VARIANT, layout, timm_to_rtdetr
 from vfmkd_ray.export.snippets import Freeze, mm_python, rtdetrv2_yaml
 from vfmkd_ray.export.source import ExportError
-from vfmkd_ray.models.students import StudentBackbone, StudentConfig, build_student
+from vfmkd_ray.models.students import StudentConfig, build_student
+from vfmkd_ray.models.students.base import StudentBackbone
 from vfmkd_ray.models.students.timm_keys import features_to_model_keys
 from vfmkd_ray.models.students.timm_student import TIMM_BODY
 from vfmkd_ray.models.students.weight_layouts import MMENGINE_BACKBONE, MMPRETRAIN_TIMM

@@ -13,7 +13,8 @@ import torch
 
 from vfmkd_ray.export.formats import ExportFormat
 from vfmkd_ray.export.source import ExportError
-from vfmkd_ray.models.students import StudentBackbone, StudentConfig
+from vfmkd_ray.models.students import StudentConfig
+from vfmkd_ray.models.students.base import StudentBackbone
 
 OPSET = 17
 CHECK_BATCH_SIZES = (1, 3)

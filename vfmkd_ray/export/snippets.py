@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vfmkd_ray.export.rtdetr_hgnetv2 import out_channels
-from vfmkd_ray.models.students import StudentBackbone, StudentConfig
+from vfmkd_ray.models.students import StudentConfig
+from vfmkd_ray.models.students.base import StudentBackbone
 from vfmkd_ray.models.students.yolov8_cspdarknet import BN_EPS, BN_MOMENTUM, YOLOV8_SIZES
 
 # A detector neck takes the last three levels (strides 8, 16, 32).

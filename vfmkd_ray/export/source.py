@@ -10,13 +10,9 @@ run directory holds next to its checkpoints.
 from __future__ import annotations
 
 from vfmkd_ray import run_files
-from vfmkd_ray.models.students import (
-    StudentBackbone,
-    StudentConfig,
-    WeightsReport,
-    adapt_weights,
-    build_student,
-)
+from vfmkd_ray.models.students import StudentConfig, build_student
+from vfmkd_ray.models.students.base import StudentBackbone
+from vfmkd_ray.models.students.weight_layouts import WeightsReport, adapt_weights
 
 
 class ExportError(ValueError):

@@ -20,7 +20,7 @@ from vfmkd_ray.losses.registry import build_loss_terms
 from vfmkd_ray.models.multitask import MultiTaskModel
 from vfmkd_ray.models.necks.registry import build_neck
 from vfmkd_ray.models.students import build_student
-from vfmkd_ray.models.teachers import teacher_shapes
+from vfmkd_ray.models.teachers.build import teacher_shapes
 
 
 @dataclass

@@ -12,9 +12,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 TRAIN, VAL = "train/", "val/"
 
 
@@ -23,6 +20,10 @@ def curves_png(history: list[dict[str, float]], title: str = "") -> bytes:
 
     Built on a bare ``Figure`` (no pyplot): no global state, safe in a worker thread.
     """
+    # Here, not at import: every Train worker imports this module, only rank 0 paints.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(13, 7), dpi=80)
     # Fixed margins: a constrained layout would double the drawing time, paid every epoch.
     figure.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.91, wspace=0.22, hspace=0.38)

@@ -26,7 +26,8 @@ from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader
 from vfmkd_ray.locations import check_locations
-from vfmkd_ray.models.teachers import TeacherConfig, build_teacher, describe_teacher
+from vfmkd_ray.models.teachers.build import build_teacher, describe_teacher
+from vfmkd_ray.models.teachers.config import TeacherConfig
 from vfmkd_ray.progress import progress_bar
 from vfmkd_ray.ray_errors import find_cause
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths

@@ -19,7 +19,8 @@ import torch
 
 from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.pipeline import load_letterboxed
-from vfmkd_ray.models.teachers import TeacherConfig, build_teacher
+from vfmkd_ray.models.teachers.build import build_teacher
+from vfmkd_ray.models.teachers.config import TeacherConfig
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.codec_report import flat_cosine

@@ -19,7 +19,7 @@ from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.config_checks import used_teachers
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
 from vfmkd_ray.data.coco import ImageRecord
-from vfmkd_ray.models.teachers import describe_teacher
+from vfmkd_ray.models.teachers.build import describe_teacher
 from vfmkd_ray.store.index import index_ids, load_index
 from vfmkd_ray.store.index_rows import part_file
 from vfmkd_ray.store.manifest import (

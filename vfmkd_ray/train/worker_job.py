@@ -14,7 +14,7 @@ import torch
 
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.heads.base import TeacherShapes
-from vfmkd_ray.models.teachers import build_teacher
+from vfmkd_ray.models.teachers.build import build_teacher
 from vfmkd_ray.train.batch_feed import BatchFeed
 from vfmkd_ray.train.collectives import all_workers_have
 from vfmkd_ray.train.data_position import DataPosition

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms
 
 from vfmkd_ray.heads.base import Detections, Rerun
 from vfmkd_ray.heads.yolc.boxes import decode, remap
@@ -41,6 +40,8 @@ def fuse(whole: Detections, crops: list[Crop], from_crops: Detections, iou: floa
         inside |= (b[:, 0] >= x1) & (b[:, 1] >= y1) & (b[:, 2] <= x2) & (b[:, 3] <= y2)
     kept = Detections(whole.boxes[~inside], whole.scores[~inside], whole.labels[~inside])
     merged = Detections.cat([kept, from_crops])
+    from torchvision.ops import batched_nms  # as in heads.yolov8.head: not at import
+
     order = batched_nms(merged.boxes, merged.scores, merged.labels, iou)[:limit]
     return Detections(merged.boxes[order], merged.scores[order], merged.labels[order])
 

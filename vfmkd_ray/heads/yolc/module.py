@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import deform_conv2d
 
 from vfmkd_ray.heads.base import Features
 from vfmkd_ray.models.necks.stride4 import conv_bn_relu
@@ -50,6 +49,8 @@ class CenterBoxHead(nn.Module):
         raw = self.coarse(neck)
         coarse = torch.cat([raw[:, :2], F.softplus(raw[:, 2:])], dim=1)
         offsets = box_sampling_offsets(coarse.detach())
+        from torchvision.ops import deform_conv2d  # as in heads.yolov8.head: not at import
+
         sampled = deform_conv2d(neck, offsets, self.refine_weight, padding=(1, 1))
         delta = self.refine_out(sampled)
         # Refined = coarse.detach() moved by delta (center) and scaled by exp(delta) (size).

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import batched_nms
 
 from vfmkd_ray.batch import Batch
 from vfmkd_ray.heads.base import DataNeeds, Detections, Features, HeadContext, Rerun, TaskHead
@@ -104,6 +103,9 @@ class YOLOv8Head(TaskHead):
         num_classes = scores_PK.shape[1]
         prior_idx, labels = keep // num_classes, keep % num_classes
         boxes = boxes_P4[prior_idx]
+        # Imported where it runs: torchvision.ops imports torch._dynamo (2 s per process here).
+        from torchvision.ops import batched_nms
+
         kept = batched_nms(boxes, scores, labels, cfg.nms_iou)[: cfg.max_detections]
         boxes = boxes[kept]
         # MMYOLO clips to the original image after rescaling; in letterbox pixels that is the

@@ -1,33 +1,26 @@
 """Student backbones, by family (``family``): registered builders (``STUDENTS``), any timm model
-as ``timm/<name>`` and any OpenMMLab registry backbone as ``mm/<scope>.<Type>``."""
+as ``timm/<name>`` and any OpenMMLab registry backbone as ``mm/<scope>.<Type>``.
+
+Importing this package (as every config load does) registers the families and imports no torch:
+each family imports its students when it builds one. The students' base class is in ``base``, the
+weight layouts a student file may come in are in ``weight_layouts``.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from vfmkd_ray.models.students.base import StudentBackbone
 from vfmkd_ray.models.students.config import StudentConfig
 from vfmkd_ray.models.students.family import STUDENT_FAMILIES, StudentFamily, family_of
-from vfmkd_ray.models.students.mm_student import MMFamily
+from vfmkd_ray.models.students.mm_family import MMFamily
 from vfmkd_ray.models.students.registered import STUDENTS, RegisteredFamily
-from vfmkd_ray.models.students.timm_student import TimmFamily
-from vfmkd_ray.models.students.weight_layouts import WeightsReport, adapt_weights
-from vfmkd_ray.models.students.yolov8_cspdarknet import YOLOv8CSPDarknet
+from vfmkd_ray.models.students.timm_family import KNOWN_TIMM_STUDENTS, TimmFamily
+
+if TYPE_CHECKING:
+    from vfmkd_ray.models.students.base import StudentBackbone
 
 logger = logging.getLogger(__name__)
-
-# The timm students this product documents and tests; any other timm name works the same way.
-KNOWN_TIMM_STUDENTS = (
-    "timm/repvit_m0_9",
-    "timm/hgnetv2_b4",
-    "timm/mambaout_femto",
-    "timm/vit_small_patch16_224",
-)
-
-
-@STUDENTS.register("yolov8_cspdarknet")
-def _yolov8(cfg: StudentConfig) -> StudentBackbone:
-    return YOLOv8CSPDarknet(cfg.size, cfg.out_indices or (1, 2, 3, 4))
 
 
 def build_student(cfg: StudentConfig) -> StudentBackbone:
@@ -37,6 +30,7 @@ def build_student(cfg: StudentConfig) -> StudentBackbone:
     student = cfg.family.build(cfg)
     if cfg.weights is not None:
         from vfmkd_ray.models.checkpoint_io import load_state_dict
+        from vfmkd_ray.models.students.weight_layouts import adapt_weights
 
         payload = load_state_dict(cfg.weights, cfg.sha256)
         payload = payload.get("backbone", payload)  # a run's best_backbone.pth
@@ -52,12 +46,9 @@ __all__ = [
     "STUDENT_FAMILIES",
     "MMFamily",
     "RegisteredFamily",
-    "StudentBackbone",
     "StudentConfig",
     "StudentFamily",
     "TimmFamily",
-    "WeightsReport",
-    "adapt_weights",
     "build_student",
     "family_of",
 ]

@@ -1,22 +1,16 @@
 """Any timm model as a student, through ``features_only=True`` (RepViT, HGNetv2, ViT, MambaOut...),
-named ``timm/<name>``: the timm student family.
+built by the timm student family (``timm_family``).
 
 The timm feature extractor sits under ``body``; its ``feature_info`` is re-expressed as ours.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import timm
 import torch
 
 from vfmkd_ray.models.feature_info import FeatureInfo, FeatureLevel
 from vfmkd_ray.models.students.base import StudentBackbone
-from vfmkd_ray.models.students.family import StudentFamily, register_family
-
-if TYPE_CHECKING:
-    from vfmkd_ray.models.students.config import StudentConfig
 
 TIMM_BODY = "body."  # the timm feature extractor's keys in the student's state dict
 
@@ -54,18 +48,3 @@ class TimmStudent(StudentBackbone):
         if self.channels_last_output:
             return tuple(f.permute(0, 3, 1, 2) for f in feats)
         return tuple(feats)
-
-
-class TimmFamily(StudentFamily):
-    """``timm/<name>``: ``<name>`` is the ``timm.create_model`` name."""
-
-    name, prefix = "timm", "timm/"
-
-    def build(self, cfg: StudentConfig) -> StudentBackbone:
-        return TimmStudent(self.timm_name(cfg), cfg.out_indices)
-
-    def timm_name(self, cfg: StudentConfig) -> str:
-        return cfg.name.removeprefix(self.prefix)
-
-
-register_family(TimmFamily())

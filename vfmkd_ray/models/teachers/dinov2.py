@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import timm
 import torch
-from timm.models.vision_transformer import checkpoint_filter_fn
 
 from vfmkd_ray.models.feature_info import FeatureInfo, FeatureLevel
 from vfmkd_ray.models.teachers.base import FrozenTeacher
@@ -28,6 +26,8 @@ class Dinov2Teacher(FrozenTeacher):
             )
         self.name = name
         self.input_size = input_size
+        import timm  # here, not at import: timm pulls in torchvision (2-3 s in every process)
+
         self.vit = timm.create_model(DINOV2_TIMM_NAMES[name], pretrained=False, img_size=input_size)
         self.feature_info = FeatureInfo([FeatureLevel(self.vit.embed_dim, DINOV2_PATCH, "vit.norm")])
 
@@ -38,4 +38,6 @@ class Dinov2Teacher(FrozenTeacher):
 
     def load_checkpoint(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Loads timm or original (facebookresearch/dinov2) weights, resampling the position grid."""
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
         self.vit.load_state_dict(checkpoint_filter_fn(state_dict, self.vit), strict=True)

@@ -10,7 +10,6 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
 from vfmkd_ray.models.feature_info import FeatureInfo, FeatureLevel
@@ -36,6 +35,9 @@ class SamTeacher(FrozenTeacher):
         embed_dim, depth, num_heads, global_attn = SAM_SPECS[name]
         self.name = name
         self.input_size = input_size
+        # Here, not at import: segment_anything's package imports torchvision (2-3 s per process).
+        from segment_anything.modeling import ImageEncoderViT
+
         self.encoder = ImageEncoderViT(
             depth=depth,
             embed_dim=embed_dim,

@@ -13,7 +13,6 @@ embedding channels, h/w the embedding grid, L = h * w, H/W the 4h x 4w grid the 
 from __future__ import annotations
 
 import torch
-from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import nn
 
 from vfmkd_ray.models.checkpoint_io import load_weights
@@ -39,6 +38,8 @@ class SamPromptDecoder(nn.Module):
 
     def __init__(self, embed_hw: tuple[int, int], input_size: int) -> None:
         super().__init__()
+        from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer  # as in sam.py
+
         self.prompt_encoder = PromptEncoder(
             embed_dim=SAM_OUT_CHANNELS,
             image_embedding_size=tuple(embed_hw),
