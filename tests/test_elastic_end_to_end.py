@@ -60,6 +60,12 @@ def test_a_lost_node_shrinks_the_group_and_its_return_grows_it(tmp_path, monkeyp
     grow_at = hold / "3.2"  # the 1-worker group (9 steps per epoch), at epoch 3's checkpoint
     lose_at.touch()
     grow_at.touch()
+    # A lost node is known to the head after 3 failed health checks 0.5 s apart (Ray's defaults:
+    # 5 at 3 s), so the shrunk group is planned for the node that is left; and a group that waits
+    # for a node Ray still counts gives up after 20 s, not 60 (each was a minute of this test).
+    monkeypatch.setenv("RAY_health_check_period_ms", "500")
+    monkeypatch.setenv("RAY_health_check_failure_threshold", "3")
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "20")
     head, address, _, _ = start_head(num_cpus=2)
     nodes = [start_worker(address, num_cpus=2)]
     cfg = load_config(
