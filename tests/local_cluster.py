@@ -116,9 +116,12 @@ def _descendants(root: int) -> list[int]:
 def stop_node(node: subprocess.Popen) -> None:
     """Ends a node once a test is done with it, as ``kill_node`` does: on SIGTERM ``ray start
     --block`` drains for longer than 10 s (each stop cost a test 10 s), and a test's node has no
-    work to drain."""
+    work to drain. A launcher that already exited may leave its raylet and GCS in its group."""
     if node.poll() is None:
         kill_node(node)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.pid, signal.SIGKILL)
 
 
 def wait_for_nodes(count: int, timeout_s: float = 120) -> None:

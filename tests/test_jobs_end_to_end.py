@@ -1,7 +1,6 @@
 """``vfmkd submit`` against a real local Ray head (127.0.0.1, dashboard job server, token auth)."""
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ def ray_head():
             break
         except Exception:
             if time.monotonic() > deadline or head.poll() is not None:
-                os.killpg(head.pid, signal.SIGTERM)
+                stop_node(head)
                 pytest.fail(f"the Ray head at {address} did not come up")
             time.sleep(2)
     yield address, Path(temp)

@@ -19,7 +19,7 @@ from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.pipeline import ONLINE_COLUMN, SAMPLE_KEY_COLUMN, STORED_BYTES_COLUMN, teacher_column
 from vfmkd_ray.data.samples import IMAGE_COLUMN, VALID_HW_COLUMN
 from vfmkd_ray.data.targets import BOXES_COLUMN, LABELS_COLUMN, MASK_BOX_COLUMN, MASKS_COLUMN
-from vfmkd_ray.models.teachers.build import FrozenTeacher
+from vfmkd_ray.models.teachers.base import FrozenTeacher
 from vfmkd_ray.models.teachers.ensemble import run_teachers
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.schema import feature_column, scale_column

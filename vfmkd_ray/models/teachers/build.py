@@ -85,8 +85,6 @@ def _random_id(cfg: TeacherConfig) -> str:
 
 __all__ = [
     "TEACHERS",
-    "FrozenTeacher",
-    "TeacherConfig",
     "build_teacher",
     "describe_teacher",
     "teacher_shapes",
