@@ -1,6 +1,6 @@
 """``make bench``: every benchmark on this machine -> ``benchmarks/results.json`` and ``results.md``.
 
-    .venv/bin/python -m benchmarks.run_all [--gpu] [--only store training offline_online scale]
+    .venv/bin/python -m benchmarks.run_all [--gpu] [--only store training offline_online scale process_start]
         [--store-flags FLAGS] [--training-flags FLAGS] [--offline-online-flags FLAGS]
         [--json benchmarks/results.json] [--markdown benchmarks/results.md]
         [--before benchmarks/results_before.json]
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import ray
 
-from benchmarks import offline_online, scale, store_throughput, training_throughput
+from benchmarks import offline_online, process_start, scale, store_throughput, training_throughput
 from benchmarks.figures import Figure, this_machine
 
 HERE = Path(__file__).resolve().parent
@@ -34,13 +34,21 @@ BENCHMARKS: dict[str, Callable[[str, list[str]], list[Figure]]] = {
     "training": training_throughput.run,
     "offline_online": offline_online.run,
     "scale": scale.run,
+    "process_start": process_start.run,
 }
-SECTION_ORDER = [store_throughput.SECTION, training_throughput.SECTION, offline_online.SECTION, scale.SECTION]
+SECTION_ORDER = [
+    store_throughput.SECTION,
+    training_throughput.SECTION,
+    offline_online.SECTION,
+    scale.SECTION,
+    process_start.SECTION,
+]
 MODULES = {
     "store": "store_throughput",
     "training": "training_throughput",
     "offline_online": "offline_online",
     "scale": "scale",
+    "process_start": "process_start",
 }
 
 
