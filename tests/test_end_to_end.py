@@ -5,6 +5,7 @@ These start Ray (slow); everything else in the suite is Ray-free.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from tests.conftest import files_holding, lose_part, tiny_overrides
 from vfmkd_ray import run_files, storage
@@ -115,7 +117,9 @@ def test_s3_end_to_end_with_resume_and_no_secret_in_any_log(
     """Images, features and run storage on the S3 server; a worker failure restarts the worker
     group from the S3 checkpoint, and a relaunch restores from S3 too. The S3 keys are markers
     given in the config: they reach the workers (every read works) but appear nowhere: not in the
-    printed output, the store, the run directory, or any file of Ray's session directory."""
+    printed output, the store, the run directory, or any file of Ray's session directory. The run
+    uses MMYOLO's recipe (SGD in groups, warm-up, EMA): the EMA survives the restart and the
+    relaunch, one update per optimiser step of the run."""
     import ray
 
     Path(FAIL_MARKER).unlink(missing_ok=True)
@@ -126,7 +130,16 @@ def test_s3_end_to_end_with_resume_and_no_secret_in_any_log(
         update={
             "data": tiny_config.data.model_copy(update={"root": f"{s3_bucket}/coco"}),
             "store": tiny_config.store.model_copy(update={"root": f"{s3_bucket}/features", "codec": "int8"}),
-            "train": tiny_config.train.model_copy(update={"storage_path": f"{s3_bucket}/runs"}),
+            "train": tiny_config.train.model_copy(
+                update={
+                    "storage_path": f"{s3_bucket}/runs",
+                    "optimizer": "sgd",
+                    "lr": 0.01,
+                    "warmup_epochs": 1.0,
+                    "warmup_min_steps": 2,
+                    "ema": True,
+                }
+            ),
             "s3": S3Config(access_key_id=MARKER_KEY_ID, secret_access_key=MARKER_SECRET),
         }
     )
@@ -146,6 +159,10 @@ def test_s3_end_to_end_with_resume_and_no_secret_in_any_log(
     resumed = run_training(longer)
     assert [record["epoch"] for record in resumed.history] == [1, 2, 3]
     assert resumed.history[:2] == first.history
+    state = torch.load(
+        io.BytesIO(storage.read_bytes(f"s3://{resumed.checkpoint}/{run_files.STATE_FILE}")), weights_only=True
+    )
+    assert state["ema"]["updates"] == state["counters"]["step"] == resumed.history[-1]["step"] > 0
 
     session_dir = Path(ray._private.worker._global_node.get_session_dir_path())
     printed = capfd.readouterr()

@@ -120,6 +120,7 @@ def config_warnings(cfg: ExperimentConfig) -> list[str]:
         lines.append(f"neck ({cfg.neck.type}) feeds no head and no term (student_source: neck)")
     for where, reader in readers(cfg):
         lines += [f"{where}.{line}" for line in reader.settings_without_effect()]
+    lines += [f"train.{line}" for line in cfg.train.settings_without_effect()]
     return lines + _zero_weights(cfg)
 
 

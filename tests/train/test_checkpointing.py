@@ -11,7 +11,7 @@ import torch
 
 from vfmkd_ray import run_files
 from vfmkd_ray.train.checkpointing import CheckpointManager
-from vfmkd_ray.train.schedule import CosineSchedule
+from vfmkd_ray.train.schedule import LrSchedule, ScheduleSpec
 from vfmkd_ray.train.state import STATE_PART, TrainingState
 
 
@@ -51,7 +51,7 @@ def _parts(count: int = 0):
     return {
         "model": model,
         "optimizer": optimizer,
-        "scheduler": CosineSchedule(optimizer, total_steps=10),
+        "scheduler": LrSchedule(optimizer, ScheduleSpec(total_steps=10, steps_per_epoch=5)),
         "extra": Counter(count),
     }
 
@@ -107,11 +107,23 @@ def test_a_checkpoint_without_a_part_the_run_lists_is_named(tmp_path):
         CheckpointManager(0, str(tmp_path / "run"), reports).restore(_parts())
 
 
+def test_a_part_that_does_not_fit_the_checkpoint_is_named(tmp_path):
+    """An optimiser saved with one parameter group (before the groups) into one with three: the
+    error names the part and the checkpoint, not torch's bare ValueError."""
+    reports = FolderReports(tmp_path)
+    CheckpointManager(0, str(tmp_path / "run"), reports).report_inside_epoch({}, _parts())
+    grouped = _parts()
+    model = grouped["model"]
+    grouped["optimizer"] = torch.optim.AdamW([{"params": [model.weight]}, {"params": [model.bias]}])
+    with pytest.raises(run_files.RunFileError, match=r"checkpoint_000000's 'optimizer' state does not fit"):
+        CheckpointManager(0, str(tmp_path / "run"), reports).restore(grouped)
+
+
 def test_the_schedule_follows_the_plan_it_is_built_with():
     """A relaunch with more epochs or a resize builds the schedule over its new plan: the rate of a
     step is a function of the step and the plan, never patched afterwards."""
     optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
-    schedule = CosineSchedule(optimizer, total_steps=10)
+    schedule = LrSchedule(optimizer, ScheduleSpec(total_steps=10, steps_per_epoch=5))
     rates = [schedule.get_last_lr()[0]]
     for _ in range(10):
         schedule.step()
@@ -123,7 +135,10 @@ def test_the_schedule_follows_the_plan_it_is_built_with():
     for _ in range(4):
         torch_cosine.optimizer.step()
         torch_cosine.step()
-    longer = CosineSchedule(torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0), total_steps=20)
+    longer = LrSchedule(
+        torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0),
+        ScheduleSpec(total_steps=20, steps_per_epoch=5),
+    )
     longer.load_state_dict(torch_cosine.state_dict())  # a checkpoint of the schedule before this one
     assert longer.steps == 4
     assert longer.get_last_lr()[0] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 20)))
@@ -201,7 +216,7 @@ def test_a_checkpoint_of_the_loop_before_the_owner_resumes_and_is_then_let_go(tm
     parts = {
         "model": model,
         "optimizer": optimizer,
-        "scheduler": CosineSchedule(optimizer, total_steps=10),
+        "scheduler": LrSchedule(optimizer, ScheduleSpec(total_steps=10, steps_per_epoch=5)),
         "scaler": torch.amp.GradScaler("cpu", enabled=False),
     }
     assert manager.restore(parts)

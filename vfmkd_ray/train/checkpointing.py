@@ -24,6 +24,7 @@ import pyarrow.fs
 import torch
 
 from vfmkd_ray import run_files
+from vfmkd_ray.config_yaml import clip
 from vfmkd_ray.models.checkpoint_io import torch_load_reason
 from vfmkd_ray.train.state import STATE_PART, TrainingState
 
@@ -88,7 +89,8 @@ class CheckpointManager:
         model and optimiser for the rest of its run.
 
         Raises:
-            RunFileError: the checkpoint lacks a part (written by an older vfmkd).
+            RunFileError: the checkpoint lacks a part, or a part's state does not fit (written by an
+                older vfmkd or another config).
         """
         restored = self._load_into(parts)
         self._latest = None
@@ -113,7 +115,13 @@ class CheckpointManager:
                     f"checkpoint {origin} has no {name!r} state (written by an older vfmkd? train under a "
                     "new name)"
                 )
-            part.load_state_dict(payload[name])
+            try:
+                part.load_state_dict(payload[name])
+            except (ValueError, KeyError, RuntimeError) as err:
+                raise run_files.RunFileError(
+                    f"{origin}'s {name!r} state does not fit this run's ({clip(str(err))}): written by "
+                    "another config or an older vfmkd? train under a new name"
+                ) from err
         return True
 
     def report_inside_epoch(self, record: dict[str, Any], parts: dict[str, Stateful]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from vfmkd_ray.schema import StrictModel
@@ -13,13 +15,63 @@ class TrainConfig(StrictModel):
     storage_path: str = "outputs/demo/runs"
     epochs: int = Field(6, ge=1)
     batch_size: int = Field(8, ge=1, description="per worker")
-    lr: float = Field(2e-3, gt=0)
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw",
+        description="adamw, or sgd with Nesterov momentum (MMYOLO's YOLOv8: lr 0.01, momentum 0.937, "
+        "weight_decay 5e-4); either way weight decay applies to weights only, not to norm scales "
+        "and biases",
+    )
+    lr: float = Field(2e-3, gt=0, description="the base learning rate, reached at the end of warm-up")
+    momentum: float = Field(0.937, gt=0, lt=1, description="sgd's momentum (not used by adamw)")
+    base_batch: int = Field(
+        64,
+        ge=1,
+        description="sgd: weight decay scales with the global batch over this when the global batch is "
+        "larger (MMYOLO's base_total_batch_size)",
+    )
+    schedule: Literal["cosine", "linear"] = Field(
+        "cosine", description="the decay after warm-up, per step, over the run's planned steps"
+    )
+    lr_factor: float = Field(
+        0.0, ge=0, le=1, description="the last step's learning rate as a fraction of train.lr (MMYOLO: 0.01)"
+    )
+    warmup_epochs: float = Field(
+        0.0,
+        ge=0,
+        description="linear warm-up over max(this many epochs, warmup_min_steps) steps (MMYOLO: 3); 0: none",
+    )
+    warmup_min_steps: int = Field(
+        1000, ge=0, description="the shortest warm-up in steps when warmup_epochs > 0 (MMYOLO: 1000)"
+    )
+    warmup_bias_lr: float | None = Field(
+        None,
+        ge=0,
+        description="the biases' learning rate at the start of warm-up (falling to train.lr); unset: "
+        "0.1 for sgd (MMYOLO), 0 for adamw",
+    )
+    warmup_momentum: float = Field(0.8, gt=0, lt=1, description="sgd's momentum at the start of warm-up")
+    ema: bool = Field(
+        False,
+        description="an exponential moving average of the weights (MMYOLO's ExpMomentumEMA), updated "
+        "every step: what validation, the best files and export hold",
+    )
+    ema_momentum: float = Field(1e-4, gt=0, lt=1, description="the EMA's final momentum (MMYOLO: 1e-4)")
+    ema_gamma: float = Field(
+        2000.0, gt=0, description="steps over which the EMA's momentum falls to ema_momentum (MMYOLO: 2000)"
+    )
+    sync_bn: bool = Field(
+        False,
+        description="batch-norm statistics over the global batch (torch SyncBatchNorm; CUDA workers "
+        "only), as MMYOLO's syncbn configs",
+    )
     freeze_backbone: bool = Field(
         False,
         description="the backbone does not train (no gradients, batch-norm statistics frozen): only the "
         "neck, heads and adapters do, as in a linear-probe style transfer",
     )
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: float = Field(
+        0.01, ge=0, description="on weights only (convolutions, linears), not norm scales or biases"
+    )
     grad_clip_norm: float = Field(10.0, gt=0)
     num_workers: int | tuple[int, int] = Field(
         2,
@@ -56,6 +108,36 @@ class TrainConfig(StrictModel):
         if not 1 <= low <= high:
             raise ValueError(f"num_workers must be >= 1, or [min, max] with 1 <= min <= max; got {value}")
         return value
+
+    def settings_without_effect(self) -> list[str]:
+        """The settings given that this config does not use, one line each (without ``train.``)."""
+        given, lines = self.model_fields_set, []
+        if self.optimizer != "sgd":
+            lines += [
+                f"{key} is used by optimizer sgd only" for key in ("momentum", "base_batch") if key in given
+            ]
+            if "warmup_momentum" in given:
+                lines.append(
+                    "warmup_momentum is used by optimizer sgd only (adamw has no momentum to warm up)"
+                )
+        if self.warmup_epochs == 0:
+            lines += [
+                f"{key} has no effect: warmup_epochs is 0 (no warm-up)"
+                for key in ("warmup_min_steps", "warmup_bias_lr", "warmup_momentum")
+                if key in given
+            ]
+        if not self.ema:
+            lines += [
+                f"{key} has no effect: ema is off" for key in ("ema_momentum", "ema_gamma") if key in given
+            ]
+        if self.sync_bn and not self.use_gpu:
+            lines.append("sync_bn takes effect on CUDA workers only (use_gpu is false): plain batch norm")
+        return lines
+
+    def bias_warmup_lr(self) -> float:
+        if self.warmup_bias_lr is not None:
+            return self.warmup_bias_lr
+        return 0.1 if self.optimizer == "sgd" else 0.0
 
     def worker_bounds(self) -> tuple[int, int]:
         value = self.num_workers

@@ -94,7 +94,7 @@ def write_pictures(run_dir: str, task: TrainTask, first_val, epoch: int) -> None
     """The pictures of the heads that draw (YOLC's crops), from the first validation batch."""
     if first_val is None:
         return
-    model = task.parts.model
+    model = task.eval_model
     for name, head in task.parts.heads.items():
         with torch.no_grad():
             pictures = head.pictures(

@@ -89,7 +89,7 @@ def train_step(
         out = model_step(model, batch, task.parts)
     out["data/online_share"] = torch.tensor(batch.num_online / len(batch))
     optimizer_step(out["loss"], task.optimizer, task.scaler, task.trainable, grad_clip_norm)
-    task.scheduler.step()
+    task.after_step()
     values = {key: float(value.detach()) for key, value in out.items()}
     check_finite(values, batch, where)
     return values

@@ -1,7 +1,8 @@
 """``TrainTask``: what a run trains and how: the model with its heads and terms (``ModelParts``),
-the optimiser, the schedule and the AMP scaler, and which of them a checkpoint saves
-(``stateful``). Built the same way by the Ray worker and by the plain loop of ``benchmarks/``, so
-both time the same code."""
+the optimiser over its parameter groups (``train.optim``), the schedule with its warm-up
+(``train.schedule``), the AMP scaler and the EMA of the weights (``train.ema``), and which of them a
+checkpoint saves (``stateful``). Built the same way by the Ray worker and by the plain loop of
+``benchmarks/``, so both time the same code."""
 
 from __future__ import annotations
 
@@ -10,47 +11,102 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vfmkd_ray import run_files
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.heads.base import TeacherShapes
 from vfmkd_ray.models.build import ModelParts, build_model
 from vfmkd_ray.models.from_run import load_frozen_model
 from vfmkd_ray.train.checkpointing import Stateful
-from vfmkd_ray.train.schedule import CosineSchedule
+from vfmkd_ray.train.ema import WeightAverage
+from vfmkd_ray.train.optim import build_optimizer, parameter_groups
+from vfmkd_ray.train.schedule import LrSchedule, ScheduleSpec
 
 
 @dataclass
 class TrainTask:
     parts: ModelParts
     optimizer: torch.optim.Optimizer
-    scheduler: CosineSchedule
+    scheduler: LrSchedule
     scaler: torch.amp.GradScaler
     use_amp: bool
     trainable: list[nn.Parameter]  # what the optimiser steps and the gradient clip sees
+    ema: WeightAverage | None = None
 
     def stateful(self) -> dict[str, Stateful]:
         """What a checkpoint saves and restores, by name, in restore order (the schedule after the
-        optimiser, whose saved rates it sets again). A new part (an EMA) is listed here."""
-        return {
+        optimiser, whose saved rates it sets again). A new part is listed here."""
+        parts: dict[str, Stateful] = {
             "model": self.parts.model,
             "optimizer": self.optimizer,
             "scheduler": self.scheduler,
             "scaler": self.scaler,
         }
+        if self.ema is not None:
+            parts["ema"] = self.ema
+        return parts
+
+    def after_step(self) -> None:
+        """What follows every optimiser step: the schedule's next rates, the EMA's next average."""
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.parts.model)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What validation, the pictures and the best files see: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.parts.model
+
+    def describe(self) -> str:
+        """The recipe in a few words, for the run's first line."""
+        spec, groups = self.scheduler.spec, self.optimizer.param_groups
+        sizes = "/".join(str(sum(p.numel() for p in g["params"])) for g in groups)
+        warmup = spec.warmup_steps
+        whole = " (the whole run)" if warmup >= self.scheduler.total_steps else ""
+        return (
+            f"{type(self.optimizer).__name__} lr {self.scheduler.base_lrs[0]:g} over "
+            f"{'/'.join(str(g.get('name')) for g in groups)} parameters {sizes}, "
+            f"{spec.kind} to x{spec.lr_factor:g} over {self.scheduler.total_steps} steps, warm-up "
+            f"{warmup} steps{whole}, EMA {'on' if self.ema is not None else 'off'}"
+        )
+
+    def write_best(self, run_dir: str, config: dict) -> dict[str, str]:
+        """The best files (``run_files.write_best``) of what validation scored: the EMA when kept."""
+        return run_files.write_best(run_dir, self.eval_model, config)
 
 
 def build_task(
-    cfg: ExperimentConfig, shapes: TeacherShapes, total_steps: int, device: torch.device
+    cfg: ExperimentConfig,
+    shapes: TeacherShapes,
+    total_steps: int,
+    device: torch.device,
+    steps_per_epoch: int | None = None,
+    global_batch: int | None = None,
 ) -> TrainTask:
-    """The model seeded from ``cfg.seed`` on ``device``, AdamW over its trainable parameters with a
-    cosine schedule over ``total_steps``, the run's planned steps (the backbone frozen when
-    ``train.freeze_backbone``), and AMP on CUDA when ``train.amp``."""
-    parts = build_model(cfg, shapes, load_run_model=load_frozen_model).to(device)
-    if cfg.train.freeze_backbone:
-        parts.model.freeze_backbone()
-    trainable = [p for p in parts.model.parameters() if p.requires_grad]
+    """The model seeded from ``cfg.seed`` on ``device`` (the backbone frozen when
+    ``train.freeze_backbone``; SyncBatchNorm on CUDA when ``train.sync_bn``), ``train.optimizer``
+    over its trainable parameters in groups, the schedule over ``total_steps``, the run's planned
+    steps, with warm-up counted in ``steps_per_epoch`` (default: ``total_steps`` over the epochs),
+    weight decay scaled for ``global_batch`` (default: the largest group's), the EMA when
+    ``train.ema``, and AMP on CUDA when ``train.amp``."""
     train = cfg.train
-    optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
-    scheduler = CosineSchedule(optimizer, total_steps)
+    parts = build_model(cfg, shapes, load_run_model=load_frozen_model).to(device)
+    if train.freeze_backbone:
+        parts.model.freeze_backbone()
+    if train.sync_bn and device.type == "cuda":
+        parts.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(parts.model)
+    groups = parameter_groups(parts.model)
+    optimizer = build_optimizer(groups, train, global_batch or train.batch_size * train.max_workers)
+    spec = ScheduleSpec(
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch or max(1, -(-total_steps // train.epochs)),
+        kind=train.schedule,
+        lr_factor=train.lr_factor,
+        warmup_epochs=train.warmup_epochs,
+        warmup_min_steps=train.warmup_min_steps,
+        warmup_bias_lr=train.bias_warmup_lr(),
+        warmup_momentum=train.warmup_momentum,
+    )
     use_amp = train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    return TrainTask(parts, optimizer, scheduler, scaler, use_amp, trainable)
+    ema = WeightAverage(parts.model, train.ema_momentum, train.ema_gamma) if train.ema else None
+    return TrainTask(parts, optimizer, LrSchedule(optimizer, spec), scaler, use_amp, groups.all(), ema)

@@ -21,16 +21,17 @@ class Validation:
 
 @torch.no_grad()
 def validate(task: TrainTask, shard, feed: BatchFeed, epoch: int) -> Validation:
-    """The whole validation shard. A non-finite loss stops the run: best-by-validation could not
-    rank it."""
-    task.parts.model.eval()
+    """The whole validation shard, on the EMA of the weights when the run keeps one. A non-finite
+    loss stops the run: best-by-validation could not rank it."""
+    model = task.eval_model
+    model.eval()
     sums: dict[str, tuple[float, int]] = {}
     first, stored_bytes = None, 0
     for batch in feed.batches(shard, drop_last=False):
         first = first if first is not None else batch
         count = len(batch)
         stored_bytes += batch.stored_bytes
-        values = {key: float(value) for key, value in model_step(task.parts.model, batch, task.parts).items()}
+        values = {key: float(value) for key, value in model_step(model, batch, task.parts).items()}
         check_finite(values, batch, f"validation after epoch {epoch}")
         for key, value in values.items():
             total, seen = sums.get(key, (0.0, 0))

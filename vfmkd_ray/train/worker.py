@@ -15,7 +15,6 @@ from __future__ import annotations
 import ray.train
 import ray.train.torch
 
-from vfmkd_ray import run_files
 from vfmkd_ray.train.checkpointing import CheckpointManager
 from vfmkd_ray.train.epoch_pass import EpochPass
 from vfmkd_ray.train.epoch_record import epoch_line, epoch_record, write_pictures
@@ -33,12 +32,20 @@ def train_loop_per_worker(loop_config: dict) -> None:
     cfg, rank, run_dir = job.cfg, job.rank, job.plan.run_dir
     checkpoints = CheckpointManager(rank, run_dir)
     state = checkpoints.restore_state()
-    task = build_task(cfg, job.teacher_shapes, job.steps(state.epoch, state).total_steps, job.device)
+    planned = job.steps(state.epoch, state)
+    task = build_task(
+        cfg,
+        job.teacher_shapes,
+        planned.total_steps,
+        job.device,
+        planned.steps_per_epoch,
+        planned.global_batch,
+    )
     checkpoints.restore(task.stateful())
     parts = {**task.stateful(), STATE_PART: state}
     model = ray.train.torch.prepare_model(task.parts.model)
     feed = job.batch_feed(task)
-    write_best = lambda: run_files.write_best(run_dir, task.parts.model, job.config)  # noqa: E731
+    write_best = lambda: task.write_best(run_dir, job.config)  # noqa: E731
     with rank_zero_outputs(rank, cfg, run_dir, job.plan.tracking, job.lines) as kept:
         for epoch in range(state.epoch, cfg.train.epochs):
             maybe_fail_once(epoch, rank)

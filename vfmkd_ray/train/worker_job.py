@@ -121,7 +121,7 @@ class WorkerJob:
                 f"worker 0 on {self.device} ({torch.get_num_threads()} torch threads): start at epoch "
                 f"{state.epoch}/{self.cfg.train.epochs}, {steps.describe()}, heads "
                 f"{list(task.parts.heads) or 'none'}, terms {list(task.parts.terms) or 'none'}, AMP "
-                f"{task.use_amp}"
+                f"{task.use_amp}; {task.describe()}"
             )
         self.announced = True
         self.lines.epoch_started(f"epoch {epoch + 1}/{self.cfg.train.epochs}", steps.steps_per_epoch)
