@@ -139,6 +139,7 @@ def _zero_weights(cfg: ExperimentConfig) -> list[str]:
         through = [where for where, reader in readers(cfg) if name in reader.reads().terms.values()]
         where = f" (its adapter trains only through {', '.join(through)})" if through else ""
         lines.append(
+    lines += [f"data.{line}" for line in cfg.data.settings_without_effect()]
             f"distill.terms.{clip(name)}.weight is 0: its loss is computed and logged but trains "
             f"nothing{where}; remove the term or give it a weight"
         )

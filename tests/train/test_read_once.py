@@ -1,6 +1,6 @@
 """Each stored byte is read once per epoch: the validation stream reads only the validation rows'
 row groups, the training stream only the training rows' (of one view), through an instrumented
-reader; and several views per image."""
+reader, in the index's order or an epoch's shuffled one; and several views per image."""
 
 from contextlib import contextmanager
 
@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import build_store_in_process, load_config, tiny_overrides
 from vfmkd_ray.data.coco import read_image_records
+from vfmkd_ray.data.epoch_order import order_key, permutation
+from vfmkd_ray.data.ordered_blocks import OrderedBlocks
 from vfmkd_ray.data.pipeline import (
     SAMPLE_KEY_COLUMN,
     STORED_BYTES_COLUMN,
@@ -21,7 +23,7 @@ from vfmkd_ray.data.pipeline import (
 from vfmkd_ray.store import parts as store_parts
 from vfmkd_ray.store.index import read_index
 from vfmkd_ray.store.manifest import StoreDataset, read_manifest
-from vfmkd_ray.store.ray_source import PART_COLUMN, ROW_GROUPS_COLUMN, read_parts
+from vfmkd_ray.store.ray_source import PART_COLUMN, ROW_GROUPS_COLUMN, part_blocks, read_parts
 from vfmkd_ray.store.verify import verify_store
 from vfmkd_ray.train.read_plan import plan_reads
 from vfmkd_ray.train.streams import train_stream
@@ -93,6 +95,20 @@ def test_each_split_reads_the_bytes_of_its_own_rows_and_no_others(tiny_config, r
         for c in range(m.num_columns)
     )
     assert int(pa.compute.sum(index.column("nbytes")).as_py()) == whole
+
+    # A shuffled training pass (epoch 1's order, its read tasks run here) reads the same row groups,
+    # once each, its parts in that epoch's permutation.
+    reads.clear()
+    plan = plan_reads(index, store.uri, splits["train"], 0)
+    source = OrderedBlocks(part_blocks(plan.row_groups), lambda: order_key(tiny_config.seed, 1))
+    rows = pa.concat_tables([table for task in source.get_read_tasks(1) for table in task()])
+    assert sorted(rows.column("image_id").to_pylist()) == sorted(splits["train"])
+    parts = list(plan.row_groups)
+    assert [uri for uri, _, _ in reads] == [
+        parts[i] for i in permutation(len(parts), order_key(tiny_config.seed, 1))
+    ]
+    used = int(pa.compute.sum(rows.column(STORED_BYTES_COLUMN)).as_py())
+    assert sum(nbytes for *_, nbytes in reads) == used == plan.nbytes
 
 
 def test_two_views_per_image_double_the_rows_and_epochs_alternate_them(tmp_path):

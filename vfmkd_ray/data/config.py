@@ -48,6 +48,20 @@ class DataConfig(StrictModel):
         "RepeatDataset): a small split gets epochs of a useful length, not one validation pass per "
         "few steps; with a feature store each copy reads the store's parts again",
     )
+    shuffle: bool = Field(
+        True,
+        description="a new training order every epoch, from (seed, epoch): each pass reads the parts "
+        "(blocks) of the training stream in a permuted order, each part's rows permuted, and each "
+        "worker shuffles its rows in a local buffer (data.shuffle_buffer); not one global permutation "
+        "of the split, which a streamed, sharded store has not; validation is never shuffled",
+    )
+    shuffle_buffer: int = Field(
+        64,
+        ge=0,
+        description="rows in each worker's local shuffle buffer when data.shuffle is on (Ray Data's "
+        "local_shuffle_buffer_size, seeded from seed, epoch and rank; at least a batch: a smaller "
+        "value is raised to train.batch_size); 0: none, the read order alone",
+    )
     input_size: int | None = Field(
         None,
         ge=32,
@@ -78,3 +92,9 @@ class DataConfig(StrictModel):
         0.25, gt=0, description="CPUs reserved per fetch/decode task (mostly I/O, so a fraction)"
     )
     synthetic: SyntheticConfig = SyntheticConfig()
+
+    def settings_without_effect(self) -> list[str]:
+        """The settings given that this config does not use, one line each (without ``data.``)."""
+        if not self.shuffle and "shuffle_buffer" in self.model_fields_set and self.shuffle_buffer:
+            return ["shuffle_buffer has no effect: shuffle is false"]
+        return []

@@ -3,7 +3,8 @@
 Stored features are decoded from their codec on the device; samples marked online get their stored
 teachers' features from the live teachers; teachers without a store (``RunStores.live``) run on
 every sample; the ground-truth columns the heads asked for become tensors. Frozen teachers are
-never wrapped in DDP.
+never wrapped in DDP. A training pass may shuffle its rows in a local buffer first (``data.shuffle``,
+seeded per epoch and rank: ``data.epoch_order``).
 """
 
 from __future__ import annotations
@@ -35,12 +36,19 @@ class BatchFeed:
     # By alias: stored teachers (run on samples marked online) and live ones (run on every sample).
     stored_teachers: dict[str, FrozenTeacher] = field(default_factory=dict)
     live_teachers: dict[str, FrozenTeacher] = field(default_factory=dict)
+    shuffle_buffer: int = 0  # rows of the local shuffle buffer of a shuffled pass (data.shuffle_buffer)
 
-    def batches(self, shard, drop_last: bool):
+    def batches(self, shard, drop_last: bool, shuffle_seed: int | None = None):
+        """``shuffle_seed``: the pass shuffles its rows in a local buffer of ``shuffle_buffer`` rows
+        (at least a batch) seeded by it; None (validation): in the order they come."""
+        shuffled = self.shuffle_buffer > 0 and shuffle_seed is not None
+        buffer = max(self.shuffle_buffer, self.batch_size) if shuffled else None
         for raw in shard.iter_torch_batches(
             batch_size=self.batch_size,
             drop_last=drop_last,
             prefetch_batches=self.prefetch_batches,
+            local_shuffle_buffer_size=buffer,
+            local_shuffle_seed=shuffle_seed if shuffled else None,
             # Ray copies each batch to the worker's device in its prefetch thread; from pinned
             # host memory that copy is asynchronous and faster.
             pin_memory=self.device.type == "cuda",

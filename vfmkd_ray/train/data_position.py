@@ -7,7 +7,8 @@ trained on so far in the epoch; after a restart rank 0 puts that list in a small
 driver, and the training streams' decode stage (``data.pipeline.TrainSampleDecoder``) drops those
 rows for the rest of the epoch. At the epoch's end the list is cleared. Rank 0 also posts each step
 it reaches, so a restore can count the steps done again since the checkpoint it resumed from (the
-last post before a kill may be lost: the count is at most that short).
+last post before a kill may be lost: the count is at most that short). And the actor knows the epoch
+rank 0 last started: the training streams order each pass by it (``train.streams``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ class _Position:
         self._trained: frozenset[int] = frozenset()
         self._reached: dict[int, int] = {}  # epoch -> the furthest step rank 0 reached in it
         self._repeated = 0
+        self._epoch = 0  # the epoch rank 0 last started: the one the training stream's passes read
 
     def resume(self, epoch: int, step: int, trained: list[int]) -> int:
         """The epoch restarts at ``step`` having trained on ``trained``; returns the steps repeated
         in all so far."""
         self._trained = frozenset(trained)
+        self._epoch = epoch
         self._repeated += max(0, self._reached.get(epoch, 0) - step)
         self._reached[epoch] = step
         return self._repeated
@@ -45,6 +48,9 @@ class _Position:
 
     def trained(self, keys: list[int]) -> list[int]:
         return [key for key in keys if key in self._trained] if self._trained else []
+
+    def epoch(self) -> int:
+        return self._epoch
 
 
 class DataPosition:
@@ -65,6 +71,10 @@ class DataPosition:
 
     def end_epoch(self) -> int:
         return ray.get(self.actor.end_epoch.remote())
+
+    def epoch(self) -> int:
+        """The epoch (0-based) rank 0 last started; 0 before the first."""
+        return ray.get(self.actor.epoch.remote())
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from vfmkd_ray.config import ExperimentConfig
+from vfmkd_ray.data.epoch_order import worker_shuffle_seed
 from vfmkd_ray.train.batch_feed import BatchFeed
 from vfmkd_ray.train.checkpointing import CheckpointManager, Stateful
 from vfmkd_ray.train.collectives import (
@@ -68,7 +69,8 @@ class EpochPass:
         """Up to ``steps.steps_left`` steps of epoch ``epoch`` (0-based); fewer when a shard runs
         dry (skipped samples)."""
         self.model.train()
-        batches = self.feed.batches(shard, drop_last=True)
+        shuffle_seed = worker_shuffle_seed(self.cfg.seed, epoch, self.rank)
+        batches = self.feed.batches(shard, drop_last=True, shuffle_seed=shuffle_seed)
         clock = self.clock
         started = self.started = time.monotonic()
         while self.steps_done < self.steps.steps_left:

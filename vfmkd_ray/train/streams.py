@@ -9,12 +9,20 @@ task each, with the annotations of the part's images attached when heads need gr
 placeholder rows stand for images the primary store lacks (their teachers run in the workers); a
 run without a stored teacher streams plain image rows. One decode stage
 (``data.pipeline.TrainSampleDecoder``) per stream turns rows into samples.
+
+With ``data.shuffle`` each training pass reads its parts (or blocks of image rows) in an order of
+its own, each part's rows permuted, keyed by (``seed``, epoch, copy) (``data.epoch_order``): the
+source asks the run's data position for the epoch rank 0 started when Ray Data plans the pass.
+Relaunched, an epoch reads in the same order, and the position's trained rows still drop out
+whatever the order. A Tune trial has no data position: its passes read in the index's order, and
+only the workers' local shuffle buffers (``train.batch_feed``) change from epoch to epoch.
+Validation is never shuffled.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from functools import partial
 
 import pyarrow as pa
 import ray
@@ -23,11 +31,14 @@ from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import CocoDataset, ImageRecord
+from vfmkd_ray.data.epoch_order import order_key
+from vfmkd_ray.data.ordered_blocks import PassOrder, read_blocks, table_blocks
 from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder, is_validation
 from vfmkd_ray.store.index_rows import VIEW_COLUMN
 from vfmkd_ray.store.parts import read_part_schema
 from vfmkd_ray.store.ray_source import STORED_BYTES_COLUMN, read_store_rows
 from vfmkd_ray.store.schema import aug_seed_for
+from vfmkd_ray.train.data_position import DataPosition
 from vfmkd_ray.train.read_plan import plan_reads
 from vfmkd_ray.train.teacher_stores import RunStores, TrainingImages
 
@@ -63,10 +74,11 @@ def build_streams(
     datasets, read_bytes = {}, {}
     for name, (split, view) in wanted.items():
         records = split_records[split]
-        rows, nbytes = _rows(cfg, stores, records, images, view, labels)
-        for _ in range(cfg.data.repeat - 1 if split == "train" else 0):
-            # A fresh plan per copy: Ray Data unions distinct datasets.
-            rows = rows.union(_rows(cfg, stores, records, images, view, labels)[0])
+        read = partial(_rows, cfg, stores, records, images, view, labels)
+        rows, nbytes = read(pass_order(cfg, split, 0, position))
+        for copy in range(1, cfg.data.repeat if split == "train" else 1):
+            # A fresh plan per copy (Ray Data unions distinct datasets), in an order of its own.
+            rows = rows.union(read(pass_order(cfg, split, copy, position))[0])
         read_bytes[name] = nbytes * (cfg.data.repeat if split == "train" else 1)
         datasets[name] = rows.map_batches(
             TrainSampleDecoder(
@@ -87,6 +99,29 @@ def build_streams(
     return StreamPlan(datasets, read_bytes)
 
 
+@dataclass(frozen=True)
+class EpochOrder:
+    """A training pass's order key: the run's seed, the epoch rank 0 last started (asked of the
+    data position where Ray Data plans the pass) and the copy of the split (``data.repeat``)."""
+
+    seed: int
+    copy: int
+    position: DataPosition
+
+    def __call__(self) -> tuple[int, ...]:
+        return order_key(self.seed, self.position.epoch(), self.copy)
+
+
+def pass_order(
+    cfg: ExperimentConfig, split: str, copy: int, position: DataPosition | None
+) -> PassOrder | None:
+    """How copy ``copy`` of ``split`` orders each pass: by epoch when ``data.shuffle`` holds and the
+    run has a data position; None (the index's order) for validation and Tune trials."""
+    if split != "train" or not cfg.data.shuffle or position is None:
+        return None
+    return EpochOrder(cfg.seed, copy, position)
+
+
 def _split(records: list[ImageRecord], val_fraction: float) -> dict[str, list[ImageRecord]]:
     out: dict[str, list[ImageRecord]] = {"train": [], "val": []}
     for record in records:
@@ -101,10 +136,11 @@ def _rows(
     images: TrainingImages,
     view: int,
     labels: dict[str, str] | None,
+    order: PassOrder | None,
 ) -> tuple[ray.data.Dataset, int]:
-    """One pass over ``records`` at ``view``: their row groups of the primary store (plus
-    placeholders for the images it lacks), or plain image rows when no teacher is stored; and the
-    stored bytes it reads."""
+    """One pass over ``records`` at ``view``, ordered by ``order``: their row groups of the primary
+    store (plus placeholders for the images it lacks: one block, not ordered), or plain image rows
+    when no teacher is stored; and the stored bytes it reads."""
     if stores.primary is None:
         items = [
             {
@@ -117,8 +153,9 @@ def _rows(
             }
             for r in records
         ]
-        blocks = max(1, math.ceil(len(items) / cfg.store.rows_per_part))
-        return ray.data.from_items(items, override_num_blocks=blocks), 0
+        size = cfg.store.rows_per_part
+        tables = [pa.Table.from_pylist(items[i : i + size]) for i in range(0, len(items), size)]
+        return read_blocks(table_blocks(tables), cfg.data.decode_num_cpus, order), 0
     online_only = {r.image_id for r in images.online_only}
     stored_ids = [r.image_id for r in records if r.image_id not in online_only]
     reads = plan_reads(stores.primary_index, stores.primary.uri, stored_ids, view)
@@ -129,7 +166,9 @@ def _rows(
         }
     placeholders = [r for r in records if r.image_id in online_only]
     parts = (
-        [read_store_rows(reads.row_groups, cfg.data.decode_num_cpus, part_labels)] if reads.row_groups else []
+        [read_store_rows(reads.row_groups, cfg.data.decode_num_cpus, part_labels, order)]
+        if reads.row_groups
+        else []
     )
     if placeholders:
         schema_part = storage.join(stores.primary.uri, stores.primary_index.column("part")[0].as_py())

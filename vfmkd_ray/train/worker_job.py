@@ -104,6 +104,7 @@ class WorkerJob:
         )
 
     def start_epoch(self, epoch: int, state: TrainingState, steps: LockstepPlan, task: TrainTask) -> None:
+            shuffle_buffer=cfg.data.shuffle_buffer if cfg.data.shuffle else 0,
         """Rank 0 tells the training stream's decode stage which rows this epoch already trained on
         (none at an epoch's start) before any worker asks it for rows; the first epoch of this
         attempt says where the run stands, and the epoch's bar starts."""

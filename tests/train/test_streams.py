@@ -1,0 +1,32 @@
+"""Which passes of a run are shuffled, and by which key: a training pass asks the run's data
+position for the epoch rank 0 last started (Ray-free: the position actor's class runs here)."""
+
+from tests.conftest import load_config, tiny_overrides
+from vfmkd_ray.data.epoch_order import order_key
+from vfmkd_ray.train.data_position import _Position
+from vfmkd_ray.train.streams import pass_order
+
+
+class _PositionHere:
+    """``DataPosition``'s calls, on the actor's class in this process."""
+
+    def __init__(self):
+        self.actor = _Position.__ray_actor_class__()
+
+    def epoch(self) -> int:
+        return self.actor.epoch()
+
+
+def test_training_passes_follow_the_epoch_rank_0_started_and_validation_is_never_shuffled(tmp_path):
+    cfg = load_config(None, [*tiny_overrides(tmp_path), "seed=5"])
+    position = _PositionHere()
+    order = pass_order(cfg, "train", 1, position)
+    assert order() == order_key(5, 0, 1), "before any epoch starts (the driver plans a pass): epoch 0"
+    position.actor.resume(3, 0, [])
+    assert order() == order_key(5, 3, 1)
+    position.actor.resume(3, 4, [11, 12])  # epoch 3 resumed inside: the same order again
+    assert order() == order_key(5, 3, 1)
+    assert pass_order(cfg, "val", 0, position) is None
+    assert pass_order(cfg, "train", 0, None) is None, "a Tune trial has no data position"
+    off = load_config(None, [*tiny_overrides(tmp_path), "data.shuffle=false"])
+    assert pass_order(off, "train", 0, position) is None
