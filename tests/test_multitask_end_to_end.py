@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import tiny_overrides
 from tests.heads.mmyolo_detector_layout import mmyolo_detector_shapes
+from vfmkd_ray import run_files
 from vfmkd_ray.cli import main
 from vfmkd_ray.config import CONFIGS_DIR, dump_config, load_config
 from vfmkd_ray.data.synthetic import write_synthetic_coco
@@ -25,7 +26,13 @@ pytestmark = pytest.mark.ray
 
 
 def test_multitask_trains_resumes_evaluates_and_exports(local_ray, tmp_path, capsys):
-    overrides = [*tiny_overrides(tmp_path), "name=multitask", "heads.seg.max_masks=2"]
+    overrides = [
+        *tiny_overrides(tmp_path),
+        "name=multitask",
+        "heads.seg.max_masks=2",
+        "train.best_metric=det/mAP",  # the best epoch by in-loop COCO scores, every 2nd and the last
+        "train.eval_every_epochs=2",
+    ]
     cfg = load_config(CONFIGS_DIR / "multitask.yaml", overrides)
     write_synthetic_coco(cfg.data)
     [store] = run_precompute(cfg)
@@ -49,6 +56,7 @@ def test_multitask_trains_resumes_evaluates_and_exports(local_ray, tmp_path, cap
     ):
         assert f"train/{key}" in record and f"val/{key}" in record, key
     assert "val/cos/feature_mse" in record and record["train/data/online_share"] >= 0
+    assert "det/mAP" not in first.history[0] and {"det/mAP", "det/AP50", "det/AP_small"} <= set(record)
 
     # What a worker that died inside its report leaves: a whole checkpoint Ray never registered.
     orphan = Path(first.run_dir, "checkpoint_2026-01-01_00-00-00.000000")
@@ -71,6 +79,10 @@ def test_multitask_trains_resumes_evaluates_and_exports(local_ray, tmp_path, cap
     printed = capsys.readouterr().out
     assert "| det | default |" in printed and "| seg | default |" in printed
     assert "| feature_mse |" in printed, "the teacher cosine of the feature term"
+    # The best files hold the epoch with the highest in-loop mAP, and `vfmkd eval` of them agrees.
+    evaluated = json.loads(Path(first.run_dir, run_files.EVAL_FILE).read_text())
+    in_loop = max(r["det/mAP"] for r in resumed.history if "det/mAP" in r)
+    assert evaluated["heads"]["det"]["default"]["mAP"] == pytest.approx(in_loop, abs=1e-6)
 
     backbone = tmp_path / "exports" / "backbone.pth"
     assert (

@@ -92,6 +92,25 @@ def check_references(cfg: ExperimentConfig) -> None:
                 )
     if cfg.data.input_size is None and not cfg.teachers:
         raise ValueError("data.input_size is not set and no teacher gives one: set data.input_size")
+    _check_best_metric(cfg)
+
+
+def _check_best_metric(cfg: ExperimentConfig) -> None:
+    """A COCO score picks the best epoch only from a detection head that is scored."""
+    train = cfg.train
+    if not train.best_is_box_score():
+        return
+    head = train.best_metric.partition("/")[0]
+    detectors = [name for name, config in cfg.heads.items() if config.reads().classes is not None]
+    if head not in detectors:
+        raise ValueError(
+            f"train.best_metric {echo(train.best_metric)} names no detection head; heads that predict "
+            f"boxes: {clip(str(detectors))}"
+        )
+    if train.eval_every_epochs == 0:
+        raise ValueError(
+            f"train.best_metric {echo(train.best_metric)} needs COCO scores: train.eval_every_epochs is 0"
+        )
 
 
 def config_warnings(cfg: ExperimentConfig) -> list[str]:
@@ -120,6 +139,7 @@ def config_warnings(cfg: ExperimentConfig) -> list[str]:
         lines.append(f"neck ({cfg.neck.type}) feeds no head and no term (student_source: neck)")
     for where, reader in readers(cfg):
         lines += [f"{where}.{line}" for line in reader.settings_without_effect()]
+    lines += [f"data.{line}" for line in cfg.data.settings_without_effect()]
     lines += [f"train.{line}" for line in cfg.train.settings_without_effect()]
     return lines + _zero_weights(cfg)
 
@@ -139,7 +159,6 @@ def _zero_weights(cfg: ExperimentConfig) -> list[str]:
         through = [where for where, reader in readers(cfg) if name in reader.reads().terms.values()]
         where = f" (its adapter trains only through {', '.join(through)})" if through else ""
         lines.append(
-    lines += [f"data.{line}" for line in cfg.data.settings_without_effect()]
             f"distill.terms.{clip(name)}.weight is 0: its loss is computed and logged but trains "
             f"nothing{where}; remove the term or give it a weight"
         )

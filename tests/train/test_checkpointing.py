@@ -210,7 +210,13 @@ def test_a_checkpoint_of_the_loop_before_the_owner_resumes_and_is_then_let_go(tm
     reports = OneCheckpoint(tmp_path, _old_checkpoint(tmp_path))
     manager = CheckpointManager(0, str(tmp_path / "run"), reports)
     state = manager.restore_state()
-    assert (state.epoch, state.step, state.best_val_loss, state.epoch_trained) == (1, 3, 0.75, [])
+    assert (state.epoch, state.step, state.best_metric, state.best_value, state.epoch_trained) == (
+        1,
+        3,
+        "val/loss",
+        0.75,
+        [],
+    )
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     parts = {

@@ -19,8 +19,8 @@ from PIL import Image
 
 from vfmkd_ray.batch import MASK_STRIDE, Batch
 from vfmkd_ray.data.coco import CocoDataset, ImageRecord
+from vfmkd_ray.data.coco_scores import GroundTruth, box_results, instance_mask, mask_result
 from vfmkd_ray.data.targets import kept_instances
-from vfmkd_ray.evaluation.coco_scores import GroundTruth, box_results, instance_mask, mask_result
 from vfmkd_ray.heads.base import Detections, MaskPredictions
 from vfmkd_ray.models.build import ModelParts
 from vfmkd_ray.models.multitask import ModelOutput

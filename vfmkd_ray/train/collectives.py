@@ -1,10 +1,14 @@
 """The collectives of the training loop: the step-count agreement that keeps DDP in lock-step,
-sum-and-count means across workers, and gathering every worker's values."""
+sum-and-count means across workers, gathering every worker's values and sharing rank 0's."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 def all_workers_have(has_batch: bool, device) -> bool:
@@ -31,13 +35,22 @@ def totals_across_workers(sums: dict[str, tuple[float, int]], device) -> dict[st
     return {key: (float(packed[i, 0]), float(packed[i, 1])) for i, key in enumerate(keys)}
 
 
-def gather_across_workers(values: list[int]) -> list[int]:
-    """Every worker's ``values``, concatenated in rank order (on every worker)."""
+def gather_across_workers(values: list[T]) -> list[T]:
+    """Every worker's ``values`` (picklable), concatenated in rank order (on every worker)."""
     if not _distributed():
         return list(values)
     gathered: list = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, list(values))
     return [value for part in gathered for value in part]
+
+
+def rank_zeros(value: T) -> T:
+    """Rank 0's ``value`` on every worker (picklable)."""
+    if not _distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def _keys_of_all_workers(sums: dict) -> set[str]:

@@ -8,6 +8,8 @@ from pydantic import Field, field_validator
 
 from vfmkd_ray.schema import StrictModel
 
+BOX_METRICS = ("mAP", "AP50", "AP_small")  # a box head's in-loop COCO scores
+
 
 class TrainConfig(StrictModel):
     """Optimiser, schedule and Ray Train scaling of the student run."""
@@ -59,6 +61,18 @@ class TrainConfig(StrictModel):
     ema_gamma: float = Field(
         2000.0, gt=0, description="steps over which the EMA's momentum falls to ema_momentum (MMYOLO: 2000)"
     )
+    best_metric: str = Field(
+        "val/loss",
+        description="what picks the best epoch (its files: best_model.pth, the backbone): val/loss or "
+        "another validation key (lower is better for a loss, higher otherwise), or a box head's COCO "
+        "score <head>/mAP, <head>/AP50, <head>/AP_small (MMYOLO: coco/bbox_mAP)",
+    )
+    eval_every_epochs: int = Field(
+        1,
+        ge=0,
+        description="box heads are scored with pycocotools on the validation split every N epochs and "
+        "at the last (their <head>/mAP, AP50, AP_small in the epoch's record); 0: never",
+    )
     sync_bn: bool = Field(
         False,
         description="batch-norm statistics over the global batch (torch SyncBatchNorm; CUDA workers "
@@ -100,6 +114,20 @@ class TrainConfig(StrictModel):
         description="local paths (data, store, storage_path) are on a filesystem every node mounts "
         "(NFS, EFS, Lustre); without it a multi-node cluster needs s3:// URIs",
     )
+
+    @field_validator("best_metric")
+    @classmethod
+    def _best_metric_shape(cls, value: str) -> str:
+        head, _, metric = value.partition("/")
+        if not (value.startswith("val/") or (head and metric in BOX_METRICS)):
+            raise ValueError(
+                "best_metric must be a validation key (val/loss, val/...) or "
+                f"<head>/{'|'.join(BOX_METRICS)}; got {value!r}"
+            )
+        return value
+
+    def best_is_box_score(self) -> bool:
+        return not self.best_metric.startswith("val/")
 
     @field_validator("num_workers")
     @classmethod

@@ -44,6 +44,7 @@ def epoch_record(
         "seconds/val": round(now - trained, 2),
         **{f"train/{k}": v for k, v in train_pass.epoch_means(device).items()},
         **{f"val/{k}": v for k, v in val_means.items()},
+        **validation.scores,
         **_step_costs(train_pass.clock, world_size, device),
         "world_size": world_size,
         "global_batch": train_pass.steps.global_batch,

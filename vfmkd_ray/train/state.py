@@ -1,8 +1,8 @@
 """Where a run is and what it has seen, with the operations that move it: the epochs and optimiser
-steps done, the per-epoch records and the best validation loss, and, inside an epoch, the position a
-checkpoint there holds (the steps and samples of the epoch so far, the keys of those samples, the
-partial train sums). It is one of the stateful parts every checkpoint saves (``STATE_PART``), next to
-the model, optimiser, schedule and scaler (``train.checkpointing``).
+steps done, the per-epoch records and the best value of ``train.best_metric``, and, inside an
+epoch, the position a checkpoint there holds (the steps and samples of the epoch so far, the keys
+of those samples, the partial train sums). It is one of the stateful parts every checkpoint saves
+(``STATE_PART``), next to the model, optimiser, schedule, scaler and EMA (``train.checkpointing``).
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ import torch
 STATE_PART = "counters"  # its name in a checkpoint (the name checkpoints have always used)
 
 
+def lower_is_better(metric: str) -> bool:
+    return "loss" in metric
+
+
 @dataclass
 class TrainingState:
     epoch: int = 0  # epochs finished
     step: int = 0  # optimiser steps, all epochs
-    best_val_loss: float = math.inf
+    best_metric: str = "val/loss"  # what best_value is a value of
+    best_value: float | None = None  # None: no epoch scored yet
     history: list[dict[str, float]] = field(default_factory=list)
     # Of the epoch under way, when a checkpoint was written inside it (all 0/empty at a boundary):
     epoch_step: int = 0  # its steps done
@@ -48,21 +53,31 @@ class TrainingState:
             epoch_sums={key: [total, count] for key, (total, count) in sums.items()},
         )
 
-    def finish_epoch(self, steps_done: int, record: dict[str, float]) -> bool:
+    def finish_epoch(self, steps_done: int, record: dict[str, float], metric: str = "val/loss") -> bool:
         """The epoch under way ended after ``steps_done`` steps of this attempt with ``record``:
-        the next starts at its beginning. Returns whether its validation loss is the best yet."""
+        the next starts at its beginning. Returns whether it is the best yet by ``metric`` (lower
+        is better for a loss, higher otherwise). An epoch that is not scored (COCO scores every N
+        epochs) is not; until the first scored one, every epoch is (the best files then hold the
+        latest). A new ``metric`` (a relaunch that changed it) starts the comparison over."""
         self.epoch, self.step = self.epoch + 1, self.step + steps_done
         self.history.append(record)
         self.epoch_step, self.epoch_samples, self.epoch_trained, self.epoch_sums = 0, 0, [], {}
-        improved = record["val/loss"] < self.best_val_loss
-        self.best_val_loss = min(self.best_val_loss, record["val/loss"])
+        if metric != self.best_metric:
+            self.best_metric, self.best_value = metric, None
+        value, best = record.get(metric, math.nan), self.best_value
+        if not math.isfinite(value):
+            return best is None
+        improved = best is None or (value < best if lower_is_better(metric) else value > best)
+        if improved:
+            self.best_value = value
         return improved
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
             "step": self.step,
-            "best_val_loss": self.best_val_loss,
+            "best_metric": self.best_metric,
+            "best_value": self.best_value,
             "history": self.history,
             "epoch_step": self.epoch_step,
             "epoch_samples": self.epoch_samples,
@@ -75,7 +90,15 @@ class TrainingState:
     def load_state_dict(self, counters: dict[str, Any]) -> None:
         self.epoch = int(counters["epoch"])
         self.step = int(counters["step"])
-        self.best_val_loss = float(counters["best_val_loss"])
+        if "best_metric" in counters:
+            best = counters["best_value"]
+            self.best_metric, self.best_value = (
+                str(counters["best_metric"]),
+                None if best is None else float(best),
+            )
+        else:  # written before train.best_metric: the best validation loss, inf before the first
+            best = float(counters["best_val_loss"])
+            self.best_metric, self.best_value = "val/loss", best if math.isfinite(best) else None
         self.history = list(counters["history"])
         # Checkpoints written before in-epoch checkpoints existed are all at epoch boundaries.
         self.epoch_step = int(counters.get("epoch_step", 0))

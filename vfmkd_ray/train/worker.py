@@ -53,9 +53,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
             job.start_epoch(epoch, state, steps, task)
             train_pass = EpochPass(model, feed, task, cfg, state, steps, job, checkpoints, parts)
             train_pass.run(ray.train.get_dataset_shard(train_stream(epoch, cfg.store.views_per_image)), epoch)
-            validation = validate(task, ray.train.get_dataset_shard(VAL_STREAM), feed, epoch + 1)
+            coco = job.in_loop_coco(task, epoch)
+            validation = validate(task, ray.train.get_dataset_shard(VAL_STREAM), feed, epoch + 1, coco)
             record = epoch_record(job, epoch, task, train_pass, validation)
-            improved = state.finish_epoch(train_pass.steps_done, record)
+            improved = state.finish_epoch(train_pass.steps_done, record, cfg.train.best_metric)
             if rank == 0:
                 write_pictures(run_dir, task, validation.first_batch, state.epoch)
             job.lines.say(epoch_line(record, cfg.train.epochs, improved))

@@ -13,11 +13,13 @@ import ray.train.torch
 import torch
 
 from vfmkd_ray.config import ExperimentConfig
+from vfmkd_ray.data.coco import read_dataset
 from vfmkd_ray.heads.base import TeacherShapes
 from vfmkd_ray.models.teachers.build import build_teacher
 from vfmkd_ray.train.batch_feed import BatchFeed
 from vfmkd_ray.train.collectives import all_workers_have
 from vfmkd_ray.train.data_position import DataPosition
+from vfmkd_ray.train.in_loop_coco import InLoopCoco, box_heads, evaluates
 from vfmkd_ray.train.lockstep import LockstepPlan, lockstep_plan
 from vfmkd_ray.train.relay import WorkerLines
 from vfmkd_ray.train.state import TrainingState
@@ -48,6 +50,7 @@ class WorkerJob:
     device: torch.device
     lines: WorkerLines
     announced: bool = False
+    _coco: InLoopCoco | None = None
 
     @staticmethod
     def from_loop_config(loop_config: dict) -> WorkerJob:
@@ -101,10 +104,23 @@ class WorkerJob:
             cfg.train.prefetch_batches,
             stored_teachers={a: teachers[a] for a in stored},
             live_teachers={a: teachers[a] for a in plan.live},
+            shuffle_buffer=cfg.data.shuffle_buffer if cfg.data.shuffle else 0,
         )
 
+    def in_loop_coco(self, task: TrainTask, epoch: int) -> InLoopCoco | None:
+        """The COCO scorer of epoch ``epoch`` (0-based) when it is scored and the run has a box
+        head (one per worker attempt: rank 0 reads the annotations once)."""
+        train = self.cfg.train
+        if not box_heads(task.parts.heads) or not evaluates(epoch + 1, train.epochs, train.eval_every_epochs):
+            return None
+        if self._coco is None:
+            data = self.cfg.data
+            self._coco = InLoopCoco(
+                task.parts.heads, lambda: (read_dataset(data), data.val_fraction), self.rank
+            )
+        return self._coco
+
     def start_epoch(self, epoch: int, state: TrainingState, steps: LockstepPlan, task: TrainTask) -> None:
-            shuffle_buffer=cfg.data.shuffle_buffer if cfg.data.shuffle else 0,
         """Rank 0 tells the training stream's decode stage which rows this epoch already trained on
         (none at an epoch's start) before any worker asks it for rows; the first epoch of this
         attempt says where the run stands, and the epoch's bar starts."""
