@@ -45,6 +45,9 @@ def test_distilled_student_trains_on_two_workers_and_evaluates(local_ray, tmp_pa
         "data.missing_features=online",
         "distill.terms.fgd={type: fgd, teacher: detector, teacher_layer: neck_s4, student_source: neck}",
         "heads.det.lsm.score_threshold=0.05",  # an early teacher is unsure: still produce crops
+        # MMYOLO's augmentation: the live teachers see the student's mosaic, so it is allowed here.
+        "data.augment.pipeline=yolov8",
+        "data.augment.close_mosaic_epochs=1",
     ]
     # A tracking server that is not there: one warning from rank 0, and the run goes on.
     dead = ["tracking.backend=mlflow", "tracking.uri=http://127.0.0.1:9"]
@@ -61,6 +64,7 @@ def test_distilled_student_trains_on_two_workers_and_evaluates(local_ray, tmp_pa
     assert (tmp_path / "runs" / "student" / "pictures" / "epoch_001_det_lsm.png").exists()
 
     assert [r["epoch"] for r in student.history] == [1, 2]
+    assert [r["data/mosaic"] for r in student.history] == [1.0, 0.0]  # the last epoch: no mosaic
     assert all(math.isfinite(v) for r in student.history for v in r.values() if isinstance(v, float))
 
     config_file = tmp_path / "student.yaml"

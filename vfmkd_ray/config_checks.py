@@ -93,6 +93,13 @@ def check_references(cfg: ExperimentConfig) -> None:
     if cfg.data.input_size is None and not cfg.teachers:
         raise ValueError("data.input_size is not set and no teacher gives one: set data.input_size")
     _check_best_metric(cfg)
+    if cfg.data.augment.pipeline != "none":
+        for where, reader in readers(cfg):
+            if reader.reads().masks:
+                raise ValueError(
+                    f"{where} reads instance masks, which data.augment.pipeline "
+                    f"{cfg.data.augment.pipeline} does not move with the pixels yet: use pipeline none"
+                )
 
 
 def _check_best_metric(cfg: ExperimentConfig) -> None:
@@ -140,6 +147,14 @@ def config_warnings(cfg: ExperimentConfig) -> list[str]:
     for where, reader in readers(cfg):
         lines += [f"{where}.{line}" for line in reader.settings_without_effect()]
     lines += [f"data.{line}" for line in cfg.data.settings_without_effect()]
+    augment = cfg.data.augment
+    if augment.pipeline == "none" and "close_mosaic_epochs" in augment.model_fields_set:
+        lines.append("data.augment.close_mosaic_epochs has no effect: data.augment.pipeline is none")
+    elif augment.pipeline != "none" and augment.close_mosaic_epochs >= cfg.train.epochs:
+        lines.append(
+            f"data.augment.close_mosaic_epochs {augment.close_mosaic_epochs} >= train.epochs "
+            f"{cfg.train.epochs}: no epoch uses mosaic"
+        )
     lines += [f"train.{line}" for line in cfg.train.settings_without_effect()]
     return lines + _zero_weights(cfg)
 

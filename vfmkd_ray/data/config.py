@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from vfmkd_ray.data.augment.config import AugmentConfig
 from vfmkd_ray.schema import StrictModel
 
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000  # 10000 x 10000
@@ -92,6 +93,7 @@ class DataConfig(StrictModel):
         0.25, gt=0, description="CPUs reserved per fetch/decode task (mostly I/O, so a fraction)"
     )
     synthetic: SyntheticConfig = SyntheticConfig()
+    augment: AugmentConfig = AugmentConfig()
 
     def settings_without_effect(self) -> list[str]:
         """The settings given that this config does not use, one line each (without ``data.``)."""

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from vfmkd_ray.data.annotation_checks import BadAnnotationError
+from vfmkd_ray.data.augment.block import BlockAugmentation, decoded_sample
+from vfmkd_ray.data.augment.replay import Sample
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
 from vfmkd_ray.data.coco import ImageAnnotations
 from vfmkd_ray.data.config import DEFAULT_MAX_IMAGE_PIXELS
 from vfmkd_ray.data.feature_keys import feature_key
 from vfmkd_ray.data.image_ids import IMAGE_ID_COLUMN, encode_image_id
 from vfmkd_ray.data.images import BadImageError
-from vfmkd_ray.data.samples import IMAGE_COLUMN, load_letterboxed, load_sample
+from vfmkd_ray.data.samples import IMAGE_COLUMN, load_letterboxed, load_sample, read_image
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.index_rows import VIEW_COLUMN
 from vfmkd_ray.store.manifest import Manifest, StoreDataset
@@ -42,6 +44,7 @@ class SampleSpec:
     augment: str
     max_objects: int = 0
     max_masks: int = 0
+    pipeline: BlockAugmentation | None = None  # data.augment's, for the training streams
 
 
 def sample_key(image_id: str) -> int:
@@ -162,6 +165,8 @@ class TrainSampleDecoder:
         offline = [(ids[row], views[row]) for row in rows if not online[row]]
         other_rows = [(index, index.read_rows(offline)) for index in self.others]
         positions = {key: position for position, key in enumerate(offline)}
+        augmented = self._augmented(batch, rows, ids)
+        rows = [row for row in rows if augmented is None or ids[row] in augmented]
         samples = []
         for row in rows:
             try:
@@ -172,7 +177,15 @@ class TrainSampleDecoder:
                 )
                 # A fresh draw of instances per epoch: each image's masks all get their turn.
                 mask_seed = int(rng.integers(2**31))
-                sample = self._sample(batch, row, online[row], features, mask_seed)
+                if augmented is None:
+                    sample = self._sample(batch, row, online[row], features, mask_seed)
+                else:
+                    sample = {
+                        **augmented[ids[row]],
+                        ONLINE_COLUMN: np.uint8(online[row]),
+                        IMAGE_ID_COLUMN: encode_image_id(ids[row]),
+                        **features,
+                    }
                 sample[SAMPLE_KEY_COLUMN] = np.int64(keys[row])
                 sample[STORED_BYTES_COLUMN] = np.int64(stored_bytes[row])
                 samples.append(sample)
@@ -183,6 +196,35 @@ class TrainSampleDecoder:
                 self.bad_samples.record(BadSample(ids[row], uri, "train", str(err)))
         if samples:
             yield {column: np.stack([s[column] for s in samples]) for column in samples[0]}
+
+    def _augmented(
+        self, batch: dict[str, np.ndarray], rows: list[int], ids: list[str]
+    ) -> dict[str, dict[str, np.ndarray]] | None:
+        """With ``spec.pipeline``: each row's image decoded once (a bad one recorded and left out
+        of every mosaic), a record per row drawn for the epoch the data position says, and the
+        replayed sample's columns by image id; None without a pipeline."""
+        pipeline = self.spec.pipeline
+        if pipeline is None:
+            return None
+        decoded: dict[str, Sample] = {}
+        for row in rows:
+            try:
+                annotations = None
+                if self.spec.max_objects:
+                    annotations = ImageAnnotations.from_json(str(batch[ANNOTATIONS_COLUMN][row]))
+                image = read_image(str(batch["image_uri"][row]), self.max_pixels)
+                decoded[ids[row]] = decoded_sample(image, annotations)
+            except (BadImageError, BadAnnotationError) as err:
+                if self.bad_samples is None:
+                    raise
+                self.bad_samples.record(BadSample(ids[row], str(batch["image_uri"][row]), "train", str(err)))
+        epoch = self.position.epoch() if self.position is not None else 0
+        good = list(decoded)
+        records = pipeline.records(epoch, good)
+        return {
+            image_id: pipeline.columns(record, decoded)
+            for image_id, record in zip(good, records, strict=True)
+        }
 
     def _is_online(
         self, batch: dict[str, np.ndarray], row: int, key: tuple[str, int], rng: np.random.Generator

@@ -47,6 +47,7 @@ def epoch_record(
         **validation.scores,
         **_step_costs(train_pass.clock, world_size, device),
         "world_size": world_size,
+        "data/mosaic": float(job.cfg.data.augment.mosaic_at(epoch, job.cfg.train.epochs)),
         "global_batch": train_pass.steps.global_batch,
         "train/steps_repeated": job.position.end_epoch() if job.position is not None and job.rank == 0 else 0,
         "data/stored_bytes_read": read,

@@ -10,6 +10,7 @@ scores back, so the epoch's record is the same on all.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -110,10 +111,12 @@ class InLoopCoco:
                 item.labels,
                 dataset.categories,
             )
+        # A score that does not apply (no small objects in the split: NaN) is left out, not logged.
         return {
             f"{name}/{metric}": value
             for name, head_results in results.items()
             for metric, value in score(truth, head_results, "bbox").items()
+            if not math.isnan(value)
         }
 
     def _ground_truth(self) -> tuple[CocoDataset, GroundTruth]:

@@ -21,7 +21,7 @@ Validation is never shuffled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import pyarrow as pa
@@ -83,7 +83,7 @@ def build_streams(
         datasets[name] = rows.map_batches(
             TrainSampleDecoder(
                 stores.primary,
-                spec,
+                spec if split == "train" else replace(spec, pipeline=None),  # validation: plain
                 bad_samples,
                 # Validation reads stored targets only (rows without one still go online): the
                 # same targets every epoch, so best-by-validation compares like with like.

@@ -20,6 +20,7 @@ from vfmkd_ray.batch import DataNeeds
 from vfmkd_ray.config import ConfigError, ExperimentConfig
 from vfmkd_ray.config_checks import config_warnings
 from vfmkd_ray.data.annotation_checks import BadAnnotationError
+from vfmkd_ray.data.augment.block import BlockAugmentation
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import CocoDataset, read_dataset
 from vfmkd_ray.data.images import BadImageError
@@ -76,6 +77,28 @@ class TrainingError(RuntimeError):
     """Training failed for a reason the product can name (after Ray's retries)."""
 
 
+def augmentation(cfg: ExperimentConfig, max_objects: int) -> BlockAugmentation | None:
+    """``data.augment``'s pipeline for the training streams; None for ``none``."""
+    augment = cfg.data.augment
+    if augment.pipeline == "none":
+        return None
+    return BlockAugmentation.yolov8(
+        cfg.student.size, augment.close_mosaic_epochs, cfg.seed, cfg.train.epochs, cfg.input_size, max_objects
+    )
+
+
+def refuse_stored_features_under_augmentation(cfg: ExperimentConfig, stored: list[str]) -> None:
+    """A stored teacher map is of the letterboxed image: under mosaic and affine it no longer lies
+    over the student's pixels, and its loss would teach the wrong places without a sound."""
+    if cfg.data.augment.pipeline != "none" and stored:
+        raise ValueError(
+            f"data.augment.pipeline {cfg.data.augment.pipeline} moves the student's pixels, but the stored "
+            f"features of teachers {stored} are of the plain letterboxed image: train the detector "
+            "without them (no term or head reading a stored teacher), or run them live "
+            "(data.missing_features: online, without a store)"
+        )
+
+
 def run_training(cfg: ExperimentConfig, callbacks=None, tune_trial: dict | None = None) -> RunSummary:
     """Trains the run's model; relaunching with the same name and config resumes.
 
@@ -104,6 +127,7 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
     parts = check_model(cfg, shapes)
     check_labels(cfg, dataset, parts)
     stores = check_stores(cfg, dataset.records)
+    refuse_stored_features_under_augmentation(cfg, list(stores.manifests()))
     run_dir = run_files.run_dir_of(cfg)
     for change in run_config.claim_resolved_config(run_dir, cfg, run_files.has_checkpoints(run_dir)):
         log.info("resuming %s with %s", run_dir, change)
@@ -140,7 +164,13 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
         list(stores.live) or "none",
     )
     needs = parts.needs
-    spec = SampleSpec(cfg.input_size, cfg.store.augment, needs.max_objects, needs.max_masks)
+    spec = SampleSpec(
+        cfg.input_size,
+        cfg.store.augment,
+        needs.max_objects,
+        needs.max_masks,
+        augmentation(cfg, needs.max_objects),
+    )
     skip_log = bad_samples if cfg.data.on_bad_sample == "skip" else None
     plan = {
         "run_dir": run_dir,

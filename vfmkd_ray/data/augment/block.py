@@ -1,0 +1,63 @@
+"""One block of training rows through the augmentation pipeline, as the decode stage makes samples:
+each row's image decoded once (its tiles in the other rows' mosaics are the same decoded images, as
+MMYOLO's cached mosaic takes its partners from recent samples), a record drawn per row with its
+partners among the block's rows, and the replay's pixels and padded targets as the stage's columns.
+A block is a store part or a few hundred image rows, reordered every epoch (``data.shuffle``), so
+partners change from epoch to epoch but never come from another block."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vfmkd_ray.data.augment.recipe import AugmentSpec, yolov8_spec
+from vfmkd_ray.data.augment.record import AugmentRecord, DrawContext, draw_record
+from vfmkd_ray.data.augment.replay import Sample, replay
+from vfmkd_ray.data.coco import ImageAnnotations
+from vfmkd_ray.data.samples import IMAGE_COLUMN, VALID_HW_COLUMN
+from vfmkd_ray.data.targets import BOXES_COLUMN, LABELS_COLUMN
+
+
+@dataclass(frozen=True)
+class BlockAugmentation:
+    spec: AugmentSpec
+    seed: int
+    epochs: int
+    size: int  # the student's input side
+    max_objects: int  # rows of the padded boxes column (0: the heads read no boxes)
+
+    @staticmethod
+    def yolov8(
+        student_size: str, close_mosaic_epochs: int, seed: int, epochs: int, size: int, max_objects: int
+    ) -> BlockAugmentation:
+        scale = student_size if student_size in ("n", "s", "m", "l", "x") else "s"
+        return BlockAugmentation(yolov8_spec(scale, close_mosaic_epochs), seed, epochs, size, max_objects)
+
+    def records(self, epoch: int, ids: list[str]) -> list[AugmentRecord]:
+        context = DrawContext(self.seed, epoch, self.epochs, self.size)
+        return [draw_record(self.spec, context, image_id, ids) for image_id in ids]
+
+    def columns(self, record: AugmentRecord, decoded: dict[str, Sample]) -> dict[str, np.ndarray]:
+        """The sample ``record`` describes: a ``3 x S x S`` image whose whole canvas is valid, and
+        its boxes and labels padded to ``max_objects`` (label -1)."""
+        out = replay(record, decoded.__getitem__, self.spec)
+        columns = {
+            IMAGE_COLUMN: np.ascontiguousarray(out.image.transpose(2, 0, 1)),
+            VALID_HW_COLUMN: np.array([self.size, self.size], np.int32),
+        }
+        if self.max_objects:
+            count = min(len(out.boxes), self.max_objects)
+            boxes = np.zeros((self.max_objects, 4), np.float32)
+            labels = np.full(self.max_objects, -1, np.int64)
+            boxes[:count], labels[:count] = out.boxes[:count], out.labels[:count]
+            columns |= {BOXES_COLUMN: boxes, LABELS_COLUMN: labels}
+        return columns
+
+
+def decoded_sample(image: np.ndarray, annotations: ImageAnnotations | None) -> Sample:
+    """An image and its boxes with a positive area, in original pixels."""
+    boxes = np.asarray(annotations.boxes if annotations else [], np.float32).reshape(-1, 4)
+    labels = np.asarray(annotations.labels if annotations else [], np.int64)
+    valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return Sample(image, boxes[valid], labels[valid])

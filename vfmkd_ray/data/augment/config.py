@@ -1,0 +1,27 @@
+"""Config of the training-time augmentation pipeline (``data.augment``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from vfmkd_ray.schema import StrictModel
+
+
+class AugmentConfig(StrictModel):
+    """Which pipeline makes each training sample; validation is never augmented."""
+
+    pipeline: Literal["none", "yolov8"] = Field(
+        "none",
+        description="none: the letterboxed image (with store.augment's flip); yolov8: MMYOLO's YOLOv8 "
+        "pipeline for the student's size (Mosaic, RandomAffine, Albu, HSV, flip; MixUp for m/l/x), "
+        "mosaic partners from the rows of the same block",
+    )
+    close_mosaic_epochs: int = Field(
+        10, ge=0, description="the last epochs train on the letterboxed image with the affine (MMYOLO: 10)"
+    )
+
+    def mosaic_at(self, epoch: int, epochs: int) -> bool:
+        """Whether epoch ``epoch`` (0-based) of ``epochs`` trains on mosaics."""
+        return self.pipeline != "none" and epoch < epochs - self.close_mosaic_epochs
