@@ -370,7 +370,7 @@ def _train(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     last = summary.history[-1] if summary.history else {}
     print(f"run {summary.run_dir}: {last.get('epoch', 0)} epochs, val loss {last.get('val/loss')}")
     if summary.best_backbone is None or summary.best_model is None:
-        print("best backbone: none written (no epoch improved the validation loss)")
+        print(f"best backbone: none written (no epoch improved {cfg.train.best_metric})")
     else:
         print(f"best backbone: {summary.best_backbone[0]}")
         print(f"best model: {summary.best_model}")

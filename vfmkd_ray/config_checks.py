@@ -93,6 +93,14 @@ def check_references(cfg: ExperimentConfig) -> None:
     if cfg.data.input_size is None and not cfg.teachers:
         raise ValueError("data.input_size is not set and no teacher gives one: set data.input_size")
     _check_best_metric(cfg)
+    if cfg.train.sync_bn:
+        for where, reader in readers(cfg):
+            if reader.reads().reruns:
+                raise ValueError(
+                    f"train.sync_bn with {where} ({reader.type}), whose training runs the model again on "
+                    "crops on some workers only: SyncBatchNorm there would wait for the others; set "
+                    "train.sync_bn false"
+                )
     if cfg.data.augment.pipeline != "none":
         for where, reader in readers(cfg):
             if reader.reads().masks:
@@ -148,6 +156,15 @@ def config_warnings(cfg: ExperimentConfig) -> list[str]:
         lines += [f"{where}.{line}" for line in reader.settings_without_effect()]
     lines += [f"data.{line}" for line in cfg.data.settings_without_effect()]
     augment = cfg.data.augment
+    if "eval_every_epochs" in cfg.train.model_fields_set and not any(
+        reader.reads().classes is not None for _, reader in readers(cfg)
+    ):
+        lines.append("train.eval_every_epochs has no effect: no head predicts boxes to score")
+    if augment.pipeline != "none" and cfg.store.augment != "none":
+        lines.append(
+            f"store.augment {cfg.store.augment} does not apply to training samples under "
+            f"data.augment.pipeline {augment.pipeline} (its flip is the pipeline's own)"
+        )
     if augment.pipeline == "none" and "close_mosaic_epochs" in augment.model_fields_set:
         lines.append("data.augment.close_mosaic_epochs has no effect: data.augment.pipeline is none")
     elif augment.pipeline != "none" and augment.close_mosaic_epochs >= cfg.train.epochs:

@@ -29,6 +29,9 @@ class Reads:
         masks: whether it reads ground-truth instance masks.
         files: dotted field -> the path or URI it holds (a file the head loads itself).
         classes: the class count it predicts (``num_classes``), which the dataset must match.
+        reruns: whether training runs the model a second time on other images (zoomed crops) on
+            the workers whose batch has some: collectives inside the model (SyncBatchNorm) would
+            wait on the others.
     """
 
     teachers: Mapping[str, str | None] = field(default_factory=dict)
@@ -37,6 +40,7 @@ class Reads:
     masks: bool = False
     files: Mapping[str, str] = field(default_factory=dict)
     classes: int | None = None
+    reruns: bool = False
 
 
 class ReaderConfig(StrictModel):

@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from tests.conftest import load_config, tiny_overrides
 from vfmkd_ray.config_checks import config_warnings
-from vfmkd_ray.data.epoch_order import block_rows, order_key, permutation, worker_shuffle_seed
+from vfmkd_ray.data.epoch_order import block_rows, order_key, permutation, regrouped, worker_shuffle_seed
 from vfmkd_ray.data.ordered_blocks import OrderedBlocks, SourceBlock
 
 N = 50
@@ -59,3 +59,12 @@ def test_shuffle_is_on_by_default_and_a_buffer_without_it_is_named(tmp_path):
     assert not [line for line in config_warnings(cfg) if "shuffle" in line]
     off = load_config(None, [*tiny_overrides(tmp_path), "data.shuffle=false", "data.shuffle_buffer=32"])
     assert "data.shuffle_buffer has no effect: shuffle is false" in config_warnings(off)
+
+
+def test_image_rows_are_regrouped_into_new_blocks_every_epoch():
+    """Mosaic partners come from a sample's block: regrouped per pass, an image meets others."""
+    first, again, later = (regrouped(20, 8, order_key(0, e)) for e in (0, 0, 1))
+    assert first == again and [len(b) for b in first] == [8, 8, 4]
+    assert sorted(r for b in first for r in b) == list(range(20))
+    assert {frozenset(b) for b in first} != {frozenset(b) for b in later}  # other company, not just order
+    assert regrouped(5, 2, None) == [[0, 1], [2, 3], [4]]

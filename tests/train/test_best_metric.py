@@ -17,7 +17,7 @@ from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.data.targets import BOXES_COLUMN, LABELS_COLUMN
 from vfmkd_ray.heads.base import Detections
 from vfmkd_ray.train.in_loop_coco import InLoopCoco, evaluates
-from vfmkd_ray.train.state import TrainingState
+from vfmkd_ray.train.state import BestMetricError, TrainingState
 
 HISTORY = [  # a scripted run: the loss keeps falling while the mAP peaks at epoch 2
     {"epoch": 1, "val/loss": 1.0, "det/mAP": 0.10},
@@ -48,9 +48,20 @@ def test_epochs_before_the_first_score_keep_the_latest_and_a_new_metric_starts_o
     assert restored.finish_epoch(3, HISTORY[0], "val/loss")  # relaunched with another metric
 
 
-def test_scored_epochs_are_every_nth_and_the_last():
+def test_scored_epochs_are_every_nth_the_last_and_each_close_mosaic_epoch():
     assert [e for e in range(1, 11) if evaluates(e, 10, 3)] == [3, 6, 9, 10]
+    assert [e for e in range(1, 11) if evaluates(e, 10, 5, every_epoch_from=8)] == [5, 8, 9, 10]
     assert not any(evaluates(e, 10, 0) for e in range(1, 11))
+
+
+def test_a_best_metric_the_record_cannot_hold_stops_the_run_by_name():
+    with pytest.raises(
+        BestMetricError, match=r"'val/los' is not a validation key of this run: \['val/loss'\]"
+    ):
+        TrainingState().finish_epoch(3, HISTORY[0], "val/los")
+    with pytest.raises(BestMetricError, match="'det/AP_small' is not scored on this validation split"):
+        TrainingState().finish_epoch(3, HISTORY[0], "det/AP_small")  # scored: it has det/mAP
+    assert TrainingState().finish_epoch(3, HISTORY[2], "det/AP_small")  # not scored this epoch
 
 
 def test_best_metric_must_name_a_scored_detection_head(tmp_path):
@@ -147,3 +158,7 @@ def test_in_loop_scores_map_letterbox_boxes_back_to_the_original_pixels(tiny_con
     assert scores["det/mAP"] == pytest.approx(1.0) and scores["det/AP50"] == pytest.approx(1.0)
     assert scores["shifted/mAP"] < 0.5
     assert scorer.found == []  # each epoch scores its own detections
+    # Images the stream did not deliver (skipped) are not misses: a scorer fed one batch scores 1.
+    partial_scorer = InLoopCoco({"det": OracleHead()}, lambda: (dataset, cfg.data.val_fraction), rank=0)
+    partial_scorer.add(model, batches[0])
+    assert len(batches) > 1 and partial_scorer.scores()["det/mAP"] == pytest.approx(1.0)

@@ -10,7 +10,7 @@ from torch import nn
 from tests.train.test_checkpointing import FolderReports
 from vfmkd_ray import run_files
 from vfmkd_ray.batch import Batch
-from vfmkd_ray.config import load_config
+from vfmkd_ray.config import ConfigError, load_config
 from vfmkd_ray.config_checks import config_warnings
 from vfmkd_ray.models.teachers.build import build_teacher, teacher_shapes
 from vfmkd_ray.train.checkpointing import CheckpointManager
@@ -198,3 +198,40 @@ def test_recipe_settings_that_do_nothing_are_named(tiny_config):
         assert any(w.startswith(line) for w in warnings), (line, warnings)
     quiet = load_config(None, ["train.optimizer=sgd", "train.momentum=0.9", "train.warmup_epochs=3"])
     assert not [w for w in config_warnings(quiet) if w.startswith("train.")]
+
+
+def test_a_checkpoint_from_before_the_groups_resumes_into_them(tiny_config):
+    """Its optimiser had one group over the trainable parameters in model order: the state of each
+    parameter lands on that parameter in its new group."""
+    task = build_task(tiny_config, teacher_shapes(dict(tiny_config.teachers)), 10, torch.device("cpu"))
+    trainable = [p for p in task.parts.model.parameters() if p.requires_grad]
+    old = torch.optim.AdamW(trainable, lr=0.1, weight_decay=0.01)
+    for p in trainable:
+        p.grad = torch.full_like(p, 0.5)
+    old.step()
+    task.optimizer.load_state_dict(old.state_dict())
+    assert [g["name"] for g in task.optimizer.param_groups] == ["decay", "norm", "bias"]
+    assert [g["weight_decay"] for g in task.optimizer.param_groups] == [0.01, 0.0, 0.0]
+    for p in trainable:
+        assert torch.equal(task.optimizer.state[p]["exp_avg"], old.state[p]["exp_avg"])
+
+
+def test_weight_decay_follows_the_world_size_after_a_restore(tiny_config):
+    sgd = tiny_config.train.model_copy(update={"optimizer": "sgd", "weight_decay": 5e-4})
+    cfg = tiny_config.model_copy(update={"train": sgd})
+    shapes = teacher_shapes(dict(cfg.teachers))
+    wide = build_task(cfg, shapes, 10, torch.device("cpu"), global_batch=128)
+    assert wide.optimizer.param_groups[0]["weight_decay"] == pytest.approx(1e-3)
+    narrow = build_task(cfg, shapes, 10, torch.device("cpu"), global_batch=64)  # an elastic resize
+    narrow.optimizer.load_state_dict(wide.optimizer.state_dict())
+    assert narrow.optimizer.param_groups[0]["weight_decay"] == pytest.approx(5e-4)
+
+
+def test_sync_bn_is_refused_with_a_head_that_reruns_the_model_on_some_workers(tmp_path):
+    from tests.heads.yolc.conftest import yolc_overrides
+
+    with pytest.raises(
+        ConfigError, match=r"train.sync_bn with heads.det \(yolc\), whose training runs the model"
+    ):
+        load_config(None, [*yolc_overrides(tmp_path), "train.sync_bn=true"])
+    load_config(None, [*yolc_overrides(tmp_path), "train.sync_bn=true", "heads.det.crop_loss_weight=0"])

@@ -70,9 +70,11 @@ def instance_mask(segmentation: object, record: ImageRecord) -> np.ndarray:
     return decode_segmentation(segmentation, (record.height, record.width))
 
 
-def score(truth: GroundTruth, results: list[dict], kind: str) -> dict[str, float]:
+def score(
+    truth: GroundTruth, results: list[dict], kind: str, image_ids: list | None = None
+) -> dict[str, float]:
     """``kind`` is ``bbox`` or ``segm``; no results scores zero; segm without ground-truth masks is
-    not scored (NaN)."""
+    not scored (NaN). ``image_ids`` (the file's own ids): only those images (default: all)."""
     prefix = "" if kind == "bbox" else "segm_"
     if kind == "segm" and not truth.has_masks:
         return {f"{prefix}mAP": math.nan, f"{prefix}AP50": math.nan, f"{prefix}AP_small": math.nan}
@@ -81,6 +83,8 @@ def score(truth: GroundTruth, results: list[dict], kind: str) -> dict[str, float
         return {f"{prefix}mAP": 0.0, f"{prefix}AP50": 0.0, f"{prefix}AP_small": 0.0}
     with contextlib.redirect_stdout(io.StringIO()):
         evaluation = COCOeval(ground, ground.loadRes(results), kind)
+        if image_ids is not None:
+            evaluation.params.imgIds = sorted(image_ids)
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()

@@ -29,6 +29,13 @@ def block_rows(key: tuple[int, ...], block: int, num_rows: int) -> list[int]:
     return permutation(num_rows, (*key, block))
 
 
+def regrouped(num_rows: int, rows_per_block: int, key: tuple[int, ...] | None) -> list[list[int]]:
+    """``num_rows`` rows in blocks of ``rows_per_block``, after a permutation of all of them by
+    ``key`` (None: in order): each key's blocks hold other rows."""
+    rows = permutation(num_rows, key) if key is not None else list(range(num_rows))
+    return [rows[start : start + rows_per_block] for start in range(0, num_rows, rows_per_block)]
+
+
 def worker_shuffle_seed(seed: int, epoch: int, rank: int) -> int:
     """The seed of worker ``rank``'s local shuffle buffer in epoch ``epoch``."""
     return int(_rng((seed, epoch, rank)).integers(2**32))

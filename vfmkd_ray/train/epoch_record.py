@@ -76,7 +76,7 @@ def epoch_line(record: dict, epochs: int, improved: bool) -> str:
     heads = "  ".join(
         f"{k.removeprefix('val/')} {v:.4f}"
         for k, v in record.items()
-        if k.startswith("val/loss/") or k.startswith("val/cos")
+        if k.startswith("val/loss/") or k.startswith("val/cos") or k.endswith("/mAP")
     )
     return (
         f"epoch {record['epoch']}/{epochs}  train loss {record['train/loss']:.4f}  "

@@ -43,9 +43,14 @@ def box_heads(heads: dict[str, TaskHead]) -> list[str]:
     return [name for name, head in heads.items() if head.kind == "boxes"]
 
 
-def evaluates(epoch: int, epochs: int, every: int) -> bool:
-    """Whether epoch ``epoch`` (1-based) of ``epochs`` is scored: every ``every``-th, and the last."""
-    return every > 0 and (epoch % every == 0 or epoch == epochs)
+def evaluates(epoch: int, epochs: int, every: int, every_epoch_from: int | None = None) -> bool:
+    """Whether epoch ``epoch`` (1-based) of ``epochs`` is scored: every ``every``-th, the last, and
+    each from ``every_epoch_from`` on (MMYOLO's close-mosaic epochs: its ``dynamic_intervals``)."""
+    if every <= 0:
+        return False
+    return (
+        epoch % every == 0 or epoch == epochs or (every_epoch_from is not None and epoch >= every_epoch_from)
+    )
 
 
 class InLoopCoco:
@@ -99,6 +104,11 @@ class InLoopCoco:
         dataset, truth = self._ground_truth()
         records = {record.image_id: record for record in dataset.records}
         results: dict[str, list[dict]] = {name: [] for name in self.heads}
+        # The images the stream delivered (each has an entry, detections or none): one it left out
+        # (a bad image skipped, an image no store holds under missing_features: skip) is no miss.
+        scored = sorted(
+            {truth.image_ids[item.image_id] for item in found if item.image_id in truth.image_ids}
+        )
         for item in found:
             record = records.get(item.image_id)
             if record is None or item.image_id not in truth.image_ids:
@@ -115,7 +125,7 @@ class InLoopCoco:
         return {
             f"{name}/{metric}": value
             for name, head_results in results.items()
-            for metric, value in score(truth, head_results, "bbox").items()
+            for metric, value in score(truth, head_results, "bbox", scored).items()
             if not math.isnan(value)
         }
 

@@ -11,6 +11,7 @@ would accumulate gradients there). ``adamw`` decays the same group, unscaled.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,6 +49,39 @@ def parameter_groups(model: nn.Module) -> ParameterGroups:
             else:
                 groups.decay.append(param)
     return groups
+
+
+def keep_groups_on_restore(
+    optimizer: torch.optim.Optimizer, trainable_in_model_order: list[nn.Parameter]
+) -> None:
+    """Restoring a checkpoint keeps this optimiser's groups as built: a checkpoint from before the
+    groups (one group over the trainable parameters in model order) is split into them, and each
+    group's weight decay and name stay what this run's config and world size give (a checkpoint
+    saved at another global batch holds another scaled weight decay)."""
+    old_index = {id(p): i for i, p in enumerate(trainable_in_model_order)}
+    built = [{key: group[key] for key in ("name", "weight_decay")} for group in optimizer.param_groups]
+
+    def split_one_group(opt: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+        saved = state["param_groups"]
+        if len(saved) != 1 or len(opt.param_groups) == 1:
+            return state
+        settings = {key: value for key, value in saved[0].items() if key != "params"}
+        groups = [
+            {
+                **settings,
+                **{k: v for k, v in g.items() if k != "params"},
+                "params": [old_index[id(p)] for p in g["params"]],
+            }
+            for g in opt.param_groups
+        ]
+        return {"state": state["state"], "param_groups": groups}
+
+    def rebuild_settings(opt: torch.optim.Optimizer) -> None:
+        for group, settings in zip(opt.param_groups, built, strict=True):
+            group.update(settings)
+
+    optimizer.register_load_state_dict_pre_hook(split_one_group)
+    optimizer.register_load_state_dict_post_hook(rebuild_settings)
 
 
 def scaled_weight_decay(train: TrainConfig, global_batch: int) -> float:

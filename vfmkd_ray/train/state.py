@@ -16,6 +16,11 @@ import torch
 STATE_PART = "counters"  # its name in a checkpoint (the name checkpoints have always used)
 
 
+class BestMetricError(ValueError):
+    """``train.best_metric`` is not in an epoch's record that should hold it (a typo, or a COCO score
+    the validation split cannot give): the best files would silently be the latest."""
+
+
 def lower_is_better(metric: str) -> bool:
     return "loss" in metric
 
@@ -64,7 +69,10 @@ class TrainingState:
         self.epoch_step, self.epoch_samples, self.epoch_trained, self.epoch_sums = 0, 0, [], {}
         if metric != self.best_metric:
             self.best_metric, self.best_value = metric, None
-        value, best = record.get(metric, math.nan), self.best_value
+        value, best = record.get(metric), self.best_value
+        if value is None:
+            _check_unscored(metric, record)
+            return best is None
         if not math.isfinite(value):
             return best is None
         improved = best is None or (value < best if lower_is_better(metric) else value > best)
@@ -107,3 +115,17 @@ class TrainingState:
         self.epoch_trained = trained.tolist() if trained is not None else []
         sums = counters.get("epoch_sums", {})
         self.epoch_sums = {key: [float(total), float(count)] for key, (total, count) in sums.items()}
+
+
+def _check_unscored(metric: str, record: dict[str, float]) -> None:
+    """A validation key is in every record; a box head's score in every scored epoch's (one that
+    has the head's mAP)."""
+    head, _, score = metric.partition("/")
+    if metric.startswith("val/"):
+        keys = sorted(key for key in record if key.startswith("val/"))
+        raise BestMetricError(f"train.best_metric {metric!r} is not a validation key of this run: {keys}")
+    if f"{head}/mAP" in record:
+        raise BestMetricError(
+            f"train.best_metric {metric!r} is not scored on this validation split (pycocotools has no "
+            f"{score} for it: no objects of that size?); choose {head}/mAP or {head}/AP50"
+        )

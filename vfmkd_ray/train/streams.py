@@ -32,7 +32,7 @@ from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import CocoDataset, ImageRecord
 from vfmkd_ray.data.epoch_order import order_key
-from vfmkd_ray.data.ordered_blocks import PassOrder, read_blocks, table_blocks
+from vfmkd_ray.data.ordered_blocks import PassOrder, read_regrouped
 from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder, is_validation
 from vfmkd_ray.store.index_rows import VIEW_COLUMN
 from vfmkd_ray.store.parts import read_part_schema
@@ -153,9 +153,8 @@ def _rows(
             }
             for r in records
         ]
-        size = cfg.store.rows_per_part
-        tables = [pa.Table.from_pylist(items[i : i + size]) for i in range(0, len(items), size)]
-        return read_blocks(table_blocks(tables), cfg.data.decode_num_cpus, order), 0
+        rows = pa.Table.from_pylist(items)
+        return read_regrouped(rows, cfg.store.rows_per_part, cfg.data.decode_num_cpus, order), 0
     online_only = {r.image_id for r in images.online_only}
     stored_ids = [r.image_id for r in records if r.image_id not in online_only]
     reads = plan_reads(stores.primary_index, stores.primary.uri, stored_ids, view)

@@ -18,7 +18,7 @@ from vfmkd_ray.models.build import ModelParts, build_model
 from vfmkd_ray.models.from_run import load_frozen_model
 from vfmkd_ray.train.checkpointing import Stateful
 from vfmkd_ray.train.ema import WeightAverage
-from vfmkd_ray.train.optim import build_optimizer, parameter_groups
+from vfmkd_ray.train.optim import build_optimizer, keep_groups_on_restore, parameter_groups
 from vfmkd_ray.train.schedule import LrSchedule, ScheduleSpec
 
 
@@ -96,6 +96,7 @@ def build_task(
         parts.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(parts.model)
     groups = parameter_groups(parts.model)
     optimizer = build_optimizer(groups, train, global_batch or train.batch_size * train.max_workers)
+    keep_groups_on_restore(optimizer, [p for p in parts.model.parameters() if p.requires_grad])
     spec = ScheduleSpec(
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch or max(1, -(-total_steps // train.epochs)),

@@ -39,6 +39,7 @@ from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.tracking.resolve import resolve_tracking
 from vfmkd_ray.train.data_position import data_position
 from vfmkd_ray.train.relay import relayed_lines
+from vfmkd_ray.train.state import BestMetricError
 from vfmkd_ray.train.step import NonFiniteLossError
 from vfmkd_ray.train.streams import build_streams
 from vfmkd_ray.train.teacher_stores import check_stores, usable_images
@@ -52,6 +53,7 @@ NAMED_ERRORS = (
     FeatureStoreError,
     StorageError,
     NonFiniteLossError,
+    BestMetricError,
     run_files.RunFileError,
 )
 
@@ -128,6 +130,12 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
     check_labels(cfg, dataset, parts)
     stores = check_stores(cfg, dataset.records)
     refuse_stored_features_under_augmentation(cfg, list(stores.manifests()))
+    if tune_trial is not None and cfg.data.augment.pipeline != "none":
+        # A trial has no data position, which is where the decode stage learns the epoch.
+        raise ValueError(
+            "data.augment.pipeline is not available in a Tune trial yet (its decode stage cannot tell "
+            "the epochs apart): tune with pipeline none"
+        )
     run_dir = run_files.run_dir_of(cfg)
     for change in run_config.claim_resolved_config(run_dir, cfg, run_files.has_checkpoints(run_dir)):
         log.info("resuming %s with %s", run_dir, change)

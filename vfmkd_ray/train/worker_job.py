@@ -110,8 +110,12 @@ class WorkerJob:
     def in_loop_coco(self, task: TrainTask, epoch: int) -> InLoopCoco | None:
         """The COCO scorer of epoch ``epoch`` (0-based) when it is scored and the run has a box
         head (one per worker attempt: rank 0 reads the annotations once)."""
-        train = self.cfg.train
-        if not box_heads(task.parts.heads) or not evaluates(epoch + 1, train.epochs, train.eval_every_epochs):
+        train, augment = self.cfg.train, self.cfg.data.augment
+        # The close-mosaic epochs are each scored, as MMYOLO's: the best one is usually among them.
+        close = train.epochs - augment.close_mosaic_epochs + 1 if augment.pipeline != "none" else None
+        if not box_heads(task.parts.heads) or not evaluates(
+            epoch + 1, train.epochs, train.eval_every_epochs, close
+        ):
             return None
         if self._coco is None:
             data = self.cfg.data

@@ -1,9 +1,9 @@
 """One block of training rows through the augmentation pipeline, as the decode stage makes samples:
-each row's image decoded once (its tiles in the other rows' mosaics are the same decoded images, as
-MMYOLO's cached mosaic takes its partners from recent samples), a record drawn per row with its
-partners among the block's rows, and the replay's pixels and padded targets as the stage's columns.
-A block is a store part or a few hundred image rows, reordered every epoch (``data.shuffle``), so
-partners change from epoch to epoch but never come from another block."""
+each row's image decoded once (its tiles in the other rows' mosaics are the same decoded images), a
+record drawn per row with its partners among the block's rows, and the replay's pixels and padded
+targets as the stage's columns. MMYOLO draws partners from the whole dataset; here a block is
+``store.rows_per_part`` image rows regrouped from the whole split every epoch (``data.shuffle``:
+``data.ordered_blocks.RegroupedRows``), so over the epochs an image meets the whole split."""
 
 from __future__ import annotations
 

@@ -15,8 +15,9 @@ class AugmentConfig(StrictModel):
     pipeline: Literal["none", "yolov8"] = Field(
         "none",
         description="none: the letterboxed image (with store.augment's flip); yolov8: MMYOLO's YOLOv8 "
-        "pipeline for the student's size (Mosaic, RandomAffine, Albu, HSV, flip; MixUp for m/l/x), "
-        "mosaic partners from the rows of the same block",
+        "pipeline for the student's size (Mosaic, RandomAffine, Albu, HSV, flip; MixUp for m/l/x; a "
+        "student without a YOLOv8 size, timm or mm, gets the s recipe), mosaic partners from the rows of "
+        "the same block",
     )
     close_mosaic_epochs: int = Field(
         10, ge=0, description="the last epochs train on the letterboxed image with the affine (MMYOLO: 10)"

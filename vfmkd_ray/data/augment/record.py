@@ -63,8 +63,8 @@ def draw_record(
     spec: AugmentSpec, context: DrawContext, image_id: str, candidates: Sequence[str], mixup: bool = True
 ) -> AugmentRecord:
     """The record of ``image_id`` in ``context``'s epoch. Mosaic partners and the MixUp sample are
-    chosen from ``candidates`` (the stream's recent samples, as MMYOLO's cached mosaic; the image
-    itself when there are none yet)."""
+    chosen from ``candidates`` (the rows of the sample's block; the image itself when there are
+    none)."""
     rng = record_rng(context.seed, context.epoch, image_id, context.salt)
     size, pool = context.size, list(candidates) or [image_id]
     use_mosaic = spec.mosaic_at(context.epoch, context.epochs)

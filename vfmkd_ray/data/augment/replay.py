@@ -24,8 +24,25 @@ Load = Callable[[str], Sample]  # an image id -> its decoded image and original-
 
 
 def replay(record: AugmentRecord, load: Load, spec: AugmentSpec) -> Sample:
-    """Mosaic (or the letterbox of the last epochs) -> affine with its box filter -> MixUp ->
-    Albu -> HSV -> flip, MMYOLO's order."""
+    """Mosaic (or the letterbox of the last epochs) -> affine with its box filter -> MixUp (with
+    another sample's mosaic and affine only, as MMYOLO's YOLOv5MixUp) -> Albu -> HSV -> flip,
+    MMYOLO's order."""
+    image, boxes, labels = _geometry(record, load, spec)
+    if record.mixup_with is not None:
+        other_image, other_boxes, other_labels = _geometry(record.mixup_with, load, spec)
+        mixed = image.astype(np.float32) * record.mixup_ratio + other_image * (1.0 - record.mixup_ratio)
+        image = mixed.astype(np.uint8)
+        boxes, labels = np.concatenate([boxes, other_boxes]), np.concatenate([labels, other_labels])
+    image = hsv(albu(image, record), record.hsv_gains)
+    if record.flip:
+        image, boxes = hflip(image, boxes)
+    return Sample(np.ascontiguousarray(image), boxes.astype(np.float32), labels)
+
+
+def _geometry(
+    record: AugmentRecord, load: Load, spec: AugmentSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mosaic (or letterbox) and the affine of ``record``: pixels, kept boxes, their labels."""
     size = record.size
     if record.mosaic:
         tiles = [load(image_id) for image_id in (record.image_id, *record.partners)]
@@ -37,13 +54,4 @@ def replay(record: AugmentRecord, load: Load, spec: AugmentSpec) -> Sample:
         canvas, boxes = letterbox_stage(sample.image, sample.boxes.reshape(-1, 4), size)
         labels = sample.labels.astype(np.int64)
     image, boxes, keep = affine(canvas, boxes, record.matrix, size, record.scale, spec)
-    boxes, labels = boxes[keep], labels[keep]
-    if record.mixup_with is not None:
-        other = replay(record.mixup_with, load, spec)
-        mixed = image.astype(np.float32) * record.mixup_ratio + other.image * (1.0 - record.mixup_ratio)
-        image = mixed.astype(np.uint8)
-        boxes, labels = np.concatenate([boxes, other.boxes]), np.concatenate([labels, other.labels])
-    image = hsv(albu(image, record), record.hsv_gains)
-    if record.flip:
-        image, boxes = hflip(image, boxes)
-    return Sample(np.ascontiguousarray(image), boxes.astype(np.float32), labels)
+    return image, boxes[keep], labels[keep]

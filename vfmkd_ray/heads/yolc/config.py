@@ -69,4 +69,5 @@ class YOLCHeadConfig(ReaderConfig):
 
     def reads(self) -> Reads:
         files = {"kd.teacher_ckpt": self.kd.teacher_ckpt} if self.kd is not None else {}
-        return Reads(boxes=True, files=files, classes=self.num_classes)
+        reruns = self.crop_loss_weight > 0 or self.kd is not None
+        return Reads(boxes=True, files=files, classes=self.num_classes, reruns=reruns)
