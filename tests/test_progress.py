@@ -49,7 +49,7 @@ def test_on_a_terminal_the_bar_is_drawn_and_lines_land_above_it():
     assert "[vfmkd] a product line\n" in text
 
 
-def test_the_driver_shows_rank_zeros_lines_and_steps(caplog):
+def test_the_driver_shows_from_rank_zero_lines_and_steps(caplog):
     caplog.set_level(logging.INFO, logger="vfmkd_ray")
     shown = _Shown()
     shown.show(

@@ -9,7 +9,7 @@ from vfmkd_ray.config import ConfigError, load_config
 from vfmkd_ray.config_checks import config_warnings
 from vfmkd_ray.data.augment.block import BlockAugmentation
 from vfmkd_ray.data.bad_samples import BadSampleLog
-from vfmkd_ray.data.coco import read_dataset
+from vfmkd_ray.data.coco import ImageAnnotations, read_dataset
 from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.data.targets import BOXES_COLUMN, LABELS_COLUMN
@@ -59,8 +59,14 @@ def test_mosaic_samples_are_replayed_the_same_within_an_epoch_and_differ_across(
     real = labels >= 0
     assert real.any() and ((boxes[real] >= 0) & (boxes[real] <= 64)).all()
     assert (boxes[real][:, 2:] > boxes[real][:, :2]).all()  # degenerate boxes were filtered
-    closed = _decode(rows, 2)  # the last epoch: close-mosaic, a letterbox with the affine
+    # Mosaic epochs carry partners' boxes; the last epoch (close-mosaic: a letterbox with the
+    # affine) at most each image's own.
+    own = [len(ImageAnnotations.from_json(text).boxes) for text in rows[ANNOTATIONS_COLUMN]]
+    count = lambda out: (out[LABELS_COLUMN] >= 0).sum(axis=1).tolist()  # noqa: E731
+    assert any(n > mine for n, mine in zip(count(first), own, strict=True))
+    closed = _decode(rows, 2)
     assert closed["image"].shape == (6, 3, 64, 64)
+    assert all(n <= mine for n, mine in zip(count(closed), own, strict=True))
 
 
 def test_a_bad_image_is_recorded_and_in_no_mosaic(tiny_config, tmp_path):

@@ -44,7 +44,7 @@ def gather_across_workers(values: list[T]) -> list[T]:
     return [value for part in gathered for value in part]
 
 
-def rank_zeros(value: T) -> T:
+def from_rank_zero(value: T) -> T:
     """Rank 0's ``value`` on every worker (picklable)."""
     if not _distributed():
         return value

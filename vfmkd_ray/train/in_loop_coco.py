@@ -24,7 +24,7 @@ from vfmkd_ray.data.coco import CocoDataset
 from vfmkd_ray.data.coco_scores import GroundTruth, box_results, ground_truth, score
 from vfmkd_ray.data.pipeline import is_validation
 from vfmkd_ray.heads.base import TaskHead
-from vfmkd_ray.train.collectives import gather_across_workers, rank_zeros
+from vfmkd_ray.train.collectives import from_rank_zero, gather_across_workers
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class InLoopCoco:
         everything = gather_across_workers(self.found)
         self.found = []
         result = self._score(everything) if self.rank == 0 else {}
-        return rank_zeros(result)
+        return from_rank_zero(result)
 
     def _score(self, found: list[Found]) -> dict[str, float]:
         dataset, truth = self._ground_truth()

@@ -63,7 +63,10 @@ class TrainingState:
         the next starts at its beginning. Returns whether it is the best yet by ``metric`` (lower
         is better for a loss, higher otherwise). An epoch that is not scored (COCO scores every N
         epochs) is not; until the first scored one, every epoch is (the best files then hold the
-        latest). A new ``metric`` (a relaunch that changed it) starts the comparison over."""
+        latest). A ``metric`` other than the state's own starts the comparison over.
+
+        Raises:
+            BestMetricError: the record should hold ``metric`` and does not."""
         self.epoch, self.step = self.epoch + 1, self.step + steps_done
         self.history.append(record)
         self.epoch_step, self.epoch_samples, self.epoch_trained, self.epoch_sums = 0, 0, [], {}
