@@ -62,6 +62,11 @@ def used_teachers(cfg: ExperimentConfig) -> list[str]:
     return [alias for alias in cfg.teachers if alias in used]
 
 
+def detection_heads(cfg: ExperimentConfig) -> list[str]:
+    """The heads that predict classes (and so boxes): the ones COCO box scores are computed for."""
+    return [name for name, head in cfg.heads.items() if head.reads().classes is not None]
+
+
 def check_references(cfg: ExperimentConfig) -> None:
     """Every alias and term name a section refers to exists; the run trains something."""
     if not cfg.heads and not cfg.distill.terms:
@@ -116,7 +121,7 @@ def _check_best_metric(cfg: ExperimentConfig) -> None:
     if not train.best_is_box_score():
         return
     head = train.best_metric.partition("/")[0]
-    detectors = [name for name, config in cfg.heads.items() if config.reads().classes is not None]
+    detectors = detection_heads(cfg)
     if head not in detectors:
         raise ValueError(
             f"train.best_metric {echo(train.best_metric)} names no detection head; heads that predict "
@@ -156,9 +161,7 @@ def config_warnings(cfg: ExperimentConfig) -> list[str]:
         lines += [f"{where}.{line}" for line in reader.settings_without_effect()]
     lines += [f"data.{line}" for line in cfg.data.settings_without_effect()]
     augment = cfg.data.augment
-    if "eval_every_epochs" in cfg.train.model_fields_set and not any(
-        reader.reads().classes is not None for _, reader in readers(cfg)
-    ):
+    if "eval_every_epochs" in cfg.train.model_fields_set and not detection_heads(cfg):
         lines.append("train.eval_every_epochs has no effect: no head predicts boxes to score")
     if augment.pipeline != "none" and cfg.store.augment != "none":
         lines.append(

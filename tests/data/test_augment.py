@@ -7,11 +7,20 @@ import pytest
 
 from vfmkd_ray.data.augment.geometry import affine, hflip, letterbox_stage, mosaic
 from vfmkd_ray.data.augment.photometric import hsv
-from vfmkd_ray.data.augment.recipe import NONE, PAD_VALUE, AugmentSpec, yolov8_spec
+from vfmkd_ray.data.augment.recipe import PAD_VALUE, AugmentSpec, yolov8_spec
 from vfmkd_ray.data.augment.record import AugmentRecord, DrawContext, draw_record
 from vfmkd_ray.data.augment.replay import Sample, replay
 
 SIZE = 64
+NONE = AugmentSpec(  # every draw an identity: what the pipeline none trains on
+    mosaic=False,
+    scaling_range=(1.0, 1.0),
+    max_translate=0.0,
+    hsv_deltas=(0.0, 0.0, 0.0),
+    flip_prob=0.0,
+    albu_prob=0.0,
+    close_mosaic_epochs=0,
+)
 
 
 def _image(height: int, width: int, value: int) -> np.ndarray:

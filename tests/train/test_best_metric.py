@@ -50,7 +50,7 @@ def test_epochs_before_the_first_score_keep_the_latest_and_a_new_metric_starts_o
 
 def test_scored_epochs_are_every_nth_the_last_and_each_close_mosaic_epoch():
     assert [e for e in range(1, 11) if evaluates(e, 10, 3)] == [3, 6, 9, 10]
-    assert [e for e in range(1, 11) if evaluates(e, 10, 5, every_epoch_from=8)] == [5, 8, 9, 10]
+    assert [e for e in range(1, 11) if evaluates(e, 10, 5, always=e >= 8)] == [5, 8, 9, 10]
     assert not any(evaluates(e, 10, 0) for e in range(1, 11))
 
 

@@ -45,14 +45,25 @@ def letterboxed_targets(
     if max_masks and not max_objects:
         raise ValueError("instance masks need their boxes: max_objects must be positive with max_masks")
     rows = _kept_boxes(boxes_N4, max_objects)
-    boxes = np.zeros((max_objects, 4), np.float32)
-    labels = np.full(max_objects, -1, np.int64)
-    boxes[: len(rows)] = boxes_N4[rows] * scale
-    labels[: len(rows)] = np.asarray(annotations.labels, np.int64)[rows]
-    out = {BOXES_COLUMN: boxes, LABELS_COLUMN: labels}
+    out = padded_targets(boxes_N4[rows] * scale, np.asarray(annotations.labels, np.int64)[rows], max_objects)
     if max_masks:
         out |= _masks(annotations, rows, original_hw, valid_hw, input_size, flipped, max_masks, seed)
     return out
+
+
+def padded_targets(boxes_K4: np.ndarray, labels_K: np.ndarray, max_objects: int) -> dict[str, np.ndarray]:
+    """The ``boxes`` / ``labels`` columns: the first ``max_objects`` of them, padded with zero boxes
+    labelled -1."""
+    count = min(len(boxes_K4), max_objects)
+    boxes = np.zeros((max_objects, 4), np.float32)
+    labels = np.full(max_objects, -1, np.int64)
+    boxes[:count], labels[:count] = boxes_K4[:count], labels_K[:count]
+    return {BOXES_COLUMN: boxes, LABELS_COLUMN: labels}
+
+
+def positive_area(boxes_N4: np.ndarray) -> np.ndarray:
+    """Which ``x1 y1 x2 y2`` boxes have a positive area (the others are dropped as degenerate)."""
+    return (boxes_N4[:, 2] > boxes_N4[:, 0]) & (boxes_N4[:, 3] > boxes_N4[:, 1])
 
 
 def kept_instances(annotations: ImageAnnotations, max_objects: int) -> list[int]:
@@ -63,8 +74,7 @@ def kept_instances(annotations: ImageAnnotations, max_objects: int) -> list[int]
 
 def _kept_boxes(boxes_N4: np.ndarray, limit: int) -> np.ndarray:
     """Rows with a positive area, in annotation order, at most ``limit`` (mirroring keeps areas)."""
-    valid = (boxes_N4[:, 2] > boxes_N4[:, 0]) & (boxes_N4[:, 3] > boxes_N4[:, 1])
-    return np.flatnonzero(valid)[:limit]
+    return np.flatnonzero(positive_area(boxes_N4))[:limit]
 
 
 def _masks(

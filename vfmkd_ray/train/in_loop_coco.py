@@ -43,14 +43,10 @@ def box_heads(heads: dict[str, TaskHead]) -> list[str]:
     return [name for name, head in heads.items() if head.kind == "boxes"]
 
 
-def evaluates(epoch: int, epochs: int, every: int, every_epoch_from: int | None = None) -> bool:
+def evaluates(epoch: int, epochs: int, every: int, always: bool = False) -> bool:
     """Whether epoch ``epoch`` (1-based) of ``epochs`` is scored: every ``every``-th, the last, and
-    each from ``every_epoch_from`` on (MMYOLO's close-mosaic epochs: its ``dynamic_intervals``)."""
-    if every <= 0:
-        return False
-    return (
-        epoch % every == 0 or epoch == epochs or (every_epoch_from is not None and epoch >= every_epoch_from)
-    )
+    any marked ``always`` (MMYOLO's close-mosaic epochs: its ``dynamic_intervals``)."""
+    return every > 0 and (epoch % every == 0 or epoch == epochs or always)
 
 
 class InLoopCoco:

@@ -112,9 +112,9 @@ class WorkerJob:
         head (one per worker attempt: rank 0 reads the annotations once)."""
         train, augment = self.cfg.train, self.cfg.data.augment
         # The close-mosaic epochs are each scored, as MMYOLO's: the best one is usually among them.
-        close = train.epochs - augment.close_mosaic_epochs + 1 if augment.pipeline != "none" else None
+        closing = augment.pipeline != "none" and not augment.mosaic_at(epoch, train.epochs)
         if not box_heads(task.parts.heads) or not evaluates(
-            epoch + 1, train.epochs, train.eval_every_epochs, close
+            epoch + 1, train.epochs, train.eval_every_epochs, closing
         ):
             return None
         if self._coco is None:

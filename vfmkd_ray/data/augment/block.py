@@ -16,7 +16,7 @@ from vfmkd_ray.data.augment.record import AugmentRecord, DrawContext, draw_recor
 from vfmkd_ray.data.augment.replay import Sample, replay
 from vfmkd_ray.data.coco import ImageAnnotations
 from vfmkd_ray.data.samples import IMAGE_COLUMN, VALID_HW_COLUMN
-from vfmkd_ray.data.targets import BOXES_COLUMN, LABELS_COLUMN
+from vfmkd_ray.data.targets import padded_targets, positive_area
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,7 @@ class BlockAugmentation:
             VALID_HW_COLUMN: np.array([self.size, self.size], np.int32),
         }
         if self.max_objects:
-            count = min(len(out.boxes), self.max_objects)
-            boxes = np.zeros((self.max_objects, 4), np.float32)
-            labels = np.full(self.max_objects, -1, np.int64)
-            boxes[:count], labels[:count] = out.boxes[:count], out.labels[:count]
-            columns |= {BOXES_COLUMN: boxes, LABELS_COLUMN: labels}
+            columns |= padded_targets(out.boxes, out.labels, self.max_objects)
         return columns
 
 
@@ -59,5 +55,5 @@ def decoded_sample(image: np.ndarray, annotations: ImageAnnotations | None) -> S
     """An image and its boxes with a positive area, in original pixels."""
     boxes = np.asarray(annotations.boxes if annotations else [], np.float32).reshape(-1, 4)
     labels = np.asarray(annotations.labels if annotations else [], np.int64)
-    valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    valid = positive_area(boxes)
     return Sample(image, boxes[valid], labels[valid])

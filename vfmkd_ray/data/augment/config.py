@@ -9,6 +9,11 @@ from pydantic import Field
 from vfmkd_ray.schema import StrictModel
 
 
+def mosaic_epoch(epoch: int, epochs: int, close_mosaic_epochs: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) of ``epochs`` is before the last ``close_mosaic_epochs``."""
+    return epoch < epochs - close_mosaic_epochs
+
+
 class AugmentConfig(StrictModel):
     """Which pipeline makes each training sample; validation is never augmented."""
 
@@ -25,4 +30,4 @@ class AugmentConfig(StrictModel):
 
     def mosaic_at(self, epoch: int, epochs: int) -> bool:
         """Whether epoch ``epoch`` (0-based) of ``epochs`` trains on mosaics."""
-        return self.pipeline != "none" and epoch < epochs - self.close_mosaic_epochs
+        return self.pipeline != "none" and mosaic_epoch(epoch, epochs, self.close_mosaic_epochs)

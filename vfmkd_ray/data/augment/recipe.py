@@ -1,9 +1,11 @@
 """The parameters of an augmentation pipeline: ``yolov8`` is MMYOLO's YOLOv8 recipe for a student
-size (``yolov8_{n,s,m,l,x}_syncbn_fast_8xb16-500e_coco.py``), ``none`` a plain letterbox."""
+size (``yolov8_{n,s,m,l,x}_syncbn_fast_8xb16-500e_coco.py``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from vfmkd_ray.data.augment.config import mosaic_epoch
 
 PAD_VALUE = 114  # MMYOLO's pad and border value, per channel
 
@@ -28,18 +30,7 @@ class AugmentSpec:
     def mosaic_at(self, epoch: int, epochs: int) -> bool:
         """Whether epoch ``epoch`` (0-based) of ``epochs`` uses mosaic: all but the last
         ``close_mosaic_epochs``."""
-        return self.mosaic and epoch < epochs - self.close_mosaic_epochs
-
-
-NONE = AugmentSpec(
-    mosaic=False,
-    scaling_range=(1.0, 1.0),
-    max_translate=0.0,
-    hsv_deltas=(0.0, 0.0, 0.0),
-    flip_prob=0.0,
-    albu_prob=0.0,
-    close_mosaic_epochs=0,
-)
+        return self.mosaic and mosaic_epoch(epoch, epochs, self.close_mosaic_epochs)
 
 
 def yolov8_spec(size: str, close_mosaic_epochs: int = 10) -> AugmentSpec:
