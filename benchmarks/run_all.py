@@ -1,6 +1,7 @@
 """``make bench``: every benchmark on this machine -> ``benchmarks/results.json`` and ``results.md``.
 
-    .venv/bin/python -m benchmarks.run_all [--gpu] [--only store training offline_online scale process_start]
+    .venv/bin/python -m benchmarks.run_all [--gpu]
+        [--only store training offline_online scale process_start recipe_parity]
         [--store-flags FLAGS] [--training-flags FLAGS] [--offline-online-flags FLAGS]
         [--json benchmarks/results.json] [--markdown benchmarks/results.md]
         [--before benchmarks/results_before.json]
@@ -25,7 +26,14 @@ from pathlib import Path
 
 import ray
 
-from benchmarks import offline_online, process_start, scale, store_throughput, training_throughput
+from benchmarks import (
+    offline_online,
+    process_start,
+    recipe_parity,
+    scale,
+    store_throughput,
+    training_throughput,
+)
 from benchmarks.figures import Figure, this_machine
 
 HERE = Path(__file__).resolve().parent
@@ -35,6 +43,7 @@ BENCHMARKS: dict[str, Callable[[str, list[str]], list[Figure]]] = {
     "offline_online": offline_online.run,
     "scale": scale.run,
     "process_start": process_start.run,
+    "recipe_parity": recipe_parity.run,
 }
 SECTION_ORDER = [
     store_throughput.SECTION,
@@ -42,6 +51,7 @@ SECTION_ORDER = [
     offline_online.SECTION,
     scale.SECTION,
     process_start.SECTION,
+    recipe_parity.SECTION,
 ]
 MODULES = {
     "store": "store_throughput",
@@ -49,6 +59,7 @@ MODULES = {
     "offline_online": "offline_online",
     "scale": "scale",
     "process_start": "process_start",
+    "recipe_parity": "recipe_parity",
 }
 
 
@@ -100,15 +111,26 @@ def main() -> None:
 
 def merged(path: Path, machine: dict, run: dict, figures: list[dict]) -> dict:
     """This run's figures; with ``--only``, the other sections of the results already at ``path``
-    (from the same machine) are kept, with the runs that produced them."""
+    are kept, with the runs that produced them, when they come from the same kind of machine (its
+    accelerator and CPU count: a rebuilt kernel or a newer torch is the same kind). Each run keeps
+    the machine it ran on."""
+    run = run | {"machine": machine}
     kept_runs, kept_figures = [], []
     if path.exists():
         earlier = json.loads(path.read_text())
-        if earlier.get("machine") == machine:
+        if _kind(earlier["machine"]) == _kind(machine):
             kept_figures = [f for f in earlier["figures"] if f["section"] not in run["sections"]]
             kept_sections = {f["section"] for f in kept_figures}
-            kept_runs = [r for r in earlier["runs"] if kept_sections & set(r["sections"])]
+            kept_runs = [
+                {"machine": earlier["machine"]} | r
+                for r in earlier["runs"]
+                if kept_sections & set(r["sections"])
+            ]
     return {"machine": machine, "runs": [*kept_runs, run], "figures": kept_figures + figures}
+
+
+def _kind(machine: dict) -> tuple:
+    return machine.get("accelerator"), machine.get("cpus")
 
 
 def quiet_ray() -> None:
@@ -123,11 +145,14 @@ def markdown(report: dict, before: dict | None) -> str:
     lines = ["# Benchmark results", ""]
     for run in report["runs"]:
         sections = ", ".join(run["sections"])
-        lines.append(f"- `{run['command']}` on {run['date']}, {run['minutes']} min: {sections}")
+        ran_on = run.get("machine", machine)
+        software = f" (torch {ran_on['torch']}, {ran_on['platform']})" if ran_on != machine else ""
+        lines.append(f"- `{run['command']}` on {run['date']}, {run['minutes']} min: {sections}{software}")
     lines += [
         "",
         f"Machine: {machine['accelerator']}; {machine['cpus']} CPUs; {machine['platform']}; "
-        f"Python {machine['python']}, torch {machine['torch']}, Ray {machine['ray']}.",
+        f"Python {machine['python']}, torch {machine['torch']}, Ray {machine['ray']} (a run that "
+        "names its torch and platform ran on the same kind of machine with those).",
         "",
         "Each figure: median of the repeated measurements, min-max in brackets, n = their count.",
     ]

@@ -74,6 +74,10 @@ def test_a_partial_run_keeps_the_other_sections_of_the_same_machine(tmp_path):
     second = {"command": "only training", "date": "d2", "minutes": 9, "sections": ["training"]}
     report = merged(path, machine, second, [training])
     assert report["figures"] == [store, training]
-    assert report["runs"] == [first, second]
+    assert report["runs"] == [first | {"machine": machine}, second | {"machine": machine}]
+    newer_torch = machine | {"torch": "2.16"}  # the same kind of machine: its sections are kept
+    report = merged(path, newer_torch, second, [training])
+    assert report["figures"] == [store, training]
+    assert [r["machine"] for r in report["runs"]] == [machine, newer_torch]
     other_machine = merged(path, {"accelerator": "1 x H100", "cpus": 16}, second, [training])
-    assert other_machine["figures"] == [training] and other_machine["runs"] == [second]
+    assert other_machine["figures"] == [training] and len(other_machine["runs"]) == 1

@@ -1,6 +1,7 @@
 """The training recipe around the step (issue 25): parameter groups and the optimiser, warm-up and
 the decay, the EMA of the weights. Hand-computed values, Ray-free."""
 
+import copy
 import math
 
 import pytest
@@ -16,9 +17,9 @@ from vfmkd_ray.models.teachers.build import build_teacher, teacher_shapes
 from vfmkd_ray.train.checkpointing import CheckpointManager
 from vfmkd_ray.train.config import TrainConfig
 from vfmkd_ray.train.ema import WeightAverage, ema_momentum
-from vfmkd_ray.train.optim import build_optimizer, parameter_groups, scaled_weight_decay
+from vfmkd_ray.train.optim import build_optimizer, gradient_scale, parameter_groups, scaled_weight_decay
 from vfmkd_ray.train.schedule import LrSchedule, ScheduleSpec
-from vfmkd_ray.train.step import train_step
+from vfmkd_ray.train.step import optimizer_step, train_step
 from vfmkd_ray.train.task import build_task
 
 
@@ -76,6 +77,52 @@ def test_sgd_weight_decay_scales_with_the_global_batch_as_mmyolos():
     assert scaled_weight_decay(sgd, 48) == pytest.approx(5e-4 * 48 / 64)  # accumulates 1
     assert scaled_weight_decay(sgd, 128) == pytest.approx(1e-3)
     assert scaled_weight_decay(TrainConfig(weight_decay=0.05), 128) == 0.05  # adamw: unscaled
+
+
+def test_sgd_steps_on_the_batch_summed_gradient_as_mmyolo():
+    """MMYOLO multiplies its YOLOv8 losses by num_imgs x world_size, so its lr 0.01, weight decay
+    and clip norm 10 act on the batch-summed gradient. Two steps of the run's SGD on the per-image
+    (mean) loss equal torch's SGD on the summed loss, with the clip binding in summed units."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.SiLU(), nn.Linear(8, 1))
+    reference = copy.deepcopy(model)
+    x, y = torch.randn(16, 4), 3.0 * torch.randn(16, 1)
+    train = TrainConfig(optimizer="sgd", lr=0.01, weight_decay=5e-4)
+    assert gradient_scale(train, 16) == 16.0 and gradient_scale(TrainConfig(), 16) == 1.0  # adamw
+    groups = parameter_groups(model)
+    optimizer = build_optimizer(groups, train, global_batch=16)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    decay = [reference[0].weight, reference[2].weight]
+    plain = torch.optim.SGD(
+        [{"params": decay, "weight_decay": 5e-4}, {"params": [reference[0].bias, reference[2].bias]}],
+        lr=0.01,
+        momentum=0.937,
+        nesterov=True,
+    )
+    summed_norms = []
+    for _ in range(2):
+        per_image = ((model(x) - y) ** 2).mean()
+        summed_norms.append(
+            float(optimizer_step(per_image, optimizer, scaler, groups.all(), 10.0, gradient_scale(train, 16)))
+        )
+        plain.zero_grad()
+        ((reference(x) - y) ** 2).sum().backward()
+        torch.nn.utils.clip_grad_norm_(list(reference.parameters()), 10.0)
+        plain.step()
+    assert summed_norms[0] > 10.0  # the clip binds: the summed gradient's norm, as MMYOLO logs it
+    for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_a_runs_sgd_task_scales_the_loss_by_its_global_batch(tiny_config):
+    cfg = tiny_config.model_copy(
+        update={"train": tiny_config.train.model_copy(update={"optimizer": "sgd", "lr": 0.01})}
+    )
+    task = build_task(cfg, teacher_shapes(dict(cfg.teachers)), 10, torch.device("cpu"), global_batch=24)
+    assert task.gradient_scale == 24.0
+    assert "on the loss summed over the global batch (x24)" in task.describe()
+    adamw = build_task(tiny_config, teacher_shapes(dict(tiny_config.teachers)), 10, torch.device("cpu"))
+    assert adamw.gradient_scale == 1.0 and "summed" not in adamw.describe()
 
 
 def _schedule(**spec) -> LrSchedule:

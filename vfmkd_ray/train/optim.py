@@ -5,7 +5,8 @@ MMYOLO's, because warm-up starts it from its own rate (``train.schedule``).
 
 ``sgd`` is MMYOLO's YOLOv8 optimiser: Nesterov momentum, weight decay scaled by the global batch
 over ``train.base_batch`` when the global batch is larger (no scaling below it, as MMYOLO, which
-would accumulate gradients there). ``adamw`` decays the same group, unscaled.
+would accumulate gradients there), applied to the gradient of the loss summed over the global batch
+(``gradient_scale``). ``adamw`` decays the same group, unscaled, on the per-image loss.
 """
 
 from __future__ import annotations
@@ -92,6 +93,21 @@ def scaled_weight_decay(train: TrainConfig, global_batch: int) -> float:
         return train.weight_decay
     accumulate = max(round(train.base_batch / global_batch), 1)
     return train.weight_decay * global_batch * accumulate / train.base_batch
+
+
+def gradient_scale(train: TrainConfig, global_batch: int) -> float:
+    """What the step multiplies the loss by before backward: the global batch for ``sgd``, 1 for
+    ``adamw``.
+
+    The heads and KD terms report per-image losses (a weight means the same at any batch size).
+    MMYOLO's ``YOLOv8Head`` multiplies its losses by ``num_imgs * world_size`` and Ultralytics' by
+    the batch size, so their SGD learning rate, weight decay and gradient clip are in units of the
+    batch-summed gradient: scaling the loss here (not the rates) makes ``lr: 0.01``,
+    ``weight_decay: 5e-4`` and ``grad_clip_norm: 10`` mean what they mean there, for every term
+    alike, so the terms' relative weights are untouched. Adam's update does not depend on the
+    loss's scale, so ``adamw`` keeps 1.
+    """
+    return float(global_batch) if train.optimizer == "sgd" else 1.0
 
 
 def build_optimizer(groups: ParameterGroups, train: TrainConfig, global_batch: int) -> torch.optim.Optimizer:

@@ -63,10 +63,12 @@ def optimizer_step(
     scaler: torch.amp.GradScaler,
     parameters: list[nn.Parameter],
     grad_clip_norm: float,
+    loss_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Backward (scaled under AMP), unscale, clip, step; returns the pre-clip gradient norm."""
+    """Backward of ``loss`` x ``loss_scale`` (``optim.gradient_scale``; also scaled under AMP),
+    unscale, clip, step; returns the pre-clip gradient norm."""
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(loss * loss_scale if loss_scale != 1.0 else loss).backward()
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip_norm)
     scaler.step(optimizer)
@@ -88,7 +90,9 @@ def train_step(
     with torch.autocast(batch.images_BCHW.device.type, enabled=task.use_amp):
         out = model_step(model, batch, task.parts)
     out["data/online_share"] = torch.tensor(batch.num_online / len(batch))
-    optimizer_step(out["loss"], task.optimizer, task.scaler, task.trainable, grad_clip_norm)
+    optimizer_step(
+        out["loss"], task.optimizer, task.scaler, task.trainable, grad_clip_norm, task.gradient_scale
+    )
     task.after_step()
     values = {key: float(value.detach()) for key, value in out.items()}
     check_finite(values, batch, where)

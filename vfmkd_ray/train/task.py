@@ -18,7 +18,7 @@ from vfmkd_ray.models.build import ModelParts, build_model
 from vfmkd_ray.models.from_run import load_frozen_model
 from vfmkd_ray.train.checkpointing import Stateful
 from vfmkd_ray.train.ema import WeightAverage
-from vfmkd_ray.train.optim import build_optimizer, keep_groups_on_restore, parameter_groups
+from vfmkd_ray.train.optim import build_optimizer, gradient_scale, keep_groups_on_restore, parameter_groups
 from vfmkd_ray.train.schedule import LrSchedule, ScheduleSpec
 
 
@@ -31,6 +31,7 @@ class TrainTask:
     use_amp: bool
     trainable: list[nn.Parameter]  # what the optimiser steps and the gradient clip sees
     ema: WeightAverage | None = None
+    gradient_scale: float = 1.0  # the loss's factor before backward (optim.gradient_scale)
 
     def stateful(self) -> dict[str, Stateful]:
         """What a checkpoint saves and restores, by name, in restore order (the schedule after the
@@ -62,8 +63,13 @@ class TrainTask:
         sizes = "/".join(str(sum(p.numel() for p in g["params"])) for g in groups)
         warmup = spec.warmup_steps
         whole = " (the whole run)" if warmup >= self.scheduler.total_steps else ""
+        summed = (
+            f" on the loss summed over the global batch (x{self.gradient_scale:g})"
+            if self.gradient_scale != 1.0
+            else ""
+        )
         return (
-            f"{type(self.optimizer).__name__} lr {self.scheduler.base_lrs[0]:g} over "
+            f"{type(self.optimizer).__name__} lr {self.scheduler.base_lrs[0]:g}{summed} over "
             f"{'/'.join(str(g.get('name')) for g in groups)} parameters {sizes}, "
             f"{spec.kind} to x{spec.lr_factor:g} over {self.scheduler.total_steps} steps, warm-up "
             f"{warmup} steps{whole}, EMA {'on' if self.ema is not None else 'off'}"
@@ -86,7 +92,8 @@ def build_task(
     ``train.freeze_backbone``; SyncBatchNorm on CUDA when ``train.sync_bn``), ``train.optimizer``
     over its trainable parameters in groups, the schedule over ``total_steps``, the run's planned
     steps, with warm-up counted in ``steps_per_epoch`` (default: ``total_steps`` over the epochs),
-    weight decay scaled for ``global_batch`` (default: the largest group's), the EMA when
+    weight decay and the loss's gradient scale for ``global_batch`` (default: the largest
+    group's), the EMA when
     ``train.ema``, and AMP on CUDA when ``train.amp``."""
     train = cfg.train
     parts = build_model(cfg, shapes, load_run_model=load_frozen_model).to(device)
@@ -95,7 +102,8 @@ def build_task(
     if train.sync_bn and device.type == "cuda":
         parts.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(parts.model)
     groups = parameter_groups(parts.model)
-    optimizer = build_optimizer(groups, train, global_batch or train.batch_size * train.max_workers)
+    global_batch = global_batch or train.batch_size * train.max_workers
+    optimizer = build_optimizer(groups, train, global_batch)
     keep_groups_on_restore(optimizer, [p for p in parts.model.parameters() if p.requires_grad])
     spec = ScheduleSpec(
         total_steps=total_steps,
@@ -110,4 +118,13 @@ def build_task(
     use_amp = train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     ema = WeightAverage(parts.model, train.ema_momentum, train.ema_gamma) if train.ema else None
-    return TrainTask(parts, optimizer, LrSchedule(optimizer, spec), scaler, use_amp, groups.all(), ema)
+    return TrainTask(
+        parts,
+        optimizer,
+        LrSchedule(optimizer, spec),
+        scaler,
+        use_amp,
+        groups.all(),
+        ema,
+        gradient_scale(train, global_batch),
+    )

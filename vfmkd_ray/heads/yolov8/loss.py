@@ -17,7 +17,9 @@ Follows ``mmyolo/models/dense_heads/yolov8_head.py`` with the losses of
 One deliberate difference: MMYOLO multiplies the three losses by ``num_imgs * world_size`` to match
 the official implementation's batch-summed loss under its SGD recipe. Here they are not, so the
 head's loss does not grow with the batch size or the number of workers, and ``heads.<name>.weight``
-and the KD term weights keep their meaning at any batch size.
+and the KD term weights keep their meaning at any batch size. Under ``train.optimizer: sgd`` the
+step multiplies the whole loss by the global batch (``train.optim.gradient_scale``), so MMYOLO's
+SGD settings act on the same batch-summed gradient as there.
 
 Everything runs in float32, also under autocast. The expected distances are recomputed here in
 float32 from the distribution logits (the same formula as the head module's). Rows with label -1
