@@ -3,14 +3,16 @@
 Loads the config MMYOLO packages (``yolov8_n_syncbn_fast_8xb16-500e_coco.py``) and changes only
 what a user must change to train it on another dataset and machine: data paths, classes, image
 scale (in every pipeline that names it), epochs, close-mosaic length, the warm-up floor, the
-validation interval (scaled like the epochs), loader workers and CPU. Everything else (the model,
-the SGD/EMA/warm-up recipe, the augmentation) is MMYOLO's. Runs its ``Runner`` and writes one JSON:
+validation and checkpoint interval (scaled like the epochs), loader workers (no pinned memory: no
+GPU), the seed, a log line every 10 iterations and the epoch clock below. Everything else (the
+model, the SGD/EMA/warm-up recipe, the augmentation) is MMYOLO's. Runs its ``Runner`` and writes:
 
     .venv/bin/python -m benchmarks.mmyolo_trainer --data ROOT --work-dir DIR --img-scale 192
         --epochs 30 --close-mosaic 5 --val-interval 10 --warmup-min-iters 0 [--workers 2]
 
 ``ROOT`` holds ``train.json``, ``val.json`` and ``images/``. The JSON (``DIR/result.json``) has each
-training epoch's images and seconds (first iteration's start to the last's end, loading included),
+training epoch's images and seconds (the first batch's arrival to the last step's end, the later
+batches' loading included, as vfmkd's ``StepClock``),
 the whole wall time, and the last validation's detections file (COCO results, original pixels).
 """
 

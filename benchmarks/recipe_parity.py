@@ -11,8 +11,10 @@
 The two sides change the same things the same way: the epochs; close-mosaic; the validation interval
 (scored every ``--val-interval`` epochs and each close-mosaic epoch, MMYOLO's ``dynamic_intervals``);
 the warm-up floor (MMYOLO's 1,000 iterations would cover the whole short run, so both warm up over
-3 epochs alone); the batch (16 on one process, so both scale weight decay by 16/64). Each run is a
-subprocess timed from launch to exit, one after the other, so each has the machine's cores.
+3 epochs alone); the batch (16 on one process: MMYOLO's rule leaves weight decay unscaled there, on
+both sides). The training split is a whole number of batches (``whole_batches``), so both take the
+same steps. Each run is a subprocess timed from launch to exit, one after the other, so each has
+the machine's cores; both train on the CPU (MMYOLO's sees no CUDA device).
 
 Every run is scored at its last epoch, EMA weights where the recipe has them, by pycocotools on
 ``val.json``: vfmkd in its loop (the same ``COCOeval`` over the same images and annotations),
@@ -20,7 +22,7 @@ MMYOLO's last ``CocoMetric`` detections file rescored here. Images/s is each run
 rate over its epochs after the first, counted alike on both sides (first batch's arrival to the last
 step's end, data waits included).
 
-    .venv/bin/python -m benchmarks.recipe_parity [--images 400] [--image-size 160] [--epochs 30]
+    .venv/bin/python -m benchmarks.recipe_parity [--images 398] [--image-size 160] [--epochs 30]
         [--close-mosaic 5] [--val-interval 10] [--only new old mmyolo] [--keep DIR]
 
 Needs the OpenMMLab stack (``make mm``) for the MMYOLO side.
@@ -82,6 +84,15 @@ class Outcome:
     AP_small: float
     wall_s: float
     images_per_s: float
+
+
+def whole_batches(images: int) -> int:
+    """The fewest images from ``images`` up whose training split is a whole number of batches:
+    vfmkd drops an epoch's last partial batch and MMYOLO's loader does not, so only then do both
+    take the same steps per epoch."""
+    while sum(not is_validation(str(i), VAL_FRACTION) for i in range(1, images + 1)) % BATCH:
+        images += 1
+    return images
 
 
 def write_dataset(root: Path, images: int, image_size: int, seed: int) -> tuple[int, int]:
@@ -167,7 +178,7 @@ def train_mmyolo(args, data: Path, work: Path) -> Outcome:
         f"--workers={os.cpu_count() or 1}",
         f"--seed={args.seed}",
     ]
-    wall = _timed(command, work / "mmyolo.log")
+    wall = _timed(command, work / "mmyolo.log", {"CUDA_VISIBLE_DEVICES": ""})  # both sides on CPUs
     result = json.loads((work_dir / "result.json").read_text())
     detections = json.loads(Path(result["detections"]).read_text())
     scores = score_detections(data / "val.json", detections)
@@ -187,12 +198,20 @@ def score_detections(val_json: Path, detections: list[dict]) -> dict[str, float]
     return score(GroundTruth(coco, ids, has_masks=False), detections, "bbox")
 
 
-def _timed(command: list[str], log: Path) -> float:
-    """Runs ``command`` from the repository root, its output to ``log``; its wall seconds."""
+def _timed(command: list[str], log: Path, env: dict[str, str] | None = None) -> float:
+    """Runs ``command`` from the repository root (``env`` added to this one's), its output to
+    ``log``; its wall seconds."""
     print(f"[bench] {' '.join(command[:4])} ... (log: {log})", flush=True)
     started = time.monotonic()
     with log.open("w") as out:
-        done = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(
+            command,
+            cwd=REPO,
+            env=os.environ | (env or {}),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
     wall = time.monotonic() - started
     if done.returncode != 0:
         tail = log.read_text().splitlines()[-20:]
@@ -243,7 +262,7 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 def run(root: str, flags: list[str]) -> list[Figure]:
     parser = argument_parser(__doc__)
-    parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--images", type=int, default=398, help="at least this many (whole_batches)")
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--close-mosaic", type=int, default=5)
@@ -258,7 +277,7 @@ def run(root: str, flags: list[str]) -> list[Figure]:
     work = (args.keep or Path(root) / "recipe_parity").resolve()
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
-    train, val = write_dataset(data, args.images, args.image_size, args.seed)
+    train, val = write_dataset(data, whole_batches(args.images), args.image_size, args.seed)
     setting = (
         f"YOLOv8-n from scratch, {train} train / {val} val synthetic images at {args.image_size} px, "
         f"{args.epochs} epochs (close-mosaic {args.close_mosaic}), batch {BATCH}, {os.cpu_count()} CPUs"

@@ -118,11 +118,11 @@ def merged(path: Path, machine: dict, run: dict, figures: list[dict]) -> dict:
     kept_runs, kept_figures = [], []
     if path.exists():
         earlier = json.loads(path.read_text())
-        if _kind(earlier["machine"]) == _kind(machine):
+        if _kind(earlier.get("machine", {})) == _kind(machine):
             kept_figures = [f for f in earlier["figures"] if f["section"] not in run["sections"]]
             kept_sections = {f["section"] for f in kept_figures}
             kept_runs = [
-                {"machine": earlier["machine"]} | r
+                {"machine": earlier.get("machine", {})} | r
                 for r in earlier["runs"]
                 if kept_sections & set(r["sections"])
             ]
@@ -146,13 +146,18 @@ def markdown(report: dict, before: dict | None) -> str:
     for run in report["runs"]:
         sections = ", ".join(run["sections"])
         ran_on = run.get("machine", machine)
-        software = f" (torch {ran_on['torch']}, {ran_on['platform']})" if ran_on != machine else ""
+        software = (
+            f" (torch {ran_on.get('torch')}, Python {ran_on.get('python')}, Ray {ran_on.get('ray')}, "
+            f"{ran_on.get('platform')})"
+            if ran_on != machine
+            else ""
+        )
         lines.append(f"- `{run['command']}` on {run['date']}, {run['minutes']} min: {sections}{software}")
     lines += [
         "",
         f"Machine: {machine['accelerator']}; {machine['cpus']} CPUs; {machine['platform']}; "
         f"Python {machine['python']}, torch {machine['torch']}, Ray {machine['ray']} (a run that "
-        "names its torch and platform ran on the same kind of machine with those).",
+        "names its software ran on the same kind of machine with that).",
         "",
         "Each figure: median of the repeated measurements, min-max in brackets, n = their count.",
     ]
