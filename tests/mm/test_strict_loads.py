@@ -11,13 +11,17 @@ import pytest
 import torch
 import yaml
 
+from tests.batches import dataset_batch
 from tests.mm.real_classes import build_backbone, build_detector, config_of, randomise, strict_load
 from vfmkd_ray import run_files
 from vfmkd_ray.config import validate_config
 from vfmkd_ray.export.command import run_export
-from vfmkd_ray.export.mmyolo_detector import export_whole_detector
+from vfmkd_ray.export.mmyolo_detector import export_whole_detector, mmyolo_state
 from vfmkd_ray.models.build import build_model
 from vfmkd_ray.models.students import StudentConfig, build_student
+from vfmkd_ray.train.config import TrainConfig
+from vfmkd_ray.train.optim import gradient_scale
+from vfmkd_ray.train.step import model_step
 
 pytestmark = pytest.mark.mm
 SIZES = ("n", "s", "m", "l", "x")
@@ -122,3 +126,46 @@ def test_mmdet_export_of_a_timm_student_loads_through_mmpretrain_timmbackbone(na
             # TIMMBackbone returns timm's features as they are: channels-last for MambaOut.
             theirs = [t.permute(0, 3, 1, 2) if student.channels_last_output else t for t in module(images)]
             _close(ours, theirs)
+
+
+def test_yolov8_loss_and_gradients_equal_mmyolos_at_the_sgd_scale(tmp_path):
+    """The same weights and batch through our head's loss (x the global batch, what an sgd step
+    backpropagates: ``optim.gradient_scale``) and MMYOLO's ``YOLOv8Head.loss_by_feat``: equal
+    losses and equal gradients in every parameter (the recipe parity benchmark's premise)."""
+    raw = _detector_config("n")
+    del raw["teachers"], raw["distill"]  # the detector alone: no KD term in the loss
+    raw["data"] |= {"root": str(tmp_path / "data"), "input_size": 128}
+    raw["data"]["synthetic"] = {"num_images": 6, "image_size": 128, "seed": 3, "max_shapes": 4}
+    cfg = validate_config(raw)
+    parts = build_model(cfg, load_weights=False)
+    model = randomise(parts.model, seed=4).train()
+    best = run_files.write_best(str(tmp_path / "run"), model, cfg.model_dump(mode="json"))[
+        run_files.BEST_MODEL
+    ]
+    export = export_whole_detector(best, str(tmp_path / "detector.pth"))
+    detector = build_detector(config_of(export.files[1]).model)
+    assert strict_load(detector, torch.load(export.files[0], weights_only=True)["state_dict"], "") == ([], [])
+    detector.train()
+    batch = dataset_batch(cfg, max_objects=20)
+    images = len(batch)
+
+    ours = model_step(model, batch, parts)
+    (ours["loss"] * gradient_scale(TrainConfig(optimizer="sgd"), images)).backward()
+    rows = [
+        [b, float(label), *box.tolist()]
+        for b in range(images)
+        for box, label in zip(batch.boxes_BN4[b], batch.labels_BN[b], strict=True)
+        if label >= 0
+    ]
+    outputs = detector.bbox_head(detector.neck(detector.backbone(batch.images_BCHW)))
+    metas = [{"batch_input_shape": tuple(batch.images_BCHW.shape[2:])}] * images
+    theirs = detector.bbox_head.loss_by_feat(*outputs, torch.tensor(rows), metas)
+    for name, key in (("det/cls", "loss_cls"), ("det/bbox", "loss_bbox"), ("det/dfl", "loss_dfl")):
+        torch.testing.assert_close(ours[name] * images, theirs[key].detach(), rtol=1e-4, atol=1e-4)
+    sum(theirs.values()).backward()
+
+    ours_grads = mmyolo_state({k: p.grad for k, p in model.named_parameters() if p.grad is not None}, "det")
+    theirs_grads = {k: p.grad for k, p in detector.named_parameters()}
+    assert ours_grads.keys() == theirs_grads.keys()
+    for key, grad in theirs_grads.items():
+        torch.testing.assert_close(ours_grads[key], grad, rtol=1e-3, atol=1e-5, msg=key)

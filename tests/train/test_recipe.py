@@ -19,7 +19,7 @@ from vfmkd_ray.train.config import TrainConfig
 from vfmkd_ray.train.ema import WeightAverage, ema_momentum
 from vfmkd_ray.train.optim import build_optimizer, gradient_scale, parameter_groups, scaled_weight_decay
 from vfmkd_ray.train.schedule import LrSchedule, ScheduleSpec
-from vfmkd_ray.train.step import optimizer_step, train_step
+from vfmkd_ray.train.step import model_step, optimizer_step, train_step
 from vfmkd_ray.train.task import build_task
 
 
@@ -209,6 +209,35 @@ def _trained_task(cfg, steps: int):
     for _ in range(steps):
         train_step(task.parts.model, batch, task, 10.0)
     return task
+
+
+def test_a_training_step_backpropagates_the_loss_times_the_tasks_gradient_scale(tiny_config):
+    """train_step (what the worker loop runs) steps an sgd task on the batch-summed loss: the same
+    weights as a hand-made step with the task's scale, not those of a step on the per-image loss."""
+    sgd = tiny_config.train.model_copy(update={"optimizer": "sgd", "lr": 0.01})
+    cfg = tiny_config.model_copy(update={"train": sgd})
+    teacher = build_teacher(cfg.teachers["sam"])
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    batch = Batch(images, torch.full((4, 2), 64))
+    batch.teacher_features = {f"sam/{k}": v for k, v in teacher(images).items()}
+
+    def fresh_task():
+        task = build_task(cfg, teacher_shapes(dict(cfg.teachers)), 10, torch.device("cpu"))
+        task.parts.model.train()
+        return task
+
+    stepped = fresh_task()
+    assert stepped.gradient_scale == cfg.train.batch_size * cfg.train.max_workers > 1
+    train_step(stepped.parts.model, batch, stepped, 10.0)
+    weights = {}
+    for scale in (stepped.gradient_scale, 1.0):
+        task = fresh_task()
+        loss = model_step(task.parts.model, batch, task.parts)["loss"]
+        optimizer_step(loss, task.optimizer, task.scaler, task.trainable, 10.0, scale)
+        weights[scale] = task.parts.model.state_dict()
+    ours = stepped.parts.model.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in weights[stepped.gradient_scale].items())
+    assert not all(torch.equal(ours[k], v) for k, v in weights[1.0].items())
 
 
 def test_the_ema_is_what_the_best_files_hold_and_a_resume_restores_it(tiny_config, tmp_path):

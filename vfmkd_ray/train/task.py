@@ -116,7 +116,10 @@ def build_task(
         warmup_momentum=train.warmup_momentum,
     )
     use_amp = train.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    loss_scale = gradient_scale(train, global_batch)
+    # The loss reaches backward x loss_scale: AMP's first scale is that much lower, so the first
+    # steps are not skipped for an overflow the larger loss alone would cause.
+    scaler = torch.amp.GradScaler(device.type, init_scale=2.0**16 / loss_scale, enabled=use_amp)
     ema = WeightAverage(parts.model, train.ema_momentum, train.ema_gamma) if train.ema else None
     return TrainTask(
         parts,
@@ -126,5 +129,5 @@ def build_task(
         use_amp,
         groups.all(),
         ema,
-        gradient_scale(train, global_batch),
+        loss_scale,
     )
