@@ -30,8 +30,6 @@ Needs the OpenMMLab stack (``make mm``) for the MMYOLO side.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -43,11 +41,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pycocotools.coco import COCO
-
 from benchmarks.figures import Figure, argument_parser
 from vfmkd_ray import run_files
-from vfmkd_ray.data.coco_scores import GroundTruth, score
+from vfmkd_ray.data.coco import read_image_records
+from vfmkd_ray.data.coco_scores import ground_truth, score
 from vfmkd_ray.data.config import DataConfig, SyntheticConfig
 from vfmkd_ray.data.pipeline import is_validation
 from vfmkd_ray.data.synthetic import write_synthetic_coco
@@ -181,21 +178,19 @@ def train_mmyolo(args, data: Path, work: Path) -> Outcome:
     wall = _timed(command, work / "mmyolo.log", {"CUDA_VISIBLE_DEVICES": ""})  # both sides on CPUs
     result = json.loads((work_dir / "result.json").read_text())
     detections = json.loads(Path(result["detections"]).read_text())
-    scores = score_detections(data / "val.json", detections)
+    scores = score_detections(data, detections)
     rates = [epoch["images"] / epoch["seconds"] for epoch in result["epochs"][1:]]
     return Outcome(
         "mmyolo", scores["mAP"], scores["AP50"], scores["AP_small"], wall, statistics.median(rates)
     )
 
 
-def score_detections(val_json: Path, detections: list[dict]) -> dict[str, float]:
-    """COCO box scores of a results list against ``val_json``, by the function vfmkd's loop uses."""
-    coco = COCO()
-    coco.dataset = json.loads(val_json.read_text())
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    ids = {str(image["id"]): image["id"] for image in coco.dataset["images"]}
-    return score(GroundTruth(coco, ids, has_masks=False), detections, "bbox")
+def score_detections(data: Path, detections: list[dict]) -> dict[str, float]:
+    """COCO box scores of a results list against ``data``'s ``val.json``, with the ground truth and
+    scorer vfmkd's loop uses (``coco_scores.ground_truth`` and ``score``)."""
+    val = DataConfig(root=str(data), images_dir="images", annotations="val.json")
+    truth = ground_truth(str(data / "val.json"), read_image_records(val))
+    return score(truth, detections, "bbox")
 
 
 def _timed(command: list[str], log: Path, env: dict[str, str] | None = None) -> float:

@@ -68,7 +68,7 @@ def optimizer_step(
     """Backward of ``loss`` x ``loss_scale`` (``optim.gradient_scale``; also scaled under AMP),
     unscale, clip, step; returns the pre-clip gradient norm."""
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss * loss_scale if loss_scale != 1.0 else loss).backward()
+    scaler.scale(loss * loss_scale).backward()
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip_norm)
     scaler.step(optimizer)

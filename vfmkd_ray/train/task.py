@@ -93,8 +93,7 @@ def build_task(
     over its trainable parameters in groups, the schedule over ``total_steps``, the run's planned
     steps, with warm-up counted in ``steps_per_epoch`` (default: ``total_steps`` over the epochs),
     weight decay and the loss's gradient scale for ``global_batch`` (default: the largest
-    group's), the EMA when
-    ``train.ema``, and AMP on CUDA when ``train.amp``."""
+    group's), the EMA when ``train.ema``, and AMP on CUDA when ``train.amp``."""
     train = cfg.train
     parts = build_model(cfg, shapes, load_run_model=load_frozen_model).to(device)
     if train.freeze_backbone:
