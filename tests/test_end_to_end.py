@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -241,13 +242,26 @@ def test_bad_images_and_rows_stop_a_run_or_are_skipped_and_listed(local_ray, tin
     assert any("fails its checksum" in line["error"] for line in lines)
 
 
-def test_two_teachers_with_missing_rows_and_online_ratio(local_ray, two_teacher_config):
+def test_two_teachers_with_missing_rows_and_online_ratio_warped_into_mosaics(local_ray, two_teacher_config):
     """SAM (primary) and DINOv2 at another input size, each with its own store and loss term; rows
-    missing from either store, and a 25% online share, run both teachers in the worker."""
+    missing from either store, and a 25% online share, run both teachers in the worker. The samples
+    are MMYOLO's mosaics: both stores' maps are warped into each canvas (``under_augmentation:
+    warp``), a tile whose row a store lacks is masked, and the online samples' live targets cover
+    their whole canvas."""
+    augment = two_teacher_config.data.augment.model_copy(
+        update={"pipeline": "yolov8", "close_mosaic_epochs": 0}
+    )
+    teachers = {
+        alias: teacher.model_copy(update={"under_augmentation": "warp"})
+        for alias, teacher in two_teacher_config.teachers.items()
+    }
     cfg = two_teacher_config.model_copy(
         update={
             "name": "online",
-            "data": two_teacher_config.data.model_copy(update={"missing_features": "online"}),
+            "teachers": teachers,
+            "data": two_teacher_config.data.model_copy(
+                update={"missing_features": "online", "augment": augment}
+            ),
             "distill": two_teacher_config.distill.model_copy(update={"online_ratio": 0.25}),
             "train": two_teacher_config.train.model_copy(update={"epochs": 1}),
         }
@@ -263,3 +277,5 @@ def test_two_teachers_with_missing_rows_and_online_ratio(local_ray, two_teacher_
     assert all(share > 0 for share in shares)
     last = summary.history[-1]
     assert {"val/cos/feature_mse", "val/cos/dino_s32", "train/loss/dino_s32"} <= set(last)
+    assert last["data/mosaic"] == 1.0 and math.isfinite(last["train/loss/dino_s32"])
+    assert 0 < last["train/loss/feature_mse"] < math.inf

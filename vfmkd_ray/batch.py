@@ -46,6 +46,9 @@ class Batch:
         sample_keys_B: ``data.pipeline.sample_key`` of each image (host memory): an epoch's data
             position lists the keys it trained on.
         stored_bytes: the stored feature bytes the batch's rows cost to read.
+        teacher_coverage: for targets warped into an augmented canvas (``under_augmentation:
+            warp``), ``<alias>/<layer>`` -> ``B x 1 x h x w`` float, 1 where a stored map covers
+            the cell; absent: the target covers its whole grid.
     """
 
     images_BCHW: torch.Tensor
@@ -59,10 +62,20 @@ class Batch:
     image_ids_BL: torch.Tensor | None = None
     sample_keys_B: torch.Tensor | None = None
     stored_bytes: int = 0
+    teacher_coverage: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def image_size(self) -> int:
         return int(self.images_BCHW.shape[-1])
+
+    def target_mask(self, teacher_key: str, grid: tuple[int, int]) -> torch.Tensor:
+        """``B x 1 x h x w``: 1 where teacher target ``teacher_key`` on ``grid`` is the teacher's
+        view of the student's pixels (inside the unpadded image, and covered by a stored map)."""
+        from vfmkd_ray.data.image_tensors import valid_mask
+
+        mask_B1hw = valid_mask(self.valid_hw_B2, self.image_size, grid)
+        coverage = self.teacher_coverage.get(teacher_key)
+        return mask_B1hw if coverage is None else mask_B1hw * coverage
 
     def image_ids(self) -> tuple[str, ...]:
         """The images' ids (empty when the batch does not carry them); copies to the host."""

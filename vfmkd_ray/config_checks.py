@@ -138,7 +138,11 @@ def config_warnings(cfg: ExperimentConfig) -> list[str]:
     lines = []
     used = set(used_teachers(cfg))
     may_go_online = cfg.distill.online_ratio > 0 or cfg.data.missing_features == "online"
-    for alias in used if may_go_online else ():
+    augmented = cfg.data.augment.pipeline != "none"
+    for alias in used:
+        online_always = augmented and cfg.teachers[alias].under_augmentation == "online"
+        if not (may_go_online or online_always):
+            continue
         size = cfg.teachers[alias].input_size
         if size > cfg.input_size:
             lines.append(
@@ -149,6 +153,8 @@ def config_warnings(cfg: ExperimentConfig) -> list[str]:
     for alias in cfg.teachers:
         if alias not in used:
             lines.append(f"teachers.{alias} is read by no distill term or head: it is ignored")
+        elif not augmented and cfg.teachers[alias].under_augmentation is not None:
+            lines.append(f"teachers.{alias}.under_augmentation has no effect: data.augment.pipeline is none")
     if not used and cfg.distill.online_ratio > 0:
         lines.append("distill.online_ratio has no effect: no term or head reads a teacher")
     if (

@@ -1,18 +1,29 @@
 """The decode stage with data.augment.pipeline yolov8 (Ray-free): each block's rows become mosaic
 samples whose partners are the block's other rows, the same every replay of an epoch, another the
-next epoch; a bad image is recorded and is in no one's mosaic; validation is not augmented."""
+next epoch; a bad image is recorded and is in no one's mosaic; validation is not augmented; under
+``under_augmentation: warp`` each sample's stored maps are its sources' maps warped into its
+canvas."""
 
 import numpy as np
 import pytest
+import torch
 
 from vfmkd_ray.config import ConfigError, load_config
 from vfmkd_ray.config_checks import config_warnings
 from vfmkd_ray.data.augment.block import BlockAugmentation
+from vfmkd_ray.data.augment.feature_warp import record_sources
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import ImageAnnotations, read_dataset
-from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
+from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder, teacher_column
+from vfmkd_ray.data.samples import read_image
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.data.targets import BOXES_COLUMN, LABELS_COLUMN
+from vfmkd_ray.data.warped_features import covered_column, warped_row
+from vfmkd_ray.store.manifest import StoreDataset
+from vfmkd_ray.store.reader import decode_row
+from vfmkd_ray.store.schema import build_table, feature_column
+from vfmkd_ray.train.batch_feed import BatchFeed
+from vfmkd_ray.train.trainer import refuse_stored_features_under_augmentation
 
 
 class Epoch:
@@ -86,3 +97,86 @@ def test_mask_heads_are_refused_and_a_useless_close_mosaic_is_named(tiny_config)
     assert "data.augment.close_mosaic_epochs has no effect: data.augment.pipeline is none" in warned
     warned = config_warnings(load_config(None, ["data.augment.pipeline=yolov8", "train.epochs=5"]))
     assert any("close_mosaic_epochs 10 >= train.epochs 5: no epoch uses mosaic" in w for w in warned)
+
+
+def _warp_rows(tiny_config, make_manifest):
+    """The block's rows with a stored fp16 map per image: a coordinate ramp and the image's index."""
+    rows = _rows(tiny_config)
+    count = len(rows["image_id"])
+    ramp = np.stack(np.meshgrid(np.arange(8.0), np.arange(8.0)))
+    maps = np.stack([np.concatenate([ramp, np.full((1, 8, 8), i)]) for i in range(count)]).astype(np.float32)
+    table = build_table(
+        {**rows, "valid_h": np.full(count, 64), "valid_w": np.full(count, 64), feature_column("embed"): maps},
+        ["embed"],
+        "fp16",
+    )
+    stored = {name: np.array(table.column(name).to_pylist(), dtype=object) for name in table.column_names}
+    return {**rows, **{k: v for k, v in stored.items() if k not in rows}}, make_manifest(
+        "embed", (3, 8, 8), count
+    )
+
+
+def _decode_warped(rows, manifest, online_ratio=0.0, epoch=0):
+    pipeline = BlockAugmentation.yolov8("n", 1, seed=0, epochs=3, size=64, max_objects=12)
+    spec = SampleSpec(64, "none", 12, 0, pipeline)
+    decoder = TrainSampleDecoder(
+        StoreDataset("sam", "store", manifest), spec, None, online_ratio, position=Epoch(epoch)
+    )
+    [out] = list(decoder(rows))
+    return out, pipeline
+
+
+@pytest.mark.parametrize("epoch", [0, 2])  # a mosaic epoch and a close-mosaic one
+def test_warp_carries_each_samples_stored_maps_into_its_canvas(tiny_config, make_manifest, epoch):
+    """Each sample's feature column is its record's sources' stored maps warped into its canvas,
+    in the store's codec, with the coverage beside it; the other images' maps never leak in."""
+    rows, manifest = _warp_rows(tiny_config, make_manifest)
+    out, pipeline = _decode_warped(rows, manifest, epoch=epoch)
+    ids = [str(i) for i in rows["image_id"]]
+    records = pipeline.records(epoch, ids)
+    stored = {i: decode_row(rows, n, manifest, "store") for n, i in enumerate(ids)}
+    sizes = {i: read_image(str(rows["image_uri"][n])).shape[:2] for n, i in enumerate(ids)}
+    features, covered = (
+        out[teacher_column("sam", "feat.embed")],
+        out[teacher_column("sam", covered_column("embed"))],
+    )
+    assert features.dtype == np.float16 and covered.shape == (len(ids), 8, 8)
+    seen = []
+    for n, record in enumerate(records):
+        expected = warped_row(record, stored, sizes, dict.fromkeys(ids, False), manifest)
+        np.testing.assert_array_equal(features[n], expected["feat.embed"])
+        np.testing.assert_array_equal(covered[n], expected[covered_column("embed")])
+        sources = {ids.index(i) for i in record_sources(record)}
+        seen.append(set(np.unique(features[n][2][covered[n] == 1]).astype(int).tolist()))
+        assert seen[-1] <= sources
+    # Mosaics show their partners' maps; the close-mosaic epoch only each image's own.
+    assert max(map(len, seen)) > 1 if epoch == 0 else all(s == {n} for n, s in enumerate(seen))
+    # The worker's batch carries the coverage beside the decoded target, for every teacher term.
+    feed = BatchFeed(frozenset({"sam/embed"}), {"sam": "fp16"}, torch.device("cpu"), len(ids), 1)
+    batch = feed.to_batch({name: torch.from_numpy(np.asarray(column)) for name, column in out.items()})
+    assert torch.equal(batch.teacher_coverage["sam/embed"], torch.from_numpy(covered).float()[:, None])
+
+
+def test_under_warp_an_online_sample_is_covered_everywhere_for_its_live_teacher(tiny_config, make_manifest):
+    rows, manifest = _warp_rows(tiny_config, make_manifest)
+    out, _ = _decode_warped(rows, manifest, online_ratio=1.0)
+    assert out["online"].all() and not out[teacher_column("sam", "feat.embed")].any()
+    assert out[teacher_column("sam", covered_column("embed"))].all()
+
+
+def test_a_stored_teacher_under_augmentation_must_say_how_its_target_follows(tiny_config):
+    cfg = load_config("configs/demo.yaml", ["data.augment.pipeline=yolov8"])
+    alias = cfg.primary_teacher
+    with pytest.raises(ValueError, match=f"set teachers.{alias}.under_augmentation to warp"):
+        refuse_stored_features_under_augmentation(cfg, [alias])
+    refuse_stored_features_under_augmentation(
+        load_config(
+            "configs/demo.yaml", ["data.augment.pipeline=yolov8", f"teachers.{alias}.under_augmentation=warp"]
+        ),
+        [alias],
+    )
+    plain = load_config("configs/demo.yaml", [f"teachers.{alias}.under_augmentation=warp"])
+    assert (
+        f"teachers.{alias}.under_augmentation has no effect: data.augment.pipeline is none"
+        in config_warnings(plain)
+    )

@@ -50,3 +50,40 @@ def test_term_contract(term_type):
             "every teacher term reports cos"
         )
         assert float(loss) > 0
+
+
+@pytest.mark.parametrize("term_type", sorted(ZERO_WHEN_EQUAL))
+def test_a_warped_targets_uncovered_cells_teach_nothing(term_type):
+    """Under ``under_augmentation: warp`` a target's cells that no stored map covers carry zeros:
+    whatever the student says there, every teacher term's loss and its ``cos`` stay the same."""
+    stride = 4 if term_type == "fgd" else 16
+    cfg = load_config(None, [f"distill.terms={{t: {{type: {term_type}, student_stride: {stride}}}}}"])
+    [term] = build_loss_terms(
+        cfg.distill, StudentLevels(YOLOv8CSPDarknet("n").feature_info), TEACHER
+    ).values()
+    term.build_adapter()
+    torch.manual_seed(0)
+    target, pred = torch.randn(2, 256, 4, 4), torch.randn(2, 256, 4, 4)
+    coverage = torch.ones(2, 1, 4, 4)
+    coverage[0, :, :, 2:] = 0  # the right half of the first sample's canvas came from padding
+    target = target * coverage
+    boxes = torch.tensor([[[4.0, 4.0, 60.0, 60.0]], [[8.0, 8.0, 40.0, 30.0]]])
+
+    def run(prediction):
+        batch = Batch(
+            torch.zeros(2, 3, 64, 64),
+            torch.full((2, 2), 64),
+            {"sam/image_embed": target},
+            boxes_BN4=boxes,
+            labels_BN=torch.tensor([[0], [0]]),
+            teacher_coverage={"sam/image_embed": coverage},
+        )
+        loss, diagnostics = term(prediction, batch)
+        return float(loss), float(diagnostics["cos"])
+
+    elsewhere = pred.clone()
+    elsewhere[0, :, :, 2:] = 100 * torch.randn(256, 4, 2)
+    assert run(elsewhere) == pytest.approx(run(pred), rel=1e-5)
+    inside = pred.clone()
+    inside[0, :, :, :2] += 1.0
+    assert run(inside) != pytest.approx(run(pred), rel=1e-5)

@@ -14,14 +14,16 @@ import numpy as np
 
 from vfmkd_ray.data.annotation_checks import BadAnnotationError
 from vfmkd_ray.data.augment.block import BlockAugmentation, decoded_sample
+from vfmkd_ray.data.augment.record import AugmentRecord
 from vfmkd_ray.data.augment.replay import Sample
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
 from vfmkd_ray.data.coco import ImageAnnotations
 from vfmkd_ray.data.config import DEFAULT_MAX_IMAGE_PIXELS
 from vfmkd_ray.data.feature_keys import feature_key
 from vfmkd_ray.data.image_ids import IMAGE_ID_COLUMN, encode_image_id
-from vfmkd_ray.data.images import BadImageError
+from vfmkd_ray.data.images import BadImageError, is_flipped
 from vfmkd_ray.data.samples import IMAGE_COLUMN, load_letterboxed, load_sample, read_image
+from vfmkd_ray.data.warped_features import covered_everywhere, warped_row
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.index_rows import VIEW_COLUMN
 from vfmkd_ray.store.manifest import Manifest, StoreDataset
@@ -33,6 +35,17 @@ ONLINE_COLUMN = "online"  # 1 where the worker runs the teacher instead of using
 SAMPLE_KEY_COLUMN = "sample_key"  # int64 hash of the image id: what an epoch's data position lists
 STORED_BYTES_COLUMN = "stored_bytes"  # equals store.ray_source.STORED_BYTES_COLUMN
 ANNOTATIONS_COLUMN = "annotations"  # ImageAnnotations as JSON text ("" for none)
+
+
+@dataclass(frozen=True)
+class AugmentedBlock:
+    """One block's augmented samples by image id: their records, replayed columns, the original
+    image sizes and the rows' ``aug_seed`` (whether a stored row is of the mirrored image)."""
+
+    records: dict[str, AugmentRecord]
+    columns: dict[str, dict[str, np.ndarray]]
+    image_hw: dict[str, tuple[int, int]]
+    aug_seeds: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -162,26 +175,33 @@ class TrainSampleDecoder:
         done = self.position.trained(keys) if self.position is not None else frozenset()
         rows = [row for row in range(len(ids)) if keys[row] not in done]
         online = {row: self._is_online(batch, row, (ids[row], views[row]), rng) for row in rows}
-        offline = [(ids[row], views[row]) for row in rows if not online[row]]
-        other_rows = [(index, index.read_rows(offline)) for index in self.others]
-        positions = {key: position for position, key in enumerate(offline)}
         augmented = self._augmented(batch, rows, ids)
-        rows = [row for row in rows if augmented is None or ids[row] in augmented]
+        warp = augmented is not None and self.primary is not None
+        # Under warp a sample's mosaic partners need their stored rows too, online or not.
+        read = [row for row in rows if not online[row] or (warp and self._in_every_store(batch, row, views))]
+        other_rows = [(index, index.read_rows([(ids[r], views[r]) for r in read])) for index in self.others]
+        stored = {
+            row: self._stored_or_error(batch, row, other_rows, position) for position, row in enumerate(read)
+        }
+        rows = [row for row in rows if augmented is None or ids[row] in augmented.columns]
         samples = []
         for row in rows:
             try:
-                features = (
-                    self._placeholders()
-                    if online[row]
-                    else self._stored_features(batch, row, other_rows, positions[(ids[row], views[row])])
-                )
+                if online[row]:
+                    features = self._placeholders(covered=warp)
+                elif isinstance(stored[row], FeatureStoreError):
+                    raise stored[row]
+                elif warp:
+                    features = self._warped(batch, augmented, ids[row], {ids[r]: stored[r] for r in read})
+                else:
+                    features = stored[row]
                 # A fresh draw of instances per epoch: each image's masks all get their turn.
                 mask_seed = int(rng.integers(2**31))
                 if augmented is None:
                     sample = self._sample(batch, row, online[row], features, mask_seed)
                 else:
                     sample = {
-                        **augmented[ids[row]],
+                        **augmented.columns[ids[row]],
                         ONLINE_COLUMN: np.uint8(online[row]),
                         IMAGE_ID_COLUMN: encode_image_id(ids[row]),
                         **features,
@@ -199,10 +219,10 @@ class TrainSampleDecoder:
 
     def _augmented(
         self, batch: dict[str, np.ndarray], rows: list[int], ids: list[str]
-    ) -> dict[str, dict[str, np.ndarray]] | None:
+    ) -> AugmentedBlock | None:
         """With ``spec.pipeline``: each row's image decoded once (a bad one recorded and left out
         of every mosaic), a record per row drawn for the epoch the data position says, and the
-        replayed sample's columns by image id; None without a pipeline."""
+        replayed samples; None without a pipeline."""
         pipeline = self.spec.pipeline
         if pipeline is None:
             return None
@@ -220,18 +240,60 @@ class TrainSampleDecoder:
                 self.bad_samples.record(BadSample(ids[row], str(batch["image_uri"][row]), "train", str(err)))
         epoch = self.position.epoch() if self.position is not None else 0
         good = list(decoded)
-        records = pipeline.records(epoch, good)
-        return {
-            image_id: pipeline.columns(record, decoded)
-            for image_id, record in zip(good, records, strict=True)
-        }
+        records = dict(zip(good, pipeline.records(epoch, good), strict=True))
+        return AugmentedBlock(
+            records,
+            {image_id: pipeline.columns(record, decoded) for image_id, record in records.items()},
+            {image_id: sample.image.shape[:2] for image_id, sample in decoded.items()},
+            {ids[row]: int(batch["aug_seed"][row]) for row in rows},
+        )
+
+    def _warped(
+        self,
+        batch: dict[str, np.ndarray],
+        augmented: AugmentedBlock,
+        image_id: str,
+        stored: dict[str, dict[str, np.ndarray] | FeatureStoreError],
+    ) -> dict[str, np.ndarray]:
+        """``image_id``'s sample's features: every store's maps of its sources warped into its
+        canvas (a source whose row failed to read has no map there)."""
+        record = augmented.records[image_id]
+        features: dict[str, np.ndarray] = {}
+        for store in self._stores():
+            alias, manifest = store.alias, store.manifest
+            rows = {
+                source: _unprefixed(alias, row)
+                for source, row in stored.items()
+                if not isinstance(row, FeatureStoreError)
+            }
+            mirrored = {i: is_flipped(seed, manifest.augment) for i, seed in augmented.aug_seeds.items()}
+            features |= _prefixed(alias, warped_row(record, rows, augmented.image_hw, mirrored, manifest))
+        return features
+
+    def _stores(self) -> list[StoreDataset]:
+        return [] if self.primary is None else [self.primary, *(index.store for index in self.others)]
+
+    def _in_every_store(self, batch: dict[str, np.ndarray], row: int, views: list[int]) -> bool:
+        key = (str(batch["image_id"][row]), views[row])
+        return not self._is_placeholder(batch, row) and all(key in index for index in self.others)
+
+    def _is_placeholder(self, batch: dict[str, np.ndarray], row: int) -> bool:
+        return len(batch[feature_column(next(iter(self.primary.manifest.layers)))][row]) == 0
+
+    def _stored_or_error(
+        self, batch, row: int, other_rows, position: int
+    ) -> dict[str, np.ndarray] | FeatureStoreError:
+        try:
+            return self._stored_features(batch, row, other_rows, position)
+        except FeatureStoreError as err:
+            return err
 
     def _is_online(
         self, batch: dict[str, np.ndarray], row: int, key: tuple[str, int], rng: np.random.Generator
     ) -> bool:
         if self.primary is None:
             return False  # no stored teacher: every teacher runs live on every sample
-        if len(batch[feature_column(next(iter(self.primary.manifest.layers)))][row]) == 0:
+        if self._is_placeholder(batch, row):
             return True  # a placeholder row: no stored features (missing_features: online)
         if any(key not in index for index in self.others):
             return True  # the driver lets such ids through only under missing_features: online
@@ -259,10 +321,15 @@ class TrainSampleDecoder:
             features |= _prefixed(store.alias, decode_row(rows, position, store.manifest, store.uri))
         return features
 
-    def _placeholders(self) -> dict[str, np.ndarray]:
-        features = _prefixed(self.primary.alias, placeholder_features(self.primary.manifest))
-        for index in self.others:
-            features |= _prefixed(index.store.alias, placeholder_features(index.store.manifest))
+    def _placeholders(self, covered: bool = False) -> dict[str, np.ndarray]:
+        """Zero features for the worker's teachers to fill; ``covered``: with warp's coverage
+        columns, all ones (the live teacher sees the whole canvas)."""
+        features = {}
+        for store in self._stores():
+            columns = placeholder_features(store.manifest)
+            features |= _prefixed(
+                store.alias, columns | (covered_everywhere(store.manifest) if covered else {})
+            )
         return features
 
     def _sample(
@@ -299,6 +366,11 @@ def teacher_column(alias: str, column: str) -> str:
 
 def _prefixed(alias: str, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {teacher_column(alias, name): value for name, value in columns.items()}
+
+
+def _unprefixed(alias: str, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    prefix = teacher_column(alias, "")
+    return {name[len(prefix) :]: value for name, value in columns.items() if name.startswith(prefix)}
 
 
 def placeholder_features(manifest: Manifest) -> dict[str, np.ndarray]:

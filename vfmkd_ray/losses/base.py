@@ -64,12 +64,12 @@ class LossTerm:
 
 
 @torch.no_grad()
-def teacher_cosine(pred_BCHW: torch.Tensor, target_BCHW: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Mean cosine similarity between the adapted student and the teacher over the unpadded
-    positions: the ``cos`` diagnostic every teacher-reading term reports."""
-    from vfmkd_ray.data.image_tensors import valid_mask
-
-    mask_B1HW = valid_mask(batch.valid_hw_B2, batch.image_size, tuple(target_BCHW.shape[-2:]))
+def teacher_cosine(
+    pred_BCHW: torch.Tensor, target_BCHW: torch.Tensor, batch: Batch, teacher_key: str
+) -> torch.Tensor:
+    """Mean cosine similarity between the adapted student and the teacher over the positions the
+    target holds (``Batch.target_mask``): the ``cos`` diagnostic every teacher-reading term reports."""
+    mask_B1HW = batch.target_mask(teacher_key, tuple(target_BCHW.shape[-2:]))
     cos_BHW = torch.nn.functional.cosine_similarity(pred_BCHW.float(), target_BCHW.float(), dim=1, eps=1e-6)
     return masked_mean(cos_BHW.unsqueeze(1), mask_B1HW)
 

@@ -4,8 +4,9 @@ Prediction", ICCV 2021).
 Each channel's activations become a distribution over the spatial positions (a softmax at
 temperature ``T``); the loss is the KL divergence from the teacher's distribution to the student's,
 summed over positions, averaged over channels and images and scaled by ``T^2`` (as in the paper and
-MMRazor's ``ChannelWiseDivergence``). Letterbox padding is left out of both distributions, so the
-student is not taught where the teacher puts mass on black borders. Zero when the adapted student
+MMRazor's ``ChannelWiseDivergence``). Letterbox padding (and a warped target's uncovered cells)
+is left out of both distributions, so the student is not taught where the teacher puts mass on
+black borders. Zero when the adapted student
 equals the teacher.
 """
 
@@ -16,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from vfmkd_ray.batch import Batch
-from vfmkd_ray.data.image_tensors import valid_mask
 from vfmkd_ray.losses.base import LossTerm, StudentLevels, teacher_cosine
 from vfmkd_ray.losses.config import CWDConfig
 from vfmkd_ray.models.adapters import FeatureAdapter
@@ -40,7 +40,7 @@ class ChannelWiseDistillation(LossTerm):
         target_BCHW = batch.teacher_features[self.teacher_key].detach().float()
         student_BCHW = pred_BCHW.float()
         batch_size, channels = target_BCHW.shape[:2]
-        mask_B1HW = valid_mask(batch.valid_hw_B2, batch.image_size, tuple(target_BCHW.shape[-2:]))
+        mask_B1HW = batch.target_mask(self.teacher_key, tuple(target_BCHW.shape[-2:]))
         padding_B1N = (mask_B1HW.flatten(2) == 0).expand(-1, channels, -1)
         tau = self.temperature
         teacher_BCN = (target_BCHW.flatten(2) / tau).masked_fill(padding_B1N, PAD_LOGIT)
@@ -48,4 +48,4 @@ class ChannelWiseDistillation(LossTerm):
         teacher_log_BCN = F.log_softmax(teacher_BCN, dim=2)
         kl_BC = (teacher_log_BCN.exp() * (teacher_log_BCN - F.log_softmax(student_BCN, dim=2))).sum(dim=2)
         loss = kl_BC.sum() * tau**2 / (batch_size * channels)
-        return loss, {"cos": teacher_cosine(student_BCHW, target_BCHW, batch)}
+        return loss, {"cos": teacher_cosine(student_BCHW, target_BCHW, batch, self.teacher_key)}

@@ -1,7 +1,7 @@
 """Masked feature MSE against a teacher feature map (the seed design's main KD term).
 
 Padding added by letterboxing is masked out, so the student is not taught to imitate the teacher's
-response to black borders.
+response to black borders; so are the cells of a warped target that no stored map covers.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from vfmkd_ray.batch import Batch
-from vfmkd_ray.data.image_tensors import valid_mask
 from vfmkd_ray.losses.base import LossTerm, StudentLevels, masked_mean, teacher_cosine
 from vfmkd_ray.models.adapters import FeatureAdapter
 
@@ -37,6 +36,6 @@ class FeatureMSE(LossTerm):
 
     def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         target_BCHW = batch.teacher_features[self.teacher_key].to(pred_BCHW.dtype)
-        mask_B1HW = valid_mask(batch.valid_hw_B2, batch.image_size, tuple(target_BCHW.shape[-2:]))
+        mask_B1HW = batch.target_mask(self.teacher_key, tuple(target_BCHW.shape[-2:]))
         loss = masked_mean((pred_BCHW - target_BCHW).pow(2), mask_B1HW)
-        return loss, {"cos": teacher_cosine(pred_BCHW, target_BCHW, batch)}
+        return loss, {"cos": teacher_cosine(pred_BCHW, target_BCHW, batch, self.teacher_key)}

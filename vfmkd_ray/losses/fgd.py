@@ -120,6 +120,10 @@ class FGD(LossTerm):
         cfg, adapter = self.cfg, self.adapter
         student = pred_BCHW.float()
         teacher = batch.teacher_features[self.teacher_key].detach().float()
+        coverage = batch.teacher_coverage.get(self.teacher_key)
+        if coverage is not None:
+            # A warped target's uncovered cells hold no teacher: neither side is compared there.
+            student, teacher = student * coverage, teacher * coverage
         size = batch.image_size
         foreground, background = box_masks(batch.boxes(), size, tuple(teacher.shape[-2:]), teacher.device)
         spatial_t, channel_t = attention(teacher, cfg.temperature)
@@ -139,4 +143,4 @@ class FGD(LossTerm):
             cfg.alpha * fg_loss + cfg.beta * bg_loss + cfg.gamma * attention_loss + cfg.lambda_ * global_loss
         )
         diagnostics = {"fg": fg_loss.detach(), "bg": bg_loss.detach(), "global": global_loss.detach()}
-        return loss, diagnostics | {"cos": teacher_cosine(student, teacher, batch)}
+        return loss, diagnostics | {"cos": teacher_cosine(student, teacher, batch, self.teacher_key)}

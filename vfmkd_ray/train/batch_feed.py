@@ -1,6 +1,7 @@
 """``BatchFeed``: a worker's shard of torch batches -> ``Batch``es on the training device.
 
-Stored features are decoded from their codec on the device; samples marked online get their stored
+Stored features are decoded from their codec on the device (with, for targets warped into an
+augmented canvas, the cells a stored map covers); samples marked online get their stored
 teachers' features from the live teachers; teachers without a store (``RunStores.live``) run on
 every sample; the ground-truth columns the heads asked for become tensors. Frozen teachers are
 never wrapped in DDP. A training pass may shuffle its rows in a local buffer first (``data.shuffle``,
@@ -20,6 +21,7 @@ from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.pipeline import ONLINE_COLUMN, SAMPLE_KEY_COLUMN, STORED_BYTES_COLUMN, teacher_column
 from vfmkd_ray.data.samples import IMAGE_COLUMN, VALID_HW_COLUMN
 from vfmkd_ray.data.targets import BOXES_COLUMN, LABELS_COLUMN, MASK_BOX_COLUMN, MASKS_COLUMN
+from vfmkd_ray.data.warped_features import covered_column
 from vfmkd_ray.models.teachers.base import FrozenTeacher
 from vfmkd_ray.models.teachers.ensemble import run_teachers
 from vfmkd_ray.store import codecs
@@ -74,6 +76,7 @@ class BatchFeed:
             images_BCHW=images,
             valid_hw_B2=raw[VALID_HW_COLUMN].to(self.device),
             teacher_features=features,
+            teacher_coverage=self._coverage(raw),
             num_online=num_online if features else 0,
             image_ids_BL=raw.get(IMAGE_ID_COLUMN),
             sample_keys_B=raw[SAMPLE_KEY_COLUMN].cpu() if SAMPLE_KEY_COLUMN in raw else None,
@@ -94,6 +97,16 @@ class BatchFeed:
                 None if scale is None else scale.to(self.device),
             )
         return features
+
+    def _coverage(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The stored targets warped into augmented canvases: which of their cells a map covers."""
+        coverage = {}
+        for key in self.teacher_keys:
+            alias, layer = split_feature_key(key)
+            column = raw.get(teacher_column(alias, covered_column(layer)))
+            if column is not None:
+                coverage[key] = column.to(self.device).float().unsqueeze(1)
+        return coverage
 
 
 _TARGETS = {

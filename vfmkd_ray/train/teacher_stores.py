@@ -3,7 +3,8 @@ config, and the images that train.
 
 The first stored teacher's store (the primary store) streams through Ray Data; the other stores are
 joined by image id (``store.row_index``). A teacher without a store runs live in the workers, on
-every sample, when ``data.missing_features: online`` allows it. An image missing from any store
+every sample, when ``data.missing_features: online`` allows it, and so does a teacher whose
+``under_augmentation`` is ``online`` in an augmented run. An image missing from any store
 follows ``data.missing_features``: the run stops, the image is skipped and recorded, or its
 teachers run in the worker. A run never trains on fewer samples silently.
 """
@@ -72,6 +73,9 @@ def check_stores(cfg: ExperimentConfig, records: list[ImageRecord]) -> RunStores
     stores, live = [], []
     fingerprint = dataset_fingerprint(records)
     for alias in used_teachers(cfg):
+        if runs_online_under_augmentation(cfg, alias):
+            live.append(alias)
+            continue
         store = check_store(cfg, alias, allow_missing=cfg.data.missing_features == "online")
         if store is None:
             live.append(alias)
@@ -92,6 +96,12 @@ def check_stores(cfg: ExperimentConfig, records: list[ImageRecord]) -> RunStores
         StoreRowIndex.build(store, index) for store, index in zip(stores[1:], indexes[1:], strict=True)
     )
     return RunStores(stores[0], others, tuple(live), indexes[0])
+
+
+def runs_online_under_augmentation(cfg: ExperimentConfig, alias: str) -> bool:
+    """Teacher ``alias`` runs in the workers on every sample, its store unread: an augmented run
+    whose teacher says ``under_augmentation: online``."""
+    return cfg.data.augment.pipeline != "none" and cfg.teachers[alias].under_augmentation == "online"
 
 
 def _checked_index(store: StoreDataset) -> pa.Table:

@@ -91,13 +91,16 @@ def augmentation(cfg: ExperimentConfig, max_objects: int) -> BlockAugmentation |
 
 def refuse_stored_features_under_augmentation(cfg: ExperimentConfig, stored: list[str]) -> None:
     """A stored teacher map is of the letterboxed image: under mosaic and affine it no longer lies
-    over the student's pixels, and its loss would teach the wrong places without a sound."""
-    if cfg.data.augment.pipeline != "none" and stored:
+    over the student's pixels, and its loss would teach the wrong places without a sound, unless the
+    teacher says how its target follows the augmentation (``under_augmentation``)."""
+    unsaid = [alias for alias in stored if cfg.teachers[alias].under_augmentation is None]
+    if cfg.data.augment.pipeline != "none" and unsaid:
         raise ValueError(
             f"data.augment.pipeline {cfg.data.augment.pipeline} moves the student's pixels, but the stored "
-            f"features of teachers {stored} are of the plain letterboxed image: train the detector "
-            "without them (no term or head reading a stored teacher), or run them live "
-            "(data.missing_features: online, without a store)"
+            f"features of teachers {unsaid} are of the plain letterboxed image: set "
+            f"teachers.{unsaid[0]}.under_augmentation to warp (the stored maps carried into each "
+            "sample's canvas, uncovered cells masked) or online (the teacher runs in the workers on "
+            "every sample)"
         )
 
 

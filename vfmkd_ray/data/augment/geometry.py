@@ -5,19 +5,61 @@ letterbox of this product), the affine warp with its box filter, and the horizon
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
 from vfmkd_ray.data.augment.recipe import PAD_VALUE, AugmentSpec
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one image lands on a mosaic (or letterbox) canvas: resized by ``ratio`` to
+    ``resized_hw``, shifted by ``offset`` (canvas = resized + offset), and the part of the canvas it
+    covers, ``x1, y1, x2, y2`` (the pixels outside it are padding)."""
+
+    ratio: float
+    resized_hw: tuple[int, int]
+    offset: tuple[int, int]
+    region: tuple[int, int, int, int]
+
+
+def fit_ratio(height: int, width: int, size: int) -> tuple[float, tuple[int, int]]:
+    """MMYOLO's keep-ratio resize to ``size``: the ratio and the resized height and width."""
+    ratio = min(size / height, size / width)
+    return ratio, (max(1, int(height * ratio)), max(1, int(width * ratio)))
+
+
 def resize_to_fit(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The image with its longer side ``size`` (MMYOLO's keep-ratio resize), and its boxes."""
-    height, width = image.shape[:2]
-    ratio = min(size / height, size / width)
-    new_w, new_h = max(1, int(width * ratio)), max(1, int(height * ratio))
+    ratio, (new_h, new_w) = fit_ratio(*image.shape[:2], size)
     resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
     return resized, boxes * np.float32(ratio)
+
+
+def mosaic_placements(tile_hw: list[tuple[int, int]], size: int, center: tuple[int, int]) -> list[Placement]:
+    """The placements of four images of original sizes ``tile_hw`` (top-left, top-right,
+    bottom-left, bottom-right) around ``center`` on the ``2 size`` mosaic canvas."""
+    placements = []
+    cx, cy = center
+    for corner, (tile_h, tile_w) in enumerate(tile_hw):
+        ratio, (height, width) = fit_ratio(tile_h, tile_w, size)
+        right, bottom = corner in (1, 3), corner in (2, 3)
+        x1 = cx if right else max(cx - width, 0)
+        x2 = min(cx + width, 2 * size) if right else cx
+        y1 = cy if bottom else max(cy - height, 0)
+        y2 = min(cy + height, 2 * size) if bottom else cy
+        crop_x = 0 if right else width - (x2 - x1)
+        crop_y = 0 if bottom else height - (y2 - y1)
+        placements.append(Placement(ratio, (height, width), (x1 - crop_x, y1 - crop_y), (x1, y1, x2, y2)))
+    return placements
+
+
+def letterbox_placement(height: int, width: int, size: int) -> Placement:
+    """The placement of the letterbox stage: fitted into ``size`` at the top left."""
+    ratio, (new_h, new_w) = fit_ratio(height, width, size)
+    return Placement(ratio, (new_h, new_w), (0, 0), (0, 0, new_w, new_h))
 
 
 def mosaic(
@@ -29,20 +71,13 @@ def mosaic(
     filter drops it)."""
     canvas = np.full((2 * size, 2 * size, 3), PAD_VALUE, np.uint8)
     moved = []
-    cx, cy = center
-    for corner, (image, boxes) in enumerate(tiles):
+    placements = mosaic_placements([image.shape[:2] for image, _ in tiles], size, center)
+    for (image, boxes), placement in zip(tiles, placements, strict=True):
         image, boxes = resize_to_fit(image, boxes, size)
-        height, width = image.shape[:2]
-        right, bottom = corner in (1, 3), corner in (2, 3)
-        x1 = cx if right else max(cx - width, 0)
-        x2 = min(cx + width, 2 * size) if right else cx
-        y1 = cy if bottom else max(cy - height, 0)
-        y2 = min(cy + height, 2 * size) if bottom else cy
-        crop_x = 0 if right else width - (x2 - x1)
-        crop_y = 0 if bottom else height - (y2 - y1)
-        canvas[y1:y2, x1:x2] = image[crop_y : crop_y + (y2 - y1), crop_x : crop_x + (x2 - x1)]
-        shifted = boxes + np.array([x1 - crop_x, y1 - crop_y] * 2, np.float32)
-        moved.append(np.clip(shifted, 0, 2 * size))
+        x1, y1, x2, y2 = placement.region
+        dx, dy = placement.offset
+        canvas[y1:y2, x1:x2] = image[y1 - dy : y2 - dy, x1 - dx : x2 - dx]
+        moved.append(np.clip(boxes + np.array([dx, dy] * 2, np.float32), 0, 2 * size))
     return canvas, moved
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from vfmkd_ray.schema import StrictModel
@@ -21,4 +23,12 @@ class TeacherConfig(StrictModel):
     random_seed: int = Field(0, description="init seed when weights is 'random'")
     layers: list[str] | None = Field(
         None, description="the teacher layers to store and distill from; default: all of them"
+    )
+    under_augmentation: Literal["warp", "online"] | None = Field(
+        None,
+        description="how a training sample under data.augment.pipeline gets this teacher's target "
+        "(its stored map is of the plain letterboxed image): warp carries the stored maps of the "
+        "sample's image and mosaic partners into its canvas by the same geometry, masking the cells "
+        "no map covers (photometric steps are not replayed); online runs the teacher in the workers "
+        "on every sample, its store unread. Required for a stored teacher under augmentation",
     )

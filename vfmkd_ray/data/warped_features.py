@@ -1,0 +1,85 @@
+"""A training sample's stored teacher features under augmentation (``under_augmentation: warp``).
+
+Each layer of each source image's stored row (the sample's image and its mosaic partners, all rows
+of the same block) is decoded to float, carried into the sample's canvas by
+``augment.feature_warp`` and encoded back to the store's codec, so the stream's feature columns keep
+the stored form the workers decode. Beside each layer travels ``covered.<layer>``: 1 where a stored
+map covers the target cell, 0 where the loss must ignore it. Samples whose teachers run in the
+worker are covered everywhere (``covered_everywhere``): the live teacher sees the whole canvas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from vfmkd_ray.data.augment.feature_warp import StoredMap, record_sources, warp_stored_maps
+from vfmkd_ray.data.augment.record import AugmentRecord
+from vfmkd_ray.store import codecs
+from vfmkd_ray.store.manifest import Manifest
+from vfmkd_ray.store.schema import feature_column, scale_column
+
+COVERED_PREFIX = "covered."
+
+
+def covered_column(layer: str) -> str:
+    """The stream column saying which cells of ``layer``'s target a stored map covers."""
+    return f"{COVERED_PREFIX}{layer}"
+
+
+def is_covered_column(column: str) -> bool:
+    return column.startswith(COVERED_PREFIX)
+
+
+def float_map(row: Mapping[str, np.ndarray], layer: str, codec: str) -> np.ndarray:
+    """One layer of a ``reader.decode_row`` result as a float32 ``C x h x w`` map."""
+    stored = torch.from_numpy(np.ascontiguousarray(row[feature_column(layer)]))[None]
+    scale = row.get(scale_column(layer))
+    scales = None if scale is None else torch.from_numpy(np.asarray(scale, np.float32))[None]
+    return codecs.to_float32(stored, codec, scales)[0].numpy()
+
+
+def stored_form(features_Chw: np.ndarray, layer: str, codec: str) -> dict[str, np.ndarray]:
+    """A float map encoded as the store holds it: ``feat.L`` (and ``feat.L.scale`` for int8)."""
+    data, scale = codecs.encode(features_Chw, codec)
+    columns = {feature_column(layer): codecs.stored_array(data, features_Chw.shape, codec)}
+    if codec == "int8":
+        columns[scale_column(layer)] = scale
+    return columns
+
+
+def warped_row(
+    record: AugmentRecord,
+    rows: Mapping[str, Mapping[str, np.ndarray] | None],
+    image_hw: Mapping[str, tuple[int, int]],
+    mirrored: Mapping[str, bool],
+    manifest: Manifest,
+) -> dict[str, np.ndarray]:
+    """The stored-form columns of ``record``'s sample, with a ``covered.<layer>`` column per
+    layer. ``rows``: image id -> its decoded stored row (None or absent: that tile has no map);
+    ``mirrored``: whether an image's row is of the mirrored image (``store.augment``)."""
+    sources = record_sources(record)
+    columns: dict[str, np.ndarray] = {}
+    for layer, spec in manifest.layers.items():
+        maps = []
+        for image_id in sources:
+            row = rows.get(image_id)
+            if row is None:
+                maps.append(None)
+                continue
+            maps.append(
+                StoredMap(float_map(row, layer, manifest.codec), image_hw[image_id], mirrored[image_id])
+            )
+        target, covered = warp_stored_maps(record, maps, spec.shape)  # type: ignore[arg-type]
+        columns |= stored_form(target, layer, manifest.codec)
+        columns[covered_column(layer)] = covered.astype(np.uint8)
+    return columns
+
+
+def covered_everywhere(manifest: Manifest) -> dict[str, np.ndarray]:
+    """The ``covered.<layer>`` columns of a sample whose teacher runs on its whole canvas."""
+    return {
+        covered_column(layer): np.ones(spec.shape[1:], np.uint8) for layer, spec in manifest.layers.items()
+    }
