@@ -13,8 +13,6 @@ from contextlib import contextmanager
 from vfmkd_ray.config import ConfigError, ExperimentConfig, load_config
 from vfmkd_ray.console import Console, console
 
-MAX_PRINTED_PROBLEMS = 20  # of vfmkd verify; the count of the rest is printed
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -183,37 +181,27 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--weights", help="teacher checkpoint (path or URI) when not random")
     verify.add_argument("--max-abs-error", type=float, default=0.05)
     verify.add_argument("--min-cosine", type=float, default=0.999)
+    verify.add_argument(
+        "--augment",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also draw N augmented (mosaic) samples and measure how exact each target is against the "
+        "live teacher on the augmented canvas; written as augment_fidelity.json next to the store",
+    )
+    verify.add_argument(
+        "--student-size",
+        default="s",
+        choices=["n", "s", "m", "l", "x"],
+        help="the YOLOv8 size whose augmentation --augment draws (n/s/m/l/x)",
+    )
     return parser
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from vfmkd_ray.store.verify import verify_store
+    from vfmkd_ray.store.verify_command import run_verify
 
-    sample = args.sample if args.sample is not None else (0 if args.check_all else 8)
-    if sample < 0:
-        raise ValueError(f"--sample must be 0 or more, got {sample}")
-    report = verify_store(
-        args.store, sample, args.weights, args.max_abs_error, args.min_cosine, check_all=args.check_all
-    )
-    print(f"store {report.dataset}: {report.rows} rows in {report.parts} parts")
-    checks = "checksum, finite values, shape, dtype" if report.checksums else "finite values, shape, dtype"
-    if not report.checksums:
-        checks += "; schema version 1 has no checksums"
-    print(f"rows checked: {report.rows_checked} of {report.rows} ({checks})")
-    if report.sampled:
-        print(
-            f"teacher re-run on {report.sampled} images: abs error mean {report.mean_abs_error:.3g} "
-            f"max {report.max_abs_error:.3g}, "
-            f"cosine mean {report.mean_cosine:.6f} min {report.min_cosine:.6f}"
-        )
-    elif sample:
-        print("teacher re-run on 0 images")
-    for problem in report.problems[:MAX_PRINTED_PROBLEMS]:
-        print(f"PROBLEM: {problem}")
-    if len(report.problems) > MAX_PRINTED_PROBLEMS:
-        print(f"... and {len(report.problems) - MAX_PRINTED_PROBLEMS} more")
-    print("verify: OK" if report.passed else f"verify: FAILED ({len(report.problems)} problems)")
-    return 0 if report.passed else 1
+    return run_verify(args)
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -260,7 +260,7 @@ def _row_problem(batch: dict, row: int, manifest: Manifest, dataset: str, part: 
 
 def _compare_with_teacher(manifest: Manifest, weights: str | None, picked: list, report: VerifyReport) -> int:
     """Fills the report's error and cosine figures; returns the rows it ran the row checks on."""
-    teacher = build_teacher(_teacher_config(manifest, weights))
+    teacher = build_teacher(teacher_config(manifest, weights))
     errors, cosines, num_checked = [], [], 0
     by_part: dict[str, list[int]] = {}
     for part, index in picked:
@@ -302,7 +302,7 @@ def _compare_row(teacher: torch.nn.Module, manifest: Manifest, row: dict) -> lis
     return figures
 
 
-def _teacher_config(manifest: Manifest, weights: str | None) -> TeacherConfig:
+def teacher_config(manifest: Manifest, weights: str | None) -> TeacherConfig:
     """The teacher that made the store: the recorded random seed, or ``weights`` with its sha256."""
     if manifest.teacher_weights.startswith(RANDOM_PREFIX):
         seed = int(manifest.teacher_weights[len(RANDOM_PREFIX) : -1])
