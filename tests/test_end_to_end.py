@@ -247,7 +247,7 @@ def test_two_teachers_with_missing_rows_and_online_ratio_warped_into_mosaics(loc
     missing from either store, and a 25% online share, run both teachers in the worker. The samples
     are MMYOLO's mosaics: both stores' maps are warped into each canvas (``under_augmentation:
     warp``), a tile whose row a store lacks is masked, and the online samples' live targets cover
-    their whole canvas."""
+    their whole canvas. The DINOv2 term standardises its targets by its store's channel statistics."""
     augment = two_teacher_config.data.augment.model_copy(
         update={"pipeline": "yolov8", "close_mosaic_epochs": 0}
     )
@@ -255,6 +255,9 @@ def test_two_teachers_with_missing_rows_and_online_ratio_warped_into_mosaics(loc
         alias: teacher.model_copy(update={"under_augmentation": "warp"})
         for alias, teacher in two_teacher_config.teachers.items()
     }
+    # DINOv2's term compares channel-standardised targets (its store's statistics, stored and live).
+    terms = dict(two_teacher_config.distill.terms)
+    terms["dino_s32"] = terms["dino_s32"].model_copy(update={"normalize": "channel"})
     cfg = two_teacher_config.model_copy(
         update={
             "name": "online",
@@ -262,7 +265,7 @@ def test_two_teachers_with_missing_rows_and_online_ratio_warped_into_mosaics(loc
             "data": two_teacher_config.data.model_copy(
                 update={"missing_features": "online", "augment": augment}
             ),
-            "distill": two_teacher_config.distill.model_copy(update={"online_ratio": 0.25}),
+            "distill": two_teacher_config.distill.model_copy(update={"online_ratio": 0.25, "terms": terms}),
             "train": two_teacher_config.train.model_copy(update={"epochs": 1}),
         }
     )

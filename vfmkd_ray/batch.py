@@ -49,6 +49,8 @@ class Batch:
         teacher_coverage: for targets warped into an augmented canvas (``under_augmentation:
             warp``), ``<alias>/<layer>`` -> ``B x 1 x h x w`` float, 1 where a stored map covers
             the cell; absent: the target covers its whole grid.
+        teacher_stats: ``<alias>/<layer>`` -> ``2 x C``: the per-channel mean and std of the
+            teacher's store (``store.channel_stats``), for terms that standardise their target.
     """
 
     images_BCHW: torch.Tensor
@@ -63,6 +65,7 @@ class Batch:
     sample_keys_B: torch.Tensor | None = None
     stored_bytes: int = 0
     teacher_coverage: dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher_stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def image_size(self) -> int:
@@ -76,6 +79,18 @@ class Batch:
         mask_B1hw = valid_mask(self.valid_hw_B2, self.image_size, grid)
         coverage = self.teacher_coverage.get(teacher_key)
         return mask_B1hw if coverage is None else mask_B1hw * coverage
+
+    def standardized_target(self, teacher_key: str) -> torch.Tensor:
+        """Teacher target ``teacher_key`` with each channel standardised by its store's statistics."""
+        stats = self.teacher_stats.get(teacher_key)
+        if stats is None:
+            raise ValueError(
+                f"no channel statistics for teacher target {teacher_key}: normalize channel needs the "
+                "teacher's store made by a precompute that keeps them"
+            )
+        mean_C, std_C = stats[0], stats[1].clamp_min(1e-6)
+        target_BCHW = self.teacher_features[teacher_key]
+        return (target_BCHW - mean_C[:, None, None].to(target_BCHW)) / std_C[:, None, None].to(target_BCHW)
 
     def image_ids(self) -> tuple[str, ...]:
         """The images' ids (empty when the batch does not carry them); copies to the host."""

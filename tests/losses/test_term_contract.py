@@ -12,7 +12,7 @@ from vfmkd_ray.losses.registry import LOSS_TERMS, build_loss_terms
 from vfmkd_ray.models.students.yolov8_cspdarknet import YOLOv8CSPDarknet
 
 TEACHER = {"sam": {"image_embed": (256, 4, 4)}}
-ZERO_WHEN_EQUAL = {"feature_mse", "fgd", "cwd"}  # edge has no teacher: BCE against Sobel edges
+ZERO_WHEN_EQUAL = {"feature_mse", "cosine", "fgd", "cwd"}  # edge has no teacher: BCE against Sobel edges
 
 
 @pytest.mark.parametrize("term_type", LOSS_TERMS.names())
@@ -87,3 +87,38 @@ def test_a_warped_targets_uncovered_cells_teach_nothing(term_type):
     inside = pred.clone()
     inside[0, :, :, :2] += 1.0
     assert run(inside) != pytest.approx(run(pred), rel=1e-5)
+
+
+@pytest.mark.parametrize("term_type", sorted(ZERO_WHEN_EQUAL))
+def test_normalize_channel_compares_with_the_target_standardised_by_its_store(term_type):
+    stride = 4 if term_type == "fgd" else 16
+    terms = f"t: {{type: {term_type}, student_stride: {stride}, normalize: channel}}"
+    cfg = load_config(None, [f"distill.terms={{{terms}}}"])
+    [term] = build_loss_terms(
+        cfg.distill, StudentLevels(YOLOv8CSPDarknet("n").feature_info), TEACHER
+    ).values()
+    term.build_adapter()
+    torch.manual_seed(0)
+    mean, std = torch.randn(256) * 5, torch.rand(256) * 3 + 0.5
+    raw = torch.randn(2, 256, 4, 4) * std[:, None, None] + mean[:, None, None]
+    pred = torch.randn(2, 256, 4, 4)
+    boxes = torch.tensor([[[4.0, 4.0, 60.0, 60.0]], [[8.0, 8.0, 40.0, 30.0]]])
+
+    def batch(target, stats):
+        return Batch(
+            torch.zeros(2, 3, 64, 64),
+            torch.full((2, 2), 64),
+            {"sam/image_embed": target},
+            boxes_BN4=boxes,
+            labels_BN=torch.tensor([[0], [0]]),
+            teacher_stats=stats,
+        )
+
+    standardised = (raw - mean[:, None, None]) / std[:, None, None]
+    loss, _ = term(pred, batch(raw, {"sam/image_embed": torch.stack([mean, std])}))
+    term.normalize = "none"
+    expected, _ = term(pred, batch(standardised, {}))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-4)
+    term.normalize = "channel"
+    with pytest.raises(ValueError, match="no channel statistics for teacher target sam/image_embed"):
+        term(pred, batch(raw, {}))

@@ -31,6 +31,7 @@ from vfmkd_ray.models.build import ModelParts
 from vfmkd_ray.models.teachers.build import build_teacher
 from vfmkd_ray.models.teachers.ensemble import run_teachers
 from vfmkd_ray.progress import progress_bar
+from vfmkd_ray.store.channel_stats import normalized_term_stats
 from vfmkd_ray.train.step import model_step
 
 BATCH = 8
@@ -62,6 +63,8 @@ def run_eval(cfg: ExperimentConfig, checkpoint: str | None = None, split: str = 
     if not records:
         raise ValueError(f"no images in the {split} split of {cfg.data.root}")
     teachers = {a: build_teacher(run_cfg.teachers[a]).to(device) for a in used_teachers(run_cfg)}
+    # Terms that standardise their targets read the statistics the training stores kept.
+    stats = {k: v.to(device) for k, v in normalized_term_stats(run_cfg, parts.terms).items()}
     scorers = _scorers(parts, dataset, records)
     sums: dict[str, tuple[float, int]] = {}
     with progress_bar(f"eval {split}", len(records), show_rate=True) as bar:
@@ -74,6 +77,7 @@ def run_eval(cfg: ExperimentConfig, checkpoint: str | None = None, split: str = 
                 batch.teacher_features = {
                     k: v.float() for k, v in run_teachers(teachers, batch.images_BCHW).items()
                 }
+            batch.teacher_stats = stats
             with torch.no_grad():
                 _accumulate(sums, model_step(parts.model, batch, parts), len(chunk))
                 out = parts.model(batch.images_BCHW)

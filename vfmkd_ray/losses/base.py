@@ -43,11 +43,18 @@ class LossTerm:
     teacher_layers: tuple[str, ...] = ()
 
     def __init__(
-        self, name: str, weight: float, levels: StudentLevels, student_stride: int, source: str = "backbone"
+        self,
+        name: str,
+        weight: float,
+        levels: StudentLevels,
+        student_stride: int,
+        source: str = "backbone",
+        normalize: str = "none",
     ):
         self.name = name
         self.weight = weight
         self.source = source
+        self.normalize = normalize
         info = levels.info(source)
         self.student_level = info.index_of_stride(student_stride)
         self.in_channels = info.channels()[self.student_level]
@@ -61,6 +68,13 @@ class LossTerm:
 
     def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def teacher_target(self, batch: Batch, teacher_key: str) -> torch.Tensor:
+        """The target the term compares with: the teacher's map, standardised per channel by its
+        store's statistics under ``normalize: channel``."""
+        if self.normalize == "channel":
+            return batch.standardized_target(teacher_key)
+        return batch.teacher_features[teacher_key]
 
 
 @torch.no_grad()

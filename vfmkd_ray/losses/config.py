@@ -23,6 +23,12 @@ class TeacherTermConfig(ReaderConfig):
     student_source: StudentSource = Field("backbone", description=SOURCE_HELP)
     teacher: str | None = Field(None, description="teacher alias; default: the primary teacher")
     teacher_layer: str | None = Field(None, description="default: the teacher's first stored layer")
+    normalize: Literal["none", "channel"] = Field(
+        "none",
+        description="none: the teacher's raw values; channel: each channel standardised by the mean and "
+        "std of the teacher's whole store (kept in its manifest at precompute), so the term's scale "
+        "no longer depends on the teacher's",
+    )
 
     def reads(self) -> Reads:
         return Reads(teachers={"teacher": self.teacher})  # None: the primary teacher
@@ -61,6 +67,13 @@ class FGDConfig(TeacherTermConfig):
         return replace(super().reads(), boxes=True)  # the foreground mask
 
 
+class CosineConfig(TeacherTermConfig):
+    """1 - cosine similarity per position between the adapted student level and the teacher map
+    (RT-DETRv4's feature KD), averaged over the positions the target holds."""
+
+    type: Literal["cosine"] = "cosine"
+
+
 class CWDConfig(TeacherTermConfig):
     """Channel-wise distillation (Shu et al., ICCV 2021): per channel, the KL divergence between the
     teacher's and the student's softmax over spatial positions at a temperature."""
@@ -69,7 +82,9 @@ class CWDConfig(TeacherTermConfig):
     temperature: float = Field(4.0, gt=0, description="the paper uses 4 for detection")
 
 
-LossTermConfig = Annotated[FeatureMSEConfig | EdgeConfig | FGDConfig | CWDConfig, Field(discriminator="type")]
+LossTermConfig = Annotated[
+    FeatureMSEConfig | CosineConfig | EdgeConfig | FGDConfig | CWDConfig, Field(discriminator="type")
+]
 
 
 class DistillConfig(StrictModel):

@@ -26,7 +26,7 @@ PAD_LOGIT = -1e4  # finite, so a fully padded row cannot produce NaN
 
 class ChannelWiseDistillation(LossTerm):
     def __init__(self, name: str, cfg: CWDConfig, levels: StudentLevels, teacher_key: str, teacher_shape):
-        super().__init__(name, cfg.weight, levels, cfg.student_stride, cfg.student_source)
+        super().__init__(name, cfg.weight, levels, cfg.student_stride, cfg.student_source, cfg.normalize)
         self.temperature = cfg.temperature
         self.teacher_key = teacher_key
         self.teacher_layers = (teacher_key,)
@@ -37,7 +37,7 @@ class ChannelWiseDistillation(LossTerm):
         return FeatureAdapter(self.in_channels, channels, (height, width))
 
     def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        target_BCHW = batch.teacher_features[self.teacher_key].detach().float()
+        target_BCHW = self.teacher_target(batch, self.teacher_key).detach().float()
         student_BCHW = pred_BCHW.float()
         batch_size, channels = target_BCHW.shape[:2]
         mask_B1HW = batch.target_mask(self.teacher_key, tuple(target_BCHW.shape[-2:]))

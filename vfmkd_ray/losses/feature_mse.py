@@ -24,8 +24,9 @@ class FeatureMSE(LossTerm):
         teacher_key: str,
         teacher_shape: tuple[int, int, int],
         source: str = "backbone",
+        normalize: str = "none",
     ):
-        super().__init__(name, weight, levels, student_stride, source)
+        super().__init__(name, weight, levels, student_stride, source, normalize)
         self.teacher_key = teacher_key
         self.teacher_layers = (teacher_key,)
         self.teacher_shape = teacher_shape
@@ -35,7 +36,7 @@ class FeatureMSE(LossTerm):
         return FeatureAdapter(self.in_channels, channels, (height, width))
 
     def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        target_BCHW = batch.teacher_features[self.teacher_key].to(pred_BCHW.dtype)
+        target_BCHW = self.teacher_target(batch, self.teacher_key).to(pred_BCHW.dtype)
         mask_B1HW = batch.target_mask(self.teacher_key, tuple(target_BCHW.shape[-2:]))
         loss = masked_mean((pred_BCHW - target_BCHW).pow(2), mask_B1HW)
         return loss, {"cos": teacher_cosine(pred_BCHW, target_BCHW, batch, self.teacher_key)}

@@ -101,7 +101,7 @@ FGD_MAX_BOXES = 100  # ground-truth boxes per image the foreground mask is drawn
 
 class FGD(LossTerm):
     def __init__(self, name: str, cfg: FGDConfig, levels: StudentLevels, teacher_key: str, teacher_shape):
-        super().__init__(name, cfg.weight, levels, cfg.student_stride, cfg.student_source)
+        super().__init__(name, cfg.weight, levels, cfg.student_stride, cfg.student_source, cfg.normalize)
         self.cfg = cfg
         self.teacher_key = teacher_key
         self.teacher_layers = (teacher_key,)
@@ -119,7 +119,7 @@ class FGD(LossTerm):
     def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, adapter = self.cfg, self.adapter
         student = pred_BCHW.float()
-        teacher = batch.teacher_features[self.teacher_key].detach().float()
+        teacher = self.teacher_target(batch, self.teacher_key).detach().float()
         coverage = batch.teacher_coverage.get(self.teacher_key)
         if coverage is not None:
             # A warped target's uncovered cells hold no teacher: neither side is compared there.

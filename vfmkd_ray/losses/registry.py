@@ -7,7 +7,15 @@ from collections.abc import Callable
 from vfmkd_ray.data.feature_keys import feature_key
 from vfmkd_ray.heads.base import TeacherShapes
 from vfmkd_ray.losses.base import LossTerm, StudentLevels
-from vfmkd_ray.losses.config import CWDConfig, DistillConfig, EdgeConfig, FeatureMSEConfig, FGDConfig
+from vfmkd_ray.losses.config import (
+    CosineConfig,
+    CWDConfig,
+    DistillConfig,
+    EdgeConfig,
+    FeatureMSEConfig,
+    FGDConfig,
+)
+from vfmkd_ray.losses.cosine import CosineDistillation
 from vfmkd_ray.losses.cwd import ChannelWiseDistillation
 from vfmkd_ray.losses.edge import EdgeLoss
 from vfmkd_ray.losses.feature_mse import FeatureMSE
@@ -36,7 +44,15 @@ def teacher_layer(
 @LOSS_TERMS.register("feature_mse")
 def _feature_mse(name: str, cfg: FeatureMSEConfig, levels: StudentLevels, teacher: TeacherShapes) -> LossTerm:
     key, shape = teacher_layer(cfg.teacher, cfg.teacher_layer, teacher)
-    return FeatureMSE(name, cfg.weight, levels, cfg.student_stride, key, shape, cfg.student_source)
+    return FeatureMSE(
+        name, cfg.weight, levels, cfg.student_stride, key, shape, cfg.student_source, cfg.normalize
+    )
+
+
+@LOSS_TERMS.register("cosine")
+def _cosine(name: str, cfg: CosineConfig, levels: StudentLevels, teacher: TeacherShapes) -> LossTerm:
+    key, shape = teacher_layer(cfg.teacher, cfg.teacher_layer, teacher)
+    return CosineDistillation(name, cfg, levels, key, shape)
 
 
 @LOSS_TERMS.register("fgd")

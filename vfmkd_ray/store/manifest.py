@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from vfmkd_ray import storage
 from vfmkd_ray.data.coco import ImageRecord
+from vfmkd_ray.store.channel_stats import ChannelStats
 
 if TYPE_CHECKING:
     from vfmkd_ray.config import ExperimentConfig
@@ -44,6 +45,8 @@ class Manifest(BaseModel):
     dataset_fingerprint: str
     views_per_image: int = 1  # rows per image: augmented views with seeds per view (store.index)
     index_sha256: str = ""  # the store.index file this manifest names ("" for stores made before it)
+    # Per layer, the per-channel mean and std of the stored values (None for stores made before them).
+    channel_stats: dict[str, ChannelStats] | None = None
 
     def describe_mismatch(self, expected: dict[str, Any]) -> list[str]:
         """The fields whose values differ from ``expected``, as readable lines."""

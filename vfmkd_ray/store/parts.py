@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vfmkd_ray import storage
+from vfmkd_ray.store.channel_stats import RunningStats, footer_metadata, part_stats, read_footer_stats
 from vfmkd_ray.store.errors import FeatureStoreError
 from vfmkd_ray.store.index_rows import index_rows, row_bytes
 from vfmkd_ray.store.schema import build_table, refuse_extension_types
@@ -60,6 +61,8 @@ class PartWriter:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         table = build_table(batch, self.layers, self.codec)
+        # The part's own channel statistics travel in its footer (store.channel_stats).
+        table = table.replace_schema_metadata(footer_metadata(part_stats(table, self.layers, self.codec)))
         uri, index = write_part(self.dataset, table)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, index.schema) as stream:
@@ -87,6 +90,12 @@ def open_parquet(part_uri: str) -> Iterator[pq.ParquetFile]:
         refuse_extension_types(parquet.schema_arrow, part_uri)  # a FeatureStoreError, not storage's
         with storage.access(part_uri):
             yield parquet
+
+
+def part_channel_stats(part_uri: str) -> dict[str, RunningStats] | None:
+    """The channel statistics in a part's footer (None: written before they were kept)."""
+    with open_parquet(part_uri) as parquet:
+        return read_footer_stats(parquet.schema_arrow.metadata)
 
 
 def read_part(part_uri: str, columns: list[str] | None = None) -> pa.Table:

@@ -32,6 +32,7 @@ from vfmkd_ray.progress import progress_bar
 from vfmkd_ray.ray_errors import find_cause
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.store import codecs
+from vfmkd_ray.store.channel_stats import merged
 from vfmkd_ray.store.index import build_index, read_index, write_index
 from vfmkd_ray.store.index_rows import VIEW_COLUMN, row_keys
 from vfmkd_ray.store.manifest import (
@@ -44,7 +45,7 @@ from vfmkd_ray.store.manifest import (
     teacher_dataset,
     write_manifest,
 )
-from vfmkd_ray.store.parts import INDEX_ROWS_COLUMN, PartWriter, duplicate_ids
+from vfmkd_ray.store.parts import INDEX_ROWS_COLUMN, PartWriter, duplicate_ids, part_channel_stats
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.schema import SCHEMA_VERSION, aug_seed_for, feature_column
 
@@ -224,9 +225,12 @@ def finalize_store(
     layers = {
         name: LayerSpec(shape=shape, stride=strides[name]) for name, shape in teacher.feature_shapes().items()
     }
+    parts = sorted(set(index.column("part").to_pylist()))
+    stats = merged([part_channel_stats(storage.join(dataset, part)) for part in parts], list(layers))
     manifest = Manifest(
         schema_version=schema_version,
         layers=layers,
+        channel_stats=stats,
         row_count=index.num_rows,
         num_parts=len(pc.unique(index.column("part"))),
         num_skipped=len(skipped),

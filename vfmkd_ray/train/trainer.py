@@ -23,6 +23,7 @@ from vfmkd_ray.data.annotation_checks import BadAnnotationError
 from vfmkd_ray.data.augment.block import BlockAugmentation
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import CocoDataset, read_dataset
+from vfmkd_ray.data.feature_keys import split_feature_key
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.label_subset import labelled_subset
 from vfmkd_ray.data.pipeline import SampleSpec, is_validation
@@ -42,7 +43,7 @@ from vfmkd_ray.train.relay import relayed_lines
 from vfmkd_ray.train.state import BestMetricError
 from vfmkd_ray.train.step import NonFiniteLossError
 from vfmkd_ray.train.streams import build_streams
-from vfmkd_ray.train.teacher_stores import check_stores, usable_images
+from vfmkd_ray.train.teacher_stores import RunStores, check_stores, usable_images
 from vfmkd_ray.train.worker import train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,30 @@ def refuse_stored_features_under_augmentation(cfg: ExperimentConfig, stored: lis
         )
 
 
+def refuse_terms_without_channel_stats(terms: dict, stores: RunStores) -> None:
+    """A term that standardises its target (``normalize: channel``) needs its teacher's store to
+    hold the statistics: a live teacher has none, nor a store made before they were kept."""
+    manifests = stores.manifests()
+    for name, term in terms.items():
+        if term.normalize != "channel":
+            continue
+        for key in term.teacher_layers:
+            alias, layer = split_feature_key(key)
+            manifest = manifests.get(alias)
+            if manifest is None:
+                raise ValueError(
+                    f"distill.terms.{name}.normalize channel standardises by the store's channel statistics, "
+                    f"but teacher {alias} has no store in this run (it runs live): precompute it, or set "
+                    f"distill.terms.{name}.normalize=none"
+                )
+            if manifest.channel_stats is None or layer not in manifest.channel_stats:
+                raise ValueError(
+                    f"distill.terms.{name}.normalize channel: the store of teacher {alias} was made before "
+                    "stores kept channel statistics; precompute it into a fresh store.root, or set "
+                    f"distill.terms.{name}.normalize=none"
+                )
+
+
 def run_training(cfg: ExperimentConfig, callbacks=None, tune_trial: dict | None = None) -> RunSummary:
     """Trains the run's model; relaunching with the same name and config resumes.
 
@@ -133,6 +158,7 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
     check_labels(cfg, dataset, parts)
     stores = check_stores(cfg, dataset.records)
     refuse_stored_features_under_augmentation(cfg, list(stores.manifests()))
+    refuse_terms_without_channel_stats(parts.terms, stores)
     if tune_trial is not None and cfg.data.augment.pipeline != "none":
         # A trial has no data position, which is where the decode stage learns the epoch.
         raise ValueError(
@@ -188,6 +214,11 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
         "train_samples": num_train * cfg.data.repeat,
         "teacher_shapes": {a: {k: list(v) for k, v in layers.items()} for a, layers in shapes.items()},
         "codecs": {alias: m.codec for alias, m in stores.manifests().items()},
+        "channel_stats": {
+            alias: {layer: [stats.mean, stats.std] for layer, stats in m.channel_stats.items()}
+            for alias, m in stores.manifests().items()
+            if m.channel_stats is not None
+        },
         "live": list(stores.live),
         "tracking": tune_trial or {},
     }

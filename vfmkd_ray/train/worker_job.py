@@ -14,6 +14,7 @@ import torch
 
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.coco import read_dataset
+from vfmkd_ray.data.feature_keys import feature_key
 from vfmkd_ray.heads.base import TeacherShapes
 from vfmkd_ray.models.teachers.build import build_teacher
 from vfmkd_ray.train.batch_feed import BatchFeed
@@ -35,6 +36,8 @@ class RunPlan:
     teacher_shapes: dict[str, dict[str, list[int]]]  # used teacher alias -> layer -> (C, H, W)
     codecs: dict[str, str]  # stored teacher alias -> its store's codec
     live: list[str]  # teachers without a store: run on every sample
+    # stored teacher alias -> layer -> [mean, std] per channel (store.channel_stats), where kept
+    channel_stats: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)
     read_bytes: dict[str, int] = field(default_factory=dict)  # stream -> stored bytes a pass reads
     tracking: dict = field(default_factory=dict)  # a tune trial's parent run id and searched values
 
@@ -105,6 +108,11 @@ class WorkerJob:
             stored_teachers={a: teachers[a] for a in stored},
             live_teachers={a: teachers[a] for a in plan.live},
             shuffle_buffer=cfg.data.shuffle_buffer if cfg.data.shuffle else 0,
+            channel_stats={
+                feature_key(alias, layer): torch.tensor(stats)
+                for alias, layers in self.plan.channel_stats.items()
+                for layer, stats in layers.items()
+            },
         )
 
     def in_loop_coco(self, task: TrainTask, epoch: int) -> InLoopCoco | None:

@@ -1,0 +1,68 @@
+"""Per-channel statistics of a store: measured by each part's writer, merged at finalize, equal to
+numpy over every stored value."""
+
+import numpy as np
+import pytest
+
+from tests.conftest import build_store_in_process
+from vfmkd_ray.store import codecs
+from vfmkd_ray.store.channel_stats import RunningStats
+from vfmkd_ray.store.manifest import read_manifest
+from vfmkd_ray.store.parts import list_parts, read_part
+from vfmkd_ray.store.schema import feature_column, scale_column
+
+
+@pytest.mark.parametrize("codec", ["fp16", "int8"])
+def test_the_manifests_channel_statistics_equal_numpy_over_the_whole_store(tiny_config, codec):
+    cfg = tiny_config.model_copy(update={"store": tiny_config.store.model_copy(update={"codec": codec})})
+    dataset = build_store_in_process(cfg)
+    manifest = read_manifest(dataset)
+    [(layer, spec)] = manifest.layers.items()
+    values = []
+    for part in list_parts(dataset):
+        table = read_part(part)
+        for data, scale in zip(
+            table.column(feature_column(layer)).to_pylist(),
+            table.column(scale_column(layer)).to_pylist(),
+            strict=True,
+        ):
+            scales = np.frombuffer(scale, np.float32) if scale else None
+            values.append(codecs.decode(data, spec.shape, codec, scales).reshape(spec.shape[0], -1))
+    every = np.concatenate(values, axis=1).astype(np.float64)  # C x (rows * positions)
+    stats = manifest.channel_stats[layer]
+    assert len(list_parts(dataset)) > 1  # merged across parts
+    np.testing.assert_allclose(stats.mean, every.mean(axis=1), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stats.std, every.std(axis=1), rtol=1e-9, atol=1e-12)
+
+
+def test_merging_running_statistics_equals_one_pass_over_all_values():
+    rng = np.random.default_rng(0)
+    chunks = [rng.normal(3.0, 2.0, size=(n, 5)) * [1, 10, 100, 0.1, 1e3] for n in (1, 7, 40)]
+    merged = RunningStats.of(chunks[0]).merge(RunningStats.of(chunks[1])).merge(RunningStats.of(chunks[2]))
+    every = np.concatenate(chunks)
+    stats = merged.channel_stats()
+    np.testing.assert_allclose(stats.mean, every.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats.std, every.std(axis=0), rtol=1e-12)
+
+
+def test_a_term_that_standardises_is_refused_without_its_stores_statistics(make_manifest):
+    from vfmkd_ray.config import load_config
+    from vfmkd_ray.losses.base import StudentLevels
+    from vfmkd_ray.losses.registry import build_loss_terms
+    from vfmkd_ray.models.students.yolov8_cspdarknet import YOLOv8CSPDarknet
+    from vfmkd_ray.store.manifest import StoreDataset
+    from vfmkd_ray.train.teacher_stores import RunStores
+    from vfmkd_ray.train.trainer import refuse_terms_without_channel_stats
+
+    cfg = load_config(None, ["distill.terms={kd: {type: feature_mse, normalize: channel}}"])
+    levels = StudentLevels(YOLOv8CSPDarknet("n").feature_info)
+    terms = build_loss_terms(cfg.distill, levels, {"sam": {"image_embed": (256, 4, 4)}})
+    with pytest.raises(ValueError, match="teacher sam has no store in this run"):
+        refuse_terms_without_channel_stats(terms, RunStores(live=("sam",)))
+    old = make_manifest("image_embed", (256, 4, 4), 16)  # a store from before the statistics
+    with pytest.raises(ValueError, match="made before stores kept channel statistics"):
+        refuse_terms_without_channel_stats(terms, RunStores(StoreDataset("sam", "store", old)))
+    kept = old.model_copy(
+        update={"channel_stats": {"image_embed": {"mean": [0.0] * 256, "std": [1.0] * 256}}}
+    )
+    refuse_terms_without_channel_stats(terms, RunStores(StoreDataset("sam", "store", kept)))
