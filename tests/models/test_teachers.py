@@ -14,9 +14,9 @@ from vfmkd_ray.models.teachers.build import TEACHERS, build_teacher, describe_te
 from vfmkd_ray.models.teachers.config import TeacherConfig
 from vfmkd_ray.models.teachers.run import RUN_TEACHER
 
-SMALL_SIZE = {"sam": 64, "sam2": 64, "dinov2": 56}
+SMALL_SIZE = {"sam": 64, "sam2": 64, "dinov2": 56, "dinov3": 64}
 # Real forwards for the small variants; the large ones are checked structurally on the meta device.
-RUN_FORWARD = {"sam_vit_b", "sam2_hiera_t", "dinov2_vits14"}
+RUN_FORWARD = {"sam_vit_b", "sam2_hiera_t", "dinov2_vits14", "dinov3_vits16"}
 
 
 def _size(name: str) -> int:
@@ -91,15 +91,22 @@ def test_sam_checkpoint_loads_at_another_input_size_with_checksum(tmp_path):
         build_teacher(cfg.model_copy(update={"weights": str(tmp_path / "missing.pth"), "sha256": None}))
 
 
-def test_dinov2_checkpoint_round_trip(tmp_path):
-    source = build_teacher(
-        TeacherConfig(name="dinov2_vits14", weights="random", input_size=56, random_seed=1)
-    )
-    path = tmp_path / "dinov2.pth"
+@pytest.mark.parametrize("name", ["dinov2_vits14", "dinov3_vits16"])
+def test_dino_checkpoint_round_trip(tmp_path, name):
+    size = _size(name)
+    source = build_teacher(TeacherConfig(name=name, weights="random", input_size=size, random_seed=1))
+    path = tmp_path / f"{name}.pth"
     _save(source.vit.state_dict(), path)
-    teacher = build_teacher(TeacherConfig(name="dinov2_vits14", weights=str(path), input_size=56))
-    images = torch.randn(1, 3, 56, 56)
-    torch.testing.assert_close(teacher(images)["patch_tokens"], source(images)["patch_tokens"])
+    teacher = build_teacher(TeacherConfig(name=name, weights=str(path), input_size=size))
+    images = torch.randn(1, 3, size, size)
+    features = teacher(images)["patch_tokens"]
+    assert features.shape == (
+        1,
+        teacher.vit.embed_dim,
+        size // teacher.spec.patch,
+        size // teacher.spec.patch,
+    )
+    torch.testing.assert_close(features, source(images)["patch_tokens"])
 
 
 def test_non_state_dict_file_is_refused(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from vfmkd_ray.models.checkpoint_io import load_weights, weights_sha256
 from vfmkd_ray.models.teachers.base import RANDOM_WEIGHTS, FrozenTeacher
 from vfmkd_ray.models.teachers.config import TeacherConfig
-from vfmkd_ray.models.teachers.dinov2 import DINOV2_TIMM_NAMES, Dinov2Teacher
+from vfmkd_ray.models.teachers.dino import DINO_SPECS, DinoTeacher
 from vfmkd_ray.models.teachers.run import RUN_TEACHER, RunTeacher
 from vfmkd_ray.models.teachers.sam import SAM_SPECS, SamTeacher
 from vfmkd_ray.models.teachers.sam2 import SAM2_TRUNKS, Sam2Teacher
@@ -21,7 +21,7 @@ TEACHERS: Registry[Callable[[TeacherConfig], FrozenTeacher]] = Registry("teacher
 for _family, _names in (
     (SamTeacher, SAM_SPECS),
     (Sam2Teacher, SAM2_TRUNKS),
-    (Dinov2Teacher, DINOV2_TIMM_NAMES),
+    (DinoTeacher, DINO_SPECS),
 ):
     for _name in _names:
         TEACHERS.add(_name, lambda cfg, family=_family: family(cfg.name, cfg.input_size))
