@@ -24,6 +24,7 @@ from vfmkd_ray import run_files, storage
 from vfmkd_ray.config import load_config
 from vfmkd_ray.console import LOG_DIR_ENV
 from vfmkd_ray.data.synthetic import write_synthetic_coco
+from vfmkd_ray.losses.config import AdaptiveWeightConfig
 from vfmkd_ray.object_storage import S3Config
 from vfmkd_ray.store.parts import list_parts, stored_image_ids
 from vfmkd_ray.store.precompute import run_precompute
@@ -247,7 +248,8 @@ def test_two_teachers_with_missing_rows_and_online_ratio_warped_into_mosaics(loc
     missing from either store, and a 25% online share, run both teachers in the worker. The samples
     are MMYOLO's mosaics: both stores' maps are warped into each canvas (``under_augmentation:
     warp``), a tile whose row a store lacks is masked, and the online samples' live targets cover
-    their whole canvas. The DINOv2 term standardises its targets by its store's channel statistics."""
+    their whole canvas. The DINOv2 term standardises its targets by its store's channel statistics,
+    and its weight is adaptive (its gradient share probed in both DDP workers)."""
     augment = two_teacher_config.data.augment.model_copy(
         update={"pipeline": "yolov8", "close_mosaic_epochs": 0}
     )
@@ -257,7 +259,9 @@ def test_two_teachers_with_missing_rows_and_online_ratio_warped_into_mosaics(loc
     }
     # DINOv2's term compares channel-standardised targets (its store's statistics, stored and live).
     terms = dict(two_teacher_config.distill.terms)
-    terms["dino_s32"] = terms["dino_s32"].model_copy(update={"normalize": "channel"})
+    # Its weight is adaptive: every step of the two DDP workers probes its share of the backbone's gradient.
+    adaptive = AdaptiveWeightConfig(rho=0.3, delta=0.05, probe_every=1)
+    terms["dino_s32"] = terms["dino_s32"].model_copy(update={"normalize": "channel", "adaptive": adaptive})
     cfg = two_teacher_config.model_copy(
         update={
             "name": "online",
@@ -282,3 +286,4 @@ def test_two_teachers_with_missing_rows_and_online_ratio_warped_into_mosaics(loc
     assert {"val/cos/feature_mse", "val/cos/dino_s32", "train/loss/dino_s32"} <= set(last)
     assert last["data/mosaic"] == 1.0 and math.isfinite(last["train/loss/dino_s32"])
     assert 0 < last["train/loss/feature_mse"] < math.inf
+    assert 0 < last["train/grad_share/dino_s32"] < 1 and last["kd_weight/dino_s32"] == 1.0

@@ -50,11 +50,13 @@ class LossTerm:
         student_stride: int,
         source: str = "backbone",
         normalize: str = "none",
+        adaptive=None,
     ):
         self.name = name
-        self.weight = weight
+        self.weight = weight  # train.kd_weights may steer it between epochs (adaptive)
         self.source = source
         self.normalize = normalize
+        self.adaptive = adaptive  # losses.config.AdaptiveWeightConfig, or None
         info = levels.info(source)
         self.student_level = info.index_of_stride(student_stride)
         self.in_channels = info.channels()[self.student_level]

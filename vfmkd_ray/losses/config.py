@@ -5,13 +5,31 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from vfmkd_ray.reads import ReaderConfig, Reads
 from vfmkd_ray.schema import StrictModel
 
 StudentSource = Literal["backbone", "neck"]
 SOURCE_HELP = "which student levels the term reads: the backbone's, or the neck's (neck: ...)"
+
+
+class AdaptiveWeightConfig(StrictModel):
+    """A term's weight steered by its share of the backbone's gradient (RT-DETRv4's GAM): each
+    epoch, a mean share outside ``rho +/- delta`` rescales the weight towards the band (at most
+    x0.1-x10 per epoch); the close-mosaic epochs use the configured weight."""
+
+    rho: float = Field(0.1, gt=0.0, lt=1.0, description="the target share of the backbone's gradient norm")
+    delta: float = Field(0.02, ge=0.0, lt=1.0, description="the half-width of the band left alone")
+    probe_every: int = Field(10, ge=1, description="steps between two measurements of the share")
+
+    @model_validator(mode="after")
+    def _band_inside(self) -> AdaptiveWeightConfig:
+        if not self.rho - self.delta > 0.0 and self.rho + self.delta < 1.0:
+            raise ValueError(
+                f"rho - delta and rho + delta must lie in (0, 1), got {self.rho} +/- {self.delta}"
+            )
+        return self
 
 
 class TeacherTermConfig(ReaderConfig):
@@ -23,6 +41,9 @@ class TeacherTermConfig(ReaderConfig):
     student_source: StudentSource = Field("backbone", description=SOURCE_HELP)
     teacher: str | None = Field(None, description="teacher alias; default: the primary teacher")
     teacher_layer: str | None = Field(None, description="default: the teacher's first stored layer")
+    adaptive: AdaptiveWeightConfig | None = Field(
+        None, description="steer the weight by the term's share of the backbone's gradient (RT-DETRv4's GAM)"
+    )
     normalize: Literal["none", "channel"] = Field(
         "none",
         description="none: the teacher's raw values; channel: each channel standardised by the mean and "

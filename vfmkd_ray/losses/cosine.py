@@ -18,7 +18,9 @@ from vfmkd_ray.models.adapters import FeatureAdapter
 
 class CosineDistillation(LossTerm):
     def __init__(self, name: str, cfg: CosineConfig, levels: StudentLevels, teacher_key: str, teacher_shape):
-        super().__init__(name, cfg.weight, levels, cfg.student_stride, cfg.student_source, cfg.normalize)
+        super().__init__(
+            name, cfg.weight, levels, cfg.student_stride, cfg.student_source, cfg.normalize, cfg.adaptive
+        )
         self.teacher_key = teacher_key
         self.teacher_layers = (teacher_key,)
         self.teacher_shape = tuple(teacher_shape)

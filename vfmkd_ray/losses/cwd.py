@@ -26,7 +26,9 @@ PAD_LOGIT = -1e4  # finite, so a fully padded row cannot produce NaN
 
 class ChannelWiseDistillation(LossTerm):
     def __init__(self, name: str, cfg: CWDConfig, levels: StudentLevels, teacher_key: str, teacher_shape):
-        super().__init__(name, cfg.weight, levels, cfg.student_stride, cfg.student_source, cfg.normalize)
+        super().__init__(
+            name, cfg.weight, levels, cfg.student_stride, cfg.student_source, cfg.normalize, cfg.adaptive
+        )
         self.temperature = cfg.temperature
         self.teacher_key = teacher_key
         self.teacher_layers = (teacher_key,)

@@ -25,8 +25,9 @@ class FeatureMSE(LossTerm):
         teacher_shape: tuple[int, int, int],
         source: str = "backbone",
         normalize: str = "none",
+        adaptive=None,
     ):
-        super().__init__(name, weight, levels, student_stride, source, normalize)
+        super().__init__(name, weight, levels, student_stride, source, normalize, adaptive)
         self.teacher_key = teacher_key
         self.teacher_layers = (teacher_key,)
         self.teacher_shape = teacher_shape

@@ -101,7 +101,9 @@ FGD_MAX_BOXES = 100  # ground-truth boxes per image the foreground mask is drawn
 
 class FGD(LossTerm):
     def __init__(self, name: str, cfg: FGDConfig, levels: StudentLevels, teacher_key: str, teacher_shape):
-        super().__init__(name, cfg.weight, levels, cfg.student_stride, cfg.student_source, cfg.normalize)
+        super().__init__(
+            name, cfg.weight, levels, cfg.student_stride, cfg.student_source, cfg.normalize, cfg.adaptive
+        )
         self.cfg = cfg
         self.teacher_key = teacher_key
         self.teacher_layers = (teacher_key,)

@@ -45,7 +45,15 @@ def teacher_layer(
 def _feature_mse(name: str, cfg: FeatureMSEConfig, levels: StudentLevels, teacher: TeacherShapes) -> LossTerm:
     key, shape = teacher_layer(cfg.teacher, cfg.teacher_layer, teacher)
     return FeatureMSE(
-        name, cfg.weight, levels, cfg.student_stride, key, shape, cfg.student_source, cfg.normalize
+        name,
+        cfg.weight,
+        levels,
+        cfg.student_stride,
+        key,
+        shape,
+        cfg.student_source,
+        cfg.normalize,
+        cfg.adaptive,
     )
 
 

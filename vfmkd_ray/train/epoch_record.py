@@ -53,6 +53,7 @@ def epoch_record(
         "data/stored_bytes_read": read,
         "data/stored_bytes_used": round(used),
         "data/read_per_used": round(read / used, 4) if used else 0.0,
+        **(task.kd_weights.weights() if task.kd_weights else {}),
     }
     if job.rank == 0:
         record["data/bad_samples"] = BadSampleLog(storage.join(job.plan.run_dir, BAD_SAMPLES_DIR)).count()

@@ -16,6 +16,7 @@ from torch import nn
 
 from vfmkd_ray.batch import Batch
 from vfmkd_ray.models.build import ModelParts
+from vfmkd_ray.train.kd_weights import GRAPH_PREFIX
 from vfmkd_ray.train.task import TrainTask
 
 
@@ -36,9 +37,12 @@ def check_finite(values: dict[str, float], batch: Batch, where: str) -> None:
     )
 
 
-def model_step(model: nn.Module, batch: Batch, parts: ModelParts) -> dict[str, torch.Tensor]:
+def model_step(
+    model: nn.Module, batch: Batch, parts: ModelParts, keep_graph: bool = False
+) -> dict[str, torch.Tensor]:
     """``model`` is ``parts.model``, DDP-wrapped or not: the first pass goes through the wrapper, the
-    heads' second passes (crops, prompts) through the module inside it."""
+    heads' second passes (crops, prompts) through the module inside it. ``keep_graph``: also each
+    term's weighted loss with its graph, ``graph/<term>`` (``train.kd_weights`` probes them)."""
     inner = model.module if hasattr(model, "module") else model
     out = model(batch.images_BCHW)
     total = out.participation()
@@ -50,7 +54,10 @@ def model_step(model: nn.Module, batch: Batch, parts: ModelParts) -> dict[str, t
         results |= {f"{name}/{key}": value.detach().float() for key, value in losses.items() if key != "loss"}
     for name, term in parts.terms.items():
         value, diagnostics = term(out.features.adapted[name], batch)
-        total = total + term.weight * value.float()
+        weighted = term.weight * value.float()
+        total = total + weighted
+        if keep_graph:
+            results[f"{GRAPH_PREFIX}{name}"] = weighted
         results[f"loss/{name}"] = value.detach().float()
         results |= {f"{key}/{name}": v.detach().float() for key, v in diagnostics.items()}
     results["loss"] = total
@@ -87,8 +94,12 @@ def train_step(
             the batch's image ids). Checked after the update, so the step costs no extra device
             sync; the run stops and its last checkpoint still holds the weights from before.
     """
+    probing = task.kd_weights.probing(task.scheduler.steps) if task.kd_weights else []
     with torch.autocast(batch.images_BCHW.device.type, enabled=task.use_amp):
-        out = model_step(model, batch, task.parts)
+        out = model_step(model, batch, task.parts, keep_graph=bool(probing))
+    if probing:
+        out |= task.kd_weights.probe(out, probing, task.backbone_trainable())
+        out = {key: value for key, value in out.items() if not key.startswith(GRAPH_PREFIX)}
     out["data/online_share"] = torch.tensor(batch.num_online / len(batch))
     optimizer_step(
         out["loss"], task.optimizer, task.scaler, task.trainable, grad_clip_norm, task.gradient_scale

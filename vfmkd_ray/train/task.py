@@ -18,6 +18,7 @@ from vfmkd_ray.models.build import ModelParts, build_model
 from vfmkd_ray.models.from_run import load_frozen_model
 from vfmkd_ray.train.checkpointing import Stateful
 from vfmkd_ray.train.ema import WeightAverage
+from vfmkd_ray.train.kd_weights import AdaptiveKDWeights
 from vfmkd_ray.train.optim import build_optimizer, gradient_scale, keep_groups_on_restore, parameter_groups
 from vfmkd_ray.train.schedule import LrSchedule, ScheduleSpec
 
@@ -32,6 +33,7 @@ class TrainTask:
     trainable: list[nn.Parameter]  # what the optimiser steps and the gradient clip sees
     ema: WeightAverage | None = None
     gradient_scale: float = 1.0  # the loss's factor before backward (optim.gradient_scale)
+    kd_weights: AdaptiveKDWeights | None = None  # the terms' weights steered by their gradient share
 
     def stateful(self) -> dict[str, Stateful]:
         """What a checkpoint saves and restores, by name, in restore order (the schedule after the
@@ -44,7 +46,13 @@ class TrainTask:
         }
         if self.ema is not None:
             parts["ema"] = self.ema
+        if self.kd_weights:
+            parts["kd_weights"] = self.kd_weights
         return parts
+
+    def backbone_trainable(self) -> list[nn.Parameter]:
+        """The backbone's trainable parameters: whose gradient a term's share is measured on."""
+        return [p for p in self.parts.model.backbone.parameters() if p.requires_grad]
 
     def after_step(self) -> None:
         """What follows every optimiser step: the schedule's next rates, the EMA's next average."""
@@ -129,4 +137,5 @@ def build_task(
         groups.all(),
         ema,
         loss_scale,
+        AdaptiveKDWeights(parts.terms) or None,
     )

@@ -57,6 +57,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             validation = validate(task, ray.train.get_dataset_shard(VAL_STREAM), feed, epoch + 1, coco)
             record = epoch_record(job, epoch, task, train_pass, validation)
             improved = state.finish_epoch(train_pass.steps_done, record, cfg.train.best_metric)
+            if task.kd_weights:
+                job.steer_kd_weights(task, record, epoch)
             if rank == 0:
                 write_pictures(run_dir, task, validation.first_batch, state.epoch)
             job.lines.say(epoch_line(record, cfg.train.epochs, improved))

@@ -132,6 +132,15 @@ class WorkerJob:
             )
         return self._coco
 
+    def steer_kd_weights(self, task: TrainTask, record: dict[str, float], epoch: int) -> None:
+        """The adaptive terms' weights for epoch ``epoch + 1`` from epoch ``epoch``'s record (every
+        worker computes the same from the same reduced record), said when they move."""
+        augment, epochs = self.cfg.data.augment, self.cfg.train.epochs
+        next_is_mosaic = augment.mosaic_at(epoch + 1, epochs) if augment.pipeline != "none" else None
+        for name, (old, new) in task.kd_weights.end_epoch(record, next_is_mosaic).items():
+            share = record.get(f"train/grad_share/{name}", float("nan"))
+            self.lines.say(f"kd weight {name}: {old:.4g} -> {new:.4g} (gradient share {share:.3f})")
+
     def start_epoch(self, epoch: int, state: TrainingState, steps: LockstepPlan, task: TrainTask) -> None:
         """Rank 0 tells the training stream's decode stage which rows this epoch already trained on
         (none at an epoch's start) before any worker asks it for rows; the first epoch of this
