@@ -1,7 +1,7 @@
 """``make bench``: every benchmark on this machine -> ``benchmarks/results.json`` and ``results.md``.
 
     .venv/bin/python -m benchmarks.run_all [--gpu]
-        [--only store training offline_online scale process_start recipe_parity]
+        [--only store training offline_online scale process_start recipe_parity augment_fidelity]
         [--store-flags FLAGS] [--training-flags FLAGS] [--offline-online-flags FLAGS]
         [--json benchmarks/results.json] [--markdown benchmarks/results.md]
         [--before benchmarks/results_before.json]
@@ -27,6 +27,7 @@ from pathlib import Path
 import ray
 
 from benchmarks import (
+    augment_fidelity,
     offline_online,
     process_start,
     recipe_parity,
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, Callable[[str, list[str]], list[Figure]]] = {
     "scale": scale.run,
     "process_start": process_start.run,
     "recipe_parity": recipe_parity.run,
+    "augment_fidelity": augment_fidelity.run,
 }
 SECTION_ORDER = [
     store_throughput.SECTION,
@@ -52,6 +54,7 @@ SECTION_ORDER = [
     scale.SECTION,
     process_start.SECTION,
     recipe_parity.SECTION,
+    augment_fidelity.SECTION,
 ]
 MODULES = {
     "store": "store_throughput",
@@ -60,6 +63,7 @@ MODULES = {
     "scale": "scale",
     "process_start": "process_start",
     "recipe_parity": "recipe_parity",
+    "augment_fidelity": "augment_fidelity",
 }
 
 

@@ -52,6 +52,7 @@ POOL = 16  # rows the mosaic partners are drawn from, at least
 class WayFidelity:
     cosine: float  # mean over samples of the mean per-cell cosine
     relative_error: float  # mean over samples
+    cosines: list[float]  # per sample
 
 
 @dataclass(frozen=True)
@@ -127,18 +128,20 @@ def measure_augment_fidelity(
             layer,
             len(covered[layer]),
             float(np.mean(covered[layer])) if covered[layer] else 0.0,
-            {
-                way: WayFidelity(*(float(np.mean(v)) for v in zip(*pairs, strict=True)))
-                if pairs
-                else WayFidelity(float("nan"), float("nan"))
-                for way, pairs in figures[layer].items()
-            },
+            {way: _summary(pairs) for way, pairs in figures[layer].items()},
         )
         for layer in manifest.layers
     ]
     return FidelityReport(
         dataset, manifest.teacher, manifest.teacher_weights, manifest.input_size, student_size, layers
     )
+
+
+def _summary(pairs: list[tuple[float, float]]) -> WayFidelity:
+    if not pairs:
+        return WayFidelity(float("nan"), float("nan"), [])
+    cosines, errors = zip(*pairs, strict=True)
+    return WayFidelity(float(np.mean(cosines)), float(np.mean(errors)), [round(c, 6) for c in cosines])
 
 
 def write_fidelity(report: FidelityReport) -> str:
