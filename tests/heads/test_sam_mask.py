@@ -19,6 +19,7 @@ from vfmkd_ray.heads.sam_mask.config import SamMaskHeadConfig
 from vfmkd_ray.heads.sam_mask.head import SamMaskHead
 from vfmkd_ray.heads.sam_mask.losses import binary_kl, sigmoid_focal_loss
 from vfmkd_ray.losses.base import StudentLevels
+from vfmkd_ray.losses.config import FeatureMSEConfig
 from vfmkd_ray.losses.feature_mse import FeatureMSE
 from vfmkd_ray.models.students.yolov8_cspdarknet import YOLOv8CSPDarknet
 from vfmkd_ray.models.teachers.build import build_teacher
@@ -38,7 +39,7 @@ def _context(backbone_info, input_size: int, with_term: bool = False, **teachers
     terms = {}
     if with_term:
         terms[EMBED_TERM] = FeatureMSE(
-            EMBED_TERM, 1.0, StudentLevels(backbone_info), 16, "sam/image_embed", (256, 16, 16)
+            EMBED_TERM, FeatureMSEConfig(), StudentLevels(backbone_info), "sam/image_embed", (256, 16, 16)
         )
     return HeadContext(
         backbone_info=backbone_info,
@@ -308,7 +309,7 @@ def test_bad_teachers_and_feature_terms_are_named(backbone_info):
         SamMaskHead("m", SamMaskHeadConfig(teacher="nope"), _context(backbone_info, 64))
     context = _context(backbone_info, 64)
     context.terms["dino_s16"] = FeatureMSE(
-        "dino_s16", 1.0, StudentLevels(backbone_info), 16, "dino/patch_tokens", (384, 4, 4)
+        "dino_s16", FeatureMSEConfig(), StudentLevels(backbone_info), "dino/patch_tokens", (384, 4, 4)
     )
     with pytest.raises(ValueError, match="'dino_s16'.*384"):
         SamMaskHead("m", SamMaskHeadConfig(features="dino_s16"), context)

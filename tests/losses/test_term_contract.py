@@ -56,28 +56,15 @@ def test_term_contract(term_type):
 def test_a_warped_targets_uncovered_cells_teach_nothing(term_type):
     """Under ``under_augmentation: warp`` a target's cells that no stored map covers carry zeros:
     whatever the student says there, every teacher term's loss and its ``cos`` stay the same."""
-    stride = 4 if term_type == "fgd" else 16
-    cfg = load_config(None, [f"distill.terms={{t: {{type: {term_type}, student_stride: {stride}}}}}"])
-    [term] = build_loss_terms(
-        cfg.distill, StudentLevels(YOLOv8CSPDarknet("n").feature_info), TEACHER
-    ).values()
-    term.build_adapter()
+    term = _built_term(term_type)
     torch.manual_seed(0)
     target, pred = torch.randn(2, 256, 4, 4), torch.randn(2, 256, 4, 4)
     coverage = torch.ones(2, 1, 4, 4)
     coverage[0, :, :, 2:] = 0  # the right half of the first sample's canvas came from padding
     target = target * coverage
-    boxes = torch.tensor([[[4.0, 4.0, 60.0, 60.0]], [[8.0, 8.0, 40.0, 30.0]]])
 
     def run(prediction):
-        batch = Batch(
-            torch.zeros(2, 3, 64, 64),
-            torch.full((2, 2), 64),
-            {"sam/image_embed": target},
-            boxes_BN4=boxes,
-            labels_BN=torch.tensor([[0], [0]]),
-            teacher_coverage={"sam/image_embed": coverage},
-        )
+        batch = _two_image_batch(target, teacher_coverage={"sam/image_embed": coverage})
         loss, diagnostics = term(prediction, batch)
         return float(loss), float(diagnostics["cos"])
 
@@ -91,28 +78,14 @@ def test_a_warped_targets_uncovered_cells_teach_nothing(term_type):
 
 @pytest.mark.parametrize("term_type", sorted(ZERO_WHEN_EQUAL))
 def test_normalize_channel_compares_with_the_target_standardised_by_its_store(term_type):
-    stride = 4 if term_type == "fgd" else 16
-    terms = f"t: {{type: {term_type}, student_stride: {stride}, normalize: channel}}"
-    cfg = load_config(None, [f"distill.terms={{{terms}}}"])
-    [term] = build_loss_terms(
-        cfg.distill, StudentLevels(YOLOv8CSPDarknet("n").feature_info), TEACHER
-    ).values()
-    term.build_adapter()
+    term = _built_term(term_type, ", normalize: channel")
     torch.manual_seed(0)
     mean, std = torch.randn(256) * 5, torch.rand(256) * 3 + 0.5
     raw = torch.randn(2, 256, 4, 4) * std[:, None, None] + mean[:, None, None]
     pred = torch.randn(2, 256, 4, 4)
-    boxes = torch.tensor([[[4.0, 4.0, 60.0, 60.0]], [[8.0, 8.0, 40.0, 30.0]]])
 
     def batch(target, stats):
-        return Batch(
-            torch.zeros(2, 3, 64, 64),
-            torch.full((2, 2), 64),
-            {"sam/image_embed": target},
-            boxes_BN4=boxes,
-            labels_BN=torch.tensor([[0], [0]]),
-            teacher_stats=stats,
-        )
+        return _two_image_batch(target, teacher_stats=stats)
 
     standardised = (raw - mean[:, None, None]) / std[:, None, None]
     loss, _ = term(pred, batch(raw, {"sam/image_embed": torch.stack([mean, std])}))
@@ -122,3 +95,26 @@ def test_normalize_channel_compares_with_the_target_standardised_by_its_store(te
     term.normalize = "channel"
     with pytest.raises(ValueError, match="no channel statistics for teacher target sam/image_embed"):
         term(pred, batch(raw, {}))
+
+
+def _built_term(term_type: str, extra: str = ""):
+    """A registered teacher term of ``term_type`` on YOLOv8-n against ``TEACHER``, adapter built."""
+    stride = 4 if term_type == "fgd" else 16
+    cfg = load_config(None, [f"distill.terms={{t: {{type: {term_type}, student_stride: {stride}{extra}}}}}"])
+    [term] = build_loss_terms(
+        cfg.distill, StudentLevels(YOLOv8CSPDarknet("n").feature_info), TEACHER
+    ).values()
+    term.build_adapter()
+    return term
+
+
+def _two_image_batch(target: torch.Tensor, **fields) -> Batch:
+    """Two 64 px images, one box each (FGD's foreground), and ``target`` as the teacher's map."""
+    return Batch(
+        torch.zeros(2, 3, 64, 64),
+        torch.full((2, 2), 64),
+        {"sam/image_embed": target},
+        boxes_BN4=torch.tensor([[[4.0, 4.0, 60.0, 60.0]], [[8.0, 8.0, 40.0, 30.0]]]),
+        labels_BN=torch.tensor([[0], [0]]),
+        **fields,
+    )

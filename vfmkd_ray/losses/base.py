@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from vfmkd_ray.batch import Batch, DataNeeds
+from vfmkd_ray.models.adapters import FeatureAdapter
 from vfmkd_ray.models.feature_info import FeatureInfo
 
 
@@ -77,6 +78,24 @@ class LossTerm:
         if self.normalize == "channel":
             return batch.standardized_target(teacher_key)
         return batch.teacher_features[teacher_key]
+
+
+class TeacherMapTerm(LossTerm):
+    """A term comparing one adapted student level with one teacher map, the adapter (a 1x1 conv and
+    a resize) giving the student level the map's shape."""
+
+    def __init__(self, name: str, cfg, levels: StudentLevels, teacher_key: str, teacher_shape):
+        """``cfg``: the term's ``losses.config.TeacherTermConfig``."""
+        super().__init__(
+            name, cfg.weight, levels, cfg.student_stride, cfg.student_source, cfg.normalize, cfg.adaptive
+        )
+        self.teacher_key = teacher_key
+        self.teacher_layers = (teacher_key,)
+        self.teacher_shape = tuple(teacher_shape)
+
+    def build_adapter(self) -> nn.Module:
+        channels, height, width = self.teacher_shape
+        return FeatureAdapter(self.in_channels, channels, (height, width))
 
 
 @torch.no_grad()

@@ -8,27 +8,12 @@ where the teacher does.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from vfmkd_ray.batch import Batch
-from vfmkd_ray.losses.base import LossTerm, StudentLevels, masked_mean, teacher_cosine
-from vfmkd_ray.losses.config import CosineConfig
-from vfmkd_ray.models.adapters import FeatureAdapter
+from vfmkd_ray.losses.base import TeacherMapTerm, masked_mean, teacher_cosine
 
 
-class CosineDistillation(LossTerm):
-    def __init__(self, name: str, cfg: CosineConfig, levels: StudentLevels, teacher_key: str, teacher_shape):
-        super().__init__(
-            name, cfg.weight, levels, cfg.student_stride, cfg.student_source, cfg.normalize, cfg.adaptive
-        )
-        self.teacher_key = teacher_key
-        self.teacher_layers = (teacher_key,)
-        self.teacher_shape = tuple(teacher_shape)
-
-    def build_adapter(self) -> nn.Module:
-        channels, height, width = self.teacher_shape
-        return FeatureAdapter(self.in_channels, channels, (height, width))
-
+class CosineDistillation(TeacherMapTerm):
     def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         target_BCHW = self.teacher_target(batch, self.teacher_key).detach().float()
         mask_B1HW = batch.target_mask(self.teacher_key, tuple(target_BCHW.shape[-2:]))

@@ -14,29 +14,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vfmkd_ray.batch import Batch
-from vfmkd_ray.losses.base import LossTerm, StudentLevels, teacher_cosine
+from vfmkd_ray.losses.base import StudentLevels, TeacherMapTerm, teacher_cosine
 from vfmkd_ray.losses.config import CWDConfig
-from vfmkd_ray.models.adapters import FeatureAdapter
 
 PAD_LOGIT = -1e4  # finite, so a fully padded row cannot produce NaN
 
 
-class ChannelWiseDistillation(LossTerm):
+class ChannelWiseDistillation(TeacherMapTerm):
     def __init__(self, name: str, cfg: CWDConfig, levels: StudentLevels, teacher_key: str, teacher_shape):
-        super().__init__(
-            name, cfg.weight, levels, cfg.student_stride, cfg.student_source, cfg.normalize, cfg.adaptive
-        )
+        super().__init__(name, cfg, levels, teacher_key, teacher_shape)
         self.temperature = cfg.temperature
-        self.teacher_key = teacher_key
-        self.teacher_layers = (teacher_key,)
-        self.teacher_shape = tuple(teacher_shape)
-
-    def build_adapter(self) -> nn.Module:
-        channels, height, width = self.teacher_shape
-        return FeatureAdapter(self.in_channels, channels, (height, width))
 
     def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         target_BCHW = self.teacher_target(batch, self.teacher_key).detach().float()

@@ -7,35 +7,12 @@ response to black borders; so are the cells of a warped target that no stored ma
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from vfmkd_ray.batch import Batch
-from vfmkd_ray.losses.base import LossTerm, StudentLevels, masked_mean, teacher_cosine
-from vfmkd_ray.models.adapters import FeatureAdapter
+from vfmkd_ray.losses.base import TeacherMapTerm, masked_mean, teacher_cosine
 
 
-class FeatureMSE(LossTerm):
-    def __init__(
-        self,
-        name: str,
-        weight: float,
-        levels: StudentLevels,
-        student_stride: int,
-        teacher_key: str,
-        teacher_shape: tuple[int, int, int],
-        source: str = "backbone",
-        normalize: str = "none",
-        adaptive=None,
-    ):
-        super().__init__(name, weight, levels, student_stride, source, normalize, adaptive)
-        self.teacher_key = teacher_key
-        self.teacher_layers = (teacher_key,)
-        self.teacher_shape = teacher_shape
-
-    def build_adapter(self) -> nn.Module:
-        channels, height, width = self.teacher_shape
-        return FeatureAdapter(self.in_channels, channels, (height, width))
-
+class FeatureMSE(TeacherMapTerm):
     def __call__(self, pred_BCHW: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         target_BCHW = self.teacher_target(batch, self.teacher_key).to(pred_BCHW.dtype)
         mask_B1HW = batch.target_mask(self.teacher_key, tuple(target_BCHW.shape[-2:]))

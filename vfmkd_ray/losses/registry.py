@@ -44,17 +44,7 @@ def teacher_layer(
 @LOSS_TERMS.register("feature_mse")
 def _feature_mse(name: str, cfg: FeatureMSEConfig, levels: StudentLevels, teacher: TeacherShapes) -> LossTerm:
     key, shape = teacher_layer(cfg.teacher, cfg.teacher_layer, teacher)
-    return FeatureMSE(
-        name,
-        cfg.weight,
-        levels,
-        cfg.student_stride,
-        key,
-        shape,
-        cfg.student_source,
-        cfg.normalize,
-        cfg.adaptive,
-    )
+    return FeatureMSE(name, cfg, levels, key, shape)
 
 
 @LOSS_TERMS.register("cosine")
