@@ -35,7 +35,9 @@ def is_covered_column(column: str) -> bool:
 
 def float_map(row: Mapping[str, np.ndarray], layer: str, codec: str) -> np.ndarray:
     """One layer of a ``reader.decode_row`` result as a float32 ``C x h x w`` map."""
-    stored = torch.from_numpy(np.ascontiguousarray(row[feature_column(layer)]))[None]
+    array = row[feature_column(layer)]
+    # Decoded rows are read-only views of the stored bytes; torch wants a writable array.
+    stored = torch.from_numpy(array if array.flags.writeable else array.copy())[None]
     scale = row.get(scale_column(layer))
     scales = None if scale is None else torch.from_numpy(np.asarray(scale, np.float32))[None]
     return codecs.to_float32(stored, codec, scales)[0].numpy()

@@ -106,22 +106,25 @@ def warp_stored_maps(
         (rows, cols),
         [m.mirrored if m is not None else False for m in maps],
     )
-    target = torch.zeros(channels, rows, cols)
-    mask = np.zeros((rows, cols), bool)
+    # Each source samples only its own cells: one bilinear lookup per target cell in all.
+    target = torch.zeros(channels, rows * cols)
+    mask = np.zeros(rows * cols, bool)
+    source = traced.source_hw.reshape(-1)
     for index, stored in enumerate(maps):
-        cells = traced.source_hw == index
-        if stored is None or not cells.any():
+        cells = np.flatnonzero(source == index)
+        if stored is None or not len(cells):
             continue
         # grid_sample's coordinates (align_corners=False): -1 and 1 are the grid's outer edges.
-        grid = np.stack([traced.grid_x_hw * 2 / cols - 1, traced.grid_y_hw * 2 / rows - 1], axis=-1)
+        grid_x = traced.grid_x_hw.reshape(-1)[cells] * 2 / cols - 1
+        grid_y = traced.grid_y_hw.reshape(-1)[cells] * 2 / rows - 1
+        grid = torch.from_numpy(np.stack([grid_x, grid_y], axis=-1)).float()[None, None]
         sampled = torch.nn.functional.grid_sample(
-            torch.from_numpy(stored.map_Chw).float()[None],
-            torch.from_numpy(grid).float()[None],
+            torch.as_tensor(stored.map_Chw, dtype=torch.float32)[None],
+            grid,
             mode="bilinear",
             padding_mode="border",
             align_corners=False,
-        )[0]
-        where = torch.from_numpy(cells)
-        target[:, where] = sampled[:, where]
-        mask |= cells
-    return target.numpy(), mask
+        )
+        target.index_copy_(1, torch.from_numpy(cells), sampled[0, :, 0])
+        mask[cells] = True
+    return target.reshape(channels, rows, cols).numpy(), mask.reshape(rows, cols)
