@@ -106,6 +106,14 @@ def check_references(cfg: ExperimentConfig) -> None:
                     "crops on some workers only: SyncBatchNorm there would wait for the others; set "
                     "train.sync_bn false"
                 )
+    if cfg.train.freeze_backbone:
+        for name, term in cfg.distill.terms.items():
+            if getattr(term, "adaptive", None) is not None:
+                raise ValueError(
+                    f"distill.terms.{name}.adaptive steers the weight by the term's share of the "
+                    "backbone's gradient, but train.freeze_backbone trains no backbone parameter: "
+                    "drop one of them"
+                )
     if cfg.data.augment.pipeline != "none":
         for where, reader in readers(cfg):
             if reader.reads().masks:

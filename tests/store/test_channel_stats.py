@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import build_store_in_process
 from vfmkd_ray.store import codecs
-from vfmkd_ray.store.channel_stats import RunningStats
+from vfmkd_ray.store.channel_stats import ChannelStats, RunningStats
 from vfmkd_ray.store.manifest import read_manifest
 from vfmkd_ray.store.parts import list_parts, read_part
 from vfmkd_ray.store.schema import feature_column, scale_column
@@ -50,19 +50,31 @@ def test_a_term_that_standardises_is_refused_without_its_stores_statistics(make_
     from vfmkd_ray.losses.base import StudentLevels
     from vfmkd_ray.losses.registry import build_loss_terms
     from vfmkd_ray.models.students.yolov8_cspdarknet import YOLOv8CSPDarknet
-    from vfmkd_ray.store.manifest import StoreDataset
-    from vfmkd_ray.train.teacher_stores import RunStores
     from vfmkd_ray.train.trainer import refuse_terms_without_channel_stats
 
     cfg = load_config(None, ["distill.terms={kd: {type: feature_mse, normalize: channel}}"])
     levels = StudentLevels(YOLOv8CSPDarknet("n").feature_info)
     terms = build_loss_terms(cfg.distill, levels, {"sam": {"image_embed": (256, 4, 4)}})
-    with pytest.raises(ValueError, match="teacher sam has no store in this run"):
-        refuse_terms_without_channel_stats(terms, RunStores(live=("sam",)))
-    old = make_manifest("image_embed", (256, 4, 4), 16)  # a store from before the statistics
-    with pytest.raises(ValueError, match="made before stores kept channel statistics"):
-        refuse_terms_without_channel_stats(terms, RunStores(StoreDataset("sam", "store", old)))
-    kept = old.model_copy(
-        update={"channel_stats": {"image_embed": {"mean": [0.0] * 256, "std": [1.0] * 256}}}
+    stats = {"image_embed": ChannelStats(mean=[0.0] * 256, std=[1.0] * 256)}
+    with pytest.raises(ValueError, match="teacher sam's store, and it has none: no store"):
+        refuse_terms_without_channel_stats(terms, {})
+    with pytest.raises(ValueError, match="distill.terms.kd.normalize=none"):
+        refuse_terms_without_channel_stats(terms, {"sam": {"other_layer": stats["image_embed"]}})
+    refuse_terms_without_channel_stats(terms, {"sam": stats})
+
+
+def test_a_teacher_online_under_augmentation_keeps_its_stores_statistics(tiny_config):
+    """Its store is not read for training, but its statistics still standardise its live targets."""
+    from vfmkd_ray.data.coco import read_image_records
+    from vfmkd_ray.train.teacher_stores import check_stores
+    from vfmkd_ray.train.trainer import run_channel_stats
+
+    dataset = build_store_in_process(tiny_config)
+    teachers = {"sam": tiny_config.teachers["sam"].model_copy(update={"under_augmentation": "online"})}
+    augment = tiny_config.data.augment.model_copy(update={"pipeline": "yolov8"})
+    cfg = tiny_config.model_copy(
+        update={"teachers": teachers, "data": tiny_config.data.model_copy(update={"augment": augment})}
     )
-    refuse_terms_without_channel_stats(terms, RunStores(StoreDataset("sam", "store", kept)))
+    stores = check_stores(cfg, read_image_records(cfg.data))
+    assert stores.live == ("sam",) and not stores.manifests()
+    assert run_channel_stats(cfg, stores) == {"sam": read_manifest(dataset).channel_stats}

@@ -16,7 +16,7 @@ from vfmkd_ray.train.step import train_step
 from vfmkd_ray.train.task import build_task
 
 
-def test_a_share_outside_the_band_moves_the_weight_to_its_nearer_edge_by_the_odds():
+def test_a_share_outside_the_band_moves_the_weight_towards_rho_by_the_odds():
     assert steered_weight(2.0, 0.1, rho=0.1, delta=0.02) == 2.0  # inside: left alone
     up = steered_weight(1.0, 0.05, rho=0.1, delta=0.02)  # below: the odds of 0.05 -> those of 0.1
     assert up == pytest.approx((0.1 * 0.95) / (0.05 * 0.9))
@@ -25,8 +25,11 @@ def test_a_share_outside_the_band_moves_the_weight_to_its_nearer_edge_by_the_odd
     assert steered_weight(1.0, 1e-6, rho=0.5, delta=0.1) == 10.0  # the clamp, either way
     assert steered_weight(1.0, 1 - 1e-6, rho=0.5, delta=0.1) == 0.1
     assert steered_weight(0.0, 0.01, 0.1, 0.02) == 0.0 and steered_weight(1.0, math.nan, 0.1, 0.02) == 1.0
-    with pytest.raises(ValueError, match="must lie in"):
-        AdaptiveWeightConfig(rho=0.05, delta=0.1)
+    # Cancelling gradients can make a term's norm exceed the total's: it dominates, so it shrinks.
+    assert steered_weight(1.0, 4.0, rho=0.1, delta=0.02) == 0.1
+    for rho, delta in ((0.05, 0.1), (0.9, 0.2)):
+        with pytest.raises(ValueError, match="must lie in"):
+            AdaptiveWeightConfig(rho=rho, delta=delta)
 
 
 def test_on_a_toy_two_loss_problem_the_share_enters_the_band_within_the_clamp():
@@ -43,14 +46,19 @@ def test_on_a_toy_two_loss_problem_the_share_enters_the_band_within_the_clamp():
         main = (theta - main_target).pow(2).sum()
         kd = term.weight * (theta - kd_target).pow(2).sum()
         losses = {"loss": main + kd, f"{GRAPH_PREFIX}kd": kd}
-        share = float(weights.probe(losses, weights.probing(0), [theta])["grad_share/kd"])
-        shares.append(share)
-        weights.end_epoch({"train/grad_share/kd": share}, next_is_mosaic=True)
+        norms = weights.probe(losses, weights.probing(0), [theta], lambda loss: loss * 1024.0)
+        record = weights.record_fields({k: float(v) for k, v in norms.items()})
+        shares.append(record["grad_share/kd"])
+        weights.end_epoch(record, next_is_mosaic=True)
         history.append(term.weight)
     assert shares[0] < 0.01 and 0.25 <= shares[-1] <= 0.35
     assert all(1 / 10 <= b / a <= 10 for a, b in itertools.pairwise(history))
     assert weights.state_dict() == {"weights": {"kd": term.weight}}
-    weights.end_epoch({"train/grad_share/kd": shares[-1]}, next_is_mosaic=False)  # close-mosaic
+    steered = term.weight
+    with weights.configured_weights():  # validation's losses
+        assert term.weight == 1e-3
+    assert term.weight == steered
+    weights.end_epoch({"grad_share/kd": shares[-1]}, next_is_mosaic=False)  # close-mosaic
     assert term.weight == 1e-3
 
 
@@ -75,5 +83,16 @@ def test_a_probed_step_trains_as_an_unprobed_one_and_reports_the_share(tiny_conf
         if cfg is adaptive:
             assert "kd_weights" in task.stateful()
     assert all(torch.equal(states[0][k], v) for k, v in states[1].items())
-    assert 0 < outs[0]["grad_share/feature_mse"] < 1 and "grad_share/feature_mse" not in outs[1]
+    assert 0 < outs[0]["grad_norm/feature_mse"] < outs[0]["grad_norm/feature_mse.total"]
+    assert "grad_norm/feature_mse" not in outs[1]
     assert not any(key.startswith(GRAPH_PREFIX) for key in outs[0])
+
+
+def test_an_adaptive_term_with_a_frozen_backbone_is_refused(tiny_config):
+    from vfmkd_ray.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="train.freeze_backbone trains no backbone parameter"):
+        load_config(
+            "configs/demo.yaml",
+            ["train.freeze_backbone=true", "distill.terms.feature_mse.adaptive={rho: 0.2}"],
+        )

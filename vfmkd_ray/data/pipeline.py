@@ -21,9 +21,9 @@ from vfmkd_ray.data.coco import ImageAnnotations
 from vfmkd_ray.data.config import DEFAULT_MAX_IMAGE_PIXELS
 from vfmkd_ray.data.feature_keys import feature_key
 from vfmkd_ray.data.image_ids import IMAGE_ID_COLUMN, encode_image_id
-from vfmkd_ray.data.images import BadImageError, is_flipped
+from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.samples import IMAGE_COLUMN, load_letterboxed, load_sample, read_image
-from vfmkd_ray.data.warped_features import covered_everywhere, warped_row
+from vfmkd_ray.data.warped_features import covered_everywhere, warp_sources, warped_features
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.index_rows import VIEW_COLUMN
 from vfmkd_ray.store.manifest import Manifest, StoreDataset
@@ -184,6 +184,8 @@ class TrainSampleDecoder:
             row: self._stored_or_error(batch, row, other_rows, position) for position, row in enumerate(read)
         }
         rows = [row for row in rows if augmented is None or ids[row] in augmented.columns]
+        block_rows = {ids[r]: stored[r] for r in read if not isinstance(stored[r], FeatureStoreError)}
+        sources = warp_sources(self._stores(), augmented.aug_seeds, block_rows) if warp else []
         samples = []
         for row in rows:
             try:
@@ -192,7 +194,7 @@ class TrainSampleDecoder:
                 elif isinstance(stored[row], FeatureStoreError):
                     raise stored[row]
                 elif warp:
-                    features = self._warped(batch, augmented, ids[row], {ids[r]: stored[r] for r in read})
+                    features = warped_features(augmented.records[ids[row]], augmented.image_hw, sources)
                 else:
                     features = stored[row]
                 # A fresh draw of instances per epoch: each image's masks all get their turn.
@@ -247,28 +249,6 @@ class TrainSampleDecoder:
             {image_id: sample.image.shape[:2] for image_id, sample in decoded.items()},
             {ids[row]: int(batch["aug_seed"][row]) for row in rows},
         )
-
-    def _warped(
-        self,
-        batch: dict[str, np.ndarray],
-        augmented: AugmentedBlock,
-        image_id: str,
-        stored: dict[str, dict[str, np.ndarray] | FeatureStoreError],
-    ) -> dict[str, np.ndarray]:
-        """``image_id``'s sample's features: every store's maps of its sources warped into its
-        canvas (a source whose row failed to read has no map there)."""
-        record = augmented.records[image_id]
-        features: dict[str, np.ndarray] = {}
-        for store in self._stores():
-            alias, manifest = store.alias, store.manifest
-            rows = {
-                source: _unprefixed(alias, row)
-                for source, row in stored.items()
-                if not isinstance(row, FeatureStoreError)
-            }
-            mirrored = {i: is_flipped(seed, manifest.augment) for i, seed in augmented.aug_seeds.items()}
-            features |= _prefixed(alias, warped_row(record, rows, augmented.image_hw, mirrored, manifest))
-        return features
 
     def _stores(self) -> list[StoreDataset]:
         return [] if self.primary is None else [self.primary, *(index.store for index in self.others)]
@@ -366,11 +346,6 @@ def teacher_column(alias: str, column: str) -> str:
 
 def _prefixed(alias: str, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {teacher_column(alias, name): value for name, value in columns.items()}
-
-
-def _unprefixed(alias: str, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    prefix = teacher_column(alias, "")
-    return {name[len(prefix) :]: value for name, value in columns.items() if name.startswith(prefix)}
 
 
 def placeholder_features(manifest: Manifest) -> dict[str, np.ndarray]:

@@ -11,12 +11,15 @@ worker are covered everywhere (``covered_everywhere``): the live teacher sees th
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from vfmkd_ray.data.augment.feature_warp import StoredMap, record_sources, warp_stored_maps
 from vfmkd_ray.data.augment.record import AugmentRecord
+from vfmkd_ray.data.feature_keys import feature_key
+from vfmkd_ray.data.images import is_flipped
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import Manifest
 from vfmkd_ray.store.schema import feature_column, scale_column
@@ -58,10 +61,13 @@ def warped_row(
     image_hw: Mapping[str, tuple[int, int]],
     mirrored: Mapping[str, bool],
     manifest: Manifest,
+    float_maps: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """The stored-form columns of ``record``'s sample, with a ``covered.<layer>`` column per
     layer. ``rows``: image id -> its decoded stored row (None or absent: that tile has no map);
-    ``mirrored``: whether an image's row is of the mirrored image (``store.augment``)."""
+    ``mirrored``: whether an image's row is of the mirrored image (``store.augment``);
+    ``float_maps``: a cache of decoded maps by (image id, layer), kept across a block's samples."""
+    cache = {} if float_maps is None else float_maps
     sources = record_sources(record)
     columns: dict[str, np.ndarray] = {}
     for layer, spec in manifest.layers.items():
@@ -71,9 +77,9 @@ def warped_row(
             if row is None:
                 maps.append(None)
                 continue
-            maps.append(
-                StoredMap(float_map(row, layer, manifest.codec), image_hw[image_id], mirrored[image_id])
-            )
+            if (image_id, layer) not in cache:
+                cache[image_id, layer] = float_map(row, layer, manifest.codec)
+            maps.append(StoredMap(cache[image_id, layer], image_hw[image_id], mirrored[image_id]))
         target, covered = warp_stored_maps(record, maps, spec.shape)  # type: ignore[arg-type]
         columns |= stored_form(target, layer, manifest.codec)
         columns[covered_column(layer)] = covered.astype(np.uint8)
@@ -85,3 +91,42 @@ def covered_everywhere(manifest: Manifest) -> dict[str, np.ndarray]:
     return {
         covered_column(layer): np.ones(spec.shape[1:], np.uint8) for layer, spec in manifest.layers.items()
     }
+
+
+@dataclass(frozen=True)
+class WarpSources:
+    """One store's rows of a block, for the samples whose targets are warped from them."""
+
+    alias: str
+    manifest: Manifest
+    rows: dict[str, dict[str, np.ndarray]]  # image id -> its row's columns, unprefixed
+    mirrored: dict[str, bool]
+    float_maps: dict  # (image id, layer) -> decoded map: each source decoded once per block
+
+
+def warp_sources(stores, aug_seeds: Mapping[str, int], rows: Mapping[str, dict]) -> list[WarpSources]:
+    """Per store (``StoreDataset``s), once per block: its rows by image id from ``rows`` (the
+    block's decoded rows, every store's columns prefixed by alias), which are of the mirrored image
+    (their ``aug_seed`` under the store's ``augment``), and an empty cache of float maps."""
+    sources = []
+    for store in stores:
+        prefix = feature_key(store.alias, "")
+        own = {
+            image_id: {name[len(prefix) :]: v for name, v in row.items() if name.startswith(prefix)}
+            for image_id, row in rows.items()
+        }
+        mirrored = {i: is_flipped(seed, store.manifest.augment) for i, seed in aug_seeds.items()}
+        sources.append(WarpSources(store.alias, store.manifest, own, mirrored, {}))
+    return sources
+
+
+def warped_features(
+    record: AugmentRecord, image_hw: Mapping[str, tuple[int, int]], sources: list[WarpSources]
+) -> dict[str, np.ndarray]:
+    """A sample's stream columns: every store's maps of its sources warped into its canvas, each
+    column prefixed by its store's alias."""
+    features: dict[str, np.ndarray] = {}
+    for store in sources:
+        columns = warped_row(record, store.rows, image_hw, store.mirrored, store.manifest, store.float_maps)
+        features |= {feature_key(store.alias, name): value for name, value in columns.items()}
+    return features

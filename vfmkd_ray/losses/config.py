@@ -25,7 +25,7 @@ class AdaptiveWeightConfig(StrictModel):
 
     @model_validator(mode="after")
     def _band_inside(self) -> AdaptiveWeightConfig:
-        if not self.rho - self.delta > 0.0 and self.rho + self.delta < 1.0:
+        if not (self.rho - self.delta > 0.0 and self.rho + self.delta < 1.0):
             raise ValueError(
                 f"rho - delta and rho + delta must lie in (0, 1), got {self.rho} +/- {self.delta}"
             )

@@ -162,7 +162,8 @@ class _PoolRow:
 
 
 def _pool(dataset: str, manifest: Manifest, size: int, seed: int) -> dict[str, _PoolRow]:
-    """``size`` random rows of the store (view 0's images once each), decoded and checked."""
+    """Rows of ``size`` images of the store, from its parts in a seeded random order (each image's
+    first row met, whatever its view), decoded and checked."""
     picked: dict[str, _PoolRow] = {}
     parts = list_parts(dataset)
     random.Random(seed).shuffle(parts)

@@ -41,6 +41,8 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"... and {len(report.problems) - MAX_PRINTED_PROBLEMS} more")
     if args.augment and report.passed:
         _augment_fidelity(args)
+    elif args.augment:
+        print("targets under augmentation: not measured (the store has the problems above)")
     print("verify: OK" if report.passed else f"verify: FAILED ({len(report.problems)} problems)")
     return 0 if report.passed else 1
 
@@ -52,4 +54,10 @@ def _augment_fidelity(args: argparse.Namespace) -> None:
     print(f"targets under augmentation, {args.augment} samples of the {args.student_size} recipe:")
     for line in fidelity.lines():
         print(f"  {line}")
+    measured = min((layer.samples for layer in fidelity.layers), default=0)
+    if measured < args.augment:
+        print(
+            f"  {measured} of {args.augment} samples measured: the store holds fewer images, or MixUp "
+            "samples (m/l/x recipes) were drawn, which have no warped target"
+        )
     print(f"written to {write_fidelity(fidelity)}")

@@ -53,8 +53,9 @@ def epoch_record(
         "data/stored_bytes_read": read,
         "data/stored_bytes_used": round(used),
         "data/read_per_used": round(read / used, 4) if used else 0.0,
-        **(task.kd_weights.weights() if task.kd_weights else {}),
     }
+    if task.kd_weights:
+        record |= task.kd_weights.record_fields({k.removeprefix("train/"): v for k, v in record.items()})
     if job.rank == 0:
         record["data/bad_samples"] = BadSampleLog(storage.join(job.plan.run_dir, BAD_SAMPLES_DIR)).count()
     return record

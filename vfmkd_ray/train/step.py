@@ -98,7 +98,8 @@ def train_step(
     with torch.autocast(batch.images_BCHW.device.type, enabled=task.use_amp):
         out = model_step(model, batch, task.parts, keep_graph=bool(probing))
     if probing:
-        out |= task.kd_weights.probe(out, probing, task.backbone_trainable())
+        scale = lambda loss: task.scaler.scale(loss * task.gradient_scale)  # noqa: E731
+        out |= task.kd_weights.probe(out, probing, task.backbone_trainable(), scale)
         out = {key: value for key, value in out.items() if not key.startswith(GRAPH_PREFIX)}
     out["data/online_share"] = torch.tensor(batch.num_online / len(batch))
     optimizer_step(

@@ -36,6 +36,7 @@ from vfmkd_ray.openmmlab import OpenMMLabMissing
 from vfmkd_ray.ray_errors import find_cause, first_line, raised_in_worker, storage_failure
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.storage import StorageError
+from vfmkd_ray.store.channel_stats import ChannelStats
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.tracking.resolve import resolve_tracking
 from vfmkd_ray.train.data_position import data_position
@@ -43,7 +44,13 @@ from vfmkd_ray.train.relay import relayed_lines
 from vfmkd_ray.train.state import BestMetricError
 from vfmkd_ray.train.step import NonFiniteLossError
 from vfmkd_ray.train.streams import build_streams
-from vfmkd_ray.train.teacher_stores import RunStores, check_stores, usable_images
+from vfmkd_ray.train.teacher_stores import (
+    RunStores,
+    check_store,
+    check_stores,
+    runs_online_under_augmentation,
+    usable_images,
+)
 from vfmkd_ray.train.worker import train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -105,26 +112,33 @@ def refuse_stored_features_under_augmentation(cfg: ExperimentConfig, stored: lis
         )
 
 
-def refuse_terms_without_channel_stats(terms: dict, stores: RunStores) -> None:
+def run_channel_stats(cfg: ExperimentConfig, stores: RunStores) -> dict[str, dict[str, ChannelStats]]:
+    """Per teacher alias, its store's per-channel statistics (``store.channel_stats``): the stored
+    teachers', and those of a teacher that runs online under augmentation but has a store."""
+    manifests = dict(stores.manifests())
+    for alias in stores.live:
+        if (
+            runs_online_under_augmentation(cfg, alias)
+            and (store := check_store(cfg, alias, True)) is not None
+        ):
+            manifests[alias] = store.manifest
+    return {alias: m.channel_stats for alias, m in manifests.items() if m.channel_stats is not None}
+
+
+def refuse_terms_without_channel_stats(terms: dict, stats: dict[str, dict[str, ChannelStats]]) -> None:
     """A term that standardises its target (``normalize: channel``) needs its teacher's store to
-    hold the statistics: a live teacher has none, nor a store made before they were kept."""
-    manifests = stores.manifests()
+    hold the statistics (``run_channel_stats``): a teacher without a store has none, nor a store made
+    before they were kept."""
     for name, term in terms.items():
         if term.normalize != "channel":
             continue
         for key in term.teacher_layers:
             alias, layer = split_feature_key(key)
-            manifest = manifests.get(alias)
-            if manifest is None:
+            if layer not in stats.get(alias, {}):
                 raise ValueError(
-                    f"distill.terms.{name}.normalize channel standardises by the store's channel statistics, "
-                    f"but teacher {alias} has no store in this run (it runs live): precompute it, or set "
-                    f"distill.terms.{name}.normalize=none"
-                )
-            if manifest.channel_stats is None or layer not in manifest.channel_stats:
-                raise ValueError(
-                    f"distill.terms.{name}.normalize channel: the store of teacher {alias} was made before "
-                    "stores kept channel statistics; precompute it into a fresh store.root, or set "
+                    f"distill.terms.{name}.normalize channel standardises by the channel statistics of "
+                    f"teacher {alias}'s store, and it has none: no store (the teacher runs live; precompute "
+                    "it), or one made before stores kept them (precompute into a fresh store.root); or set "
                     f"distill.terms.{name}.normalize=none"
                 )
 
@@ -158,7 +172,8 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
     check_labels(cfg, dataset, parts)
     stores = check_stores(cfg, dataset.records)
     refuse_stored_features_under_augmentation(cfg, list(stores.manifests()))
-    refuse_terms_without_channel_stats(parts.terms, stores)
+    channel_stats = run_channel_stats(cfg, stores)
+    refuse_terms_without_channel_stats(parts.terms, channel_stats)
     if tune_trial is not None and cfg.data.augment.pipeline != "none":
         # A trial has no data position, which is where the decode stage learns the epoch.
         raise ValueError(
@@ -215,9 +230,8 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
         "teacher_shapes": {a: {k: list(v) for k, v in layers.items()} for a, layers in shapes.items()},
         "codecs": {alias: m.codec for alias, m in stores.manifests().items()},
         "channel_stats": {
-            alias: {layer: [stats.mean, stats.std] for layer, stats in m.channel_stats.items()}
-            for alias, m in stores.manifests().items()
-            if m.channel_stats is not None
+            alias: {layer: [stats.mean, stats.std] for layer, stats in layers.items()}
+            for alias, layers in channel_stats.items()
         },
         "live": list(stores.live),
         "tracking": tune_trial or {},

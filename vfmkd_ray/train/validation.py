@@ -3,6 +3,7 @@ losses, and on scored epochs the box heads' COCO scores (``train.in_loop_coco``)
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -27,8 +28,14 @@ def validate(
     task: TrainTask, shard, feed: BatchFeed, epoch: int, coco: InLoopCoco | None = None
 ) -> Validation:
     """The whole validation shard, on the EMA of the weights when the run keeps one, scored by
-    ``coco`` too when given (a collective then: every worker passes one). A non-finite loss stops
+    ``coco`` too when given (a collective then: every worker passes one). Adaptive KD terms count
+    at their configured weights, so ``val/loss`` compares across epochs. A non-finite loss stops
     the run: best-by-validation could not rank it."""
+    with task.kd_weights.configured_weights() if task.kd_weights else nullcontext():
+        return _validate(task, shard, feed, epoch, coco)
+
+
+def _validate(task: TrainTask, shard, feed: BatchFeed, epoch: int, coco: InLoopCoco | None) -> Validation:
     model = task.eval_model
     model.eval()
     sums: dict[str, tuple[float, int]] = {}

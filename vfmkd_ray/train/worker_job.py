@@ -138,7 +138,7 @@ class WorkerJob:
         augment, epochs = self.cfg.data.augment, self.cfg.train.epochs
         next_is_mosaic = augment.mosaic_at(epoch + 1, epochs) if augment.pipeline != "none" else None
         for name, (old, new) in task.kd_weights.end_epoch(record, next_is_mosaic).items():
-            share = record.get(f"train/grad_share/{name}", float("nan"))
+            share = record.get(f"grad_share/{name}", float("nan"))
             self.lines.say(f"kd weight {name}: {old:.4g} -> {new:.4g} (gradient share {share:.3f})")
 
     def start_epoch(self, epoch: int, state: TrainingState, steps: LockstepPlan, task: TrainTask) -> None:
