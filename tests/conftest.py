@@ -176,7 +176,7 @@ def build_store_in_process(cfg: ExperimentConfig, alias: str | None = None) -> s
     dataset = teacher_dataset(cfg, alias)
     loader = ImageLoader(teacher_cfg.input_size, cfg.store.augment, max_pixels=cfg.data.max_image_pixels)
     actor = TeacherActor(teacher_cfg.model_dump())
-    writer = PartWriter(dataset, list(teacher.selected_layers), cfg.store.codec)
+    writer = PartWriter(dataset, list(teacher.selected_layers), cfg.store.codec, teacher_cfg.input_size)
     step = cfg.store.rows_per_part
     rows = [(r, view) for view in range(cfg.store.views_per_image) for r in records]
     for start in range(0, len(rows), step):

@@ -88,7 +88,9 @@ class Batch:
                 f"no channel statistics for teacher target {teacher_key}: normalize channel needs the "
                 "teacher's store made by a precompute that keeps them"
             )
-        mean_C, std_C = stats[0], stats[1].clamp_min(1e-6)
+        # A channel (nearly) constant over the store would blow up a live target's small deviations:
+        # its std is floored at a thousandth of the channels' mean std.
+        mean_C, std_C = stats[0], stats[1].clamp_min(float(stats[1].mean()) * 1e-3 + 1e-12)
         target_BCHW = self.teacher_features[teacher_key]
         return (target_BCHW - mean_C[:, None, None].to(target_BCHW)) / std_C[:, None, None].to(target_BCHW)
 

@@ -21,14 +21,21 @@ def test_the_manifests_channel_statistics_equal_numpy_over_the_whole_store(tiny_
     values = []
     for part in list_parts(dataset):
         table = read_part(part)
-        for data, scale in zip(
+        for data, scale, valid_h, valid_w in zip(
             table.column(feature_column(layer)).to_pylist(),
             table.column(scale_column(layer)).to_pylist(),
+            table.column("valid_h").to_pylist(),
+            table.column("valid_w").to_pylist(),
             strict=True,
         ):
             scales = np.frombuffer(scale, np.float32) if scale else None
-            values.append(codecs.decode(data, spec.shape, codec, scales).reshape(spec.shape[0], -1))
-    every = np.concatenate(values, axis=1).astype(np.float64)  # C x (rows * positions)
+            decoded = codecs.decode(data, spec.shape, codec, scales)
+            # The cells whose centre is inside the unpadded image (4 x 4 cells of 16 px at 64 px).
+            centres = (np.arange(spec.shape[1]) + 0.5) * 16
+            inside = (centres[:, None] < valid_h) & (centres[None, :] < valid_w)
+            values.append(decoded[:, inside])
+    every = np.concatenate(values, axis=1).astype(np.float64)  # C x (rows * inside positions)
+    assert every.shape[1] < 16 * spec.shape[1] * spec.shape[2]  # some images are not square
     stats = manifest.channel_stats[layer]
     assert len(list_parts(dataset)) > 1  # merged across parts
     np.testing.assert_allclose(stats.mean, every.mean(axis=1), rtol=1e-9, atol=1e-12)

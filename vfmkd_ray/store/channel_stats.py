@@ -2,7 +2,8 @@
 
 Computed exactly in one streaming pass: each part's writer measures its own rows as the store holds
 them (the decoded stored values, codec error included) - count, mean and sum of squared deviations
-per channel over every row and position, in float64 - and keeps them in the part's Parquet footer.
+per channel over every row and every position inside the image (the letterbox padding's response
+left out, as the terms leave it out), in float64 - and keeps them in the part's Parquet footer.
 ``finalize_store`` merges the parts' figures (Chan et al.'s pairwise update, exact up to float64
 rounding, and resumable: a part written by an interrupted precompute keeps its own) into the
 manifest's per-channel mean and standard deviation.
@@ -68,23 +69,41 @@ class RunningStats:
         return ChannelStats(mean=self.mean.tolist(), std=np.sqrt(self.m2 / max(self.count, 1)).tolist())
 
 
-def part_stats(table: pa.Table, layers: list[str], codec: str) -> dict[str, RunningStats]:
-    """The running statistics of each layer over a part's rows, from their stored bytes."""
+def part_stats(
+    table: pa.Table, layers: list[str], codec: str, input_size: int | None = None
+) -> dict[str, RunningStats]:
+    """The running statistics of each layer over a part's rows, from their stored bytes, over the
+    positions whose cell centre lies inside the row's ``valid_h`` x ``valid_w`` of the teacher's
+    ``input_size`` letterbox (every position without ``input_size``)."""
+    valid_h, valid_w = table.column("valid_h").to_pylist(), table.column("valid_w").to_pylist()
     stats = {}
     for layer in layers:
         data = table.column(feature_column(layer)).to_pylist()
         scales = table.column(scale_column(layer)).to_pylist()
         shapes = table.column(shape_column(layer)).to_pylist()
         total = None
-        for stored, scale, shape in zip(data, scales, shapes, strict=True):
+        for stored, scale, shape, height, width in zip(data, scales, shapes, valid_h, valid_w, strict=True):
             values = codecs.decode(
                 stored, tuple(shape), codec, np.frombuffer(scale, np.float32) if scale else None
             )
-            row = RunningStats.of(values.reshape(values.shape[0], -1).T)
+            inside = _inside(tuple(shape[1:]), height, width, input_size)
+            if not inside.any():
+                continue  # an image thinner than one cell: nothing of it to count
+            row = RunningStats.of(values[:, inside].T)
             total = row if total is None else total.merge(row)
         if total is not None:
             stats[layer] = total
     return stats
+
+
+def _inside(grid_hw: tuple[int, int], valid_h: int, valid_w: int, input_size: int | None) -> np.ndarray:
+    """``h x w`` bool: the cells whose centre lies inside the unpadded image."""
+    rows, cols = grid_hw
+    if input_size is None:
+        return np.ones((rows, cols), bool)
+    inside_y = (np.arange(rows) + 0.5) * input_size / rows < valid_h
+    inside_x = (np.arange(cols) + 0.5) * input_size / cols < valid_w
+    return inside_y[:, None] & inside_x[None, :]
 
 
 def footer_metadata(stats: dict[str, RunningStats]) -> dict[bytes, bytes]:
@@ -106,7 +125,8 @@ def merged(parts: list[dict[str, RunningStats] | None], layers: list[str]) -> di
     for layer in layers:
         total = RunningStats(0, np.zeros(0), np.zeros(0))
         for part in parts:
-            total = total.merge(part[layer])  # type: ignore[index]
+            if layer in part:  # type: ignore[operator]
+                total = total.merge(part[layer])  # type: ignore[index]
         out[layer] = total.channel_stats()
     return out
 

@@ -56,13 +56,17 @@ class PartWriter:
             part's URI, and no partial part is left.
     """
 
-    def __init__(self, dataset: str, layers: list[str], codec: str):
-        self.dataset, self.layers, self.codec = dataset, layers, codec
+    def __init__(self, dataset: str, layers: list[str], codec: str, input_size: int | None = None):
+        """``input_size``: the teacher's, so that the channel statistics leave the letterbox
+        padding out (None: over every position)."""
+        self.dataset, self.layers, self.codec, self.input_size = dataset, layers, codec, input_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         table = build_table(batch, self.layers, self.codec)
         # The part's own channel statistics travel in its footer (store.channel_stats).
-        table = table.replace_schema_metadata(footer_metadata(part_stats(table, self.layers, self.codec)))
+        table = table.replace_schema_metadata(
+            footer_metadata(part_stats(table, self.layers, self.codec, self.input_size))
+        )
         uri, index = write_part(self.dataset, table)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, index.schema) as stream:

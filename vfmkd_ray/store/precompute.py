@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,7 +227,10 @@ def finalize_store(
         name: LayerSpec(shape=shape, stride=strides[name]) for name, shape in teacher.feature_shapes().items()
     }
     parts = sorted(set(index.column("part").to_pylist()))
-    stats = merged([part_channel_stats(storage.join(dataset, part)) for part in parts], list(layers))
+    # Footers only, read in parallel: on object storage each is one small request.
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        footers = list(pool.map(part_channel_stats, [storage.join(dataset, part) for part in parts]))
+    stats = merged(footers, list(layers))
     manifest = Manifest(
         schema_version=schema_version,
         layers=layers,
@@ -292,7 +296,7 @@ def _run_pipeline(
         compute=ray.data.ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
         num_gpus=1 if use_gpu else 0,
     )
-    writer = PartWriter(dataset, layers, cfg.store.codec)
+    writer = PartWriter(dataset, layers, cfg.store.codec, teacher_cfg.input_size)
     new_rows = []
     ds = ds.map_batches(writer, batch_size=cfg.store.rows_per_part, num_cpus=cfg.data.decode_num_cpus)
     started, parts, rows, skipped, counted = time.monotonic(), 0, 0, 0, 0.0
