@@ -7,7 +7,8 @@ Each teacher's store is precomputed (through Ray, as ``vfmkd precompute`` does) 
 images, then ``store.augment_fidelity`` draws N mosaic samples of the s recipe and compares, against
 the live teacher on each augmented canvas, the unmoved stored map (``plain``), the warped maps on
 the canvas without photometric steps (``warp (geometry)``) and on the full canvas (``warp``).
-Figures: the per-sample mean cosine over the covered cells (median and range over the samples).
+Figures: the per-sample mean cosine over the covered cells (median and range over the samples), and
+what the warp costs the decode stage per sample (one core; random maps of SAM and DINO ViT-B sizes).
 
     .venv/bin/python -m benchmarks.augment_fidelity [--samples 16] [--images 32] [--size 128]
 """
@@ -15,15 +16,24 @@ Figures: the per-sample mean cosine over the covered cells (median and range ove
 from __future__ import annotations
 
 import sys
+import time
+
+import numpy as np
+import torch
 
 from benchmarks.figures import Figure, argument_parser
 from vfmkd_ray import run_files
 from vfmkd_ray.config import load_config
+from vfmkd_ray.data.augment.recipe import yolov8_spec
+from vfmkd_ray.data.augment.record import DrawContext, draw_record
 from vfmkd_ray.data.synthetic import write_synthetic_coco
+from vfmkd_ray.data.warped_features import warped_row
 from vfmkd_ray.models.build import build_model
+from vfmkd_ray.store import codecs
 from vfmkd_ray.store.augment_fidelity import measure_augment_fidelity
-from vfmkd_ray.store.manifest import read_manifest
+from vfmkd_ray.store.manifest import LayerSpec, Manifest, read_manifest
 from vfmkd_ray.store.precompute import run_precompute
+from vfmkd_ray.store.schema import SCHEMA_VERSION, feature_column, scale_column
 from vfmkd_ray.store.verify import teacher_config
 
 SECTION = "teacher targets under augmentation"
@@ -82,7 +92,54 @@ def run(root: str, flags: list[str]) -> list[Figure]:
                         f"covered {layer.covered:.2f}; random weights",
                     )
                 )
-    return figures
+    return figures + warp_costs(args.samples)
+
+
+def warp_costs(samples: int) -> list[Figure]:
+    """Milliseconds of one CPU core to warp one sample's target (``data.warped_features``: four
+    sources decoded, sampled and the target encoded again), at SAM and DINO ViT-B sizes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [
+            _warp_cost(samples, *size) for size in ((256, 64, "fp16"), (256, 64, "int8"), (768, 40, "fp16"))
+        ]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _warp_cost(samples: int, channels: int, side: int, codec: str) -> Figure:
+    spec = LayerSpec(shape=(channels, side, side), stride=16)
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        teacher="random",
+        teacher_weights="random(seed=0)",
+        input_size=side * 16,
+        layers={"map": spec},
+        codec=codec,
+        augment="none",
+        row_count=samples,
+        num_parts=1,
+        dataset_fingerprint="synthetic",
+    )
+    ids = [f"image{i}" for i in range(samples)]
+    rng = np.random.default_rng(0)
+    rows = {}
+    for image_id in ids:
+        data, scale = codecs.encode(rng.standard_normal(spec.shape).astype(np.float32), codec)
+        rows[image_id] = {feature_column("map"): codecs.stored_array(data, spec.shape, codec)}
+        if codec == "int8":
+            rows[image_id][scale_column("map")] = scale
+    context = DrawContext(0, 0, 1, 640)
+    records = [draw_record(yolov8_spec("s", 0), context, image_id, ids) for image_id in ids]
+    sizes, mirrored = dict.fromkeys(ids, (480, 640)), dict.fromkeys(ids, False)
+    times = []
+    for record in records:
+        started = time.perf_counter()
+        warped_row(record, rows, sizes, mirrored, manifest)  # no cache: each of its sources decoded
+        times.append((time.perf_counter() - started) * 1000)
+    name = f"warp one sample: {channels} x {side} x {side} {codec}"
+    return Figure(SECTION, name, "ms", times, note="one core, four sources decoded per sample")
 
 
 def _run_teacher(root: str, size: int, base: list[str]) -> str:

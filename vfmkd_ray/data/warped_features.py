@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from vfmkd_ray.data.augment.feature_warp import StoredMap, record_sources, warp_stored_maps
 from vfmkd_ray.data.augment.record import AugmentRecord
@@ -38,6 +37,8 @@ def is_covered_column(column: str) -> bool:
 
 def float_map(row: Mapping[str, np.ndarray], layer: str, codec: str) -> np.ndarray:
     """One layer of a ``reader.decode_row`` result as a float32 ``C x h x w`` map."""
+    import torch  # here: the decode stage's processes import torch only when a run warps
+
     array = row[feature_column(layer)]
     # Decoded rows are read-only views of the stored bytes; torch wants a writable array.
     stored = torch.from_numpy(array if array.flags.writeable else array.copy())[None]

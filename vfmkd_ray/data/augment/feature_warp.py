@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from vfmkd_ray.data.augment.geometry import Placement, letterbox_placement, mosaic_placements
 from vfmkd_ray.data.augment.record import AugmentRecord
@@ -106,6 +105,8 @@ def warp_stored_maps(
         (rows, cols),
         [m.mirrored if m is not None else False for m in maps],
     )
+    import torch  # here: the decode stage's processes import torch only when a run warps
+
     # Each source samples only its own cells: one bilinear lookup per target cell in all.
     target = torch.zeros(channels, rows * cols)
     mask = np.zeros(rows * cols, bool)
