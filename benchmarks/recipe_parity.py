@@ -46,7 +46,7 @@ from vfmkd_ray import run_files
 from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.coco_scores import ground_truth, score
 from vfmkd_ray.data.config import DataConfig, SyntheticConfig
-from vfmkd_ray.data.pipeline import is_validation
+from vfmkd_ray.data.splits import is_validation
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 
 SECTION = "recipe parity with MMYOLO"

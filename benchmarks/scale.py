@@ -51,8 +51,9 @@ from vfmkd_ray.batch import Batch
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.coco import ImageRecord, read_image_records
 from vfmkd_ray.data.config import DataConfig
-from vfmkd_ray.data.pipeline import SampleSpec, TrainSampleDecoder, is_validation
+from vfmkd_ray.data.pipeline import SampleSpec, TrainSampleDecoder
 from vfmkd_ray.data.samples import load_letterboxed
+from vfmkd_ray.data.splits import is_validation
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.store.index import build_index, load_index, read_index, write_index
 from vfmkd_ray.store.manifest import LayerSpec, Manifest, StoreDataset, dataset_fingerprint, write_manifest

@@ -13,7 +13,8 @@ import torch
 
 from vfmkd_ray.config import ExperimentConfig, load_config
 from vfmkd_ray.data.coco import read_image_records
-from vfmkd_ray.data.pipeline import SampleSpec, TrainSampleDecoder, is_validation
+from vfmkd_ray.data.pipeline import SampleSpec, TrainSampleDecoder
+from vfmkd_ray.data.splits import is_validation
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.models.build import ModelParts
 from vfmkd_ray.store.parts import list_parts, read_part

@@ -155,18 +155,17 @@ def build_store_in_process(cfg: ExperimentConfig, alias: str | None = None) -> s
 
     For Ray-free tests of what reads a store; returns the dataset URI.
     """
-    from dataclasses import asdict
-
     import numpy as np
 
     from vfmkd_ray.data.coco import read_image_records
-    from vfmkd_ray.data.pipeline import ImageLoader
+    from vfmkd_ray.data.image_loader import ImageLoader
     from vfmkd_ray.data.synthetic import write_synthetic_coco
+    from vfmkd_ray.data.views import view_draws
     from vfmkd_ray.models.teachers.build import describe_teacher
+    from vfmkd_ray.store.index_rows import INDEX_SCHEMA
     from vfmkd_ray.store.manifest import expected_manifest_fields, teacher_dataset
     from vfmkd_ray.store.parts import PartWriter
-    from vfmkd_ray.store.precompute import TeacherActor, finalize_store
-    from vfmkd_ray.store.schema import aug_seed_for
+    from vfmkd_ray.store.precompute import TeacherActor, finalize_store, rows_to_do
 
     alias = alias or cfg.primary_teacher
     teacher_cfg = cfg.teachers[alias]
@@ -174,17 +173,19 @@ def build_store_in_process(cfg: ExperimentConfig, alias: str | None = None) -> s
     records = read_image_records(cfg.data)
     teacher = describe_teacher(teacher_cfg)
     dataset = teacher_dataset(cfg, alias)
-    loader = ImageLoader(teacher_cfg.input_size, cfg.store.augment, max_pixels=cfg.data.max_image_pixels)
+    draws = view_draws(cfg, [r.image_id for r in records])
+    loader = ImageLoader(
+        teacher_cfg.input_size,
+        cfg.store.augment,
+        max_pixels=cfg.data.max_image_pixels,
+        view_spec=draws.spec if draws is not None else None,
+    )
     actor = TeacherActor(teacher_cfg.model_dump())
     writer = PartWriter(dataset, list(teacher.selected_layers), cfg.store.codec, teacher_cfg.input_size)
     step = cfg.store.rows_per_part
-    rows = [(r, view) for view in range(cfg.store.views_per_image) for r in records]
-    for start in range(0, len(rows), step):
-        items = [
-            asdict(r) | {"view": view, "aug_seed": aug_seed_for(r.image_id, cfg.seed, view)}
-            for r, view in rows[start : start + step]
-        ]
-        batch = {key: np.array([item[key] for item in items]) for key in items[0]}
+    todo = rows_to_do(records, INDEX_SCHEMA.empty_table(), cfg.store.views_per_image, cfg.seed, draws)
+    for start in range(0, todo.num_rows, step):
+        batch = {key: np.array(values) for key, values in todo.slice(start, step).to_pydict().items()}
         for loaded in loader(batch):
             writer(actor(loaded))
     finalize_store(dataset, records, teacher, expected_manifest_fields(cfg, alias, teacher.weights_id))

@@ -288,3 +288,33 @@ def test_two_teachers_with_missing_rows_and_online_ratio_warped_into_mosaics(loc
     assert 0 < last["train/loss/feature_mse"] < math.inf
     assert last["train/grad_norm/dino_s32"] > 0 and 0 < last["grad_share/dino_s32"] < math.inf
     assert last["kd_weight/dino_s32"] == 1.0
+
+
+def test_two_teachers_on_stored_views_then_warped_in_the_close_mosaic_epoch(local_ray, two_teacher_config):
+    """Precompute through Ray stores each image's plain view and one augmented view per teacher (SAM
+    at 64 px, DINOv2 at 56: the same records, each at its own size). Epoch 1 trains on the stored
+    views (``under_augmentation: views``: records redrawn, checked against both stores, replayed for
+    the student; nothing masked), epoch 2 (close-mosaic) warps the plain view 0."""
+    augment = two_teacher_config.data.augment.model_copy(
+        update={"pipeline": "yolov8", "close_mosaic_epochs": 1}
+    )
+    cfg = two_teacher_config.model_copy(
+        update={
+            "name": "views",
+            "teachers": {
+                alias: teacher.model_copy(update={"under_augmentation": "views"})
+                for alias, teacher in two_teacher_config.teachers.items()
+            },
+            "store": two_teacher_config.store.model_copy(update={"augment": "yolov8", "views_per_image": 2}),
+            "data": two_teacher_config.data.model_copy(update={"augment": augment}),
+        }
+    )
+    write_synthetic_coco(cfg.data)
+    sam, dino = run_precompute(cfg)
+    assert sam.row_count == dino.row_count == 32 and sam.num_skipped == dino.num_skipped == 0
+    summary = run_training(cfg)
+    assert summary.num_bad_samples == 0 and len(summary.history) == 2
+    viewed, closed = summary.history
+    assert viewed["data/mosaic"] == 1.0 and closed["data/mosaic"] == 0.0
+    for record in summary.history:
+        assert math.isfinite(record["train/loss/dino_s32"]) and record["train/loss/feature_mse"] > 0

@@ -10,7 +10,7 @@ import yaml
 from vfmkd_ray import storage
 from vfmkd_ray.config import dump_config, load_config, validate_config
 from vfmkd_ray.data.coco import read_image_records
-from vfmkd_ray.data.pipeline import load_letterboxed
+from vfmkd_ray.data.samples import load_letterboxed
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.object_storage import S3Config, forwarded_env, secrets_left_behind
 from vfmkd_ray.store.parts import PartWriter, list_parts, stored_image_ids
@@ -81,7 +81,7 @@ def test_credentials_from_config_reach_the_environment_but_not_the_saved_config(
 def test_unreachable_endpoint_is_a_storage_error_naming_the_uri(monkeypatch):
     import fsspec
 
-    from vfmkd_ray.data.pipeline import load_letterboxed
+    from vfmkd_ray.data.samples import load_letterboxed
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on port 9
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")

@@ -177,11 +177,14 @@ def config_warnings(cfg: ExperimentConfig) -> list[str]:
     augment = cfg.data.augment
     if "eval_every_epochs" in cfg.train.model_fields_set and not detection_heads(cfg):
         lines.append("train.eval_every_epochs has no effect: no head predicts boxes to score")
-    if augment.pipeline != "none" and cfg.store.augment != "none":
+    if augment.pipeline != "none" and cfg.store.augment == "hflip":
         lines.append(
             f"store.augment {cfg.store.augment} does not apply to training samples under "
             f"data.augment.pipeline {augment.pipeline} (its flip is the pipeline's own)"
         )
+    viewed = any(cfg.teachers[a].under_augmentation == "views" for a in used)
+    if "view_photometric" in augment.model_fields_set and not (augment.pipeline != "none" and viewed):
+        lines.append("data.augment.view_photometric has no effect: no teacher trains on stored views")
     if augment.pipeline == "none" and "close_mosaic_epochs" in augment.model_fields_set:
         lines.append("data.augment.close_mosaic_epochs has no effect: data.augment.pipeline is none")
     elif augment.pipeline != "none" and augment.close_mosaic_epochs >= cfg.train.epochs:

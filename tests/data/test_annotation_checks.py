@@ -19,7 +19,8 @@ from vfmkd_ray.data.annotation_checks import BadAnnotationError
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import ImageAnnotations, read_dataset
 from vfmkd_ray.data.config import DataConfig
-from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, IMAGE_COLUMN, SampleSpec, TrainSampleDecoder
+from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
+from vfmkd_ray.data.samples import IMAGE_COLUMN
 from vfmkd_ray.data.targets import letterboxed_targets
 
 CATEGORIES = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}]

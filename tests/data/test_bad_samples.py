@@ -7,8 +7,10 @@ import pytest
 
 from tests.conftest import build_store_in_process, read_part_rows
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
+from vfmkd_ray.data.image_loader import ImageLoader
 from vfmkd_ray.data.images import BadImageError
-from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader, SampleSpec, TrainSampleDecoder
+from vfmkd_ray.data.pipeline import SampleSpec, TrainSampleDecoder
+from vfmkd_ray.data.samples import IMAGE_COLUMN
 from vfmkd_ray.store.manifest import StoreDataset, read_manifest
 from vfmkd_ray.store.parts import list_parts
 

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from vfmkd_ray.data.coco import read_image_records
+from vfmkd_ray.data.image_loader import ImageLoader
 from vfmkd_ray.data.image_tensors import sobel_edges, valid_mask
 from vfmkd_ray.data.images import BadImageError, letterbox
-from vfmkd_ray.data.pipeline import ImageLoader, is_validation, load_letterboxed
+from vfmkd_ray.data.samples import load_letterboxed
+from vfmkd_ray.data.splits import is_validation
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 
 

@@ -16,9 +16,9 @@ from PIL import Image, ImageFile
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import read_image_records, uri_inside
 from vfmkd_ray.data.config import DataConfig
+from vfmkd_ray.data.image_loader import ImageLoader
 from vfmkd_ray.data.images import BadImageError, decode_image
-from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader
-from vfmkd_ray.data.samples import read_image
+from vfmkd_ray.data.samples import IMAGE_COLUMN, read_image
 
 BOMB_SIDE = 14_000
 BOMB_MESSAGE = "is 14000x14000 = 196000000 pixels, above data.max_image_pixels=100000000"

@@ -2,7 +2,7 @@
 
 from vfmkd_ray.data.coco import ImageRecord
 from vfmkd_ray.data.label_subset import labelled_subset
-from vfmkd_ray.data.pipeline import is_validation
+from vfmkd_ray.data.splits import is_validation
 
 RECORDS = [ImageRecord(f"img{i:03d}", f"/x/img{i:03d}.png", 64, 64) for i in range(200)]
 

@@ -11,8 +11,8 @@ from vfmkd_ray.batch import Batch
 from vfmkd_ray.config import ConfigError, load_config
 from vfmkd_ray.data.coco import read_dataset
 from vfmkd_ray.data.image_ids import encode_image_id
-from vfmkd_ray.data.pipeline import is_validation
 from vfmkd_ray.data.samples import load_sample
+from vfmkd_ray.data.splits import is_validation
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.data.targets import BOXES_COLUMN, LABELS_COLUMN
 from vfmkd_ray.heads.base import Detections

@@ -17,9 +17,9 @@ from vfmkd_ray.data.pipeline import (
     STORED_BYTES_COLUMN,
     SampleSpec,
     TrainSampleDecoder,
-    is_validation,
     sample_key,
 )
+from vfmkd_ray.data.splits import is_validation
 from vfmkd_ray.store import parts as store_parts
 from vfmkd_ray.store.index import read_index
 from vfmkd_ray.store.manifest import StoreDataset, read_manifest
@@ -123,7 +123,7 @@ def test_two_views_per_image_double_the_rows_and_epochs_alternate_them(tmp_path)
 
     store = StoreDataset("sam", dataset, manifest)
     ids = [r.image_id for r in records]
-    assert [train_stream(epoch, 2) for epoch in range(3)] == ["train.view0", "train.view1", "train.view0"]
+    assert [train_stream(cfg, epoch) for epoch in range(3)] == ["train.view0", "train.view1", "train.view0"]
     seeds = {}
     for view in (0, 1):
         samples, _ = _pass(store, index, ids, view)

@@ -137,11 +137,11 @@ def _gray_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
 def is_flipped(aug_seed: int, policy: str) -> bool:
     """Whether the seeded augmentation mirrors the image: the one draw that images, stored teacher
     features and ground-truth targets all replay."""
-    if policy == "none":
+    if policy in ("none", "yolov8"):  # yolov8: a plain view 0; the other views are stored records
         return False
     if policy == "hflip":
         return bool(np.random.default_rng(aug_seed).random() < 0.5)
-    raise ValueError(f"unknown augmentation policy {policy!r}; valid: none, hflip")
+    raise ValueError(f"unknown augmentation policy {policy!r}; valid: none, hflip, yolov8")
 
 
 def augment(image_HWC: np.ndarray, aug_seed: int, policy: str) -> np.ndarray:

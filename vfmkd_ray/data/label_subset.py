@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 from vfmkd_ray.data.coco import ImageRecord
-from vfmkd_ray.data.pipeline import is_validation
+from vfmkd_ray.data.splits import is_validation
 
 
 def labelled_subset(

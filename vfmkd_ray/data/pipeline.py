@@ -1,4 +1,5 @@
-"""Ray Data stages: fetch + decode images by URI, and turn store rows into training samples.
+"""The training streams' decode stage: store rows (or plain image rows) -> training samples
+(``TrainSampleDecoder``); the precompute's image stage is ``data.image_loader``.
 
 These are plain callables for ``Dataset.map_batches``; they import nothing from Ray, so they are
 testable on in-memory batches.
@@ -22,7 +23,12 @@ from vfmkd_ray.data.config import DEFAULT_MAX_IMAGE_PIXELS
 from vfmkd_ray.data.feature_keys import feature_key
 from vfmkd_ray.data.image_ids import IMAGE_ID_COLUMN, encode_image_id
 from vfmkd_ray.data.images import BadImageError
-from vfmkd_ray.data.samples import IMAGE_COLUMN, load_letterboxed, load_sample, read_image
+from vfmkd_ray.data.samples import load_sample, read_image
+from vfmkd_ray.data.views import (
+    VIEW_CONTEXT_COLUMN,
+    VIEW_RECORD_COLUMN,
+    ViewContext,
+)
 from vfmkd_ray.data.warped_features import covered_everywhere, warp_sources, warped_features
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.index_rows import VIEW_COLUMN
@@ -46,6 +52,7 @@ class AugmentedBlock:
     columns: dict[str, dict[str, np.ndarray]]
     image_hw: dict[str, tuple[int, int]]
     aug_seeds: dict[str, int]
+    viewed: bool = False  # the records are the rows' stored views: their maps need no warp
 
 
 @dataclass(frozen=True)
@@ -63,71 +70,6 @@ class SampleSpec:
 def sample_key(image_id: str) -> int:
     """A stable signed 64-bit key of an image id (collisions at 2^-64: never in a real dataset)."""
     return int.from_bytes(hashlib.blake2b(image_id.encode(), digest_size=8).digest(), "little", signed=True)
-
-
-def is_validation(image_id: str, val_fraction: float) -> bool:
-    """A stable split by hash of the id: the same image lands in the same split on every node."""
-    bucket = int.from_bytes(hashlib.sha1(image_id.encode()).digest()[:4], "little") / 2**32
-    return bucket < val_fraction
-
-
-class ImageLoader:
-    """``image_uri`` + ``aug_seed`` -> letterboxed uint8 ``image`` and its ``valid_h``/``valid_w``.
-
-    A generator over batches: with a ``bad_samples`` log, unreadable images (and images above
-    ``max_pixels`` or, where the batch has ``width``/``height`` columns, not that size) are
-    recorded and dropped (a batch with none left yields nothing); without one they raise, naming
-    the URI.
-    """
-
-    def __init__(
-        self,
-        input_size: int,
-        policy: str,
-        bad_samples: BadSampleLog | None = None,
-        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    ):
-        self.input_size, self.policy, self.bad_samples = input_size, policy, bad_samples
-        self.max_pixels = max_pixels
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        keep, images, heights, widths = [], [], [], []
-        # The annotated sizes (ImageRecord.width/height, 0 for unknown) when the rows carry them.
-        unknown = np.zeros(len(batch["image_uri"]), np.int64)
-        columns = (
-            batch["image_uri"],
-            batch["aug_seed"],
-            batch.get("width", unknown),
-            batch.get("height", unknown),
-        )
-        for row, (uri, seed, annotated_w, annotated_h) in enumerate(zip(*columns, strict=True)):
-            try:
-                canvas, (height, width) = load_letterboxed(
-                    str(uri),
-                    self.input_size,
-                    int(seed),
-                    self.policy,
-                    self.max_pixels,
-                    (int(annotated_w), int(annotated_h)),
-                )
-            except BadImageError as err:
-                if self.bad_samples is None:
-                    raise
-                self.bad_samples.record(
-                    BadSample(str(batch["image_id"][row]), str(uri), "precompute", str(err))
-                )
-                continue
-            keep.append(row)
-            images.append(canvas)
-            heights.append(height)
-            widths.append(width)
-        if keep:
-            yield {
-                **{name: np.asarray(column)[keep] for name, column in batch.items()},
-                IMAGE_COLUMN: np.stack(images),
-                "valid_h": np.array(heights, dtype=np.int32),
-                "valid_w": np.array(widths, dtype=np.int32),
-            }
 
 
 class TrainSampleDecoder:
@@ -176,7 +118,9 @@ class TrainSampleDecoder:
         rows = [row for row in range(len(ids)) if keys[row] not in done]
         online = {row: self._is_online(batch, row, (ids[row], views[row]), rng) for row in rows}
         augmented = self._augmented(batch, rows, ids)
-        warp = augmented is not None and self.primary is not None
+        # Both warped and viewed targets travel with coverage columns (a view's covers everything).
+        coverage = augmented is not None and self.primary is not None
+        warp = coverage and not augmented.viewed
         # Under warp a sample's mosaic partners need their stored rows too, online or not.
         read = [row for row in rows if not online[row] or (warp and self._in_every_store(batch, row, views))]
         other_rows = [(index, index.read_rows([(ids[r], views[r]) for r in read])) for index in self.others]
@@ -190,11 +134,14 @@ class TrainSampleDecoder:
         for row in rows:
             try:
                 if online[row]:
-                    features = self._placeholders(covered=warp)
+                    features = self._placeholders(covered=coverage)
                 elif isinstance(stored[row], FeatureStoreError):
                     raise stored[row]
                 elif warp:
                     features = warped_features(augmented.records[ids[row]], augmented.image_hw, sources)
+                elif coverage:
+                    self._check_view(batch, row)
+                    features = stored[row] | self._covered_everywhere()
                 else:
                     features = stored[row]
                 # A fresh draw of instances per epoch: each image's masks all get their turn.
@@ -228,6 +175,8 @@ class TrainSampleDecoder:
         pipeline = self.spec.pipeline
         if pipeline is None:
             return None
+        if VIEW_CONTEXT_COLUMN in batch:
+            return self._viewed(batch, rows, ids)
         decoded: dict[str, Sample] = {}
         for row in rows:
             try:
@@ -249,6 +198,63 @@ class TrainSampleDecoder:
             {image_id: sample.image.shape[:2] for image_id, sample in decoded.items()},
             {ids[row]: int(batch["aug_seed"][row]) for row in rows},
         )
+
+    def _viewed(self, batch: dict[str, np.ndarray], rows: list[int], ids: list[str]) -> AugmentedBlock:
+        """A block of stored views: each row's record from its ``ViewContext`` (the run's own draw),
+        replayed at the student's size on the images its context names, each decoded once per
+        block; a row whose image or partner cannot be used is recorded and left out."""
+        pipeline = self.spec.pipeline
+        epoch = self.position.epoch() if self.position is not None else 0
+        decoded: dict[str, Sample] = {}
+        records: dict[str, AugmentRecord] = {}
+        for row in rows:
+            context = ViewContext.from_json(str(batch[VIEW_CONTEXT_COLUMN][row]))
+            try:
+                for image_id, (uri, notes) in context.sources.items():
+                    if image_id not in decoded:
+                        decoded[image_id] = self._decoded(image_id, uri, notes, own=image_id == ids[row])
+            except (BadImageError, BadAnnotationError) as err:
+                if self.bad_samples is None:
+                    raise
+                self.bad_samples.record(BadSample(ids[row], str(batch["image_uri"][row]), "train", str(err)))
+                continue
+            records[ids[row]] = pipeline.view_record(AugmentRecord.from_json(context.record), epoch)
+        return AugmentedBlock(
+            records,
+            {image_id: pipeline.columns(record, decoded) for image_id, record in records.items()},
+            {image_id: sample.image.shape[:2] for image_id, sample in decoded.items()},
+            {ids[row]: int(batch["aug_seed"][row]) for row in rows},
+            viewed=True,
+        )
+
+    def _decoded(self, image_id: str, uri: str, annotations_json: str, own: bool) -> Sample:
+        """One image of a view and its boxes; a partner's error says whose partner it is."""
+        try:
+            annotations = None
+            if self.spec.max_objects and annotations_json:
+                annotations = ImageAnnotations.from_json(annotations_json)
+            return decoded_sample(read_image(uri, self.max_pixels), annotations)
+        except (BadImageError, BadAnnotationError) as err:
+            if own:
+                raise
+            raise type(err)(f"mosaic partner {image_id} of this sample's view: {err}") from None
+
+    def _check_view(self, batch: dict[str, np.ndarray], row: int) -> None:
+        """A stored view is of the record this run draws for it, or its map is of another canvas."""
+        drawn = ViewContext.from_json(str(batch[VIEW_CONTEXT_COLUMN][row])).record
+        if _text(batch, VIEW_RECORD_COLUMN, row) != drawn:
+            raise FeatureStoreError(
+                f"image {batch['image_id'][row]}: store {self.primary.uri} holds the teacher's map of "
+                "another canvas than this run draws for its view (made with another seed, "
+                "data.val_fraction or recipe): precompute the views with this config"
+            )
+
+    def _covered_everywhere(self) -> dict[str, np.ndarray]:
+        return {
+            teacher_column(store.alias, column): value
+            for store in self._stores()
+            for column, value in covered_everywhere(store.manifest).items()
+        }
 
     def _stores(self) -> list[StoreDataset]:
         return [] if self.primary is None else [self.primary, *(index.store for index in self.others)]
@@ -298,6 +304,11 @@ class TrainSampleDecoder:
                     f"in store {store.uri} but {batch['aug_seed'][row]} in {primary.uri}: "
                     "precompute every teacher with the same seed"
                 )
+            if _text(rows, VIEW_RECORD_COLUMN, position) != _text(batch, VIEW_RECORD_COLUMN, row):
+                raise FeatureStoreError(
+                    f"image {batch['image_id'][row]}'s view is of another canvas in store {store.uri} "
+                    f"than in {primary.uri}: precompute every teacher's views with the same config"
+                )
             features |= _prefixed(store.alias, decode_row(rows, position, store.manifest, store.uri))
         return features
 
@@ -337,6 +348,12 @@ class TrainSampleDecoder:
         )
         image_id = encode_image_id(str(batch["image_id"][row]))
         return {**sample, ONLINE_COLUMN: np.uint8(online), IMAGE_ID_COLUMN: image_id, **features}
+
+
+def _text(columns: dict, name: str, row: int) -> str:
+    """Row ``row`` of a string column, "" where the columns have none (a store without views)."""
+    values = columns.get(name)
+    return "" if values is None else str(values[row])
 
 
 def teacher_column(alias: str, column: str) -> str:

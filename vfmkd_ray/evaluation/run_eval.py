@@ -21,8 +21,8 @@ from vfmkd_ray.config_checks import used_teachers
 from vfmkd_ray.data.coco import CocoDataset, ImageRecord, read_dataset
 from vfmkd_ray.data.coco_scores import ground_truth, score
 from vfmkd_ray.data.image_tensors import normalize
-from vfmkd_ray.data.pipeline import is_validation
 from vfmkd_ray.data.samples import IMAGE_COLUMN, VALID_HW_COLUMN, load_sample
+from vfmkd_ray.data.splits import is_validation
 from vfmkd_ray.data.targets import BOXES_COLUMN, LABELS_COLUMN, MASK_BOX_COLUMN, MASKS_COLUMN
 from vfmkd_ray.evaluation.scoring import BoxScorer, MaskScorer
 from vfmkd_ray.locations import check_locations

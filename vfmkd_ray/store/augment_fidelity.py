@@ -11,7 +11,12 @@ augmented canvas is the truth; three targets are compared with it, on the cells 
   canvas without its photometric steps: the teacher's own non-equivariance to resize, crop and
   flip;
 - ``warp``: the same warp against the teacher on the full canvas (HSV, blur, gray too): what
-  ``under_augmentation: warp`` trains on.
+  ``under_augmentation: warp`` trains on;
+- ``view`` (a store of augmented views, ``store.augment: yolov8``): N stored views against the
+  teacher on their canvas, replayed from the row's record, over every cell: what
+  ``under_augmentation: views`` trains on (the codec's error, if the replay is exact).
+
+The warp's maps are the plain view 0's.
 
 Per layer: the mean per-cell cosine (over channels) and the relative error ``|target - live| /
 |live|`` over the covered cells, and the covered share. Written as ``augment_fidelity.json`` next
@@ -33,9 +38,11 @@ from vfmkd_ray.data.augment.feature_warp import StoredMap, record_sources, warp_
 from vfmkd_ray.data.augment.recipe import yolov8_spec
 from vfmkd_ray.data.augment.record import AugmentRecord, DrawContext, draw_record
 from vfmkd_ray.data.augment.replay import replay
+from vfmkd_ray.data.image_loader import view_canvas
 from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.images import is_flipped
 from vfmkd_ray.data.samples import read_image
+from vfmkd_ray.data.views import VIEW_RECORD_COLUMN, VIEW_SOURCES_COLUMN
 from vfmkd_ray.data.warped_features import float_map
 from vfmkd_ray.models.teachers.build import build_teacher
 from vfmkd_ray.models.teachers.config import TeacherConfig
@@ -79,7 +86,7 @@ class FidelityReport:
             for way, figures in layer.ways.items():
                 out.append(
                     f"{layer.layer:<16} {way:<16} {figures.cosine:>8.4f} {figures.relative_error:>8.4f}"
-                    f"  {layer.samples:>7}  {layer.covered:>7.2f}"
+                    f"  {len(figures.cosines):>7}  {layer.covered if way != 'view' else 1.0:>7.2f}"
                 )
         return out
 
@@ -101,8 +108,9 @@ def measure_augment_fidelity(
     ids = list(pool)
     records = [draw_record(spec, context, image_id, ids) for image_id in ids[:samples]]
     decoded = {image_id: decoded_sample(row.image, None) for image_id, row in pool.items()}
+    ways = (*WAYS, "view") if manifest.view_spec else WAYS
     figures: dict[str, dict[str, list[tuple[float, float]]]] = {
-        layer: {way: [] for way in WAYS} for layer in manifest.layers
+        layer: {way: [] for way in ways} for layer in manifest.layers
     }
     covered: dict[str, list[float]] = {layer: [] for layer in manifest.layers}
     for record in records:
@@ -123,6 +131,8 @@ def measure_augment_fidelity(
                 ("warp", warped, full[layer]),
             ):
                 figures[layer][way].append(_compare(target, live, mask))
+    if manifest.view_spec:
+        _measure_views(dataset, manifest, teacher, samples, seed, figures)
     layers = [
         LayerFidelity(
             layer,
@@ -172,8 +182,8 @@ def _pool(dataset: str, manifest: Manifest, size: int, seed: int) -> dict[str, _
         batch = {name: np.array(table.column(name).to_pylist(), dtype=object) for name in table.column_names}
         for row in range(table.num_rows):
             image_id = str(batch["image_id"][row])
-            if image_id in picked:
-                continue  # another view of the same image
+            if image_id in picked or str(_column(batch, VIEW_RECORD_COLUMN, row)):
+                continue  # another view of the same image; or an augmented canvas, not the image
             stored = decode_row(batch, row, manifest, dataset)
             image = read_image(str(batch["image_uri"][row]))
             mirrored = is_flipped(int(batch["aug_seed"][row]), manifest.augment)
@@ -181,6 +191,43 @@ def _pool(dataset: str, manifest: Manifest, size: int, seed: int) -> dict[str, _
             if len(picked) == size:
                 return picked
     return picked
+
+
+def _measure_views(
+    dataset: str, manifest: Manifest, teacher: torch.nn.Module, samples: int, seed: int, figures: dict
+) -> None:
+    """Adds the ``view`` way: up to ``samples`` stored augmented views against the live teacher on
+    their replayed canvases, every cell."""
+    spec = yolov8_spec(manifest.view_spec["recipe"], 0)
+    parts = list_parts(dataset)
+    random.Random(seed).shuffle(parts)
+    measured = 0
+    for part in parts:
+        table = read_part(part)
+        batch = {name: np.array(table.column(name).to_pylist(), dtype=object) for name in table.column_names}
+        for row in range(table.num_rows):
+            if measured == samples:
+                return
+            record = str(_column(batch, VIEW_RECORD_COLUMN, row))
+            if not record:
+                continue
+            image_id = str(batch["image_id"][row])
+            canvas = view_canvas(
+                record, str(batch[VIEW_SOURCES_COLUMN][row]), image_id, manifest.input_size, spec
+            )
+            live = _live(teacher, canvas.transpose(1, 2, 0))
+            stored = decode_row(batch, row, manifest, dataset)
+            for layer, layer_spec in manifest.layers.items():
+                everywhere = np.ones(layer_spec.shape[1:], bool)
+                figures[layer]["view"].append(
+                    _compare(float_map(stored, layer, manifest.codec), live[layer], everywhere)
+                )
+            measured += 1
+
+
+def _column(batch: dict, name: str, row: int) -> object:
+    values = batch.get(name)
+    return "" if values is None else values[row]
 
 
 def _geometry_only(record: AugmentRecord) -> AugmentRecord:

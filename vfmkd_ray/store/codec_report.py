@@ -10,7 +10,7 @@ import torch
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.image_tensors import normalize
-from vfmkd_ray.data.pipeline import load_letterboxed
+from vfmkd_ray.data.samples import load_letterboxed
 from vfmkd_ray.models.teachers.build import build_teacher
 from vfmkd_ray.store import codecs
 

@@ -32,11 +32,16 @@ class StoreConfig(StrictModel):
     views_per_image: int = Field(
         1,
         ge=1,
-        description="augmented views stored per image (seeds from the image id and the view): epoch e "
-        "trains on view e mod K; the store grows K-fold",
+        description="views stored per image, a row each (the store grows K-fold). augment hflip: "
+        "seeded flips, epoch e trains on view e mod K; augment yolov8: view 0 is the plain image and "
+        "views 1..K-1 are canvases of the yolov8 pipeline, trained on in turn by the mosaic epochs",
     )
-    augment: Literal["none", "hflip"] = Field(
-        "none", description="seeded augmentation the teacher sees; students replay it from aug_seed"
+    augment: Literal["none", "hflip", "yolov8"] = Field(
+        "none",
+        description="what the teacher sees per view: none, the letterboxed image; hflip, a seeded "
+        "flip the student replays from aug_seed; yolov8, canvases of data.augment's yolov8 pipeline "
+        "for the student's size (mosaic partners from the training split), each stored with its "
+        "record, for teachers.<alias>.under_augmentation views",
     )
     read_tasks: int = Field(2, ge=1, description="parallel image decode tasks during precompute")
 
@@ -55,7 +60,12 @@ class StoreConfig(StrictModel):
         if self.views_per_image > 1 and self.augment == "none":
             raise ValueError(
                 f"views_per_image {self.views_per_image} with augment none stores identical views: "
-                "set store.augment (hflip) or views_per_image 1"
+                "set store.augment (hflip, yolov8) or views_per_image 1"
+            )
+        if self.augment == "yolov8" and self.views_per_image < 2:
+            raise ValueError(
+                "store.augment yolov8 stores the plain view 0 and the augmented views 1..K-1: set "
+                f"store.views_per_image to 2 or more (got {self.views_per_image})"
             )
         return self
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from vfmkd_ray import storage
 from vfmkd_ray.data.coco import ImageRecord
+from vfmkd_ray.data.views import VIEW_PIPELINE, view_spec
 from vfmkd_ray.store.channel_stats import ChannelStats
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class Manifest(BaseModel):
     index_sha256: str = ""  # the store.index file this manifest names ("" for stores made before it)
     # Per layer, the per-channel mean and std of the stored values (None for stores made before them).
     channel_stats: dict[str, ChannelStats] | None = None
+    # What the augmented views were drawn with (data.views.view_spec); None: no augmented views.
+    view_spec: dict[str, Any] | None = None
 
     def describe_mismatch(self, expected: dict[str, Any]) -> list[str]:
         """The fields whose values differ from ``expected``, as readable lines."""
@@ -95,6 +98,11 @@ def expected_manifest_fields(cfg: ExperimentConfig, alias: str, weights_id: str)
         "codec": cfg.store.codec,
         "augment": cfg.store.augment,
         "views_per_image": cfg.store.views_per_image,
+        "view_spec": (
+            view_spec(cfg.student.size, cfg.input_size, cfg.seed, cfg.data.val_fraction)
+            if cfg.store.augment == VIEW_PIPELINE
+            else None
+        ),
     }
 
 

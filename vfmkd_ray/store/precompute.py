@@ -8,6 +8,7 @@ duplicates.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +24,11 @@ from vfmkd_ray import run_lease, storage
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import ImageRecord, read_image_records
+from vfmkd_ray.data.image_loader import ImageLoader
 from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.images import BadImageError
-from vfmkd_ray.data.pipeline import IMAGE_COLUMN, ImageLoader
+from vfmkd_ray.data.samples import IMAGE_COLUMN
+from vfmkd_ray.data.views import VIEW_RECORD_COLUMN, VIEW_SOURCES_COLUMN, ViewDraws, view_draws
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.teachers.build import build_teacher, describe_teacher
 from vfmkd_ray.models.teachers.config import TeacherConfig
@@ -122,7 +125,8 @@ def _fill_store(cfg: ExperimentConfig, alias: str, records: list[ImageRecord]) -
         log.info("removed %d unfinished part files of an interrupted run", removed)
     views = cfg.store.views_per_image
     index = build_index(dataset, read_index(dataset, existing.index_sha256) if existing else None)
-    todo = rows_to_do(records, index, views, cfg.seed)
+    draws = view_draws(cfg, [r.image_id for r in records])
+    todo = rows_to_do(records, index, views, cfg.seed, draws)
     schema_version = SCHEMA_VERSION
     if existing is not None and existing.schema_version != SCHEMA_VERSION:
         if todo.num_rows or views != existing.views_per_image:
@@ -148,11 +152,23 @@ def _fill_store(cfg: ExperimentConfig, alias: str, records: list[ImageRecord]) -
         _bytes_text(row_bytes),
         _bytes_text(row_bytes * len(records) * views),
     )
+    if draws is not None:
+        log.info(
+            "precompute %s: views 1-%d of each image are mosaic canvases of the yolov8-%s recipe: "
+            "%dx the rows, bytes and teacher time of a plain store, and each view decodes the images "
+            "on its canvas (up to 4, 8 with MixUp)",
+            alias,
+            views - 1,
+            draws.recipe,
+            views,
+        )
     new_rows = []
     if todo.num_rows:
         ensure_ray()
         require_shared_paths(cfg)
-        new_rows = _run_pipeline(cfg, teacher_cfg, dataset, todo, list(teacher.selected_layers), bad_samples)
+        new_rows = _run_pipeline(
+            cfg, teacher_cfg, dataset, todo, list(teacher.selected_layers), bad_samples, draws
+        )
     skipped = [s.image_id for s in bad_samples.read_all()] if bad_samples else []
     if skipped:
         log.warning("precompute skipped %d unreadable images, listed in %s", len(skipped), bad_samples.folder)
@@ -171,28 +187,34 @@ def _fill_store(cfg: ExperimentConfig, alias: str, records: list[ImageRecord]) -
     )
 
 
-def rows_to_do(records: list[ImageRecord], index: pa.Table, views: int, seed: int) -> pa.Table:
+def rows_to_do(
+    records: list[ImageRecord], index: pa.Table, views: int, seed: int, draws: ViewDraws | None = None
+) -> pa.Table:
     """The (image, view) rows ``index`` lacks, as the items the pipeline reads; ids stay in Arrow
-    (the records are the driver's one Python copy of them)."""
+    (the records are the driver's one Python copy of them). With ``draws`` (``store.augment:
+    yolov8``) each row also carries its view's record and the URIs of the images on its canvas."""
     ids = pa.array([r.image_id for r in records], pa.string())
+    uris = {r.image_id: r.image_uri for r in records} if draws is not None else {}
     done = row_keys(index)
     tables = []
     for view in range(views):
         keys = pc.binary_join_element_wise(ids, pa.scalar(str(view)), ":")
         todo = pc.invert(pc.is_in(keys, value_set=done)).to_numpy(zero_copy_only=False).nonzero()[0]
         picked = [records[i] for i in todo]
-        tables.append(
-            pa.table(
-                {
-                    "image_id": pa.array([r.image_id for r in picked], pa.string()),
-                    "image_uri": pa.array([r.image_uri for r in picked], pa.string()),
-                    "width": pa.array([r.width for r in picked], pa.int64()),
-                    "height": pa.array([r.height for r in picked], pa.int64()),
-                    VIEW_COLUMN: pa.array([view] * len(picked), pa.int16()),
-                    "aug_seed": pa.array([aug_seed_for(r.image_id, seed, view) for r in picked], pa.int64()),
-                }
-            )
-        )
+        columns = {
+            "image_id": pa.array([r.image_id for r in picked], pa.string()),
+            "image_uri": pa.array([r.image_uri for r in picked], pa.string()),
+            "width": pa.array([r.width for r in picked], pa.int64()),
+            "height": pa.array([r.height for r in picked], pa.int64()),
+            VIEW_COLUMN: pa.array([view] * len(picked), pa.int16()),
+            "aug_seed": pa.array([aug_seed_for(r.image_id, seed, view) for r in picked], pa.int64()),
+        }
+        if draws is not None:
+            drawn = [draws.record(r.image_id, view) for r in picked]
+            columns[VIEW_RECORD_COLUMN] = pa.array([d.to_json() if d else "" for d in drawn], pa.string())
+            sources = [json.dumps({i: uris[i] for i in d.image_ids()}) if d else "" for d in drawn]
+            columns[VIEW_SOURCES_COLUMN] = pa.array(sources, pa.string())
+        tables.append(pa.table(columns))
     return pa.concat_tables(tables)
 
 
@@ -276,6 +298,7 @@ def _run_pipeline(
     todo: pa.Table,
     layers: list[str],
     bad_samples: BadSampleLog | None,
+    draws: ViewDraws | None = None,
 ) -> list[pa.Table]:
     """Runs the pipeline over ``todo``; returns the index rows of the parts it wrote."""
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
@@ -283,7 +306,13 @@ def _run_pipeline(
     step = cfg.store.rows_per_part
     ds = ray.data.from_arrow([todo.slice(start, step) for start in range(0, todo.num_rows, step)])
     ds = ds.map_batches(
-        ImageLoader(teacher_cfg.input_size, cfg.store.augment, bad_samples, cfg.data.max_image_pixels),
+        ImageLoader(
+            teacher_cfg.input_size,
+            cfg.store.augment,
+            bad_samples,
+            cfg.data.max_image_pixels,
+            view_spec=draws.spec if draws is not None else None,
+        ),
         batch_size=cfg.store.teacher_batch_size,
         compute=ray.data.TaskPoolStrategy(size=cfg.store.read_tasks),
         num_cpus=cfg.data.decode_num_cpus,

@@ -13,9 +13,10 @@ row. Each row carries ``stored_bytes``, its share of the bytes read, for the run
 read against bytes used.
 
 When the heads need ground truth, each part also carries the annotations of the images in that part
-(one JSON text: image id -> ``ImageAnnotations`` JSON, put in the object store once, when the
-dataset is built), and the read task adds them to the rows as the ``annotations`` column: the labels
-reach the decode stage with their rows, with no join and nothing large in the plan of a pass.
+(and, in a stream of stored views, each row's view context, ``data.views``): one JSON text per part
+(column -> image id -> text, put in the object store once, when the dataset is built), which the read
+task adds to the rows as string columns (``annotations``, ``view_context``): they reach the decode
+stage with their rows, with no join and nothing large in the plan of a pass.
 """
 
 from __future__ import annotations
@@ -32,44 +33,47 @@ from vfmkd_ray.store.parts import read_row_groups
 PART_COLUMN = "part"
 ROW_GROUPS_COLUMN = "row_groups"
 STORED_BYTES_COLUMN = "stored_bytes"  # a row's share of the compressed bytes its read cost
-PART_ANNOTATIONS_COLUMN = "part_annotations"
+PART_TEXTS_COLUMN = "part_texts"
 ANNOTATIONS_COLUMN = "annotations"  # equals data.pipeline.ANNOTATIONS_COLUMN
 
+# Per part: string column -> image id -> that row's text (annotation JSON, a view's context).
+RowTexts = dict[str, dict[str, str]]
 
-def read_part(part: str, groups: list[int], labels_json: str | None = None) -> pa.Table:
-    """The rows of ``groups`` of ``part`` with ``stored_bytes`` (and ``annotations`` from
-    ``labels_json``, image id -> annotation JSON, when given)."""
+
+def read_part(part: str, groups: list[int], texts_json: str | None = None) -> pa.Table:
+    """The rows of ``groups`` of ``part`` with ``stored_bytes`` and, from ``texts_json`` (a
+    ``RowTexts`` as JSON) when given, a string column per text ("" for an image without one)."""
     table, nbytes = read_row_groups(part, groups)
     table = table.append_column(STORED_BYTES_COLUMN, pa.array(nbytes, pa.int64()))
-    if labels_json is not None:
-        by_id = json.loads(labels_json)
-        column = [by_id.get(str(image_id), "") for image_id in table.column("image_id").to_pylist()]
-        table = table.append_column(ANNOTATIONS_COLUMN, pa.array(column, pa.string()))
+    if texts_json is not None:
+        ids = [str(image_id) for image_id in table.column("image_id").to_pylist()]
+        for column, by_id in json.loads(texts_json).items():
+            table = table.append_column(column, pa.array([by_id.get(i, "") for i in ids], pa.string()))
     return table
 
 
 def read_parts(batch: pa.Table) -> pa.Table:
-    """A table of (part URI, row groups[, annotations JSON]) items -> those rows, in item order: a
+    """A table of (part URI, row groups[, row texts JSON]) items -> those rows, in item order: a
     pass's reads in one process (tests and benchmarks)."""
     parts = batch.column(PART_COLUMN).to_pylist()
     groups = batch.column(ROW_GROUPS_COLUMN).to_pylist()
-    labels = (
-        batch.column(PART_ANNOTATIONS_COLUMN).to_pylist()
-        if PART_ANNOTATIONS_COLUMN in batch.column_names
+    texts = (
+        batch.column(PART_TEXTS_COLUMN).to_pylist()
+        if PART_TEXTS_COLUMN in batch.column_names
         else [None] * len(parts)
     )
     return pa.concat_tables(
-        [read_part(part, wanted, text) for part, wanted, text in zip(parts, groups, labels, strict=True)]
+        [read_part(part, wanted, text) for part, wanted, text in zip(parts, groups, texts, strict=True)]
     )
 
 
 def part_blocks(
-    row_groups: dict[str, list[int]], labels: dict[str, ray.ObjectRef] | None = None
+    row_groups: dict[str, list[int]], texts: dict[str, ray.ObjectRef] | None = None
 ) -> list[SourceBlock]:
-    """A block per part (in ``row_groups`` order) that reads its row groups; ``labels``: a part's
-    annotation JSON in the object store."""
+    """A block per part (in ``row_groups`` order) that reads its row groups; ``texts``: a part's
+    ``RowTexts`` JSON in the object store."""
     return [
-        SourceBlock(len(groups), partial(_read_part_labelled, part, groups, (labels or {}).get(part)))
+        SourceBlock(len(groups), partial(_read_part_texts, part, groups, (texts or {}).get(part)))
         for part, groups in row_groups.items()
     ]
 
@@ -77,19 +81,19 @@ def part_blocks(
 def read_store_rows(
     row_groups: dict[str, list[int]],
     num_cpus: float,
-    annotations: dict[str, dict[str, str]] | None = None,
+    texts: dict[str, RowTexts] | None = None,
     order: PassOrder | None = None,
 ) -> ray.data.Dataset:
     """A dataset of the rows in ``row_groups`` (part URI -> its row groups to read; the store's
-    Parquet schema plus ``stored_bytes``), one task per part; ``annotations`` maps a part to its
-    images' annotation JSON by image id; ``order`` orders each pass (``data.ordered_blocks``)."""
+    Parquet schema plus ``stored_bytes``), one task per part; ``texts`` maps a part to the string
+    columns its rows get (``RowTexts``); ``order`` orders each pass (``data.ordered_blocks``)."""
     if not row_groups:
         raise ValueError("the store has no parts to read")
-    labels = None
-    if annotations is not None:
-        labels = {part: ray.put(json.dumps(annotations.get(part, {}))) for part in row_groups}
-    return read_blocks(part_blocks(row_groups, labels), num_cpus, order)
+    refs = None
+    if texts is not None:
+        refs = {part: ray.put(json.dumps(texts.get(part, {}))) for part in row_groups}
+    return read_blocks(part_blocks(row_groups, refs), num_cpus, order)
 
 
-def _read_part_labelled(part: str, groups: list[int], labels: ray.ObjectRef | None) -> pa.Table:
-    return read_part(part, groups, None if labels is None else ray.get(labels))
+def _read_part_texts(part: str, groups: list[int], texts: ray.ObjectRef | None) -> pa.Table:
+    return read_part(part, groups, None if texts is None else ray.get(texts))

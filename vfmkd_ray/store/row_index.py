@@ -16,6 +16,7 @@ from itertools import accumulate
 import pyarrow as pa
 
 from vfmkd_ray import storage
+from vfmkd_ray.data.views import VIEW_RECORD_COLUMN
 from vfmkd_ray.store.index import load_index
 from vfmkd_ray.store.manifest import StoreDataset
 from vfmkd_ray.store.parts import open_parquet
@@ -92,9 +93,11 @@ class StoreRowIndex:
         return batch
 
     def _columns(self) -> list[str]:
-        """What ``decode_row`` reads: features, shapes, dtypes, int8 scales and (schema 2+) checksums."""
+        """What ``decode_row`` reads: features, shapes, dtypes, int8 scales and (schema 2+) checksums;
+        and what says which canvas a row is of: ``aug_seed`` and, in a store of views, the view's
+        record (``data.views``)."""
         manifest = self.store.manifest
-        columns = ["aug_seed"]
+        columns = ["aug_seed"] + ([VIEW_RECORD_COLUMN] if manifest.view_spec else [])
         for layer in manifest.layers:
             columns += [feature_column(layer), shape_column(layer), dtype_column(layer)]
             if manifest.codec == "int8":

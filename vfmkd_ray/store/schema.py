@@ -9,6 +9,10 @@ Per image and view: ``image_id``, ``image_uri``, ``view`` (int16: which of the i
 by the ``feat.L.scale`` bytes). Plain binary rather than Arrow tensor extension types, so any
 Parquet reader can consume the store.
 
+A store of augmented views (``store.augment: yolov8``) adds two string columns,
+``aug_record`` (the view's ``AugmentRecord`` JSON, "" for the plain view 0) and ``aug_sources``
+(JSON: image id -> URI of each image on the view's canvas) (``data.views``).
+
 Versions: 1 had no ``crc32`` columns (still readable: the reader skips the checksum but still
 rejects non-finite values); 2 adds them; 3 adds ``view`` (parts of older versions hold view 0).
 ``build_table`` refuses non-finite teacher outputs, and outputs that the codec would turn into inf
@@ -23,6 +27,7 @@ import zlib
 import numpy as np
 import pyarrow as pa
 
+from vfmkd_ray.data.views import VIEW_RECORD_COLUMN, VIEW_SOURCES_COLUMN
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.errors import FeatureStoreError
 
@@ -79,6 +84,9 @@ def build_table(batch: dict[str, np.ndarray], layers: list[str], codec: str) -> 
         "valid_h": pa.array(np.asarray(batch["valid_h"], dtype=np.int32)),
         "valid_w": pa.array(np.asarray(batch["valid_w"], dtype=np.int32)),
     }
+    for column in (VIEW_RECORD_COLUMN, VIEW_SOURCES_COLUMN):
+        if column in batch:
+            columns[column] = pa.array([str(v) for v in batch[column]], pa.string())
     for layer in layers:
         features = batch[feature_column(layer)]
         encoded = [_encode_finite(f, codec, i, layer) for f, i in zip(features, image_ids, strict=True)]

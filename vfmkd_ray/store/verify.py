@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from vfmkd_ray.data.augment.recipe import yolov8_spec
+from vfmkd_ray.data.image_loader import view_canvas
 from vfmkd_ray.data.image_tensors import normalize
-from vfmkd_ray.data.pipeline import load_letterboxed
+from vfmkd_ray.data.samples import load_letterboxed
+from vfmkd_ray.data.views import VIEW_RECORD_COLUMN, VIEW_SOURCES_COLUMN
 from vfmkd_ray.models.teachers.build import build_teacher
 from vfmkd_ray.models.teachers.config import TeacherConfig
 from vfmkd_ray.storage import StorageError
@@ -290,7 +293,17 @@ def _compare_with_teacher(manifest: Manifest, weights: str | None, picked: list,
 
 def _compare_row(teacher: torch.nn.Module, manifest: Manifest, row: dict) -> list[tuple[np.ndarray, float]]:
     """Per layer: the absolute error and cosine of the stored row against the live teacher."""
-    canvas, _ = load_letterboxed(row["image_uri"], manifest.input_size, row["aug_seed"], manifest.augment)
+    if row.get(VIEW_RECORD_COLUMN):  # an augmented view: its record replayed (data.views)
+        spec = yolov8_spec(manifest.view_spec["recipe"], 0) if manifest.view_spec else None
+        if spec is None:
+            raise FeatureStoreError(
+                f"a row of image {row['image_id']} holds a view record, the manifest no view_spec"
+            )
+        canvas = view_canvas(
+            row[VIEW_RECORD_COLUMN], row[VIEW_SOURCES_COLUMN], row["image_id"], manifest.input_size, spec
+        )
+    else:
+        canvas, _ = load_letterboxed(row["image_uri"], manifest.input_size, row["aug_seed"], manifest.augment)
     with torch.no_grad():
         live = teacher(normalize(torch.from_numpy(canvas)[None]))
     figures = []

@@ -32,8 +32,7 @@ def epoch_record(
     val_means = mean_across_workers(validation.sums, device)
     used_by_one = mean_across_workers({"b": (train_pass.stored_bytes + validation.stored_bytes, 1)}, device)
     used = used_by_one["b"] * world_size
-    views = job.cfg.store.views_per_image
-    read = job.plan.read_bytes.get(train_stream(epoch, views), 0) + job.plan.read_bytes.get(VAL_STREAM, 0)
+    read = job.plan.read_bytes.get(train_stream(job.cfg, epoch), 0) + job.plan.read_bytes.get(VAL_STREAM, 0)
     started, trained, now = train_pass.started, train_pass.ended, time.monotonic()
     record = {
         "epoch": epoch + 1,

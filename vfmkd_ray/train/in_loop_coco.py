@@ -22,7 +22,7 @@ from torch import nn
 from vfmkd_ray.batch import Batch
 from vfmkd_ray.data.coco import CocoDataset
 from vfmkd_ray.data.coco_scores import GroundTruth, box_results, ground_truth, score
-from vfmkd_ray.data.pipeline import is_validation
+from vfmkd_ray.data.splits import is_validation
 from vfmkd_ray.heads.base import TaskHead
 from vfmkd_ray.train.collectives import from_rank_zero, gather_across_workers
 

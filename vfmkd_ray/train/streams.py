@@ -33,7 +33,9 @@ from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import CocoDataset, ImageRecord
 from vfmkd_ray.data.epoch_order import order_key
 from vfmkd_ray.data.ordered_blocks import PassOrder, read_regrouped
-from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder, is_validation
+from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
+from vfmkd_ray.data.splits import is_validation
+from vfmkd_ray.data.views import VIEW_CONTEXT_COLUMN, VIEW_PIPELINE, training_view, view_contexts, view_draws
 from vfmkd_ray.store.index_rows import VIEW_COLUMN
 from vfmkd_ray.store.parts import read_part_schema
 from vfmkd_ray.store.ray_source import STORED_BYTES_COLUMN, read_store_rows
@@ -45,9 +47,19 @@ from vfmkd_ray.train.teacher_stores import RunStores, TrainingImages
 VAL_STREAM = "val"
 
 
-def train_stream(epoch: int, views: int) -> str:
-    """The training stream epoch ``epoch`` (0-based) reads: view ``epoch mod views``."""
-    return "train" if views == 1 else f"train.view{epoch % views}"
+def train_view(cfg: ExperimentConfig, epoch: int) -> int:
+    """The stored view epoch ``epoch`` (0-based) trains on: ``epoch mod views``; for a store of
+    augmented views (``store.augment: yolov8``), views 1..K-1 in turn in the mosaic epochs and the
+    plain view 0 in the others (``data.views.training_view``)."""
+    views = cfg.store.views_per_image
+    if cfg.store.augment == VIEW_PIPELINE:
+        return training_view(epoch, views, cfg.data.augment.mosaic_at(epoch, cfg.train.epochs))
+    return epoch % views
+
+
+def train_stream(cfg: ExperimentConfig, epoch: int) -> str:
+    """The name of the training stream epoch ``epoch`` reads."""
+    return "train" if cfg.store.views_per_image == 1 else f"train.view{train_view(cfg, epoch)}"
 
 
 @dataclass(frozen=True)
@@ -68,13 +80,19 @@ def build_streams(
     """``position`` (``train.data_position``): the rows an interrupted epoch trained on, which the
     training streams leave out."""
     labels = _annotations_json(dataset) if spec.max_objects else None
-    views = cfg.store.views_per_image
     split_records = _split(images.records, cfg.data.val_fraction)
-    wanted = {train_stream(view, views): ("train", view) for view in range(views)} | {VAL_STREAM: ("val", 0)}
+    epochs = range(cfg.train.epochs)
+    wanted = {train_stream(cfg, e): ("train", train_view(cfg, e)) for e in epochs} | {VAL_STREAM: ("val", 0)}
+    # A stream of stored views carries each row's view context (data.views) from the primary store.
+    draws = view_draws(cfg, [r.image_id for r in dataset.records]) if stores.primary is not None else None
+    uris = {r.image_id: r.image_uri for r in dataset.records} if draws is not None else {}
     datasets, read_bytes = {}, {}
     for name, (split, view) in wanted.items():
         records = split_records[split]
-        read = partial(_rows, cfg, stores, records, images, view, labels)
+        contexts = None
+        if draws is not None and view > 0:
+            contexts = view_contexts(draws, [r.image_id for r in records], view, uris, labels or {})
+        read = partial(_rows, cfg, stores, records, images, view, labels, contexts)
         rows, nbytes = read(pass_order(cfg, split, 0, position))
         for copy in range(1, cfg.data.repeat if split == "train" else 1):
             # A fresh plan per copy (Ray Data unions distinct datasets), in an order of its own.
@@ -136,11 +154,13 @@ def _rows(
     images: TrainingImages,
     view: int,
     labels: dict[str, str] | None,
+    contexts: dict[str, str] | None,
     order: PassOrder | None,
 ) -> tuple[ray.data.Dataset, int]:
     """One pass over ``records`` at ``view``, ordered by ``order``: their row groups of the primary
     store (plus placeholders for the images it lacks: one block, not ordered), or plain image rows
-    when no teacher is stored; and the stored bytes it reads."""
+    when no teacher is stored; and the stored bytes it reads. ``contexts``: each image's view
+    context (JSON), for a view of augmented canvases."""
     if stores.primary is None:
         items = [
             {
@@ -158,22 +178,24 @@ def _rows(
     online_only = {r.image_id for r in images.online_only}
     stored_ids = [r.image_id for r in records if r.image_id not in online_only]
     reads = plan_reads(stores.primary_index, stores.primary.uri, stored_ids, view)
-    part_labels = None
-    if labels is not None:
-        part_labels = {
-            part: {i: labels[i] for i in ids if i in labels} for part, ids in reads.image_ids.items()
+    texts = {ANNOTATIONS_COLUMN: labels} if labels is not None else {}
+    if contexts is not None:
+        texts[VIEW_CONTEXT_COLUMN] = contexts
+    part_texts = None
+    if texts:
+        part_texts = {
+            part: {column: {i: by_id[i] for i in ids if i in by_id} for column, by_id in texts.items()}
+            for part, ids in reads.image_ids.items()
         }
     placeholders = [r for r in records if r.image_id in online_only]
     parts = (
-        [read_store_rows(reads.row_groups, cfg.data.decode_num_cpus, part_labels, order)]
+        [read_store_rows(reads.row_groups, cfg.data.decode_num_cpus, part_texts, order)]
         if reads.row_groups
         else []
     )
     if placeholders:
         schema_part = storage.join(stores.primary.uri, stores.primary_index.column("part")[0].as_py())
-        parts.append(
-            ray.data.from_arrow(_placeholder_rows(schema_part, placeholders, cfg.seed, view, labels))
-        )
+        parts.append(ray.data.from_arrow(_placeholder_rows(schema_part, placeholders, cfg.seed, view, texts)))
     if not parts:
         raise ValueError("a stream of the run has no rows to read")
     rows = parts[0] if len(parts) == 1 else parts[0].union(parts[1])
@@ -185,10 +207,11 @@ def _annotations_json(dataset: CocoDataset) -> dict[str, str]:
 
 
 def _placeholder_rows(
-    part: str, records: list[ImageRecord], seed: int, view: int, labels: dict[str, str] | None
+    part: str, records: list[ImageRecord], seed: int, view: int, texts: dict[str, dict[str, str]]
 ) -> pa.Table:
     """Rows with the store's schema and empty feature columns, one per record (plus their
-    annotations and ``stored_bytes`` 0, as the read stage adds them)."""
+    ``texts``, annotations and view contexts, and ``stored_bytes`` 0, as the read stage adds
+    them)."""
     schema = read_part_schema(part)
     columns = {}
     for field in schema:
@@ -204,9 +227,9 @@ def _placeholder_rows(
             columns[field.name] = [_empty_value(field.type)] * len(records)
     table = pa.table(columns, schema=schema)
     table = table.append_column(STORED_BYTES_COLUMN, pa.array([0] * len(records), pa.int64()))
-    if labels is not None:
+    for column, by_id in texts.items():
         table = table.append_column(
-            ANNOTATIONS_COLUMN, pa.array([labels.get(r.image_id, "") for r in records])
+            column, pa.array([by_id.get(r.image_id, "") for r in records], pa.string())
         )
     return table
 

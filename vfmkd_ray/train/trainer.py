@@ -18,15 +18,15 @@ from ray.train.torch import TorchTrainer
 from vfmkd_ray import run_config, run_files, run_lease, storage
 from vfmkd_ray.batch import DataNeeds
 from vfmkd_ray.config import ConfigError, ExperimentConfig
-from vfmkd_ray.config_checks import config_warnings
+from vfmkd_ray.config_checks import config_warnings, used_teachers
 from vfmkd_ray.data.annotation_checks import BadAnnotationError
-from vfmkd_ray.data.augment.block import BlockAugmentation
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import CocoDataset, read_dataset
 from vfmkd_ray.data.feature_keys import split_feature_key
 from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.label_subset import labelled_subset
-from vfmkd_ray.data.pipeline import SampleSpec, is_validation
+from vfmkd_ray.data.pipeline import SampleSpec
+from vfmkd_ray.data.splits import is_validation
 from vfmkd_ray.heads.base import TeacherShapes
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.build import ModelParts, build_model, run_teacher_shapes
@@ -39,6 +39,11 @@ from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store.channel_stats import ChannelStats
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.tracking.resolve import resolve_tracking
+from vfmkd_ray.train.augmented_targets import (
+    augmentation,
+    refuse_stored_features_under_augmentation,
+    refuse_views_misuse,
+)
 from vfmkd_ray.train.data_position import data_position
 from vfmkd_ray.train.relay import relayed_lines
 from vfmkd_ray.train.state import BestMetricError
@@ -85,31 +90,6 @@ class RunSummary:
 
 class TrainingError(RuntimeError):
     """Training failed for a reason the product can name (after Ray's retries)."""
-
-
-def augmentation(cfg: ExperimentConfig, max_objects: int) -> BlockAugmentation | None:
-    """``data.augment``'s pipeline for the training streams; None for ``none``."""
-    augment = cfg.data.augment
-    if augment.pipeline == "none":
-        return None
-    return BlockAugmentation.yolov8(
-        cfg.student.size, augment.close_mosaic_epochs, cfg.seed, cfg.train.epochs, cfg.input_size, max_objects
-    )
-
-
-def refuse_stored_features_under_augmentation(cfg: ExperimentConfig, stored: list[str]) -> None:
-    """A stored teacher map is of the letterboxed image: under mosaic and affine it no longer lies
-    over the student's pixels, and its loss would teach the wrong places without a sound, unless the
-    teacher says how its target follows the augmentation (``under_augmentation``)."""
-    unsaid = [alias for alias in stored if cfg.teachers[alias].under_augmentation is None]
-    if cfg.data.augment.pipeline != "none" and unsaid:
-        raise ValueError(
-            f"data.augment.pipeline {cfg.data.augment.pipeline} moves the student's pixels, but the stored "
-            f"features of teachers {unsaid} are of the plain letterboxed image: set "
-            f"teachers.{unsaid[0]}.under_augmentation to warp (the stored maps carried into each "
-            "sample's canvas, uncovered cells masked) or online (the teacher runs in the workers on "
-            "every sample)"
-        )
 
 
 def run_channel_stats(cfg: ExperimentConfig, stores: RunStores) -> dict[str, dict[str, ChannelStats]]:
@@ -170,6 +150,8 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
     shapes = run_teacher_shapes(cfg)
     parts = check_model(cfg, shapes)
     check_labels(cfg, dataset, parts)
+    # Before the stores are read: a store made for other targets fails there with a vaguer line.
+    refuse_views_misuse(cfg, [a for a in used_teachers(cfg) if not runs_online_under_augmentation(cfg, a)])
     stores = check_stores(cfg, dataset.records)
     refuse_stored_features_under_augmentation(cfg, list(stores.manifests()))
     channel_stats = run_channel_stats(cfg, stores)

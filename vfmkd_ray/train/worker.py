@@ -52,7 +52,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             steps = job.steps(epoch, state)
             job.start_epoch(epoch, state, steps, task)
             train_pass = EpochPass(model, feed, task, cfg, state, steps, job, checkpoints, parts)
-            train_pass.run(ray.train.get_dataset_shard(train_stream(epoch, cfg.store.views_per_image)), epoch)
+            train_pass.run(ray.train.get_dataset_shard(train_stream(cfg, epoch)), epoch)
             coco = job.in_loop_coco(task, epoch)
             validation = validate(task, ray.train.get_dataset_shard(VAL_STREAM), feed, epoch + 1, coco)
             record = epoch_record(job, epoch, task, train_pass, validation)

@@ -18,8 +18,8 @@ from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.coco import CocoDataset, ImageRecord
 from vfmkd_ray.data.image_tensors import normalize
 from vfmkd_ray.data.label_subset import labelled_subset
-from vfmkd_ray.data.pipeline import is_validation
 from vfmkd_ray.data.samples import IMAGE_COLUMN, load_sample
+from vfmkd_ray.data.splits import is_validation
 from vfmkd_ray.models.students import build_student
 
 PENALTIES = (0.1, 1.0, 10.0, 100.0, 1000.0)

@@ -18,7 +18,7 @@ from vfmkd_ray import run_files, run_lease, storage
 from vfmkd_ray.config import ConfigError, ExperimentConfig
 from vfmkd_ray.data.coco import CocoDataset, read_dataset
 from vfmkd_ray.data.label_subset import labelled_subset
-from vfmkd_ray.data.pipeline import is_validation
+from vfmkd_ray.data.splits import is_validation
 from vfmkd_ray.evaluation.run_eval import EvalResult, run_eval
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.checkpoint_io import weights_sha256

@@ -7,11 +7,11 @@ targets as the stage's columns. MMYOLO draws partners from the whole dataset; he
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from vfmkd_ray.data.augment.recipe import AugmentSpec, yolov8_spec
+from vfmkd_ray.data.augment.recipe import AugmentSpec, yolov8_recipe, yolov8_spec
 from vfmkd_ray.data.augment.record import AugmentRecord, DrawContext, draw_record
 from vfmkd_ray.data.augment.replay import Sample, replay
 from vfmkd_ray.data.coco import ImageAnnotations
@@ -26,17 +26,44 @@ class BlockAugmentation:
     epochs: int
     size: int  # the student's input side
     max_objects: int  # rows of the padded boxes column (0: the heads read no boxes)
+    view_photometric: str = "replay"  # a stored view's photometric draws: replay or redraw
 
     @staticmethod
     def yolov8(
-        student_size: str, close_mosaic_epochs: int, seed: int, epochs: int, size: int, max_objects: int
+        student_size: str,
+        close_mosaic_epochs: int,
+        seed: int,
+        epochs: int,
+        size: int,
+        max_objects: int,
+        view_photometric: str = "replay",
     ) -> BlockAugmentation:
-        scale = student_size if student_size in ("n", "s", "m", "l", "x") else "s"
-        return BlockAugmentation(yolov8_spec(scale, close_mosaic_epochs), seed, epochs, size, max_objects)
+        spec = yolov8_spec(yolov8_recipe(student_size), close_mosaic_epochs)
+        return BlockAugmentation(spec, seed, epochs, size, max_objects, view_photometric)
 
     def records(self, epoch: int, ids: list[str]) -> list[AugmentRecord]:
         context = DrawContext(self.seed, epoch, self.epochs, self.size)
         return [draw_record(self.spec, context, image_id, ids) for image_id in ids]
+
+    def view_record(self, stored: AugmentRecord, epoch: int) -> AugmentRecord:
+        """The record a stored view (drawn at the teacher's size) trains with in epoch ``epoch``:
+        at the student's size, its photometric draws replayed or redrawn (``view_photometric``)."""
+        record = stored.at_size(self.size)
+        return self.with_fresh_photometric(record, epoch) if self.view_photometric == "redraw" else record
+
+    def with_fresh_photometric(self, record: AugmentRecord, epoch: int) -> AugmentRecord:
+        """``record`` with the Albu and HSV draws of epoch ``epoch`` of its image instead of its own
+        (a stored view's geometry under ``data.augment.view_photometric: redraw``)."""
+        context = DrawContext(self.seed, epoch, self.epochs, record.size, salt="photometric")
+        fresh = draw_record(self.spec, context, record.image_id, (record.image_id,), mixup=False)
+        return replace(
+            record,
+            blur=fresh.blur,
+            median_blur=fresh.median_blur,
+            gray=fresh.gray,
+            equalize=fresh.equalize,
+            hsv_gains=fresh.hsv_gains,
+        )
 
     def columns(self, record: AugmentRecord, decoded: dict[str, Sample]) -> dict[str, np.ndarray]:
         """The sample ``record`` describes: a ``3 x S x S`` image whose whole canvas is valid, and

@@ -28,6 +28,13 @@ class AugmentConfig(StrictModel):
         10, ge=0, description="the last epochs train on the letterboxed image with the affine (MMYOLO: 10)"
     )
 
+    view_photometric: Literal["replay", "redraw"] = Field(
+        "replay",
+        description="under a teacher's stored views (under_augmentation views): replay, the student's "
+        "pixels are exactly the teacher's canvas; redraw, the view's geometry with a fresh Albu and HSV "
+        "draw per epoch on the student's pixels only",
+    )
+
     def mosaic_at(self, epoch: int, epochs: int) -> bool:
         """Whether epoch ``epoch`` (0-based) of ``epochs`` trains on mosaics."""
         return self.pipeline != "none" and mosaic_epoch(epoch, epochs, self.close_mosaic_epochs)

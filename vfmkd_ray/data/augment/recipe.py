@@ -33,6 +33,12 @@ class AugmentSpec:
         return self.mosaic and mosaic_epoch(epoch, epochs, self.close_mosaic_epochs)
 
 
+def yolov8_recipe(student_size: str) -> str:
+    """The YOLOv8 size whose recipe a student trains with: its own, or s for a student without one
+    (timm, OpenMMLab)."""
+    return student_size if student_size in ("n", "s", "m", "l", "x") else "s"
+
+
 def yolov8_spec(size: str, close_mosaic_epochs: int = 10) -> AugmentSpec:
     """MMYOLO's YOLOv8 recipe for student ``size``: affine scale 0.5 and no MixUp for n/s, 0.9 and
     MixUp 0.1 (m) or 0.15 (l, x) for the larger ones."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -40,6 +40,28 @@ class AugmentRecord:
     def from_json(text: str) -> AugmentRecord:
         return _from_dict(json.loads(text))
 
+    def image_ids(self) -> tuple[str, ...]:
+        """Every image whose pixels the sample holds: its own, its mosaic partners, and the MixUp
+        sample's."""
+        own = (self.image_id, *self.partners)
+        return own + (self.mixup_with.image_ids() if self.mixup_with is not None else ())
+
+    def at_size(self, size: int) -> AugmentRecord:
+        """The same sample on a ``size`` canvas: every pixel coordinate scaled by ``size /
+        self.size`` (a stored view is drawn at the teacher's input size, the student replays it at
+        its own), the affine's scale and the photometric draws unchanged."""
+        if size == self.size:
+            return self
+        factor = size / self.size
+        a, b, tx, c, d, ty = self.matrix
+        return replace(
+            self,
+            size=size,
+            center=(int(self.center[0] * factor), int(self.center[1] * factor)),
+            matrix=(a, b, tx * factor, c, d, ty * factor),
+            mixup_with=None if self.mixup_with is None else self.mixup_with.at_size(size),
+        )
+
 
 @dataclass(frozen=True)
 class DrawContext:
@@ -66,7 +88,8 @@ def draw_record(
     chosen from ``candidates`` (the rows of the sample's block; the image itself when there are
     none)."""
     rng = record_rng(context.seed, context.epoch, image_id, context.salt)
-    size, pool = context.size, list(candidates) or [image_id]
+    # Not copied: a stored view's candidates are the whole training split.
+    size, pool = context.size, candidates if len(candidates) else [image_id]
     use_mosaic = spec.mosaic_at(context.epoch, context.epochs)
     partners = tuple(pool[int(i)] for i in rng.integers(0, len(pool), 3)) if use_mosaic else ()
     center = tuple(int(rng.uniform(*spec.mosaic_center) * size) for _ in range(2)) if use_mosaic else (0, 0)

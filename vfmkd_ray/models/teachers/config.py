@@ -24,11 +24,13 @@ class TeacherConfig(StrictModel):
     layers: list[str] | None = Field(
         None, description="the teacher layers to store and distill from; default: all of them"
     )
-    under_augmentation: Literal["warp", "online"] | None = Field(
+    under_augmentation: Literal["views", "warp", "online"] | None = Field(
         None,
-        description="how a training sample under data.augment.pipeline gets this teacher's target "
-        "(its stored map is of the plain letterboxed image): warp carries the stored maps of the "
-        "sample's image and mosaic partners into its canvas by the same geometry, masking the cells "
-        "no map covers (photometric steps are not replayed); online runs the teacher in the workers "
-        "on every sample, its store unread. Required for a stored teacher under augmentation",
+        description="how a training sample under data.augment.pipeline gets this teacher's target: "
+        "views trains the mosaic epochs on the augmented canvases its store holds (store.augment "
+        "yolov8), replayed exactly for the student, and warps view 0 in the close-mosaic epochs; warp "
+        "carries the stored maps of the plain images (the sample's and its mosaic partners') into its "
+        "canvas by the same geometry, masking the cells no map covers (photometric steps are not "
+        "replayed); online runs the teacher in the workers on every sample, its store unread. Required "
+        "for a stored teacher under augmentation",
     )
