@@ -1,7 +1,8 @@
 """``make bench``: every benchmark on this machine -> ``benchmarks/results.json`` and ``results.md``.
 
     .venv/bin/python -m benchmarks.run_all [--gpu]
-        [--only store training offline_online scale process_start recipe_parity augment_fidelity]
+        [--only store training offline_online scale process_start recipe_parity augment_fidelity
+                kd_under_augmentation]
         [--store-flags FLAGS] [--training-flags FLAGS] [--offline-online-flags FLAGS]
         [--json benchmarks/results.json] [--markdown benchmarks/results.md]
         [--before benchmarks/results_before.json]
@@ -28,6 +29,7 @@ import ray
 
 from benchmarks import (
     augment_fidelity,
+    kd_under_augmentation,
     offline_online,
     process_start,
     recipe_parity,
@@ -46,6 +48,7 @@ BENCHMARKS: dict[str, Callable[[str, list[str]], list[Figure]]] = {
     "process_start": process_start.run,
     "recipe_parity": recipe_parity.run,
     "augment_fidelity": augment_fidelity.run,
+    "kd_under_augmentation": kd_under_augmentation.run,
 }
 SECTION_ORDER = [
     store_throughput.SECTION,
@@ -55,6 +58,7 @@ SECTION_ORDER = [
     process_start.SECTION,
     recipe_parity.SECTION,
     augment_fidelity.SECTION,
+    kd_under_augmentation.SECTION,
 ]
 MODULES = {
     "store": "store_throughput",
@@ -64,6 +68,7 @@ MODULES = {
     "process_start": "process_start",
     "recipe_parity": "recipe_parity",
     "augment_fidelity": "augment_fidelity",
+    "kd_under_augmentation": "kd_under_augmentation",
 }
 
 

@@ -294,10 +294,13 @@ def test_two_teachers_on_stored_views_then_warped_in_the_close_mosaic_epoch(loca
     """Precompute through Ray stores each image's plain view and one augmented view per teacher (SAM
     at 64 px, DINOv2 at 56: the same records, each at its own size). Epoch 1 trains on the stored
     views (``under_augmentation: views``: records redrawn, checked against both stores, replayed for
-    the student; nothing masked), epoch 2 (close-mosaic) warps the plain view 0."""
+    the student; nothing masked), epoch 2 (close-mosaic) warps the plain view 0. The DINOv2 term
+    compares PHI-S-standardised targets (its store's transform, shipped to the workers)."""
     augment = two_teacher_config.data.augment.model_copy(
         update={"pipeline": "yolov8", "close_mosaic_epochs": 1}
     )
+    terms = dict(two_teacher_config.distill.terms)
+    terms["dino_s32"] = terms["dino_s32"].model_copy(update={"normalize": "phi_s"})
     cfg = two_teacher_config.model_copy(
         update={
             "name": "views",
@@ -307,13 +310,16 @@ def test_two_teachers_on_stored_views_then_warped_in_the_close_mosaic_epoch(loca
             },
             "store": two_teacher_config.store.model_copy(update={"augment": "yolov8", "views_per_image": 2}),
             "data": two_teacher_config.data.model_copy(update={"augment": augment}),
+            "distill": two_teacher_config.distill.model_copy(update={"terms": terms}),
         }
     )
     write_synthetic_coco(cfg.data)
     sam, dino = run_precompute(cfg)
-    assert sam.row_count == dino.row_count == 32 and sam.num_skipped == dino.num_skipped == 0
+    assert sam.row_count == dino.row_count and sam.num_skipped == dino.num_skipped == 0
     summary = run_training(cfg)
     assert summary.num_bad_samples == 0 and len(summary.history) == 2
+    # Every image's plain view, and one augmented view of each training image.
+    assert sam.row_count == 16 + summary.num_train
     viewed, closed = summary.history
     assert viewed["data/mosaic"] == 1.0 and closed["data/mosaic"] == 0.0
     for record in summary.history:

@@ -51,6 +51,8 @@ class Batch:
             the cell; absent: the target covers its whole grid.
         teacher_stats: ``<alias>/<layer>`` -> ``2 x C``: the per-channel mean and std of the
             teacher's store (``store.channel_stats``), for terms that standardise their target.
+        teacher_phi_s: ``<alias>/<layer>`` -> ``(1 + C) x C``: the mean, then the PHI-S matrix of
+            the teacher's store (``store.phi_s``), for ``normalize: phi_s`` terms.
     """
 
     images_BCHW: torch.Tensor
@@ -66,6 +68,7 @@ class Batch:
     stored_bytes: int = 0
     teacher_coverage: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher_phi_s: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def image_size(self) -> int:
@@ -93,6 +96,18 @@ class Batch:
         mean_C, std_C = stats[0], stats[1].clamp_min(float(stats[1].mean()) * 1e-3 + 1e-12)
         target_BCHW = self.teacher_features[teacher_key]
         return (target_BCHW - mean_C[:, None, None].to(target_BCHW)) / std_C[:, None, None].to(target_BCHW)
+
+    def phi_s_target(self, teacher_key: str) -> torch.Tensor:
+        """Teacher target ``teacher_key`` through its store's PHI-S transform, cell by cell."""
+        packed = self.teacher_phi_s.get(teacher_key)
+        if packed is None:
+            raise ValueError(
+                f"no PHI-S transform for teacher target {teacher_key}: normalize phi_s needs the "
+                "teacher's store made by a precompute that keeps it"
+            )
+        target_BCHW = self.teacher_features[teacher_key]
+        mean_C, matrix_OC = packed[0].to(target_BCHW), packed[1:].to(target_BCHW)
+        return torch.einsum("oc,bchw->bohw", matrix_OC, target_BCHW - mean_C[:, None, None])
 
     def image_ids(self) -> tuple[str, ...]:
         """The images' ids (empty when the batch does not carry them); copies to the host."""

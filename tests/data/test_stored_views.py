@@ -17,9 +17,11 @@ from vfmkd_ray.config import ConfigError
 from vfmkd_ray.config_checks import config_warnings
 from vfmkd_ray.data.augment.recipe import yolov8_spec
 from vfmkd_ray.data.augment.record import AugmentRecord, DrawContext, draw_record
-from vfmkd_ray.data.coco import read_dataset
+from vfmkd_ray.data.bad_samples import BadSampleLog
+from vfmkd_ray.data.coco import read_dataset, read_image_records
 from vfmkd_ray.data.image_loader import view_canvas
 from vfmkd_ray.data.image_tensors import normalize
+from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder, teacher_column
 from vfmkd_ray.data.splits import is_validation
 from vfmkd_ray.data.targets import LABELS_COLUMN
@@ -33,14 +35,17 @@ from vfmkd_ray.data.views import (
 from vfmkd_ray.data.warped_features import covered_column
 from vfmkd_ray.models.teachers.build import build_teacher
 from vfmkd_ray.store.augment_fidelity import measure_augment_fidelity
+from vfmkd_ray.store.errors import StoreMadeOtherwiseError
 from vfmkd_ray.store.index import read_index
 from vfmkd_ray.store.manifest import StoreDataset, read_manifest
+from vfmkd_ray.store.precompute import precompute_teacher
 from vfmkd_ray.store.ray_source import PART_COLUMN, PART_TEXTS_COLUMN, ROW_GROUPS_COLUMN, read_parts
 from vfmkd_ray.store.reader import FeatureStoreError, decode_row
 from vfmkd_ray.store.verify import teacher_config, verify_store
 from vfmkd_ray.train.augmented_targets import augmentation, refuse_views_misuse
 from vfmkd_ray.train.read_plan import plan_reads
 from vfmkd_ray.train.streams import train_stream, train_view
+from vfmkd_ray.train.teacher_stores import _complete
 
 VIEWS = [
     "store.augment=yolov8",
@@ -103,7 +108,11 @@ def _decode(cfg, store, rows, epoch=0, pipeline=None):
 def test_the_student_trains_on_the_canvas_the_teacher_saw_and_its_stored_map(views_store):
     cfg, store = views_store
     manifest = store.manifest
-    assert manifest.row_count == 3 * 8 and manifest.view_spec["recipe"] == "n"
+    ids = [r.image_id for r in read_dataset(cfg.data).records]
+    training = [i for i in ids if not is_validation(i, cfg.data.val_fraction)]
+    assert 0 < len(training) < len(ids), "the tiny dataset has both splits"
+    # The augmented views are of the training images only; validation keeps its plain view 0.
+    assert manifest.row_count == len(ids) + 2 * len(training) and manifest.view_spec["recipe"] == "n"
     rows = _stream_rows(cfg, store, view=1)
     out = _decode(cfg, store, rows)
     spec = yolov8_spec("n", 0)
@@ -171,6 +180,64 @@ def test_a_view_of_another_canvas_is_refused_naming_the_image(views_store):
     rows = _stream_rows(cfg, store, view=1, contexts=contexts)
     with pytest.raises(FeatureStoreError, match=f"image {rows['image_id'][0]}: store .* another canvas"):
         _decode(cfg, store, rows)
+
+
+def test_a_student_at_another_size_replays_the_view_at_its_own(views_store):
+    """A view replayed at another size is the same canvas at that size, up to resampling: what a
+    teacher of another input size than the student's sees (records are drawn at the student's size
+    and scaled, ``AugmentRecord.at_size``). Here the store's records are at 128 px and the replay at
+    64."""
+    cfg, store = views_store
+    rows = _stream_rows(cfg, store, view=1)
+    from vfmkd_ray.data.augment.block import BlockAugmentation
+
+    pipeline = BlockAugmentation.yolov8("n", 1, 0, 3, 64, 16)
+    out = _decode(cfg, store, rows, pipeline=pipeline)
+    assert out["image"].shape[-2:] == (64, 64)
+    spec = yolov8_spec("n", 0)
+    for n, image_id in enumerate(rows["image_id"]):
+        seen = view_canvas(rows[VIEW_RECORD_COLUMN][n], rows[VIEW_SOURCES_COLUMN][n], image_id, 128, spec)
+        halved = seen.reshape(3, 64, 2, 64, 2).astype(np.float32).mean(axis=(2, 4))
+        assert np.abs(out["image"][n].astype(np.float32) - halved).mean() < 12.0
+
+
+def test_a_missing_partner_names_itself_and_its_sample_and_a_store_of_other_canvases_is_never_skipped(
+    views_store, tmp_path
+):
+    cfg, store = views_store
+    rows = _stream_rows(cfg, store, view=1)
+    contexts = [json.loads(text) for text in rows[VIEW_CONTEXT_COLUMN]]
+    own = str(rows["image_id"][0])
+    partner = next(i for i in contexts[0]["sources"] if i != own)
+    contexts[0]["sources"][partner][0] = str(tmp_path / "gone.png")
+    rows[VIEW_CONTEXT_COLUMN][0] = json.dumps(contexts[0])
+    log = BadSampleLog(str(tmp_path / "bad"))
+    spec = SampleSpec(cfg.input_size, cfg.store.augment, 16, 0, augmentation(cfg, 16))
+    [out] = list(TrainSampleDecoder(store, spec, log, position=Epoch(0))(rows))
+    assert len(out["image"]) == len(rows["image_id"]) - 1
+    [bad] = log.read_all()
+    assert bad.image_id == own and f"mosaic partner {partner} of a view of image {own}" in bad.error
+    with pytest.raises(BadImageError, match=f"mosaic partner {partner} of a view of image {own}"):
+        _decode(cfg, store, rows)
+    # Another store's canvases are wrong for every row: refused even under a skip policy.
+    rows = _stream_rows(cfg, store, view=1)
+    rows[VIEW_RECORD_COLUMN][1] = rows[VIEW_RECORD_COLUMN][0]
+    with pytest.raises(StoreMadeOtherwiseError, match="another canvas"):
+        list(TrainSampleDecoder(store, spec, log, position=Epoch(0))(rows))
+
+
+def test_a_store_of_views_is_refused_for_another_dataset_and_completes_per_split(views_store):
+    cfg, store = views_store
+    records = read_image_records(cfg.data)
+    with pytest.raises(FeatureStoreError, match="mosaic partners were drawn from another dataset"):
+        precompute_teacher(cfg, "sam", records[:-1])
+    index = read_index(store.uri, store.manifest.index_sha256)
+    ids = index.column("image_id").to_pylist()
+    training = next(i for i in ids if not is_validation(i, cfg.data.val_fraction))
+    assert _complete(store.manifest, ids) == set(ids)
+    lost = list(ids)
+    lost.remove(training)  # one of its augmented views is gone
+    assert _complete(store.manifest, lost) == set(ids) - {training}
 
 
 def test_epochs_take_the_augmented_views_in_turn_and_close_mosaic_the_plain_one(tmp_path):

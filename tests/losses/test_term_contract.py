@@ -2,6 +2,7 @@
 and the teacher's shapes), a finite loss with gradients into the adapter, and zero when the adapted
 student equals the teacher where that holds."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,6 +96,28 @@ def test_normalize_channel_compares_with_the_target_standardised_by_its_store(te
     term.normalize = "channel"
     with pytest.raises(ValueError, match="no channel statistics for teacher target sam/image_embed"):
         term(pred, batch(raw, {}))
+
+
+@pytest.mark.parametrize("term_type", sorted(ZERO_WHEN_EQUAL))
+def test_normalize_phi_s_compares_with_the_target_through_its_stores_transform(term_type):
+    from vfmkd_ray.store.phi_s import PhiS
+
+    term = _built_term(term_type, ", normalize: phi_s")
+    rng = np.random.default_rng(0)
+    mixing = rng.normal(size=(256, 256)) * np.logspace(0, 2, 256)[None]
+    phi = PhiS.of(rng.normal(size=256) * 5, mixing @ mixing.T)
+    raw = torch.randn(2, 256, 4, 4) * 3
+    pred = torch.randn(2, 256, 4, 4)
+    cells = raw.permute(0, 2, 3, 1).reshape(-1, 256).double().numpy()
+    rotated = torch.from_numpy(phi.apply(cells)).float().reshape(2, 4, 4, 256).permute(0, 3, 1, 2)
+    packed = {"sam/image_embed": torch.from_numpy(phi.packed())}
+    loss, _ = term(pred, _two_image_batch(raw, teacher_phi_s=packed))
+    term.normalize = "none"
+    expected, _ = term(pred, _two_image_batch(rotated, teacher_phi_s=packed))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-4)
+    term.normalize = "phi_s"
+    with pytest.raises(ValueError, match="no PHI-S transform for teacher target sam/image_embed"):
+        term(pred, _two_image_batch(raw))
 
 
 def _built_term(term_type: str, extra: str = ""):

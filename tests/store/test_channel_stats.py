@@ -9,6 +9,7 @@ from vfmkd_ray.store import codecs
 from vfmkd_ray.store.channel_stats import ChannelStats, RunningStats
 from vfmkd_ray.store.manifest import read_manifest
 from vfmkd_ray.store.parts import list_parts, read_part
+from vfmkd_ray.store.phi_s import read_phi_s
 from vfmkd_ray.store.schema import feature_column, scale_column
 
 
@@ -40,6 +41,12 @@ def test_the_manifests_channel_statistics_equal_numpy_over_the_whole_store(tiny_
     assert len(list_parts(dataset)) > 1  # merged across parts
     np.testing.assert_allclose(stats.mean, every.mean(axis=1), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(stats.std, every.std(axis=1), rtol=1e-9, atol=1e-12)
+    # PHI-S, estimated from a sample that here holds every row and cell: the same mean, and every
+    # channel of the transformed store has variance 1.
+    phi = read_phi_s(dataset, manifest.phi_s)[layer]
+    assert manifest.phi_s.rows == 16 and manifest.phi_s.cells[layer] == every.shape[1]
+    np.testing.assert_allclose(phi.mean, every.mean(axis=1), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(phi.apply(every.T).var(axis=0), 1.0, rtol=1e-6)
 
 
 def test_merging_running_statistics_equals_one_pass_over_all_values():

@@ -31,6 +31,7 @@ from vfmkd_ray.data.views import (
 )
 from vfmkd_ray.data.warped_features import covered_everywhere, warp_sources, warped_features
 from vfmkd_ray.store import codecs
+from vfmkd_ray.store.errors import StoreMadeOtherwiseError
 from vfmkd_ray.store.index_rows import VIEW_COLUMN
 from vfmkd_ray.store.manifest import Manifest, StoreDataset
 from vfmkd_ray.store.reader import FeatureStoreError, decode_row
@@ -159,8 +160,8 @@ class TrainSampleDecoder:
                 sample[STORED_BYTES_COLUMN] = np.int64(stored_bytes[row])
                 samples.append(sample)
             except (BadImageError, BadAnnotationError, FeatureStoreError) as err:
-                if self.bad_samples is None:
-                    raise
+                if self.bad_samples is None or isinstance(err, StoreMadeOtherwiseError):
+                    raise  # a store of other canvases is wrong for every row: no skip policy
                 uri = str(batch["image_uri"][row])
                 self.bad_samples.record(BadSample(ids[row], uri, "train", str(err)))
         if samples:
@@ -201,52 +202,53 @@ class TrainSampleDecoder:
 
     def _viewed(self, batch: dict[str, np.ndarray], rows: list[int], ids: list[str]) -> AugmentedBlock:
         """A block of stored views: each row's record from its ``ViewContext`` (the run's own draw),
-        replayed at the student's size on the images its context names, each decoded once per
-        block; a row whose image or partner cannot be used is recorded and left out."""
+        replayed at the student's size on the images its context names; a row whose image or
+        partner cannot be used is recorded and left out."""
         pipeline = self.spec.pipeline
         epoch = self.position.epoch() if self.position is not None else 0
-        decoded: dict[str, Sample] = {}
         records: dict[str, AugmentRecord] = {}
+        columns: dict[str, dict[str, np.ndarray]] = {}
         for row in rows:
             context = ViewContext.from_json(str(batch[VIEW_CONTEXT_COLUMN][row]))
+            # Partners come from the whole split, so a block rarely shares them: each row's images
+            # are decoded for it alone and dropped once its sample is made.
             try:
-                for image_id, (uri, notes) in context.sources.items():
-                    if image_id not in decoded:
-                        decoded[image_id] = self._decoded(image_id, uri, notes, own=image_id == ids[row])
+                decoded = {
+                    image_id: self._decoded(image_id, uri, notes, ids[row])
+                    for image_id, (uri, notes) in context.sources.items()
+                }
             except (BadImageError, BadAnnotationError) as err:
                 if self.bad_samples is None:
                     raise
                 self.bad_samples.record(BadSample(ids[row], str(batch["image_uri"][row]), "train", str(err)))
                 continue
             records[ids[row]] = pipeline.view_record(AugmentRecord.from_json(context.record), epoch)
+            columns[ids[row]] = pipeline.columns(records[ids[row]], decoded)
         return AugmentedBlock(
-            records,
-            {image_id: pipeline.columns(record, decoded) for image_id, record in records.items()},
-            {image_id: sample.image.shape[:2] for image_id, sample in decoded.items()},
-            {ids[row]: int(batch["aug_seed"][row]) for row in rows},
-            viewed=True,
+            records, columns, {}, {ids[row]: int(batch["aug_seed"][row]) for row in rows}, viewed=True
         )
 
-    def _decoded(self, image_id: str, uri: str, annotations_json: str, own: bool) -> Sample:
-        """One image of a view and its boxes; a partner's error says whose partner it is."""
+    def _decoded(self, image_id: str, uri: str, annotations_json: str, sample_id: str) -> Sample:
+        """One image of sample ``sample_id``'s view and its boxes; a partner's error says whose
+        partner it is."""
         try:
             annotations = None
             if self.spec.max_objects and annotations_json:
                 annotations = ImageAnnotations.from_json(annotations_json)
             return decoded_sample(read_image(uri, self.max_pixels), annotations)
         except (BadImageError, BadAnnotationError) as err:
-            if own:
+            if image_id == sample_id:
                 raise
-            raise type(err)(f"mosaic partner {image_id} of this sample's view: {err}") from None
+            raise type(err)(f"mosaic partner {image_id} of a view of image {sample_id}: {err}") from None
 
     def _check_view(self, batch: dict[str, np.ndarray], row: int) -> None:
         """A stored view is of the record this run draws for it, or its map is of another canvas."""
         drawn = ViewContext.from_json(str(batch[VIEW_CONTEXT_COLUMN][row])).record
         if _text(batch, VIEW_RECORD_COLUMN, row) != drawn:
-            raise FeatureStoreError(
+            raise StoreMadeOtherwiseError(
                 f"image {batch['image_id'][row]}: store {self.primary.uri} holds the teacher's map of "
-                "another canvas than this run draws for its view (made with another seed, "
-                "data.val_fraction or recipe): precompute the views with this config"
+                "another canvas than this run draws for its view (parts left by a precompute of another "
+                "config, or another dataset): precompute the views into a fresh store.root"
             )
 
     def _covered_everywhere(self) -> dict[str, np.ndarray]:
@@ -305,7 +307,7 @@ class TrainSampleDecoder:
                     "precompute every teacher with the same seed"
                 )
             if _text(rows, VIEW_RECORD_COLUMN, position) != _text(batch, VIEW_RECORD_COLUMN, row):
-                raise FeatureStoreError(
+                raise StoreMadeOtherwiseError(
                     f"image {batch['image_id'][row]}'s view is of another canvas in store {store.uri} "
                     f"than in {primary.uri}: precompute every teacher's views with the same config"
                 )

@@ -2,8 +2,8 @@
 is, drawn the same way by the precompute that stores it and by the run that trains on it.
 
 View 0 of every image is its plain letterboxed image (validation reads it, and the close-mosaic
-epochs warp it); views 1..K-1 are canvases of MMYOLO's YOLOv8 pipeline for the student's size,
-always a mosaic, each drawn once from (seed, view, image id) at the teacher's input size, with its
+epochs warp it); views 1..K-1 of every training image are canvases of MMYOLO's YOLOv8 pipeline for
+the student's size, always a mosaic, each drawn once from (seed, view, image id), with its
 mosaic partners and MixUp sample among the training split (``ViewDraws.candidates``: a view never
 shows a validation image). Records are drawn at the student's input size, and each teacher sees
 its view at its own (``AugmentRecord.at_size``). The teacher's map is stored with the view's record
@@ -49,6 +49,14 @@ class ViewDraws:
     size: int
     candidates: Sequence[str]
     recipe: str = "s"  # the YOLOv8 size of the recipe
+    training: frozenset[str] = frozenset()  # the candidates, as a set: the images that get views
+
+    @staticmethod
+    def of_spec(view_spec: Mapping, image_ids: Sequence[str]) -> ViewDraws:
+        """The draws a manifest's ``view_spec`` describes, over the dataset's ``image_ids``."""
+        return ViewDraws.of(
+            view_spec["recipe"], view_spec["seed"], view_spec["size"], image_ids, view_spec["val_fraction"]
+        )
 
     @staticmethod
     def of(
@@ -57,7 +65,7 @@ class ViewDraws:
         candidates = sorted(i for i in image_ids if not is_validation(i, val_fraction))
         # No close-mosaic switch: a stored view is always a mosaic (the last epochs warp view 0).
         recipe = yolov8_recipe(student_size)
-        return ViewDraws(yolov8_spec(recipe, 0), seed, size, candidates, recipe)
+        return ViewDraws(yolov8_spec(recipe, 0), seed, size, candidates, recipe, frozenset(candidates))
 
     def record(self, image_id: str, view: int) -> AugmentRecord | None:
         """View ``view``'s record of ``image_id`` at the student's size; None for view 0 (plain)."""
@@ -73,6 +81,15 @@ def view_draws(cfg: ExperimentConfig, image_ids: Sequence[str]) -> ViewDraws | N
     if cfg.store.augment != VIEW_PIPELINE:
         return None
     return ViewDraws.of(cfg.student.size, cfg.seed, cfg.input_size, image_ids, cfg.data.val_fraction)
+
+
+def stored_view_count(image_id: str, views_per_image: int, spec: Mapping | None) -> int:
+    """How many views a complete store holds of ``image_id``: every one, except in a store of
+    augmented views (its manifest's ``view_spec``), which keeps the plain view 0 alone of a validation
+    image (no run trains on its augmented views)."""
+    if spec and is_validation(image_id, spec["val_fraction"]):
+        return 1
+    return views_per_image
 
 
 def view_spec(student_size: str, size: int, seed: int, val_fraction: float) -> dict:
@@ -95,7 +112,7 @@ def training_view(epoch: int, views_per_image: int, mosaic: bool) -> int:
 
 @dataclass(frozen=True)
 class ViewContext:
-    """What the decode stage needs to replay a row's view: its record (JSON, at the teacher's size)
+    """What the decode stage needs to replay a row's view: its record (JSON, at the student's size)
     and, per image in it, the image's URI and annotations (``ImageAnnotations`` JSON, "" for none)."""
 
     record: str

@@ -32,6 +32,7 @@ from vfmkd_ray.models.teachers.build import build_teacher
 from vfmkd_ray.models.teachers.ensemble import run_teachers
 from vfmkd_ray.progress import progress_bar
 from vfmkd_ray.store.channel_stats import normalized_term_stats
+from vfmkd_ray.store.phi_s import term_phi_s
 from vfmkd_ray.train.step import model_step
 
 BATCH = 8
@@ -65,6 +66,7 @@ def run_eval(cfg: ExperimentConfig, checkpoint: str | None = None, split: str = 
     teachers = {a: build_teacher(run_cfg.teachers[a]).to(device) for a in used_teachers(run_cfg)}
     # Terms that standardise their targets read the statistics the training stores kept.
     stats = {k: v.to(device) for k, v in normalized_term_stats(run_cfg, parts.terms).items()}
+    phi_s = {k: torch.as_tensor(v).to(device) for k, v in term_phi_s(run_cfg, parts.terms).items()}
     scorers = _scorers(parts, dataset, records)
     sums: dict[str, tuple[float, int]] = {}
     with progress_bar(f"eval {split}", len(records), show_rate=True) as bar:
@@ -77,7 +79,7 @@ def run_eval(cfg: ExperimentConfig, checkpoint: str | None = None, split: str = 
                 batch.teacher_features = {
                     k: v.float() for k, v in run_teachers(teachers, batch.images_BCHW).items()
                 }
-            batch.teacher_stats = stats
+            batch.teacher_stats, batch.teacher_phi_s = stats, phi_s
             with torch.no_grad():
                 _accumulate(sums, model_step(parts.model, batch, parts), len(chunk))
                 out = parts.model(batch.images_BCHW)

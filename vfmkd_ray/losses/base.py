@@ -74,9 +74,11 @@ class LossTerm:
 
     def teacher_target(self, batch: Batch, teacher_key: str) -> torch.Tensor:
         """The target the term compares with: the teacher's map, standardised per channel by its
-        store's statistics under ``normalize: channel``."""
+        store's statistics under ``normalize: channel``, by its store's PHI-S under ``phi_s``."""
         if self.normalize == "channel":
             return batch.standardized_target(teacher_key)
+        if self.normalize == "phi_s":
+            return batch.phi_s_target(teacher_key)
         return batch.teacher_features[teacher_key]
 
 

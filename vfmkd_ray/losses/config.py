@@ -44,11 +44,13 @@ class TeacherTermConfig(ReaderConfig):
     adaptive: AdaptiveWeightConfig | None = Field(
         None, description="steer the weight by the term's share of the backbone's gradient (RT-DETRv4's GAM)"
     )
-    normalize: Literal["none", "channel"] = Field(
+    normalize: Literal["none", "channel", "phi_s"] = Field(
         "none",
         description="none: the teacher's raw values; channel: each channel standardised by the mean and "
         "std of the teacher's whole store (kept in its manifest at precompute), so the term's scale "
-        "no longer depends on the teacher's",
+        "no longer depends on the teacher's; phi_s: RADIO's PHI-S, the map rotated by its store's PCA "
+        "and a Hadamard matrix and scaled by one number, so every channel has variance 1 and the "
+        "map's geometry is kept",
     )
 
     def reads(self) -> Reads:

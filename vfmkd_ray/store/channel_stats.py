@@ -86,7 +86,7 @@ def part_stats(
             values = codecs.decode(
                 stored, tuple(shape), codec, np.frombuffer(scale, np.float32) if scale else None
             )
-            inside = _inside(tuple(shape[1:]), height, width, input_size)
+            inside = inside_cells(tuple(shape[1:]), height, width, input_size)
             if not inside.any():
                 continue  # an image thinner than one cell: nothing of it to count
             row = RunningStats.of(values[:, inside].T)
@@ -96,7 +96,7 @@ def part_stats(
     return stats
 
 
-def _inside(grid_hw: tuple[int, int], valid_h: int, valid_w: int, input_size: int | None) -> np.ndarray:
+def inside_cells(grid_hw: tuple[int, int], valid_h: int, valid_w: int, input_size: int | None) -> np.ndarray:
     """``h x w`` bool: the cells whose centre lies inside the unpadded image."""
     rows, cols = grid_hw
     if input_size is None:

@@ -34,7 +34,8 @@ class StoreConfig(StrictModel):
         ge=1,
         description="views stored per image, a row each (the store grows K-fold). augment hflip: "
         "seeded flips, epoch e trains on view e mod K; augment yolov8: view 0 is the plain image and "
-        "views 1..K-1 are canvases of the yolov8 pipeline, trained on in turn by the mosaic epochs",
+        "views 1..K-1 (of the training images) are canvases of the yolov8 pipeline, trained on in turn "
+        "by the mosaic epochs",
     )
     augment: Literal["none", "hflip", "yolov8"] = Field(
         "none",

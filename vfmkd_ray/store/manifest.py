@@ -13,6 +13,7 @@ from vfmkd_ray import storage
 from vfmkd_ray.data.coco import ImageRecord
 from vfmkd_ray.data.views import VIEW_PIPELINE, view_spec
 from vfmkd_ray.store.channel_stats import ChannelStats
+from vfmkd_ray.store.phi_s import PhiSFile
 
 if TYPE_CHECKING:
     from vfmkd_ray.config import ExperimentConfig
@@ -48,6 +49,8 @@ class Manifest(BaseModel):
     index_sha256: str = ""  # the store.index file this manifest names ("" for stores made before it)
     # Per layer, the per-channel mean and std of the stored values (None for stores made before them).
     channel_stats: dict[str, ChannelStats] | None = None
+    # The PHI-S transforms of its layers (store.phi_s), for normalize: phi_s; None: made before them.
+    phi_s: PhiSFile | None = None
     # What the augmented views were drawn with (data.views.view_spec); None: no augmented views.
     view_spec: dict[str, Any] | None = None
 

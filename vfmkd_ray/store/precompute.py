@@ -50,6 +50,7 @@ from vfmkd_ray.store.manifest import (
     write_manifest,
 )
 from vfmkd_ray.store.parts import INDEX_ROWS_COLUMN, PartWriter, duplicate_ids, part_channel_stats
+from vfmkd_ray.store.phi_s import sample_covariance, write_phi_s
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.store.schema import SCHEMA_VERSION, aug_seed_for, feature_column
 
@@ -116,6 +117,13 @@ def _fill_store(cfg: ExperimentConfig, alias: str, records: list[ImageRecord]) -
     existing = read_manifest(dataset)
     if existing is not None and (problems := existing.describe_mismatch(expected)):
         raise FeatureStoreError(f"store {dataset} was made differently:\n  " + "\n  ".join(problems))
+    fingerprint = dataset_fingerprint(records)
+    if existing is not None and existing.view_spec and existing.dataset_fingerprint != fingerprint:
+        raise FeatureStoreError(
+            f"store {dataset} holds augmented views whose mosaic partners were drawn from another "
+            "dataset (its fingerprint differs: images were added, removed or moved); new views would "
+            "be drawn from other partners: precompute into a fresh store.root"
+        )
     if existing is not None and list(existing.layers) != list(teacher.selected_layers):
         raise FeatureStoreError(
             f"store {dataset} holds layers {list(existing.layers)}, teachers.{alias}.layers selects "
@@ -139,6 +147,7 @@ def _fill_store(cfg: ExperimentConfig, alias: str, records: list[ImageRecord]) -
         schema_version = existing.schema_version  # complete: only its index is (re)written
     bad_samples = _fresh_bad_sample_log(dataset) if cfg.data.on_bad_sample == "skip" else None
     row_bytes = _row_bytes(teacher, cfg.store.codec)
+    total_rows = len(records) * views if draws is None else len(records) + (views - 1) * len(draws.training)
     log.info(
         "precompute %s (%s): %d images x %d view%s, %d rows stored, %d to do (%s per row, %s for the "
         "whole store before compression)",
@@ -150,17 +159,19 @@ def _fill_store(cfg: ExperimentConfig, alias: str, records: list[ImageRecord]) -
         index.num_rows,
         todo.num_rows,
         _bytes_text(row_bytes),
-        _bytes_text(row_bytes * len(records) * views),
+        _bytes_text(row_bytes * total_rows),
     )
     if draws is not None:
         log.info(
-            "precompute %s: views 1-%d of each image are mosaic canvases of the yolov8-%s recipe: "
-            "%dx the rows, bytes and teacher time of a plain store, and each view decodes the images "
-            "on its canvas (up to 4, 8 with MixUp)",
+            "precompute %s: views 1-%d of each of the %d training images are mosaic canvases of the "
+            "yolov8-%s recipe: %d rows (%s) more than a plain store, as much more teacher time, and "
+            "each view decodes the images on its canvas (up to 4, 8 with MixUp)",
             alias,
             views - 1,
+            len(draws.training),
             draws.recipe,
-            views,
+            (views - 1) * len(draws.training),
+            _bytes_text(row_bytes * (views - 1) * len(draws.training)),
         )
     new_rows = []
     if todo.num_rows:
@@ -192,7 +203,8 @@ def rows_to_do(
 ) -> pa.Table:
     """The (image, view) rows ``index`` lacks, as the items the pipeline reads; ids stay in Arrow
     (the records are the driver's one Python copy of them). With ``draws`` (``store.augment:
-    yolov8``) each row also carries its view's record and the URIs of the images on its canvas."""
+    yolov8``) the augmented views are of the training images only, and each row also carries its
+    view's record and the URIs of the images on its canvas."""
     ids = pa.array([r.image_id for r in records], pa.string())
     uris = {r.image_id: r.image_uri for r in records} if draws is not None else {}
     done = row_keys(index)
@@ -201,6 +213,8 @@ def rows_to_do(
         keys = pc.binary_join_element_wise(ids, pa.scalar(str(view)), ":")
         todo = pc.invert(pc.is_in(keys, value_set=done)).to_numpy(zero_copy_only=False).nonzero()[0]
         picked = [records[i] for i in todo]
+        if draws is not None and view > 0:
+            picked = [r for r in picked if r.image_id in draws.training]
         columns = {
             "image_id": pa.array([r.image_id for r in picked], pa.string()),
             "image_uri": pa.array([r.image_uri for r in picked], pa.string()),
@@ -240,7 +254,9 @@ def finalize_store(
         raise FeatureStoreError(f"store {dataset} holds duplicate (image id:view) rows: {dupes[:10]}")
     skipped_ids = set(skipped)
     views = expected["views_per_image"]
-    missing = rows_to_do([r for r in records if r.image_id not in skipped_ids], index, views, 0)
+    spec = expected.get("view_spec")
+    draws = ViewDraws.of_spec(spec, [r.image_id for r in records]) if spec else None
+    missing = rows_to_do([r for r in records if r.image_id not in skipped_ids], index, views, 0, draws)
     if missing.num_rows:
         examples = sorted(set(missing.column("image_id").to_pylist()))[:5]
         raise FeatureStoreError(f"store {dataset} lacks {missing.num_rows} rows, e.g. of images {examples}")
@@ -253,10 +269,14 @@ def finalize_store(
     with ThreadPoolExecutor(max_workers=16) as pool:
         footers = list(pool.map(part_channel_stats, [storage.join(dataset, part) for part in parts]))
     stats = merged(footers, list(layers))
+    transforms, sampled, cells = sample_covariance(
+        dataset, index, list(layers), expected["codec"], expected["input_size"]
+    )
     manifest = Manifest(
         schema_version=schema_version,
         layers=layers,
         channel_stats=stats,
+        phi_s=write_phi_s(dataset, transforms, sampled, cells),
         row_count=index.num_rows,
         num_parts=len(pc.unique(index.column("part"))),
         num_skipped=len(skipped),

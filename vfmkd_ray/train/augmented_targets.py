@@ -64,11 +64,13 @@ def refuse_views_misuse(cfg: ExperimentConfig, stored: list[str]) -> None:
             f"teachers.{others[0]}.under_augmentation is {cfg.teachers[others[0]].under_augmentation}: set "
             "it to views (or online)"
         )
+    if not viewed:
+        return  # every teacher runs online: no stored view is read
     if cfg.data.label_fraction < 1.0:
         raise ValueError(
             f"data.label_fraction {cfg.data.label_fraction} leaves training images unlabelled, and the "
             "stored views' mosaic partners come from the whole training split: train views with "
-            "label_fraction 1, or set under_augmentation warp"
+            "label_fraction 1, or run the teachers online (under_augmentation online)"
         )
     if cfg.data.allow_store_from_other_dataset:
         raise ValueError(

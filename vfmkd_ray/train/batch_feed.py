@@ -40,6 +40,7 @@ class BatchFeed:
     live_teachers: dict[str, FrozenTeacher] = field(default_factory=dict)
     shuffle_buffer: int = 0  # rows of the local shuffle buffer of a shuffled pass (data.shuffle_buffer)
     channel_stats: dict[str, torch.Tensor] = field(default_factory=dict)  # <alias>/<layer> -> 2 x C
+    phi_s: dict[str, torch.Tensor] = field(default_factory=dict)  # <alias>/<layer> -> (1 + C) x C
 
     def batches(self, shard, drop_last: bool, shuffle_seed: int | None = None):
         """``shuffle_seed``: the pass shuffles its rows in a local buffer of ``shuffle_buffer`` rows
@@ -79,6 +80,7 @@ class BatchFeed:
             teacher_features=features,
             teacher_coverage=self._coverage(raw),
             teacher_stats={key: stats.to(self.device) for key, stats in self.channel_stats.items()},
+            teacher_phi_s={key: packed.to(self.device) for key, packed in self.phi_s.items()},
             num_online=num_online if features else 0,
             image_ids_BL=raw.get(IMAGE_ID_COLUMN),
             sample_keys_B=raw[SAMPLE_KEY_COLUMN].cpu() if SAMPLE_KEY_COLUMN in raw else None,

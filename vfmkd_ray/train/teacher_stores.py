@@ -12,6 +12,7 @@ teachers run in the worker. A run never trains on fewer samples silently.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -20,6 +21,7 @@ from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.config_checks import used_teachers
 from vfmkd_ray.data.bad_samples import BadSample, BadSampleLog
 from vfmkd_ray.data.coco import ImageRecord
+from vfmkd_ray.data.views import stored_view_count
 from vfmkd_ray.models.teachers.build import describe_teacher
 from vfmkd_ray.store.index import index_ids, load_index
 from vfmkd_ray.store.index_rows import part_file
@@ -173,8 +175,11 @@ def usable_images(
     if stores.primary is None:
         return TrainingImages(list(records), [], frozenset())
     in_primary = set(index_ids(stores.primary_index))
-    stored = [(stores.primary.uri, in_primary)] + [
-        (index.store.uri, {image_id for image_id, view in index.locations if view == 0})
+    # An image is stored when a store holds every view of it that it promises (a view a run reads
+    # and the store lacks would otherwise leave the image out of that epoch without a word).
+    complete = _complete(stores.primary.manifest, stores.primary_index.column("image_id").to_pylist())
+    stored = [(stores.primary.uri, complete)] + [
+        (index.store.uri, _complete(index.store.manifest, [image_id for image_id, _ in index.locations]))
         for index in stores.others
     ]
     lacking: dict[str, list[str]] = {}  # image id -> the stores without its row
@@ -191,14 +196,23 @@ def usable_images(
             "or set data.missing_features=skip or online"
         )
     by_id = {r.image_id: r for r in records}
-    stored_records = [by_id[i] for i in index_ids(stores.primary_index) if i in by_id]
+    stored_records = [by_id[i] for i in index_ids(stores.primary_index) if i in by_id and i in complete]
     not_in_dataset = frozenset(in_primary - by_id.keys())  # rows of images the dataset does not list
     if policy == "online":
-        online_only = [r for r in missing if r.image_id not in in_primary]
-        return TrainingImages(stored_records + online_only, online_only, not_in_dataset)
+        online_only = [r for r in missing if r.image_id not in complete]
+        partial = frozenset(in_primary - complete)  # their stored views unread: online in every epoch
+        return TrainingImages(stored_records + online_only, online_only, not_in_dataset | partial)
     for record in missing:
-        reason = f"no row in {', '.join(lacking[record.image_id])}"
+        reason = f"no row (of some view) in {', '.join(lacking[record.image_id])}"
         bad_samples.record(BadSample(record.image_id, record.image_uri, "missing-features", reason))
     excluded = frozenset(lacking) & in_primary
     kept = [r for r in stored_records if r.image_id not in excluded]
     return TrainingImages(kept, [], excluded | not_in_dataset)
+
+
+def _complete(manifest: Manifest, row_ids: list[str]) -> set[str]:
+    """The images of ``row_ids`` (a store's rows, one id per row) with every view the store
+    promises (``data.views.stored_view_count``)."""
+    counts = Counter(row_ids)
+    views, spec = manifest.views_per_image, manifest.view_spec
+    return {i for i, count in counts.items() if count >= stored_view_count(i, views, spec)}

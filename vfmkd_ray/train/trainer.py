@@ -37,6 +37,7 @@ from vfmkd_ray.ray_errors import find_cause, first_line, raised_in_worker, stora
 from vfmkd_ray.ray_session import ensure_ray, require_shared_paths
 from vfmkd_ray.storage import StorageError
 from vfmkd_ray.store.channel_stats import ChannelStats
+from vfmkd_ray.store.phi_s import term_phi_s
 from vfmkd_ray.store.reader import FeatureStoreError
 from vfmkd_ray.tracking.resolve import resolve_tracking
 from vfmkd_ray.train.augmented_targets import (
@@ -215,6 +216,7 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
             alias: {layer: [stats.mean, stats.std] for layer, stats in layers.items()}
             for alias, layers in channel_stats.items()
         },
+        "phi_s": term_phi_s(cfg, parts.terms),
         "live": list(stores.live),
         "tracking": tune_trial or {},
     }

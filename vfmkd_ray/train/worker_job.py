@@ -38,6 +38,8 @@ class RunPlan:
     live: list[str]  # teachers without a store: run on every sample
     # stored teacher alias -> layer -> [mean, std] per channel (store.channel_stats), where kept
     channel_stats: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)
+    # <alias>/<layer> -> packed PHI-S transform (store.phi_s) of each target a phi_s term reads
+    phi_s: dict[str, Any] = field(default_factory=dict)
     read_bytes: dict[str, int] = field(default_factory=dict)  # stream -> stored bytes a pass reads
     tracking: dict = field(default_factory=dict)  # a tune trial's parent run id and searched values
 
@@ -113,6 +115,7 @@ class WorkerJob:
                 for alias, layers in self.plan.channel_stats.items()
                 for layer, stats in layers.items()
             },
+            phi_s={key: torch.as_tensor(packed) for key, packed in self.plan.phi_s.items()},
         )
 
     def in_loop_coco(self, task: TrainTask, epoch: int) -> InLoopCoco | None:

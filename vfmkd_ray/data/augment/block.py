@@ -46,8 +46,8 @@ class BlockAugmentation:
         return [draw_record(self.spec, context, image_id, ids) for image_id in ids]
 
     def view_record(self, stored: AugmentRecord, epoch: int) -> AugmentRecord:
-        """The record a stored view (drawn at the teacher's size) trains with in epoch ``epoch``:
-        at the student's size, its photometric draws replayed or redrawn (``view_photometric``)."""
+        """The record a stored view trains with in epoch ``epoch``: at the student's size, its
+        photometric draws replayed, or replaced by the epoch's own (``view_photometric: redraw``)."""
         record = stored.at_size(self.size)
         return self.with_fresh_photometric(record, epoch) if self.view_photometric == "redraw" else record
 

@@ -48,8 +48,9 @@ class AugmentRecord:
 
     def at_size(self, size: int) -> AugmentRecord:
         """The same sample on a ``size`` canvas: every pixel coordinate scaled by ``size /
-        self.size`` (a stored view is drawn at the teacher's input size, the student replays it at
-        its own), the affine's scale and the photometric draws unchanged."""
+        self.size`` (a stored view is drawn at the student's input size, each teacher sees it at
+        its own), the affine's scale and the photometric draws unchanged (a blur kernel too: at
+        another size the canvases agree up to resampling and that kernel)."""
         if size == self.size:
             return self
         factor = size / self.size
