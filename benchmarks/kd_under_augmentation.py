@@ -159,7 +159,7 @@ def run(root: str, flags: list[str]) -> list[Figure]:
         fidelity_store = fidelity_store or work / f"store-views-s{seed}"
         for arm in arms.values():
             run_dir = work / "runs" / f"{arm.name}-s{seed}"
-            if not run_dir.exists():
+            if len(run_files.read_metrics_log(str(run_dir))) != args.epochs:  # relaunched: it resumes
                 overrides = _arm_overrides(args, work, arm.name, seed)
                 arm.wall_s.append(
                     _timed(_vfmkd("train", config, *base, *overrides), work / "logs" / f"{run_dir.name}.log")

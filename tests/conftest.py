@@ -149,6 +149,19 @@ def s3_bucket(s3_endpoint) -> str:
     return f"s3://{name}"
 
 
+class Epoch:
+    """The data position's answer to "which epoch": what a pass's decode tasks replay."""
+
+    def __init__(self, epoch: int):
+        self.value = epoch
+
+    def epoch(self):
+        return self.value
+
+    def trained(self, keys):
+        return frozenset()
+
+
 def build_store_in_process(cfg: ExperimentConfig, alias: str | None = None) -> str:
     """The precompute stages of teacher ``alias`` (default: the primary one) run in this process
     (no Ray): loader -> teacher -> part writer.

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import Epoch
 from vfmkd_ray.config import ConfigError, load_config
 from vfmkd_ray.config_checks import config_warnings
 from vfmkd_ray.data.augment.block import BlockAugmentation
@@ -24,19 +25,6 @@ from vfmkd_ray.store.reader import decode_row
 from vfmkd_ray.store.schema import build_table, feature_column
 from vfmkd_ray.train.augmented_targets import refuse_stored_features_under_augmentation
 from vfmkd_ray.train.batch_feed import BatchFeed
-
-
-class Epoch:
-    """The data position's answer to "which epoch": what a pass's decode tasks replay."""
-
-    def __init__(self, epoch: int):
-        self.value = epoch
-
-    def epoch(self):
-        return self.value
-
-    def trained(self, keys):
-        return frozenset()
 
 
 def _rows(tiny_config):

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from tests.conftest import build_store_in_process, load_config, tiny_overrides
+from tests.conftest import Epoch, build_store_in_process, load_config, tiny_overrides
 from vfmkd_ray.config import ConfigError
 from vfmkd_ray.config_checks import config_warnings
 from vfmkd_ray.data.augment.recipe import yolov8_spec
@@ -55,17 +55,6 @@ VIEWS = [
     "teachers.sam.under_augmentation=views",
     "train.epochs=3",
 ]
-
-
-class Epoch:
-    def __init__(self, epoch: int):
-        self.value = epoch
-
-    def epoch(self):
-        return self.value
-
-    def trained(self, keys):
-        return frozenset()
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +227,22 @@ def test_a_store_of_views_is_refused_for_another_dataset_and_completes_per_split
     lost = list(ids)
     lost.remove(training)  # one of its augmented views is gone
     assert _complete(store.manifest, lost) == set(ids) - {training}
+
+
+def test_a_mixup_view_names_every_image_on_its_canvas_and_scales_whole(tmp_path):
+    """The l recipe draws MixUp: its view's context carries the mixed-in sample's images too, and
+    the record scales with its MixUp record."""
+    cfg = load_config(None, [*tiny_overrides(tmp_path), *VIEWS, "student.size=l"])
+    ids = [str(i) for i in range(200)]
+    draws = view_draws(cfg, ids)
+    mixed = next(r for r in (draws.record(i, 1) for i in ids) if r.mixup_with is not None)
+    assert set(mixed.mixup_with.image_ids()) <= set(mixed.image_ids()) and len(mixed.image_ids()) == 8
+    uris = {i: f"{i}.png" for i in ids}
+    context = json.loads(view_contexts(draws, [mixed.image_id], 1, uris, {})[mixed.image_id])
+    assert set(context["sources"]) == set(mixed.image_ids())
+    double = mixed.at_size(2 * mixed.size)
+    assert double.mixup_with.size == 2 * mixed.size
+    assert double.mixup_with.matrix[2] == pytest.approx(2 * mixed.mixup_with.matrix[2])
 
 
 def test_epochs_take_the_augmented_views_in_turn_and_close_mosaic_the_plain_one(tmp_path):

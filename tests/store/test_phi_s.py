@@ -11,6 +11,7 @@ from vfmkd_ray.config import load_config
 from vfmkd_ray.losses.base import StudentLevels
 from vfmkd_ray.losses.registry import build_loss_terms
 from vfmkd_ray.models.students.yolov8_cspdarknet import YOLOv8CSPDarknet
+from vfmkd_ray.store.channel_stats import normalized_term_stats
 from vfmkd_ray.store.errors import FeatureStoreError
 from vfmkd_ray.store.manifest import read_manifest
 from vfmkd_ray.store.phi_s import PHI_S_FILE, PhiS, hadamard, read_phi_s, spreading_rotation, term_phi_s
@@ -43,6 +44,24 @@ def test_a_tampered_transform_and_a_term_without_a_store_are_refused(tiny_config
     dataset = build_store_in_process(tiny_config)
     manifest = read_manifest(dataset)
     assert set(read_phi_s(dataset, manifest.phi_s)) == set(manifest.layers)
+    # What training and eval standardise by, read from the store the config names.
+    [(layer, spec)] = manifest.layers.items()
+    levels = StudentLevels(YOLOv8CSPDarknet("n").feature_info)
+    for normalize in ("channel", "phi_s"):
+        cfg = tiny_config.model_copy(
+            update={
+                "distill": load_config(
+                    None, [f"distill.terms={{kd: {{type: feature_mse, normalize: {normalize}}}}}"]
+                ).distill
+            }
+        )
+        terms = build_loss_terms(cfg.distill, levels, {"sam": {layer: spec.shape}})
+        if normalize == "phi_s":
+            packed = term_phi_s(cfg, terms)[f"sam/{layer}"]
+            assert packed.shape == (1 + spec.shape[0], spec.shape[0])
+        else:
+            stats = normalized_term_stats(cfg, terms)[f"sam/{layer}"]
+            assert stats[0].tolist() == pytest.approx(manifest.channel_stats[layer].mean)
     with open(f"{dataset}/{PHI_S_FILE}", "ab") as file:
         file.write(b"\0")
     with pytest.raises(FeatureStoreError, match=f"{PHI_S_FILE} is not the file the store's manifest names"):

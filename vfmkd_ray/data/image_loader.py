@@ -58,7 +58,10 @@ class ImageLoader:
             try:
                 if views is not None and str(views[row]):
                     if self.view_spec is None:
-                        raise ValueError("a row with a view record, and no view recipe given to the loader")
+                        raise ValueError(
+                            f"image {batch['image_id'][row]}'s row holds a view record, and the loader "
+                            "has no view recipe (store.augment yolov8)"
+                        )
                     record, sources = str(views[row]), str(batch[VIEW_SOURCES_COLUMN][row])
                     own = str(batch["image_id"][row])
                     canvas = view_canvas(

@@ -141,27 +141,18 @@ def normalized_term_stats(cfg, terms: dict) -> dict:
     """
     import torch
 
-    from vfmkd_ray.data.feature_keys import split_feature_key
     from vfmkd_ray.store.errors import FeatureStoreError
-    from vfmkd_ray.store.manifest import read_manifest, teacher_dataset
+    from vfmkd_ray.store.manifest import normalized_targets
 
     out = {}
-    for name, term in terms.items():
-        if term.normalize != "channel":
-            continue
-        for key in term.teacher_layers:
-            alias, layer = split_feature_key(key)
-            dataset = teacher_dataset(cfg, alias)
-            manifest = read_manifest(dataset)
-            stats = (
-                None
-                if manifest is None or manifest.channel_stats is None
-                else manifest.channel_stats.get(layer)
+    for name, key, alias, layer, dataset, manifest in normalized_targets(cfg, terms, "channel"):
+        stats = (
+            None if manifest is None or manifest.channel_stats is None else manifest.channel_stats.get(layer)
+        )
+        if stats is None:
+            raise FeatureStoreError(
+                f"term {name} standardises teacher {alias}'s {layer} by its store's channel statistics, "
+                f"but {dataset} holds none (no store, or one made before them)"
             )
-            if stats is None:
-                raise FeatureStoreError(
-                    f"term {name} standardises teacher {alias}'s {layer} by its store's channel statistics, "
-                    f"but {dataset} holds none (no store, or one made before them)"
-                )
-            out[key] = torch.tensor([stats.mean, stats.std])
+        out[key] = torch.tensor([stats.mean, stats.std])
     return out

@@ -123,3 +123,18 @@ def write_manifest(dataset: str, manifest: Manifest) -> None:
     storage.write_text_atomic(
         storage.join(dataset, MANIFEST_NAME), json.dumps(manifest.model_dump(mode="json"), indent=2)
     )
+
+
+def normalized_targets(cfg: ExperimentConfig, terms: dict, normalize: str):
+    """Per teacher target that a term of ``terms`` standardises by ``normalize`` (its store's
+    ``channel`` statistics or ``phi_s`` transform): the term's name, the target's key, the
+    teacher's alias and layer, its store's URI and manifest (None: no store)."""
+    from vfmkd_ray.data.feature_keys import split_feature_key
+
+    for name, term in terms.items():
+        if term.normalize != normalize:
+            continue
+        for key in term.teacher_layers:
+            alias, layer = split_feature_key(key)
+            dataset = teacher_dataset(cfg, alias)
+            yield name, key, alias, layer, dataset, read_manifest(dataset)

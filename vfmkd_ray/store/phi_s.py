@@ -192,26 +192,17 @@ def term_phi_s(cfg, terms: dict) -> dict[str, np.ndarray]:
     Raises:
         FeatureStoreError: such a teacher has no store, or one made before PHI-S was kept.
     """
-    from vfmkd_ray.data.feature_keys import split_feature_key
-    from vfmkd_ray.store.manifest import read_manifest, teacher_dataset
+    from vfmkd_ray.store.manifest import normalized_targets
 
     out: dict[str, np.ndarray] = {}
-    for name, term in terms.items():
-        if term.normalize != "phi_s":
-            continue
-        for key in term.teacher_layers:
-            alias, layer = split_feature_key(key)
-            dataset = teacher_dataset(cfg, alias)
-            manifest = read_manifest(dataset)
-            transforms = (
-                {} if manifest is None or manifest.phi_s is None else read_phi_s(dataset, manifest.phi_s)
+    for name, key, alias, layer, dataset, manifest in normalized_targets(cfg, terms, "phi_s"):
+        transforms = {} if manifest is None or manifest.phi_s is None else read_phi_s(dataset, manifest.phi_s)
+        if layer not in transforms:
+            raise FeatureStoreError(
+                f"distill.terms.{name}.normalize phi_s standardises teacher {alias}'s {layer} by its "
+                f"store's PHI-S transform, and {dataset} holds none: no store (precompute it), or one "
+                f"made before stores kept it (precompute into a fresh store.root); or set "
+                f"distill.terms.{name}.normalize to channel or none"
             )
-            if layer not in transforms:
-                raise FeatureStoreError(
-                    f"distill.terms.{name}.normalize phi_s standardises teacher {alias}'s {layer} by its "
-                    f"store's PHI-S transform, and {dataset} holds none: no store (precompute it), or one "
-                    f"made before stores kept it (precompute into a fresh store.root); or set "
-                    f"distill.terms.{name}.normalize to channel or none"
-                )
-            out[key] = transforms[layer].packed()
+        out[key] = transforms[layer].packed()
     return out

@@ -20,6 +20,7 @@ import torch
 from vfmkd_ray.data.augment.recipe import yolov8_spec
 from vfmkd_ray.data.image_loader import view_canvas
 from vfmkd_ray.data.image_tensors import normalize
+from vfmkd_ray.data.images import BadImageError
 from vfmkd_ray.data.samples import load_letterboxed
 from vfmkd_ray.data.views import VIEW_RECORD_COLUMN, VIEW_SOURCES_COLUMN
 from vfmkd_ray.models.teachers.build import build_teacher
@@ -279,7 +280,12 @@ def _compare_with_teacher(manifest: Manifest, weights: str | None, picked: list,
             if problem := _row_problem({k: [v] for k, v in row.items()}, 0, manifest, report.dataset, part):
                 report.add_problem(problem)  # a corrupt or non-finite row: nothing to compare
                 continue
-            for error, cosine in _compare_row(teacher, manifest, row):
+            try:
+                figures = _compare_row(teacher, manifest, row)
+            except BadImageError as err:  # an image the row was made of (a view's partner) is unreadable
+                report.add_problem(f"part {part}: image {row['image_id']}: {err}")
+                continue
+            for error, cosine in figures:
                 errors.append(error)
                 cosines.append(cosine)
             report.sampled += 1
