@@ -186,7 +186,10 @@ def run(root: str, flags: list[str]) -> list[Figure]:
 def _fidelity(args, work: Path, store: Path) -> dict:
     """``vfmkd verify --augment 16`` of one view store: the cosine of each way, per layer."""
     dataset = next(path.parent for path in store.rglob("_manifest.json"))
-    command = _vfmkd("verify", "--store", str(dataset), "--augment", "16", "--student-size", "n")
+    teacher = work / "runs" / "teacher" / "best_model.pth"
+    command = _vfmkd(
+        "verify", "--store", str(dataset), "--weights", str(teacher), "--augment", "16", "--student-size", "n"
+    )
     _timed(command, work / "logs" / "fidelity.log")
     report = json.loads((dataset / "augment_fidelity.json").read_text())
     return {
