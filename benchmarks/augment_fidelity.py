@@ -4,13 +4,16 @@ built), all with random weights (none can be downloaded here: the figures show t
 plumbing, not what a released teacher does; run ``vfmkd verify --augment N`` on yours).
 
 Each teacher's store is precomputed (through Ray, as ``vfmkd precompute`` does) on synthetic
-images, then ``store.augment_fidelity`` draws N mosaic samples of the s recipe and compares, against
-the live teacher on each augmented canvas, the unmoved stored map (``plain``), the warped maps on
-the canvas without photometric steps (``warp (geometry)``) and on the full canvas (``warp``).
+images as a store of views (``store.augment: yolov8``: the plain image and ``--views - 1`` mosaic
+canvases of the s recipe per training image), then ``store.augment_fidelity`` draws N mosaic samples
+and compares, against the live teacher on each augmented canvas, the unmoved stored map
+(``plain``), the warped maps on the canvas without photometric steps (``warp (geometry)``) and on
+the full canvas (``warp``), and N stored views against the teacher on their replayed canvases
+(``view``: what ``under_augmentation: views`` trains on).
 Figures: the per-sample mean cosine over the covered cells (median and range over the samples), and
 what the warp costs the decode stage per sample (one core; random maps of SAM and DINO ViT-B sizes).
 
-    .venv/bin/python -m benchmarks.augment_fidelity [--samples 16] [--images 32] [--size 128]
+    .venv/bin/python -m benchmarks.augment_fidelity [--samples 16] [--images 32] [--size 128] [--views 2]
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def run(root: str, flags: list[str]) -> list[Figure]:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--views", type=int, default=2, help="views stored per image (>= 2)")
     parser.add_argument("--gpu", action="store_true", help="(ignored: the comparison runs on the CPU)")
     args = parser.parse_args(flags)
     base = [
@@ -59,6 +63,8 @@ def run(root: str, flags: list[str]) -> list[Figure]:
         f"store.root={root}/store",
         f"train.storage_path={root}/runs",
         "store.rows_per_part=8",
+        "store.augment=yolov8",
+        f"store.views_per_image={args.views}",
         "teachers={}",
         "distill.terms={}",
     ]
@@ -88,8 +94,8 @@ def run(root: str, flags: list[str]) -> list[Figure]:
                         f"{manifest.teacher} {layer.layer} at {manifest.input_size} px: {way}",
                         "cosine",
                         fidelity.cosines,
-                        note=f"{layer.samples} samples, rel. error {fidelity.relative_error:.3f}, "
-                        f"covered {layer.covered:.2f}; random weights",
+                        note=f"{len(fidelity.cosines)} samples, rel. error {fidelity.relative_error:.3g}, "
+                        f"covered {1.0 if way == 'view' else layer.covered:.2f}; random weights",
                     )
                 )
     return figures + warp_costs(args.samples)
