@@ -282,6 +282,28 @@ def test_views_are_refused_where_the_run_would_draw_other_canvases(tmp_path):
         load_config(None, [*tiny_overrides(tmp_path), *VIEWS, "student.size=m"]), "sam", "w"
     )
     assert small["view_spec"]["recipe"] == "n" and large["view_spec"]["recipe"] == "m"
+    # A store whose canvases PIL drew (before the OpenCV renderer) holds maps of other pixels.
+    from vfmkd_ray.store.manifest import Manifest
+
+    pil_drawn = {key: value for key, value in small["view_spec"].items() if key != "renderer"}
+    manifest = Manifest.model_validate(
+        {
+            "schema_version": 3,
+            "teacher": "sam",
+            "teacher_weights": "w",
+            "input_size": 64,
+            "layers": {},
+            "codec": "fp16",
+            "augment": "yolov8",
+            "row_count": 0,
+            "num_parts": 0,
+            "dataset_fingerprint": "d",
+            "view_spec": pil_drawn,
+        }
+    )
+    assert manifest.describe_mismatch({"view_spec": small["view_spec"]}) == [
+        f"view_spec: store has {pil_drawn!r}, run asks for {small['view_spec']!r}"
+    ]
     warned = config_warnings(
         load_config(None, [*tiny_overrides(tmp_path), "data.augment.view_photometric=redraw"])
     )

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vfmkd_ray.data.augment.opencv import RENDERER
 from vfmkd_ray.data.augment.recipe import AugmentSpec, yolov8_recipe, yolov8_spec
 from vfmkd_ray.data.augment.record import AugmentRecord, DrawContext, draw_record
 from vfmkd_ray.data.augment.replay import Sample, replay
@@ -94,9 +95,12 @@ def stored_view_count(image_id: str, views_per_image: int, spec: Mapping | None)
 
 def view_spec(student_size: str, size: int, seed: int, val_fraction: float) -> dict:
     """What a store's views were drawn with, as its manifest keeps it (``Manifest.view_spec``): a run
-    whose draws differ trains on other canvases than its teacher saw, so it is refused."""
+    whose draws differ trains on other canvases than its teacher saw, so it is refused. So is a store
+    whose canvases another renderer drew (PIL's, before ``augment.opencv``): same records, other
+    pixels."""
     return {
         "pipeline": VIEW_PIPELINE,
+        "renderer": RENDERER,
         "recipe": yolov8_recipe(student_size),
         "size": size,
         "seed": seed,

@@ -1,15 +1,16 @@
 """The geometric steps of a replay, on ``H x W x 3`` uint8 images and ``N x 4`` ``x1, y1, x2, y2``
 pixel boxes: MMYOLO's Mosaic (tiles resized to fit the output size, pasted around a centre on a
 2 x size canvas, boxes clipped to it), the letterbox of the last epochs (top-left, as every
-letterbox of this product), the affine warp with its box filter, and the horizontal flip."""
+letterbox of this product), the affine warp with its box filter, and the horizontal flip. Resize
+and warp are OpenCV's bilinear ones, as MMYOLO's (``augment.opencv``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
+from vfmkd_ray.data.augment.opencv import cv2
 from vfmkd_ray.data.augment.recipe import PAD_VALUE, AugmentSpec
 
 
@@ -34,7 +35,9 @@ def fit_ratio(height: int, width: int, size: int) -> tuple[float, tuple[int, int
 def resize_to_fit(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The image with its longer side ``size`` (MMYOLO's keep-ratio resize), and its boxes."""
     ratio, (new_h, new_w) = fit_ratio(*image.shape[:2], size)
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    if (new_h, new_w) == image.shape[:2]:
+        return image, boxes * np.float32(ratio)
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     return resized, boxes * np.float32(ratio)
 
 
@@ -102,9 +105,8 @@ def affine(
     both sides above ``min_box_size``, at least ``min_area_ratio`` of their area before the warp
     (at its ``scale``), aspect ratio under ``max_aspect_ratio``."""
     forward = np.array([matrix[:3], matrix[3:], [0.0, 0.0, 1.0]])
-    inverse = np.linalg.inv(forward)[:2].flatten().tolist()
-    warped = Image.fromarray(canvas).transform(
-        (size, size), Image.AFFINE, inverse, resample=Image.BILINEAR, fillcolor=(PAD_VALUE,) * 3
+    warped = cv2.warpAffine(
+        canvas, forward[:2], (size, size), flags=cv2.INTER_LINEAR, borderValue=(PAD_VALUE,) * 3
     )
     corners = boxes[:, [0, 1, 2, 1, 0, 3, 2, 3]].reshape(-1, 4, 2).astype(np.float64)
     moved = corners @ forward[:2, :2].T + forward[:2, 2]
@@ -118,7 +120,7 @@ def affine(
         & (width * height / (before + 1e-16) > spec.min_area_ratio)
         & (aspect < spec.max_aspect_ratio)
     )
-    return np.asarray(warped), out, keep
+    return warped, out, keep
 
 
 def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

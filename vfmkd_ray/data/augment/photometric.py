@@ -1,13 +1,14 @@
 """The photometric steps of a replay: Albu's draws (Blur, MedianBlur, ToGray and, in place of CLAHE,
-a histogram equalisation: PIL has no contrast-limited adaptive one) and MMYOLO's
-YOLOv5HSVRandomAug (per-channel gains on hue, saturation and value through lookup tables; PIL's
-hue runs 0-255 where OpenCV's runs 0-179, so the hue gain wraps at 256). Boxes do not change."""
+a histogram equalisation; drawn with p 0.01 each, they stay on PIL) and MMYOLO's
+YOLOv5HSVRandomAug (per-channel gains on OpenCV's hue (0-179, wrapping at 180), saturation and
+value through lookup tables, MMYOLO's arithmetic). Boxes do not change."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from vfmkd_ray.data.augment.opencv import cv2
 from vfmkd_ray.data.augment.record import AugmentRecord
 
 
@@ -29,10 +30,12 @@ def albu(image: np.ndarray, record: AugmentRecord) -> np.ndarray:
 def hsv(image: np.ndarray, gains: tuple[float, float, float]) -> np.ndarray:
     if gains == (1.0, 1.0, 1.0):
         return image
-    channels = Image.fromarray(image).convert("HSV").split()
+    hue, saturation, value = cv2.split(cv2.cvtColor(image, cv2.COLOR_RGB2HSV))
     table = np.arange(256, dtype=np.float64)
-    hue = ((table * gains[0]) % 256).astype(np.uint8)
-    saturation = np.clip(table * gains[1], 0, 255).astype(np.uint8)
-    value = np.clip(table * gains[2], 0, 255).astype(np.uint8)
-    mapped = [band.point(lut.tolist()) for band, lut in zip(channels, (hue, saturation, value), strict=True)]
-    return np.asarray(Image.merge("HSV", mapped).convert("RGB"))
+    luts = (
+        ((table * gains[0]) % 180).astype(np.uint8),
+        np.clip(table * gains[1], 0, 255).astype(np.uint8),
+        np.clip(table * gains[2], 0, 255).astype(np.uint8),
+    )
+    mapped = [cv2.LUT(band, lut) for band, lut in zip((hue, saturation, value), luts, strict=True)]
+    return cv2.cvtColor(cv2.merge(mapped), cv2.COLOR_HSV2RGB)
