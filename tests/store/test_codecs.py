@@ -85,3 +85,25 @@ def test_count_non_finite_on_stored_bits_matches_numpy_over_every_16_bit_pattern
     assert codecs.count_non_finite(bits, "bf16") == (~np.isfinite(as_bf16)).sum() == 2 * 2**7
     scale = np.array([1.0, np.nan, np.inf], np.float32)
     assert codecs.count_non_finite(np.zeros((3, 1, 1), np.int8), "int8", scale) == 2
+
+
+def test_fp16_encoding_is_numpys_rounding_bit_for_bit_overflow_included():
+    values = np.random.default_rng(0).standard_normal((4, 16, 16)).astype(np.float32) * 3e4
+    values[0, 0, 0], values[0, 0, 1] = 65519.0, 65520.0  # below and at the rounding edge to inf
+    data, _ = codecs.encode(values, "fp16")
+    with np.errstate(over="ignore"):
+        expected = values.astype(np.float16)
+    assert np.frombuffer(data, np.uint16).tolist() == expected.view(np.uint16).reshape(-1).tolist()
+    assert (
+        codecs.count_non_finite(np.frombuffer(data, np.float16), "fp16") == int(np.isinf(expected).sum()) > 0
+    )
+
+
+def test_row_checksums_are_zlibs_crc32_so_stores_written_before_still_check():
+    import zlib
+
+    from vfmkd_ray.store.schema import row_checksum
+
+    data, scale = np.random.default_rng(1).bytes(100_003), np.ones(7, np.float32).tobytes()
+    assert row_checksum(data, scale) == zlib.crc32(scale, zlib.crc32(data))
+    assert row_checksum(memoryview(data), b"") == zlib.crc32(data)

@@ -113,6 +113,8 @@ def to_rgb8(image: Image.Image) -> np.ndarray:
     if mode in SIXTEEN_BIT_MODES or mode in ("I", "F"):
         gray = _gray_to_uint8(np.asarray(image), mode)
         return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "RGB":
+        return np.asarray(image)  # convert("RGB") would copy every pixel once more for nothing
     if mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # PIL warns on P -> RGB with transparency
     return np.asarray(image.convert("RGB"))

@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from vfmkd_ray.data.annotation_checks import BadAnnotationError
+from vfmkd_ray.data.arrow_columns import numpy_columns
 from vfmkd_ray.data.augment.block import BlockAugmentation, decoded_sample
 from vfmkd_ray.data.augment.record import AugmentRecord
 from vfmkd_ray.data.augment.replay import Sample
@@ -105,7 +107,9 @@ class TrainSampleDecoder:
         self.max_pixels = max_pixels
         self.position = position
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    def __call__(self, batch: dict[str, np.ndarray] | pa.Table) -> Iterator[dict[str, np.ndarray]]:
+        if isinstance(batch, pa.Table):  # the training streams' blocks: binary values not copied
+            batch = numpy_columns(batch)
         # A generator, so a batch with no usable row yields nothing: zero-row tensor columns would
         # make Ray Data fall back to pickling the whole column.
         # Seeded from fresh OS entropy per call: a generator made in __init__ would be pickled into

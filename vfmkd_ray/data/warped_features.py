@@ -43,7 +43,7 @@ def float_map(row: Mapping[str, np.ndarray], layer: str, codec: str) -> np.ndarr
     # Decoded rows are read-only views of the stored bytes; torch wants a writable array.
     stored = torch.from_numpy(array if array.flags.writeable else array.copy())[None]
     scale = row.get(scale_column(layer))
-    scales = None if scale is None else torch.from_numpy(np.asarray(scale, np.float32))[None]
+    scales = None if scale is None else torch.from_numpy(np.array(scale, np.float32))[None]
     return codecs.to_float32(stored, codec, scales)[0].numpy()
 
 
