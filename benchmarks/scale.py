@@ -72,6 +72,7 @@ from vfmkd_ray.train.batch_feed import BatchFeed
 from vfmkd_ray.train.read_plan import PartReads, plan_reads
 from vfmkd_ray.train.step import train_step
 from vfmkd_ray.train.step_clock import StepClock
+from vfmkd_ray.train.streams import run_unreserved
 from vfmkd_ray.train.task import build_task
 
 SECTION = "Store at scale (driver side and an epoch's reads)"
@@ -319,7 +320,10 @@ def data_loader_batches(plan: PartReads, store: StoreDataset, feed: BatchFeed) -
 def ray_batches(plan: PartReads, store: StoreDataset, feed: BatchFeed, cfg: ExperimentConfig):
     """The training stream as ``train.streams`` builds it, iterated as a worker iterates its shard."""
     rows = read_store_rows(plan.row_groups, cfg.data.decode_num_cpus)
-    stream = rows.map_batches(decoder_for(store), batch_size=None, num_cpus=cfg.data.decode_num_cpus)
+    stream = rows.map_batches(
+        decoder_for(store), batch_size=None, num_cpus=cfg.data.decode_num_cpus, batch_format="pyarrow"
+    )
+    run_unreserved(stream)
     return feed.batches(stream, drop_last=True)
 
 
