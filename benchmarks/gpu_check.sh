@@ -5,6 +5,8 @@
 #   - precompute images/s (the teacher on the GPU, parts written to a local store);
 #   - the Ray path over the plain loop (same train_step, batches already in memory), and images/s
 #     per worker (benchmarks/training_throughput.py --gpu);
+#   - the data plane's stages with the copy to the GPU, the float decode there and nvJPEG's batched
+#     decode (benchmarks/data_plane.py --gpu --no-peer);
 #   - peak GPU memory over the whole check (nvidia-smi, sampled every second).
 # Nothing here runs in CI; the figures go into the README by hand.
 set -euo pipefail
@@ -32,6 +34,8 @@ PRECOMPUTE=$(grep -o '[0-9.]* rows/s' "$OUT/precompute.log" | tail -1 || true)
   --set data.synthetic.image_size=1024 teachers.sam.input_size=1024 student.size=s train.amp=true \
   2>&1 | tee "$OUT/training.log"
 
+"$BIN/python" -m benchmarks.data_plane --gpu --no-peer --rows 32 --repeats 2 2>&1 | tee "$OUT/data_plane.log"
+
 kill $SAMPLER 2>/dev/null || true
 PEAK=$(sort -n "$OUT/gpu_memory.csv" | tail -1)
 echo
@@ -40,4 +44,6 @@ echo "|---|---|"
 echo "| precompute (SAM ViT-B, 1024 px, random weights) | ${PRECOMPUTE:-?} |"
 # benchmarks.run_all prints each figure as "[bench] training: <name>: <median> <unit> (<min>-<max>, n=..)".
 grep '^\[bench\] training:' "$OUT/training.log" | sed 's/^\[bench\] training: /| /; s/: \([^:]*\)$/ | \1 |/' || true
+grep '^\[bench\] data plane:' "$OUT/data_plane.log" | grep 'fp16: \|JPEG' \
+  | sed 's/^\[bench\] data plane: /| /; s/: \([^:]*\)$/ | \1 |/' || true
 echo "| peak GPU memory | ${PEAK:-?} MiB |"

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.run_all [--gpu]
         [--only store training offline_online scale process_start recipe_parity augment_fidelity
-                kd_under_augmentation]
+                kd_under_augmentation data_plane]
         [--store-flags FLAGS] [--training-flags FLAGS] [--offline-online-flags FLAGS]
         [--json benchmarks/results.json] [--markdown benchmarks/results.md]
         [--before benchmarks/results_before.json]
@@ -29,6 +29,7 @@ import ray
 
 from benchmarks import (
     augment_fidelity,
+    data_plane,
     kd_under_augmentation,
     offline_online,
     process_start,
@@ -49,6 +50,7 @@ BENCHMARKS: dict[str, Callable[[str, list[str]], list[Figure]]] = {
     "recipe_parity": recipe_parity.run,
     "augment_fidelity": augment_fidelity.run,
     "kd_under_augmentation": kd_under_augmentation.run,
+    "data_plane": data_plane.run,
 }
 SECTION_ORDER = [
     store_throughput.SECTION,
@@ -59,6 +61,7 @@ SECTION_ORDER = [
     recipe_parity.SECTION,
     augment_fidelity.SECTION,
     kd_under_augmentation.SECTION,
+    data_plane.SECTION,
 ]
 MODULES = {
     "store": "store_throughput",
@@ -69,6 +72,7 @@ MODULES = {
     "recipe_parity": "recipe_parity",
     "augment_fidelity": "augment_fidelity",
     "kd_under_augmentation": "kd_under_augmentation",
+    "data_plane": "data_plane",
 }
 
 

@@ -1,0 +1,120 @@
+"""The data plane's peer: the decode stage through Ray Data against a torch ``DataLoader``, equal cores.
+
+Both read the same store's parts with the product's read task (``store.ray_source.read_part``, with
+the images' annotations) and make samples with the same ``TrainSampleDecoder`` (the YOLOv8-s mosaic
+recipe at 640 px, targets warped). The Ray path is ``train.streams``' (one task per part,
+``map_batches`` of Arrow blocks, unreserved, ``iter_torch_batches``) on a local Ray of ``cores``
+CPUs; the peer is what a user without Ray would write: an ``IterableDataset`` whose ``cores``
+persistent workers take every ``cores``-th part. No training step: the figure is the rate at which
+each can feed one. Each path runs ``passes`` passes; the rate is that of the later ones (the first
+starts the workers).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+import torch
+
+from benchmarks.figures import Figure, ratio
+from vfmkd_ray.data.coco import ImageAnnotations
+from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
+from vfmkd_ray.store.manifest import Manifest, StoreDataset
+from vfmkd_ray.store.parts import list_parts
+from vfmkd_ray.store.ray_source import read_part, read_store_rows
+from vfmkd_ray.train.streams import run_unreserved
+
+SECTION = "data plane"
+BATCH = 8
+
+
+class PartSamples(torch.utils.data.IterableDataset):
+    """Each worker reads every ``num_workers``-th part and yields its decoded samples one by one."""
+
+    def __init__(self, row_groups: dict[str, list[int]], texts: dict[str, str], decoder: TrainSampleDecoder):
+        self.row_groups, self.texts, self.decoder = row_groups, texts, decoder
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        worker = torch.utils.data.get_worker_info()
+        parts = list(self.row_groups.items())
+        if worker is not None:
+            parts = parts[worker.id :: worker.num_workers]
+        for part, groups in parts:
+            for out in self.decoder(read_part(part, groups, self.texts[part])):
+                for row in range(len(out["image"])):
+                    yield {column: values[row] for column, values in out.items()}
+
+
+def peer_figures(
+    dataset: str,
+    manifest: Manifest,
+    images: dict[str, tuple[str, ImageAnnotations]],
+    cores: int,
+    pipeline,
+    student_size: int,
+    max_objects: int,
+    passes: int = 3,
+) -> list[Figure]:
+    decoder = TrainSampleDecoder(
+        StoreDataset("bench", dataset, manifest),
+        SampleSpec(student_size, "none", max_objects, pipeline=pipeline),
+    )
+    row_groups = {part: list(range(pq.ParquetFile(part).num_row_groups)) for part in list_parts(dataset)}
+    annotations = {image_id: notes.to_json() for image_id, (_, notes) in images.items()}
+    texts = {part: {ANNOTATIONS_COLUMN: annotations} for part in row_groups}
+    rows = sum(len(groups) for groups in row_groups.values())
+    rates = {"DataLoader": _loader_rates(row_groups, texts, decoder, cores, passes)}
+    ray.shutdown()
+    ray.init(num_cpus=cores, logging_level="ERROR")
+    try:
+        for num_cpus in (0.25, 1.0):
+            name = f"Ray path, decode_num_cpus {num_cpus}"
+            rates[name] = _ray_rates(row_groups, texts, decoder, num_cpus, passes)
+    finally:
+        ray.shutdown()
+    note = f"{rows} rows of SAM ViT fp16 + 640 px JPEGs, mosaic + warp, {cores} cores, passes 2-{passes}"
+    figures = [Figure(SECTION, f"decode stage: {name}", "images/s", r, note) for name, r in rates.items()]
+    for name in rates:
+        if name != "DataLoader":
+            figures.append(
+                ratio(SECTION, f"{name} / DataLoader", rates[name], rates["DataLoader"], target=">= 1.0")
+            )
+    return figures
+
+
+def _loader_rates(row_groups, texts, decoder, cores: int, passes: int) -> list[float]:
+    loader = torch.utils.data.DataLoader(
+        PartSamples(row_groups, {part: json.dumps(t) for part, t in texts.items()}, decoder),
+        batch_size=BATCH,
+        num_workers=cores,
+        persistent_workers=True,
+    )
+    return _rates(lambda: iter(loader), passes)
+
+
+def _ray_rates(
+    row_groups, texts, decoder, num_cpus: float, passes: int, unreserved: bool = True
+) -> list[float]:
+    def stream():
+        rows = read_store_rows(row_groups, num_cpus, texts)
+        decoded = rows.map_batches(decoder, batch_size=None, num_cpus=num_cpus, batch_format="pyarrow")
+        if unreserved:
+            run_unreserved(decoded)
+        return decoded.iter_torch_batches(batch_size=BATCH, prefetch_batches=1)
+
+    return _rates(stream, passes)
+
+
+def _rates(batches, passes: int) -> list[float]:
+    rates = []
+    for _ in range(passes):
+        started, images = time.perf_counter(), 0
+        for batch in batches():
+            images += len(batch["image"])
+        rates.append(images / (time.perf_counter() - started))
+    return rates[1:]
