@@ -34,10 +34,17 @@ BATCH = 8
 
 
 class PartSamples(torch.utils.data.IterableDataset):
-    """Each worker reads every ``num_workers``-th part and yields its decoded samples one by one."""
+    """A ``DataLoader`` peer's dataset: each worker reads every ``num_workers``-th planned part with
+    the product's read task (``texts``: a part's row texts as JSON, as the Ray source attaches them)
+    and yields its decoded samples one by one (the ``DataLoader`` batches them)."""
 
-    def __init__(self, row_groups: dict[str, list[int]], texts: dict[str, str], decoder: TrainSampleDecoder):
-        self.row_groups, self.texts, self.decoder = row_groups, texts, decoder
+    def __init__(
+        self,
+        row_groups: dict[str, list[int]],
+        decoder: TrainSampleDecoder,
+        texts: dict[str, str] | None = None,
+    ):
+        self.row_groups, self.decoder, self.texts = row_groups, decoder, texts or {}
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         worker = torch.utils.data.get_worker_info()
@@ -45,7 +52,7 @@ class PartSamples(torch.utils.data.IterableDataset):
         if worker is not None:
             parts = parts[worker.id :: worker.num_workers]
         for part, groups in parts:
-            for out in self.decoder(read_part(part, groups, self.texts[part])):
+            for out in self.decoder(read_part(part, groups, self.texts.get(part))):
                 for row in range(len(out["image"])):
                     yield {column: values[row] for column, values in out.items()}
 
@@ -89,7 +96,7 @@ def peer_figures(
 
 def _loader_rates(row_groups, texts, decoder, cores: int, passes: int) -> list[float]:
     loader = torch.utils.data.DataLoader(
-        PartSamples(row_groups, {part: json.dumps(t) for part, t in texts.items()}, decoder),
+        PartSamples(row_groups, decoder, {part: json.dumps(t) for part, t in texts.items()}),
         batch_size=BATCH,
         num_workers=cores,
         persistent_workers=True,

@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from benchmarks.data_plane_peer import PartSamples
 from benchmarks.figures import Figure, argument_parser, ratio
 from benchmarks.workload import bench_config
 from vfmkd_ray.batch import Batch
@@ -286,29 +287,10 @@ def table(results: dict[int, dict[str, tuple[float, float]]]) -> str:
     return "\n".join(lines)
 
 
-class PartRows(torch.utils.data.IterableDataset):
-    """The peer's dataset: each DataLoader worker reads its share of the planned parts' row groups
-    with pyarrow and yields the decoder's samples one by one (the DataLoader batches them)."""
-
-    def __init__(self, row_groups: dict[str, list[int]], decoder: TrainSampleDecoder):
-        self.row_groups, self.decoder = row_groups, decoder
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        worker = torch.utils.data.get_worker_info()
-        parts = list(self.row_groups.items())
-        if worker is not None:
-            parts = parts[worker.id :: worker.num_workers]
-        for part, groups in parts:
-            table = pq.ParquetFile(part).read_row_groups(groups)
-            for out in self.decoder(numpy_rows(table)):
-                for row in range(len(out[STORED_BYTES_COLUMN])):
-                    yield {column: values[row] for column, values in out.items()}
-
-
 def data_loader_batches(plan: PartReads, store: StoreDataset, feed: BatchFeed) -> Iterator[Batch]:
     cpus = len(os.sched_getaffinity(0))
     loader = torch.utils.data.DataLoader(
-        PartRows(plan.row_groups, decoder_for(store)),
+        PartSamples(plan.row_groups, decoder_for(store)),
         batch_size=feed.batch_size,
         drop_last=True,
         num_workers=cpus if cpus > 1 else 0,

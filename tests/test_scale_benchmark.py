@@ -6,9 +6,9 @@ import mmap
 
 import torch
 
+from benchmarks.data_plane_peer import PartSamples
 from benchmarks.scale import (
     ALIAS,
-    PartRows,
     PeakRss,
     build_store,
     decoder_for,
@@ -44,7 +44,7 @@ def test_the_data_loader_peer_yields_every_training_row_once(tmp_path):
     store = StoreDataset(ALIAS, dataset, manifest)
     train = split_ids(records)["train"]
     plan = plan_reads(load_index(dataset, manifest.index_sha256), dataset, train, 0)
-    loader = torch.utils.data.DataLoader(PartRows(plan.row_groups, decoder_for(store)), batch_size=8)
+    loader = torch.utils.data.DataLoader(PartSamples(plan.row_groups, decoder_for(store)), batch_size=8)
     keys = [int(k) for raw in loader for k in raw[SAMPLE_KEY_COLUMN]]
     assert sorted(keys) == sorted(sample_key(i) for i in train)
 
