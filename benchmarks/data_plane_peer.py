@@ -111,7 +111,7 @@ def _ray_rates(
         rows = read_store_rows(row_groups, num_cpus, texts)
         decoded = rows.map_batches(decoder, batch_size=None, num_cpus=num_cpus, batch_format="pyarrow")
         if unreserved:
-            run_unreserved(decoded)
+            run_unreserved(decoded, sources=1)
         return decoded.iter_torch_batches(batch_size=BATCH, prefetch_batches=1)
 
     return _rates(stream, passes)

@@ -305,7 +305,7 @@ def ray_batches(plan: PartReads, store: StoreDataset, feed: BatchFeed, cfg: Expe
     stream = rows.map_batches(
         decoder_for(store), batch_size=None, num_cpus=cfg.data.decode_num_cpus, batch_format="pyarrow"
     )
-    run_unreserved(stream)
+    run_unreserved(stream, sources=1)
     return feed.batches(stream, drop_last=True)
 
 

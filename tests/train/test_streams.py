@@ -30,3 +30,18 @@ def test_training_passes_follow_the_epoch_rank_0_started_and_validation_is_never
     assert pass_order(cfg, "train", 0, None) is None, "a Tune trial has no data position"
     off = load_config(None, [*tiny_overrides(tmp_path), "data.shuffle=false"])
     assert pass_order(off, "train", 0, position) is None
+
+
+def test_a_stream_of_one_source_runs_unreserved_and_a_union_keeps_the_reservation():
+    from types import SimpleNamespace
+
+    from vfmkd_ray.train.streams import run_unreserved
+
+    def stream():
+        return SimpleNamespace(context=SimpleNamespace(op_resource_reservation_enabled=True))
+
+    single, union = stream(), stream()
+    run_unreserved(single, sources=1)
+    run_unreserved(union, sources=2)  # data.repeat, or placeholder rows beside the stored ones
+    assert single.context.op_resource_reservation_enabled is False
+    assert union.context.op_resource_reservation_enabled is True

@@ -90,11 +90,12 @@ class DataConfig(StrictModel):
         "images both hold); by default that is an error",
     )
     decode_num_cpus: float = Field(
-        1.0,
+        0.25,
         gt=0,
-        description="CPUs reserved per read/decode task. Below 1, Ray runs more tasks than CPUs, and "
-        "keeps at most one idle worker process per CPU: it kills the rest between blocks and starts "
-        "them again, each start importing torch (4x fewer images/s at 0.25 here, benchmarks/data_plane)",
+        description="CPUs reserved per read/decode task: a fraction fits beside Train workers that "
+        "leave less than a CPU per node. 1 gives a CPU-bound decode (the yolov8 augmentation, warp) "
+        "about 10 % more images/s on a small node (benchmarks/data_plane): Ray then runs no more tasks "
+        "than CPUs and keeps their worker processes instead of restarting them",
     )
     synthetic: SyntheticConfig = SyntheticConfig()
     augment: AugmentConfig = AugmentConfig()

@@ -93,10 +93,11 @@ def build_streams(
         if draws is not None and view > 0:
             contexts = view_contexts(draws, [r.image_id for r in records], view, uris, labels or {})
         read = partial(_rows, cfg, stores, records, images, view, labels, contexts)
-        rows, nbytes = read(pass_order(cfg, split, 0, position))
+        rows, nbytes, sources = read(pass_order(cfg, split, 0, position))
         for copy in range(1, cfg.data.repeat if split == "train" else 1):
             # A fresh plan per copy (Ray Data unions distinct datasets), in an order of its own.
-            rows = rows.union(read(pass_order(cfg, split, copy, position))[0])
+            again, _, more = read(pass_order(cfg, split, copy, position))
+            rows, sources = rows.union(again), sources + more
         read_bytes[name] = nbytes * (cfg.data.repeat if split == "train" else 1)
         datasets[name] = decoded = rows.map_batches(
             TrainSampleDecoder(
@@ -115,18 +116,21 @@ def build_streams(
             batch_format="pyarrow",  # the decoder takes the binary feature values without a copy
             num_cpus=cfg.data.decode_num_cpus,
         )
-        run_unreserved(decoded)
+        run_unreserved(decoded, sources)
     return StreamPlan(datasets, read_bytes)
 
 
-def run_unreserved(stream: ray.data.Dataset) -> None:
-    """Runs ``stream`` without Ray Data's per-operator resource reservation. A training stream is
-    one fused read-and-decode operator, which the reservation (made to keep the operators of a
-    longer pipeline from starving each other) held to one task at a time on the CPUs left beside
-    the Train workers: 100 against 160 images/s on 2 CPUs on the plain path, where a DataLoader
-    makes 195 (``benchmarks/data_plane``). The setting is the stream's own copy of the driver's
-    context."""
-    stream.context.op_resource_reservation_enabled = False
+def run_unreserved(stream: ray.data.Dataset, sources: int) -> None:
+    """Runs a stream read from one source without Ray Data's per-operator resource reservation.
+    Such a stream is one fused read-and-decode operator, which the reservation (made to keep the
+    operators of a longer pipeline from starving each other) held to one task at a time on the CPUs
+    left beside the Train workers: 100 against 160 images/s on 2 CPUs on the plain path, where a
+    DataLoader makes 195 (``benchmarks/data_plane``). A union of sources (``data.repeat``, the
+    placeholder rows of images without a stored row) keeps it: its reads are operators of their
+    own, which the reservation keeps from reading far ahead of the decode. The setting is the
+    stream's own copy of the driver's context."""
+    if sources == 1:
+        stream.context.op_resource_reservation_enabled = False
 
 
 @dataclass(frozen=True)
@@ -168,11 +172,11 @@ def _rows(
     labels: dict[str, str] | None,
     contexts: dict[str, str] | None,
     order: PassOrder | None,
-) -> tuple[ray.data.Dataset, int]:
+) -> tuple[ray.data.Dataset, int, int]:
     """One pass over ``records`` at ``view``, ordered by ``order``: their row groups of the primary
     store (plus placeholders for the images it lacks: one block, not ordered), or plain image rows
-    when no teacher is stored; and the stored bytes it reads. ``contexts``: each image's view
-    context (JSON), for a view of augmented canvases."""
+    when no teacher is stored; the stored bytes it reads, and how many sources it unions.
+    ``contexts``: each image's view context (JSON), for a view of augmented canvases."""
     if stores.primary is None:
         items = [
             {
@@ -186,7 +190,7 @@ def _rows(
             for r in records
         ]
         rows = pa.Table.from_pylist(items)
-        return read_regrouped(rows, cfg.store.rows_per_part, cfg.data.decode_num_cpus, order), 0
+        return read_regrouped(rows, cfg.store.rows_per_part, cfg.data.decode_num_cpus, order), 0, 1
     online_only = {r.image_id for r in images.online_only}
     stored_ids = [r.image_id for r in records if r.image_id not in online_only]
     reads = plan_reads(stores.primary_index, stores.primary.uri, stored_ids, view)
@@ -211,7 +215,7 @@ def _rows(
     if not parts:
         raise ValueError("a stream of the run has no rows to read")
     rows = parts[0] if len(parts) == 1 else parts[0].union(parts[1])
-    return rows, reads.nbytes
+    return rows, reads.nbytes, len(parts)
 
 
 def _annotations_json(dataset: CocoDataset) -> dict[str, str]:
