@@ -15,7 +15,7 @@ from vfmkd_ray.console import Console, console
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     with console(args.command, args.verbose) as out, _sigterm_exits():
         try:
@@ -65,7 +65,8 @@ def _run(args: argparse.Namespace, out: Console) -> int:
         return 3
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and its flags (the README and docs show them: tests/test_docs_commands.py)."""
     parser = argparse.ArgumentParser(prog="vfmkd", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
