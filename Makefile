@@ -26,7 +26,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(INSTALL_SAM2)
 	touch $@ $(VENV)/.installed
 
-# The OpenMMLab stack (README: 'The OpenMMLab stack'), in this same venv: onedl-mmcv's ops built
+# The OpenMMLab stack (docs/openmmlab.md), in this same venv: onedl-mmcv's ops built
 # from source against the venv's torch by tools/build_mmcv.sh (once per machine, then cached), then
 # the pinned mm extra, whose onedl-mmcv requirement that wheel already meets.
 $(VENV)/.installed-mm: pyproject.toml tools/build_mmcv.sh $(VENV)/.installed-test
@@ -47,25 +47,28 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/python -m vfmkd_ray.config_reference --check
 	$(BIN)/python -m pytest
 
+# lint-imports: the package's layers; config_reference --check: docs/config-reference.md is the schema's.
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/python -m vfmkd_ray.config_reference --check
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Measured figures, not timed tests: benchmarks/results.md and results.json (see README).
+# Measured figures, not timed tests: benchmarks/results.md and results.json (see docs/performance.md).
 # BENCH_FLAGS passes run_all's flags, e.g. BENCH_FLAGS='--only training --gpu'. The OpenMMLab
 # stack is there for recipe_parity, which runs MMYOLO's own trainer beside vfmkd's.
 BENCH_FLAGS ?=
 bench: $(VENV)/.installed-mm
 	$(BIN)/python -m benchmarks.run_all $(BENCH_FLAGS)
 
-# Does distillation help? README "Does distillation help?": teacher detector -> its features into a
+# Does distillation help? docs/transfer.md: teacher detector -> its features into a
 # store -> a student distilled without labels -> fine-tunes from it and from random init.
 TINY := configs/transfer_tiny.yaml
 TINY_RUNS := outputs/transfer_tiny/runs

@@ -8,7 +8,7 @@
 #   - the data plane's stages with the copy to the GPU, the float decode there and nvJPEG's batched
 #     decode (benchmarks/data_plane.py --gpu --no-peer);
 #   - peak GPU memory over the whole check (nvidia-smi, sampled every second).
-# Nothing here runs in CI; the figures go into the README by hand.
+# Nothing here runs in CI; the figures go into docs/performance.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}

@@ -128,7 +128,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 4, 8], help="for the memory figure")
     parser.add_argument("--cpus-per-worker", type=float, default=1)
     parser.add_argument(
-        "--rows-per-part", type=int, default=64, help="store part size (README: 64 or more; the demo's is 16)"
+        "--rows-per-part",
+        type=int,
+        default=64,
+        help="store part size (docs/performance.md: 64 or more; the demo's is 16)",
     )
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker; the plain loop on cuda:0")
     parser.add_argument(

@@ -22,7 +22,7 @@ SCOPES = ("mmdet", "mmyolo", "mmpretrain")
 PACKAGES = ("mmcv", "mmengine", *SCOPES)  # the stack, as `make mm` installs it
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "install it with `make mm` (README: 'The OpenMMLab stack')"
+INSTALL_HINT = "install it with `make mm` (docs/openmmlab.md)"
 
 # mmyolo 0.6.0's __init__ asserts mmcv < 2.1.0, which no mmcv with ops for torch >= 2.1 satisfies;
 # mmyolo's code runs on mmcv 2.3 (its whole YOLODetector trains and predicts there, tests/mm).
