@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
+from benchmarks.data_plane_workloads import annotation_texts
 from benchmarks.figures import Figure, ratio
 from vfmkd_ray.data.coco import ImageAnnotations
 from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
@@ -72,8 +73,7 @@ def peer_figures(
         SampleSpec(student_size, "none", max_objects, pipeline=pipeline),
     )
     row_groups = {part: list(range(pq.ParquetFile(part).num_row_groups)) for part in list_parts(dataset)}
-    annotations = {image_id: notes.to_json() for image_id, (_, notes) in images.items()}
-    texts = {part: {ANNOTATIONS_COLUMN: annotations} for part in row_groups}
+    texts = {part: {ANNOTATIONS_COLUMN: annotation_texts(images)} for part in row_groups}
     rows = sum(len(groups) for groups in row_groups.values())
     rates = {"DataLoader": _loader_rates(row_groups, texts, decoder, cores, passes)}
     ray.shutdown()

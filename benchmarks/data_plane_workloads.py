@@ -93,3 +93,8 @@ def write_store(
         num_parts=len(list_parts(dataset)),
         dataset_fingerprint="bench",
     )
+
+
+def annotation_texts(images: dict[str, tuple[str, ImageAnnotations]]) -> dict[str, str]:
+    """Image id -> its annotations as the read task attaches them to its rows (JSON)."""
+    return {image_id: notes.to_json() for image_id, (_, notes) in images.items()}

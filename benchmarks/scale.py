@@ -183,11 +183,6 @@ def split_ids(records: list[ImageRecord]) -> dict[str, list[str]]:
     return {"train": [i for i in ids if not is_validation(i, VAL_FRACTION)], "val": val}
 
 
-def numpy_rows(table: pa.Table) -> dict[str, np.ndarray]:
-    """Columns as NumPy (object arrays for binary and list columns): Ray Data's numpy batches."""
-    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
-
-
 def decoder_for(store: StoreDataset) -> TrainSampleDecoder:
     return TrainSampleDecoder(store, SampleSpec(INPUT_SIZE, store.manifest.augment))
 
@@ -200,7 +195,7 @@ def epoch_pass(store: StoreDataset, plans: list[PartReads]) -> tuple[int, int]:
         for part, groups in plan.row_groups.items():
             table = read_parts(pa.table({PART_COLUMN: [part], ROW_GROUPS_COLUMN: [groups]}))
             read += int(pc.sum(table.column(STORED_BYTES_COLUMN)).as_py())
-            samples += sum(len(out[STORED_BYTES_COLUMN]) for out in decoder(numpy_rows(table)))
+            samples += sum(len(out[STORED_BYTES_COLUMN]) for out in decoder(table))
     return samples, read
 
 
