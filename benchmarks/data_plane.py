@@ -7,18 +7,20 @@ teacher layer, with the 640 x 480 JPEGs (quality 90, boxes) its rows point at:
 - DINOv3-B at 640 px (``patch_tokens`` 768 x 40 x 40) in fp16.
 
 Its rows go through the decode stage's work stage by stage on one thread (torch and OpenCV with one
-thread, timed by ``stage_timer``: CPU milliseconds per sample and the bytes each stage moves), in the
-order ``data.pipeline.TrainSampleDecoder`` and ``train.batch_feed`` do it for a mosaic epoch of the
-YOLOv8-s recipe at 640 px with ``under_augmentation: warp``: row-group read, Parquet decode, Arrow to
-NumPy (``data.arrow_columns``), checksum, finiteness, image fetch, image decode, augmentation
-(mosaic + affine + Albu + HSV + flip, ``augment.replay``), target building, the feature warp (each
-sample's stored maps carried into its canvas, ``data.warped_features``), collation (``np.stack``,
-``torch.from_numpy``), host-to-device (``--gpu``: from pinned memory to ``cuda:0``; without a GPU
-a copy into a fresh tensor stands in) and the feature decode to float32 (on the GPU in training;
-``--gpu`` adds nvJPEG's batched decode of the same JPEGs). ``resize and letterbox`` is
-what a plain (close-mosaic) epoch does instead of the augmentation: shown, not in the mosaic
-epoch's total. A store of views (``under_augmentation: views``) has no warp; it decodes the view's
-three partners per sample instead (three more image fetches and decodes).
+thread, timed by ``stage_timer``: CPU milliseconds per sample and the bytes each stage moves), in
+the order ``data.pipeline.TrainSampleDecoder`` and ``train.batch_feed`` do it for a mosaic epoch of
+the YOLOv8-s recipe at 640 px with ``under_augmentation: warp``: row-group read (opening the part as
+``store.parts`` does: a memory map locally, and its footer), Parquet decode (the column chunks, from
+the page cache through the map, decoded), Arrow to NumPy (``data.arrow_columns``), checksum,
+finiteness, image fetch, image decode, augmentation (mosaic + affine + Albu + HSV + flip,
+``augment.replay``), target building, the feature warp (each sample's stored maps carried into its
+canvas, ``data.warped_features``), collation (``np.stack``, ``torch.from_numpy``), host-to-device
+(``--gpu``: from pinned memory to ``cuda:0``; without a GPU a copy into a fresh tensor stands in)
+and the feature decode to float32 (on the GPU in training; ``--gpu`` adds nvJPEG's batched decode of
+the same JPEGs). ``resize and letterbox`` is what a plain (close-mosaic) epoch does instead of the
+augmentation: shown, not in the mosaic epoch's total. A store of views (``under_augmentation:
+views``) has no warp; it decodes the view's three partners per sample instead (three more image
+fetches and decodes).
 
 Beside the stages:
 - ``check: stages / decode stage``: the same rows through the product's own read task
@@ -47,6 +49,7 @@ import json
 import os
 import statistics
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -120,12 +123,13 @@ def staged_pass(
     column, scale_name = feature_column(layer), scale_column(layer)
     samples = 0
     for part in list_parts(store.uri):
-        with timer.stage(READ):
-            data = storage.read_bytes(part)
-        timer.add_bytes(READ, len(data))
-        with timer.stage(PARQUET):
-            parquet = pq.ParquetFile(pa.BufferReader(data))
-            table = parquet.read_row_groups(list(range(parquet.num_row_groups)))
+        with ExitStack() as opened:
+            with timer.stage(READ):
+                source = opened.enter_context(storage.open_random_access(part))
+                parquet = pq.ParquetFile(source)
+            timer.add_bytes(READ, storage.size(part))
+            with timer.stage(PARQUET):
+                table = parquet.read_row_groups(list(range(parquet.num_row_groups)))
         timer.add_bytes(PARQUET, table.nbytes)
         with timer.stage(TO_NUMPY):
             batch = numpy_columns(table)

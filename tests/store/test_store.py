@@ -1,6 +1,9 @@
 """Feature-store round trip, atomic parts and shape checks, without Ray."""
 
+import gc
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import teacher_output_batch
@@ -11,6 +14,7 @@ from vfmkd_ray.store.parts import (
     duplicate_ids,
     list_parts,
     read_column,
+    read_row_groups,
     stored_image_ids,
 )
 from vfmkd_ray.store.reader import FeatureStoreError, decode_features
@@ -63,6 +67,32 @@ def test_rewriting_the_same_ids_replaces_the_part(tmp_path):
     assert sorted(stored_image_ids(dataset)) == ["a", "b", "c"]
     assert duplicate_ids(["a", "b", "a"]) == ["a"]
     assert PART_GLOB == "part-*.parquet"
+
+
+def test_a_part_keeps_min_max_statistics_for_its_keys_only(tmp_path):
+    """Every read parses the footer: an int8 row's scale blob had 2 KB of min/max in it."""
+    dataset = str(tmp_path / "store")
+    PartWriter(dataset, ["embed"], "int8")(_batch(["a", "b"], np.random.default_rng(0)))
+    meta = pq.ParquetFile(list_parts(dataset)[0]).metadata
+    for group in range(meta.num_row_groups):
+        chunks = [meta.row_group(group).column(c) for c in range(meta.num_columns)]
+        with_stats = {chunk.path_in_schema for chunk in chunks if chunk.statistics is not None}
+        assert with_stats == {"image_id", "view"}
+
+
+def test_part_read_through_its_memory_map_outlives_the_map(tmp_path):
+    """A local part is read through a memory map (``storage.open_random_access``); the table it
+    gives must not point into the map once that is closed."""
+    rng = np.random.default_rng(0)
+    batch = _batch(["a", "b"], rng)
+    dataset = str(tmp_path / "store")
+    PartWriter(dataset, ["embed"], "fp16")(dict(batch))
+    table, _ = read_row_groups(list_parts(dataset)[0], [0, 1])
+    gc.collect()
+    stored = np.stack(
+        [np.frombuffer(b, np.float16) for b in table.column(feature_column("embed")).to_pylist()]
+    )
+    np.testing.assert_array_equal(stored, batch[feature_column("embed")].astype(np.float16).reshape(2, -1))
 
 
 def test_row_with_wrong_shape_names_the_image_and_store(tmp_path, make_manifest):

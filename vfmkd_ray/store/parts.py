@@ -27,6 +27,9 @@ PART_GLOB = "part-*.parquet"
 INDEX_ROWS_COLUMN = "index_rows"  # PartWriter's output: the part's store.index rows, Arrow IPC bytes
 
 
+KEY_STATISTICS = ["image_id", "view"]
+
+
 def part_name(row_keys: list[str]) -> str:
     """``part-<hash of the rows' "image_id:view" keys>.parquet``."""
     digest = hashlib.sha1("\n".join(sorted(row_keys)).encode()).hexdigest()[:20]
@@ -38,7 +41,9 @@ def write_part(dataset: str, table: pa.Table) -> tuple[str, pa.Table]:
     rows (read from the bytes written, so the index never needs to open the part again)."""
     sink = pa.BufferOutputStream()
     # One row per row group, so a split, a view or another teacher's lookup reads one row's bytes.
-    pq.write_table(table, sink, compression="zstd", row_group_size=1)
+    # Min/max statistics only for the keys: every reader parses the footer, and those of an int8
+    # row's 1 KB scale blob were a third of it (nothing reads them).
+    pq.write_table(table, sink, compression="zstd", row_group_size=1, write_statistics=KEY_STATISTICS)
     ids, views = table.column("image_id").to_pylist(), table.column("view").to_pylist()
     keys = [f"{i}:{v}" for i, v in zip(ids, views, strict=True)]
     uri = storage.join(dataset, part_name(keys))
@@ -87,10 +92,10 @@ def open_parquet(part_uri: str) -> Iterator[pq.ParquetFile]:
     """One part as a ``ParquetFile``; storage errors inside the block name the part's URI. A part
     with a column of an Arrow extension type is refused before any value is read
     (``schema.refuse_extension_types``)."""
-    fs, path = storage.filesystem(part_uri)
     with ExitStack() as stack:
+        source = stack.enter_context(storage.open_random_access(part_uri))
         with storage.access(part_uri):
-            parquet = pq.ParquetFile(stack.enter_context(fs.open(path, "rb")))
+            parquet = pq.ParquetFile(source)
         refuse_extension_types(parquet.schema_arrow, part_uri)  # a FeatureStoreError, not storage's
         with storage.access(part_uri):
             yield parquet
