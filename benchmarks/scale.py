@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import ray
 import torch
 
 from benchmarks.data_plane_peer import PartSamples
@@ -73,7 +74,7 @@ from vfmkd_ray.train.batch_feed import BatchFeed
 from vfmkd_ray.train.read_plan import PartReads, plan_reads
 from vfmkd_ray.train.step import train_step
 from vfmkd_ray.train.step_clock import StepClock
-from vfmkd_ray.train.streams import run_unreserved
+from vfmkd_ray.train.streams import decode_task_cpus, run_unreserved
 from vfmkd_ray.train.task import build_task
 
 SECTION = "Store at scale (driver side and an epoch's reads)"
@@ -296,9 +297,10 @@ def data_loader_batches(plan: PartReads, store: StoreDataset, feed: BatchFeed) -
 
 def ray_batches(plan: PartReads, store: StoreDataset, feed: BatchFeed, cfg: ExperimentConfig):
     """The training stream as ``train.streams`` builds it, iterated as a worker iterates its shard."""
-    rows = read_store_rows(plan.row_groups, cfg.data.decode_num_cpus)
+    decode_cpus = decode_task_cpus(cfg, ray.cluster_resources().get("CPU", 0.0))
+    rows = read_store_rows(plan.row_groups, decode_cpus)
     stream = rows.map_batches(
-        decoder_for(store), batch_size=None, num_cpus=cfg.data.decode_num_cpus, batch_format="pyarrow"
+        decoder_for(store), batch_size=None, num_cpus=decode_cpus, batch_format="pyarrow"
     )
     run_unreserved(stream, sources=1)
     return feed.batches(stream, drop_last=True)

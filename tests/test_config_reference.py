@@ -10,7 +10,7 @@ def test_the_committed_page_is_the_schemas_and_names_every_kind_of_key():
     page = config_reference.PAGE.read_text()
     assert page == config_reference.reference(), "run python -m vfmkd_ray.config_reference"
     for row in (
-        "| `data.decode_num_cpus` | float | `0.25` |",
+        "| `data.decode_num_cpus` | float or `auto` | `'auto'` |",
         "| `teachers.<name>.under_augmentation` |",
         "### `heads.<name>` with `type: yolov8`",
         "| `heads.<name>.num_classes` | int | required |",
@@ -23,7 +23,7 @@ def test_the_committed_page_is_the_schemas_and_names_every_kind_of_key():
 
 def test_check_mode_fails_on_a_stale_page(tmp_path, monkeypatch, capsys):
     stale = tmp_path / "config-reference.md"
-    stale.write_text(config_reference.reference().replace("`0.25`", "`0.5`"))
+    stale.write_text(config_reference.reference().replace("`'auto'`", "`0.5`"))
     monkeypatch.setattr(config_reference, "PAGE", stale)
     assert config_reference.main(["--check"]) == 1
     assert "is not the schema's" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -10,6 +10,7 @@ from vfmkd_ray.data.augment.config import AugmentConfig
 from vfmkd_ray.schema import StrictModel
 
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000  # 10000 x 10000
+SHARED_DECODE_CPUS = 0.25  # a decode task's share where no whole CPU is free beside the workers
 
 
 class SyntheticConfig(StrictModel):
@@ -89,14 +90,23 @@ class DataConfig(StrictModel):
         description="train although a store's dataset fingerprint differs from this dataset's (on the "
         "images both hold); by default that is an error",
     )
-    decode_num_cpus: float = Field(
-        0.25,
-        gt=0,
-        description="CPUs reserved per read/decode task: a fraction fits beside Train workers that "
-        "leave less than a CPU per node. 1 gives a CPU-bound decode (the yolov8 augmentation, warp) "
-        "about 10 % more images/s on a small node (benchmarks/data_plane): Ray then runs no more tasks "
-        "than CPUs and keeps their worker processes instead of restarting them",
+    decode_num_cpus: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        "auto",
+        description="CPUs reserved per read/decode task. auto: a whole CPU when the cluster keeps one "
+        "beside the Train workers (train.num_workers at most x train.cpus_per_worker, whole CPUs), so "
+        "Ray runs no more decode tasks than free CPUs (at 0.25 it ran four per CPU: 0.82 of a torch "
+        "DataLoader's images/s against 0.98, benchmarks/data_plane); else 0.25, which fits beside "
+        "workers that leave less than a CPU per node. Precompute's auto is 0.25 (its teacher actors "
+        "hold the CPUs). A number is used as given",
     )
+
+    def decode_cpus(self, free_cpus: float) -> float:
+        """The CPUs a read/decode task reserves, ``free_cpus`` being what the cluster keeps beside
+        the run's reserved workers (0 where they may leave no whole CPU on any node)."""
+        if self.decode_num_cpus != "auto":
+            return self.decode_num_cpus
+        return 1.0 if free_cpus >= 1 else SHARED_DECODE_CPUS
+
     synthetic: SyntheticConfig = SyntheticConfig()
     augment: AugmentConfig = AugmentConfig()
 

@@ -322,6 +322,7 @@ def _run_pipeline(
 ) -> list[pa.Table]:
     """Runs the pipeline over ``todo``; returns the index rows of the parts it wrote."""
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    decode_cpus = cfg.data.decode_cpus(free_cpus=0.0)  # the teacher actors hold the CPUs
     min_actors, max_actors = cfg.store.teacher_actor_bounds()
     step = cfg.store.rows_per_part
     ds = ray.data.from_arrow([todo.slice(start, step) for start in range(0, todo.num_rows, step)])
@@ -335,7 +336,7 @@ def _run_pipeline(
         ),
         batch_size=cfg.store.teacher_batch_size,
         compute=ray.data.TaskPoolStrategy(size=cfg.store.read_tasks),
-        num_cpus=cfg.data.decode_num_cpus,
+        num_cpus=decode_cpus,
     )
     ds = ds.map_batches(
         TeacherActor,
@@ -347,7 +348,7 @@ def _run_pipeline(
     )
     writer = PartWriter(dataset, layers, cfg.store.codec, teacher_cfg.input_size)
     new_rows = []
-    ds = ds.map_batches(writer, batch_size=cfg.store.rows_per_part, num_cpus=cfg.data.decode_num_cpus)
+    ds = ds.map_batches(writer, batch_size=cfg.store.rows_per_part, num_cpus=decode_cpus)
     started, parts, rows, skipped, counted = time.monotonic(), 0, 0, 0, 0.0
     try:
         unit = "images" if cfg.store.views_per_image == 1 else "rows"

@@ -31,6 +31,7 @@ from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import CocoDataset, ImageRecord
+from vfmkd_ray.data.config import SHARED_DECODE_CPUS
 from vfmkd_ray.data.epoch_order import order_key
 from vfmkd_ray.data.ordered_blocks import PassOrder, read_regrouped
 from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
@@ -76,9 +77,11 @@ def build_streams(
     spec: SampleSpec,
     bad_samples: BadSampleLog | None,
     position=None,
+    decode_cpus: float = SHARED_DECODE_CPUS,
 ) -> StreamPlan:
     """``position`` (``train.data_position``): the rows an interrupted epoch trained on, which the
-    training streams leave out."""
+    training streams leave out; ``decode_cpus``: what each read/decode task reserves
+    (``decode_task_cpus``)."""
     labels = _annotations_json(dataset) if spec.max_objects else None
     split_records = _split(images.records, cfg.data.val_fraction)
     epochs = range(cfg.train.epochs)
@@ -92,7 +95,7 @@ def build_streams(
         contexts = None
         if draws is not None and view > 0:
             contexts = view_contexts(draws, [r.image_id for r in records], view, uris, labels or {})
-        read = partial(_rows, cfg, stores, records, images, view, labels, contexts)
+        read = partial(_rows, cfg, stores, records, images, view, labels, contexts, decode_cpus)
         rows, nbytes, sources = read(pass_order(cfg, split, 0, position))
         for copy in range(1, cfg.data.repeat if split == "train" else 1):
             # A fresh plan per copy (Ray Data unions distinct datasets), in an order of its own.
@@ -114,10 +117,22 @@ def build_streams(
             # One part (block) per call: a block per part, not per few rows, for the workers to fetch.
             batch_size=None,
             batch_format="pyarrow",  # the decoder takes the binary feature values without a copy
-            num_cpus=cfg.data.decode_num_cpus,
+            num_cpus=decode_cpus,
         )
         run_unreserved(decoded, sources)
     return StreamPlan(datasets, read_bytes)
+
+
+def decode_task_cpus(cfg: ExperimentConfig, cluster_cpus: float | None) -> float:
+    """The CPUs each read/decode task of this run reserves (``data.decode_num_cpus``): under
+    ``auto`` a whole CPU where the cluster's ``cluster_cpus`` keep at least one beside the most Train
+    workers the run may hold. When those reserve fractions of a CPU, or the cluster is shared
+    (``None``: Tune's concurrent trials), no node is sure to keep a whole one, and 0.25 fits."""
+    train = cfg.train
+    free = 0.0
+    if cluster_cpus is not None and float(train.cpus_per_worker).is_integer():
+        free = cluster_cpus - train.max_workers * train.cpus_per_worker
+    return cfg.data.decode_cpus(free)
 
 
 def run_unreserved(stream: ray.data.Dataset, sources: int) -> None:
@@ -171,6 +186,7 @@ def _rows(
     view: int,
     labels: dict[str, str] | None,
     contexts: dict[str, str] | None,
+    decode_cpus: float,
     order: PassOrder | None,
 ) -> tuple[ray.data.Dataset, int, int]:
     """One pass over ``records`` at ``view``, ordered by ``order``: their row groups of the primary
@@ -190,7 +206,7 @@ def _rows(
             for r in records
         ]
         rows = pa.Table.from_pylist(items)
-        return read_regrouped(rows, cfg.store.rows_per_part, cfg.data.decode_num_cpus, order), 0, 1
+        return read_regrouped(rows, cfg.store.rows_per_part, decode_cpus, order), 0, 1
     online_only = {r.image_id for r in images.online_only}
     stored_ids = [r.image_id for r in records if r.image_id not in online_only]
     reads = plan_reads(stores.primary_index, stores.primary.uri, stored_ids, view)
@@ -204,11 +220,7 @@ def _rows(
             for part, ids in reads.image_ids.items()
         }
     placeholders = [r for r in records if r.image_id in online_only]
-    parts = (
-        [read_store_rows(reads.row_groups, cfg.data.decode_num_cpus, part_texts, order)]
-        if reads.row_groups
-        else []
-    )
+    parts = [read_store_rows(reads.row_groups, decode_cpus, part_texts, order)] if reads.row_groups else []
     if placeholders:
         schema_part = storage.join(stores.primary.uri, stores.primary_index.column("part")[0].as_py())
         parts.append(ray.data.from_arrow(_placeholder_rows(schema_part, placeholders, cfg.seed, view, texts)))

@@ -49,7 +49,7 @@ from vfmkd_ray.train.data_position import data_position
 from vfmkd_ray.train.relay import relayed_lines
 from vfmkd_ray.train.state import BestMetricError
 from vfmkd_ray.train.step import NonFiniteLossError
-from vfmkd_ray.train.streams import build_streams
+from vfmkd_ray.train.streams import build_streams, decode_task_cpus
 from vfmkd_ray.train.teacher_stores import (
     RunStores,
     check_store,
@@ -225,7 +225,9 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
         nullcontext() if tune_trial is not None else relayed_lines() as relay,
         nullcontext() if tune_trial is not None else data_position() as position,
     ):
-        streams = build_streams(cfg, stores, images, dataset, spec, skip_log, position)
+        cluster_cpus = None if tune_trial is not None else ray.cluster_resources().get("CPU", 0.0)
+        decode_cpus = decode_task_cpus(cfg, cluster_cpus)
+        streams = build_streams(cfg, stores, images, dataset, spec, skip_log, position, decode_cpus)
         loop_config = {
             "plan": plan | {"read_bytes": streams.read_bytes},
             "relay": relay,
