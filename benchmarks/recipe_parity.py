@@ -43,7 +43,7 @@ from pathlib import Path
 
 from benchmarks.figures import Figure, argument_parser
 from vfmkd_ray import run_files
-from vfmkd_ray.data.coco import read_image_records
+from vfmkd_ray.data.coco import read_dataset
 from vfmkd_ray.data.coco_scores import ground_truth, score
 from vfmkd_ray.data.config import DataConfig, SyntheticConfig
 from vfmkd_ray.data.splits import is_validation
@@ -189,7 +189,8 @@ def score_detections(data: Path, detections: list[dict]) -> dict[str, float]:
     """COCO box scores of a results list against ``data``'s ``val.json``, with the ground truth and
     scorer vfmkd's loop uses (``coco_scores.ground_truth`` and ``score``)."""
     val = DataConfig(root=str(data), images_dir="images", annotations="val.json")
-    truth = ground_truth(str(data / "val.json"), read_image_records(val))
+    dataset = read_dataset(val)
+    truth = ground_truth(dataset, dataset.records)
     return score(truth, detections, "bbox")
 
 

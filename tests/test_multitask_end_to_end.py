@@ -1,9 +1,13 @@
-"""``configs/multitask.yaml`` at tiny settings on a real local Ray with 2 workers: yolov8 detection,
-sam_mask segmentation and feature KD against a stored SAM teacher (20% online) trained together in
-the one loop; a relaunch that resumes by name (a worker failure's restart from the last checkpoint
-is the one loop's, tested in test_end_to_end's S3 test), ``vfmkd eval`` with box and mask metrics,
-and ``vfmkd export`` of the backbone and of the whole MMYOLO detector."""
+"""``configs/multitask.yaml`` at tiny settings on a real local Ray with 2 workers, its dataset in
+YOLO format (boxes and YOLO-seg polygons, one malformed line, one empty label file): yolov8
+detection, sam_mask segmentation and feature KD against a stored SAM teacher (20% online) trained
+together in the one loop through the Python API (``vk.train``: its run's metrics are metrics.csv);
+a relaunch that resumes by name (a worker failure's restart from the last checkpoint is the one
+loop's, tested in test_end_to_end's S3 test), ``vfmkd eval`` with box and mask metrics, and
+``vfmkd export`` of the backbone (``vk.export`` writes the same tensors) and of the whole MMYOLO
+detector."""
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -12,33 +16,51 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import vfmkd_ray as vk
 from tests.conftest import tiny_overrides
 from tests.heads.mmyolo_detector_layout import mmyolo_detector_shapes
+from tests.yolo_layout import write_yolo_copy
 from vfmkd_ray import run_files
 from vfmkd_ray.cli import main
-from vfmkd_ray.config import CONFIGS_DIR, dump_config, load_config
+from vfmkd_ray.config import CONFIGS_DIR, dump_config, load_config, parse_override
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.models.students import build_student
-from vfmkd_ray.store.precompute import run_precompute
 from vfmkd_ray.train.trainer import run_training
 
 pytestmark = pytest.mark.ray
 
 
 def test_multitask_trains_resumes_evaluates_and_exports(local_ray, tmp_path, capsys):
+    coco = load_config(CONFIGS_DIR / "multitask.yaml", tiny_overrides(tmp_path / "coco")).data
+    write_synthetic_coco(coco)
+    yolo = write_yolo_copy(Path(coco.root), tmp_path / "data")
+    (yolo / "labels" / "000003.txt").write_text("")  # an image without objects
+    with (yolo / "labels" / "000005.txt").open("a") as labels:
+        labels.write("0 0.5 0.5 0.25\n")  # malformed: the image is skipped and recorded
     overrides = [
         *tiny_overrides(tmp_path),
         "name=multitask",
+        "data.format=yolo",
+        "data.on_bad_sample=skip",
         "heads.seg.max_masks=2",
         "train.best_metric=det/mAP",  # the best epoch by in-loop COCO scores, every 2nd and the last
         "train.eval_every_epochs=2",
     ]
     cfg = load_config(CONFIGS_DIR / "multitask.yaml", overrides)
-    write_synthetic_coco(cfg.data)
-    [store] = run_precompute(cfg)
-    assert store.row_count == 16 and store.num_new == 16
-    first = run_training(cfg)
+    [store] = vk.precompute(cfg)
+    assert store.row_count == 15 and store.num_new == 15, "one image left out for its malformed line"
+    # Typed values, as a notebook passes them: the command line's texts parsed as it parses them.
+    run = vk.train(CONFIGS_DIR / "multitask.yaml", **dict(parse_override(o) for o in overrides))
+    first = run.summary
     assert [r["epoch"] for r in first.history] == [1, 2] and first.checkpoint is not None
+    with open(Path(run.run_dir, "metrics.csv"), newline="") as table:
+        written = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(table)]
+    assert run.metrics == written and list(run.metrics_frame().index) == [1, 2]
+    assert [r["epoch"] for r in written] == [1, 2]
+    assert run.best_model == first.best_model and vk.Run.open(run.run_dir).config == cfg
+    skipped = [json.loads(line) for line in Path(run.run_dir, "bad_samples.jsonl").read_text().splitlines()]
+    assert [(s["image_id"], s["stage"]) for s in skipped] == [("000005", "annotations")]
+    assert "labels/000005.txt:" in skipped[0]["error"]
     backbone = load_file(first.best_backbone[0])
     build_student(cfg.student).load_state_dict(backbone, strict=True)
     assert set(torch.load(first.best_backbone[1], weights_only=True)["backbone"]) == set(backbone)
@@ -89,6 +111,10 @@ def test_multitask_trains_resumes_evaluates_and_exports(local_ray, tmp_path, cap
         main(["export", "--checkpoint", resumed.best_model, "--format", "mmyolo", "--out", str(backbone)])
         == 0
     )
+    from_api = vk.export(vk.Run.open(resumed.run_dir), format="mmyolo", out=tmp_path / "api" / "backbone.pth")
+    assert from_api.files == [str(tmp_path / "api" / "backbone.pth")]
+    ours, theirs = torch.load(from_api.files[0], weights_only=True), torch.load(backbone, weights_only=True)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     detector = tmp_path / "exports" / "detector.pth"
     argv = ["export", "--checkpoint", resumed.best_model, "--format", "mmyolo", "--whole-detector"]
     assert main([*argv, "--out", str(detector)]) == 0

@@ -2,14 +2,17 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from tests.yolo_layout import write_yolo_copy
 from vfmkd_ray import storage
 from vfmkd_ray.config import dump_config, load_config, validate_config
-from vfmkd_ray.data.coco import read_image_records
+from vfmkd_ray.data.coco import read_dataset, read_image_records
+from vfmkd_ray.data.config import DataConfig, SyntheticConfig
 from vfmkd_ray.data.samples import load_letterboxed
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.object_storage import S3Config, forwarded_env, secrets_left_behind
@@ -34,6 +37,21 @@ def test_synthetic_coco_and_images_on_s3(s3_bucket, tiny_config):
     assert records[0].image_uri.startswith(f"{s3_bucket}/coco/images/")
     canvas, (height, width) = load_letterboxed(records[0].image_uri, 64, 0, "none")
     assert canvas.shape == (3, 64, 64) and max(height, width) == 64
+
+
+def test_a_yolo_dataset_on_s3_reads_as_its_local_copy(s3_bucket, tmp_path):
+    local = DataConfig(root=str(tmp_path / "coco"), synthetic=SyntheticConfig(num_images=4, image_size=64))
+    write_synthetic_coco(local)
+    yolo = write_yolo_copy(Path(local.root), tmp_path / "yolo")
+    for path in sorted(p for p in yolo.rglob("*") if p.is_file()):
+        storage.write_bytes_atomic(f"{s3_bucket}/yolo/{path.relative_to(yolo)}", path.read_bytes())
+    here = read_dataset(DataConfig(root=str(yolo), format="yolo"))
+    there = read_dataset(DataConfig(root=f"{s3_bucket}/yolo", format="yolo"))
+    assert there.records[0].image_uri == f"{s3_bucket}/yolo/images/000001.png"
+    assert [(r.image_id, r.width, r.height) for r in there.records] == [
+        (r.image_id, r.width, r.height) for r in here.records
+    ]
+    assert there.annotations == here.annotations  # annotation ids name labels/<stem>.txt:<line>
 
 
 def test_store_parts_on_s3(s3_bucket):

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from vfmkd_ray import api
 from vfmkd_ray.config import ConfigError, ExperimentConfig, load_config
 from vfmkd_ray.console import Console, console
 
@@ -206,7 +207,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from vfmkd_ray.export.command import run_check, run_export
+    from vfmkd_ray.export.command import run_check
     from vfmkd_ray.export.snippets import Freeze
     from vfmkd_ray.models.students import StudentConfig
 
@@ -234,7 +235,14 @@ def _export(args: argparse.Namespace) -> int:
         raise ValueError("export needs --checkpoint and --out (or --check FILE)")
     if args.whole_detector:
         return _export_detector(args)
-    result = run_export(args.checkpoint, args.format, args.out, student, args.input_size, freeze)
+    result = api.export(
+        checkpoint=args.checkpoint,
+        format=args.format,
+        out=args.out,
+        student=student,
+        input_size=args.input_size,
+        freeze=freeze,
+    )
     print(f"{result.student} from {result.source_kind} {args.checkpoint}")
     print(result.weights.describe())
     print(result.report.describe())
@@ -269,10 +277,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _eval(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
-    from vfmkd_ray.evaluation.run_eval import run_eval
     from vfmkd_ray.evaluation.table import eval_tables
 
-    result = run_eval(cfg, args.checkpoint, args.split)
+    result = api.evaluate(cfg, checkpoint=args.checkpoint, split=args.split)
     print(f"{result.checkpoint}: {result.num_images} {result.split} images in {result.seconds:.0f}s")
     print(eval_tables(result))
     return 0
@@ -341,9 +348,7 @@ def _synth(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
 
 def _precompute(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
-    from vfmkd_ray.store.precompute import run_precompute
-
-    for summary in run_precompute(cfg, args.teacher or None):
+    for summary in api.precompute(cfg, teachers=args.teacher or None):
         print(
             f"teacher {summary.teacher}: store {summary.dataset}: {summary.row_count} rows "
             f"({summary.num_new} new, {summary.num_skipped} unreadable images skipped), "
@@ -353,9 +358,8 @@ def _precompute(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
 
 def _train(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
-    from vfmkd_ray.train.trainer import run_training
-
-    summary = run_training(cfg)
+    summary = api.train(cfg).summary
+    assert summary is not None  # train's Run carries its summary
     last = summary.history[-1] if summary.history else {}
     print(f"run {summary.run_dir}: {last.get('epoch', 0)} epochs, val loss {last.get('val/loss')}")
     if summary.best_backbone is None or summary.best_model is None:

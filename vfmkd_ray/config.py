@@ -40,8 +40,13 @@ class ExperimentConfig(StrictModel):
     """One experiment: data, the model (student backbone, optional neck, named heads), teachers and
     their feature stores, the feature-KD terms and training."""
 
-    name: str = Field("vfmkd", pattern=r"^[A-Za-z0-9_.-]+$", max_length=200)  # a directory name
-    seed: int = 0
+    name: str = Field(
+        "vfmkd",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        max_length=200,
+        description="the run's name: its directory under train.storage_path; the same name resumes it",
+    )
+    seed: int = Field(0, description="seeds the model's initialisation, the data order and augmentation")
     data: DataConfig = DataConfig()
     student: StudentConfig = StudentConfig()
     neck: NeckConfig | None = Field(None, description="between the backbone and the heads; none by default")
@@ -91,11 +96,18 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and what is allowed."""
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Loads ``path`` (or the packaged demo config when None) and applies dotted overrides."""
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Loads ``path`` (or the packaged demo config when None) and applies dotted overrides: the
+    command line's ``key=value`` texts, then ``values`` (dotted key -> a Python value: the API's)."""
     raw = _read_yaml(Path(path)) if path is not None else _read_packaged("demo.yaml")
     for override in overrides or []:
         key, value = parse_override(override)
+        set_dotted(raw, key, value)
+    for key, value in (values or {}).items():
         set_dotted(raw, key, value)
     return validate_config(raw)
 

@@ -1,5 +1,6 @@
-"""The one dataset reader: a COCO annotations file (or a plain image folder) on any URI, parsed
-once, giving image records and, per image, the annotations the heads need.
+"""The one dataset reader: a COCO annotations file, YOLO-format labels (``data.yolo``) or a plain
+image folder on any URI, parsed once, giving image records and, per image, the annotations the
+heads need.
 
 Annotations travel through the data path as one small JSON text per image (``ImageAnnotations``):
 boxes in original pixels, clipped to the image, 0-based labels (categories sorted by id), and each
@@ -69,12 +70,15 @@ class CocoDataset:
     records: list[ImageRecord]  # under on_bad_sample: skip, without the images of bad annotations
     categories: list[dict]  # sorted by id: list position is the 0-based label
     annotations: dict[str, ImageAnnotations]  # image id -> its instances (absent: none)
-    source: str  # the annotations file (or image folder) it came from
+    source: str  # the annotations file (or YOLO labels folder, or image folder) it came from
     # Images left out for bad annotations (stage "annotations") and images whose degenerate boxes
     # were dropped (stage "dropped-boxes"): what a run writes to its bad_samples.jsonl.
     bad_samples: list[BadSample] = field(default_factory=list)
     num_dropped_boxes: int = 0
     num_crowd: int = 0  # crowd annotations, left out
+    # The COCO file holding the dataset's own ground truth (its areas, crowd regions), which scores
+    # read; None where none exists (YOLO labels): scores build it from the checked annotations.
+    coco_json: str | None = None
 
     @property
     def num_boxes(self) -> int:
@@ -98,27 +102,31 @@ def read_dataset(cfg: DataConfig) -> CocoDataset:
         ValueError: it is not COCO-shaped JSON, it repeats an image id, a ``file_name`` leads
             outside the images folder, or (under ``on_bad_sample: error``) an annotation is bad.
     """
+    if cfg.format == "yolo":
+        from vfmkd_ray.data.yolo import read_yolo_dataset
+
+        return read_yolo_dataset(cfg)
     root = storage.absolute(cfg.root)
     images_uri = storage.join(root, cfg.images_dir)
     if cfg.annotations is None:
-        return CocoDataset(_folder_records(images_uri, root), [], {}, images_uri)
+        return CocoDataset(folder_records(images_uri, root), [], {}, images_uri)
     ann_uri = storage.join(root, cfg.annotations)
     try:
         coco = json.loads(storage.read_text(ann_uri))
         links = _Links(images_uri, root)
-        records = _unique([_record(entry, links, ann_uri) for entry in coco["images"]], ann_uri)
+        records = unique_ids([_record(entry, links, ann_uri) for entry in coco["images"]], ann_uri)
         categories = sorted(coco.get("categories", []), key=lambda c: c["id"])
-        grouped = _Grouped(records, CategoryLabels(categories))
+        grouped = AnnotationGroups(records, CategoryLabels(categories))
         for position, ann in enumerate(coco.get("annotations", [])):
             grouped.add(position, ann)
     except (json.JSONDecodeError, KeyError, TypeError, IndexError) as err:
         raise ValueError(f"{ann_uri} is not a COCO annotations file: {err!r}") from None
-    return grouped.dataset(categories, ann_uri, cfg.on_bad_sample)
+    return grouped.dataset(categories, ann_uri, cfg.on_bad_sample, coco_json=ann_uri)
 
 
-class _Grouped:
+class AnnotationGroups:
     """The checked instances of each image, the images with bad annotations and the dropped boxes,
-    gathered in one pass over the file's annotations."""
+    gathered in one pass over the annotations (a COCO file's, or the lines of YOLO label files)."""
 
     def __init__(self, records: list[ImageRecord], labels: CategoryLabels):
         self.records, self.labels = records, labels
@@ -150,7 +158,13 @@ class _Grouped:
         kind = self.bad if checked.bad_sample else self.dropped
         kind.setdefault(image_id, []).append(AnnotationProblem(image_id, ann_id, checked.reason))
 
-    def dataset(self, categories: list[dict], ann_uri: str, policy: str) -> CocoDataset:
+    def reject(self, image_id: str, ann_id: str, reason: str) -> None:
+        """An annotation that cannot be read at all (a malformed label line): its image is bad."""
+        self.bad.setdefault(image_id, []).append(AnnotationProblem(image_id, ann_id, reason))
+
+    def dataset(
+        self, categories: list[dict], ann_uri: str, policy: str, coco_json: str | None = None
+    ) -> CocoDataset:
         """The dataset under ``policy`` (``data.on_bad_sample``), with what was left out logged."""
         if self.bad and policy == "error":
             first = next(iter(self.bad.values()))[0]
@@ -185,7 +199,14 @@ class _Grouped:
                 next(iter(kept_dropped.values()))[0],
             )
         return CocoDataset(
-            records, categories, annotations, ann_uri, left_out + dropped, num_dropped, self.num_crowd
+            records,
+            categories,
+            annotations,
+            ann_uri,
+            left_out + dropped,
+            num_dropped,
+            self.num_crowd,
+            coco_json,
         )
 
     def _entries(
@@ -265,7 +286,7 @@ class _Links:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def _folder_records(images_uri: str, root: str) -> list[ImageRecord]:
+def folder_records(images_uri: str, root: str) -> list[ImageRecord]:
     """Every image file directly in ``images_uri``; sizes are read later, with the pixels."""
     uris = [u for u in storage.list_files(images_uri, "*") if u.lower().endswith(IMAGE_SUFFIXES)]
     if not uris:
@@ -278,10 +299,10 @@ def _folder_records(images_uri: str, root: str) -> list[ImageRecord]:
                 f"outside the dataset {root} and its images folder; links there must point inside them"
             )
     records = [ImageRecord(image_id=_stem(uri), image_uri=uri, width=0, height=0) for uri in uris]
-    return _unique(records, f"{images_uri} (ids are file stems)")
+    return unique_ids(records, f"{images_uri} (ids are file stems)")
 
 
-def _unique(records: list[ImageRecord], source: str) -> list[ImageRecord]:
+def unique_ids(records: list[ImageRecord], source: str) -> list[ImageRecord]:
     seen: set[str] = set()
     for record in records:
         if record.image_id in seen:

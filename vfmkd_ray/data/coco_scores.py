@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from vfmkd_ray import storage
-from vfmkd_ray.data.coco import ImageRecord
+from vfmkd_ray.data.coco import CocoDataset, ImageAnnotations, ImageRecord
 from vfmkd_ray.data.targets import decode_segmentation
 
 
@@ -31,20 +31,51 @@ class GroundTruth:
     has_masks: bool  # every annotation has a segmentation: segm AP can be scored
 
 
-def ground_truth(annotations_uri: str, records: list[ImageRecord]) -> GroundTruth:
-    raw = json.loads(storage.read_text(annotations_uri))
-    wanted = {r.image_id for r in records}
-    images = [image for image in raw["images"] if str(image["id"]) in wanted]
-    anns = [dict(a) for a in raw.get("annotations", []) if str(a["image_id"]) in wanted]
+def ground_truth(dataset: CocoDataset, records: list[ImageRecord]) -> GroundTruth:
+    """The ground truth of ``records``: the COCO file's own, or for a dataset without one (YOLO
+    labels) the checked annotations as COCO would hold them (numbered images, the polygon's area
+    for an instance with one, the box's otherwise, no crowd regions)."""
+    if dataset.coco_json is None:
+        images, anns, categories = _from_annotations(dataset, records)
+    else:
+        raw = json.loads(storage.read_text(dataset.coco_json))
+        wanted = {r.image_id for r in records}
+        images = [image for image in raw["images"] if str(image["id"]) in wanted]
+        anns = [dict(a) for a in raw.get("annotations", []) if str(a["image_id"]) in wanted]
+        categories = raw.get("categories", [])
     for ann in anns:
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", float(ann["bbox"][2] * ann["bbox"][3]))
     coco = COCO()
-    coco.dataset = {"images": images, "annotations": anns, "categories": raw.get("categories", [])}
+    coco.dataset = {"images": images, "annotations": anns, "categories": categories}
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     ids = {str(image["id"]): image["id"] for image in images}
+    if dataset.coco_json is None:
+        ids = {image["file_name"]: image["id"] for image in images}
     return GroundTruth(coco, ids, all(ann.get("segmentation") for ann in anns))
+
+
+def _from_annotations(dataset: CocoDataset, records: list[ImageRecord]) -> tuple[list, list, list]:
+    images, anns = [], []
+    for number, record in enumerate(records, start=1):
+        # file_name carries the record's id back (``GroundTruth.image_ids``); COCO ids are numbers.
+        size = {"width": record.width, "height": record.height}
+        images.append({"id": number, "file_name": record.image_id, **size})
+        found = dataset.annotations.get(record.image_id) or ImageAnnotations()
+        for k, ((x1, y1, x2, y2), label) in enumerate(zip(found.boxes, found.labels, strict=True)):
+            ann = {
+                "id": len(anns) + 1,
+                "image_id": number,
+                "category_id": dataset.categories[label]["id"],
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+            }
+            if (segmentation := found.segmentations[k]) is not None:
+                ann["segmentation"] = segmentation
+                rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, record.height, record.width))
+                ann["area"] = float(mask_utils.area(rle))
+            anns.append(ann)
+    return images, anns, dataset.categories
 
 
 def box_results(image_id: Any, boxes_N4: np.ndarray, scores, labels, categories: list[dict]) -> list[dict]:

@@ -10,6 +10,7 @@ from vfmkd_ray.data.augment.config import AugmentConfig
 from vfmkd_ray.schema import StrictModel
 
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000  # 10000 x 10000
+YOLO_NAMES_FILE = "data.yaml"
 SHARED_DECODE_CPUS = 0.25  # a decode task's share where no whole CPU is free beside the workers
 
 
@@ -29,13 +30,38 @@ class SyntheticConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    """A COCO-format dataset: ``<root>/<images_dir>/`` plus ``<root>/<annotations>``, or a plain
-    image folder when ``annotations`` is null (ids are the file names without extension)."""
+    """A dataset: ``<root>/<images_dir>/`` plus ``<root>/<annotations>`` (a COCO file), a plain
+    image folder when ``annotations`` is null (ids are the file names without extension), or YOLO
+    labels (``format: yolo``)."""
 
-    root: str = "outputs/demo/data"
-    images_dir: str = "images"
-    annotations: str | None = "annotations.json"
-    val_fraction: float = Field(0.125, ge=0.0, lt=1.0)
+    root: str = Field(
+        "outputs/demo/data", description="the dataset's folder: a local path or s3://bucket/prefix"
+    )
+    format: Literal["coco", "yolo"] = Field(
+        "coco",
+        description="coco: data.annotations is a COCO json (null: a plain image folder); yolo: "
+        "Ultralytics' layout, the images in data.images_dir, per image a <file stem>.txt in "
+        "data.labels_dir of normalised 'class cx cy w h' boxes or 'class x1 y1 ... xn yn' polygons, "
+        "the class names in data.annotations (default data.yaml, its names:)",
+    )
+    images_dir: str = Field("images", description="the images' folder under data.root")
+    annotations: str | None = Field(
+        "annotations.json",
+        description="under data.root: the COCO annotations file (null: none, a plain image folder); "
+        f"with format yolo the file of class names, {YOLO_NAMES_FILE} unless given",
+    )
+    labels_dir: str | None = Field(
+        None,
+        description="yolo: the label files' folder under data.root; default data.images_dir with its "
+        "last images folder named labels (images/train -> labels/train), Ultralytics' rule",
+    )
+    val_fraction: float = Field(
+        0.125,
+        ge=0.0,
+        lt=1.0,
+        description="share of the images held out for validation, chosen by a hash of the image id "
+        "(the same split every run)",
+    )
     label_fraction: float = Field(
         1.0,
         gt=0.0,
@@ -110,8 +136,29 @@ class DataConfig(StrictModel):
     synthetic: SyntheticConfig = SyntheticConfig()
     augment: AugmentConfig = AugmentConfig()
 
+    def yolo_names_file(self) -> str | None:
+        """Under ``format: yolo``: the file of class names (``annotations`` when given)."""
+        return self.annotations if "annotations" in self.model_fields_set else YOLO_NAMES_FILE
+
+    def yolo_labels_dir(self) -> str:
+        """Under ``format: yolo``: ``labels_dir``, or ``images_dir`` with its last ``images``
+        folder named ``labels`` (Ultralytics' rule)."""
+        if self.labels_dir is not None:
+            return self.labels_dir
+        folders = self.images_dir.strip("/").split("/")
+        for k in range(len(folders) - 1, -1, -1):
+            if folders[k] == "images":
+                return "/".join([*folders[:k], "labels", *folders[k + 1 :]])
+        raise ValueError(
+            f"data.images_dir {self.images_dir!r} has no folder named images to find the YOLO labels "
+            "beside (Ultralytics' rule): set data.labels_dir"
+        )
+
     def settings_without_effect(self) -> list[str]:
         """The settings given that this config does not use, one line each (without ``data.``)."""
+        found = []
         if not self.shuffle and "shuffle_buffer" in self.model_fields_set and self.shuffle_buffer:
-            return ["shuffle_buffer has no effect: shuffle is false"]
-        return []
+            found.append("shuffle_buffer has no effect: shuffle is false")
+        if self.format == "coco" and self.labels_dir is not None:
+            found.append("labels_dir has no effect: format is coco (labels_dir is for YOLO labels)")
+        return found

@@ -26,6 +26,11 @@ def write_synthetic_coco(cfg: DataConfig) -> int:
 
     Returns the number of images; does nothing when the annotations file already exists.
     """
+    if cfg.format != "coco" or cfg.annotations is None:
+        raise ValueError(
+            f"the synthetic dataset is written as a COCO file: data.format coco (not {cfg.format}) "
+            "with data.annotations set"
+        )
     root = storage.absolute(cfg.root)
     ann_uri = storage.join(root, cfg.annotations)
     if storage.exists(ann_uri):

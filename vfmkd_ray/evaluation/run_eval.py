@@ -147,7 +147,7 @@ def _batch(
 def _scorers(parts: ModelParts, dataset: CocoDataset, records: list[ImageRecord]) -> list:
     if not any(head.kind in ("boxes", "masks") for head in parts.heads.values()):
         return []
-    truth = ground_truth(dataset.source, records)
+    truth = ground_truth(dataset, records)
     scorers: list = []
     for name, head in parts.heads.items():
         for mode in head.eval_modes():

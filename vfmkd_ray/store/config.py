@@ -15,8 +15,13 @@ class StoreConfig(StrictModel):
     The dataset for one teacher and input size lives at ``<root>/<teacher>/<input_size>/``.
     """
 
-    root: str = "outputs/demo/store"
-    codec: Literal["fp16", "bf16", "int8"] = "fp16"
+    root: str = Field(
+        "outputs/demo/store",
+        description="where feature stores live: <root>/<teacher>/<input_size>/, local or s3://",
+    )
+    codec: Literal["fp16", "bf16", "int8"] = Field(
+        "fp16", description="how feature values are stored (int8: per-channel scales, half fp16's bytes)"
+    )
     rows_per_part: int = Field(
         64,
         ge=1,

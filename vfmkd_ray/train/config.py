@@ -14,7 +14,9 @@ BOX_METRICS = ("mAP", "AP50", "AP_small")  # a box head's in-loop COCO scores
 class TrainConfig(StrictModel):
     """Optimiser, schedule and Ray Train scaling of the student run."""
 
-    storage_path: str = "outputs/demo/runs"
+    storage_path: str = Field(
+        "outputs/demo/runs", description="where runs are written: <storage_path>/<name>/, local or s3://"
+    )
     epochs: int = Field(6, ge=1)
     batch_size: int = Field(8, ge=1, description="per worker")
     optimizer: Literal["adamw", "sgd"] = Field(
@@ -103,8 +105,8 @@ class TrainConfig(StrictModel):
         "epoch ends only; unset: about every 10 minutes at the rate measured over the first steps "
         "(epoch ends only when an epoch is shorter)",
     )
-    cpus_per_worker: float = Field(1.0, gt=0)
-    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each Train worker reserves")
+    use_gpu: bool = Field(False, description="one GPU per Train worker")
     amp: bool = Field(True, description="mixed precision; takes effect only on CUDA")
     max_failures: int = Field(1, ge=0, description="worker-group restarts from the last checkpoint")
     num_checkpoints_to_keep: int = Field(2, ge=1)

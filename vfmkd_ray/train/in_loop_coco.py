@@ -129,5 +129,5 @@ class InLoopCoco:
         if self._truth is None:
             dataset, val_fraction = self._truth_source()
             split = [r for r in dataset.records if is_validation(r.image_id, val_fraction)]
-            self._truth = (dataset, ground_truth(dataset.source, split))
+            self._truth = (dataset, ground_truth(dataset, split))
         return self._truth

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from vfmkd_ray.models.students.family import StudentFamily, family_of
 from vfmkd_ray.schema import StrictModel
@@ -15,11 +15,16 @@ class StudentConfig(StrictModel):
     OpenMMLab registry backbone as ``mm/<scope>.<Type>`` with its dict in ``mm``; its family
     (``family.family_of``) says what the name means."""
 
-    name: str = "yolov8_cspdarknet"
-    size: Literal["n", "s", "m", "l", "x"] = "n"
+    name: str = Field(
+        "yolov8_cspdarknet",
+        description="the backbone: yolov8_cspdarknet, a timm model name, or mm/<scope>.<Type>",
+    )
+    size: Literal["n", "s", "m", "l", "x"] = Field(
+        "n", description="the size of a family that has sizes (yolov8_cspdarknet: n to x)"
+    )
     out_indices: tuple[int, ...] | None = None
-    weights: str | None = None
-    sha256: str | None = None
+    weights: str | None = Field(None, description="initial backbone weights: a path or s3:// URI")
+    sha256: str | None = Field(None, description="their sha256, checked before they load")
     # The backbone dict as MMDetection/MMYOLO configs write it, less its type (which the name
     # carries), e.g. {depth: 18, out_indices: [0, 1, 2, 3]} for mm/mmdet.ResNet.
     mm: dict[str, Any] | None = None

@@ -16,10 +16,15 @@ class TeacherConfig(StrictModel):
     default so a run never falls back to random weights by accident.
     """
 
-    name: str = "sam_vit_b"
-    weights: str | None = None
-    sha256: str | None = None
-    input_size: int = Field(1024, ge=32)
+    name: str = Field(
+        "sam_vit_b",
+        description="the teacher model (sam_vit_b, sam2_hiera_t, dinov2_vits14, dinov3_vits16, run...)",
+    )
+    weights: str | None = Field(
+        None, description="its checkpoint: a path or s3:// URI of the released file, or random"
+    )
+    sha256: str | None = Field(None, description="the checkpoint's sha256, checked before it loads")
+    input_size: int = Field(1024, ge=32, description="the side the teacher sees (letterboxed)")
     random_seed: int = Field(0, description="init seed when weights is 'random'")
     layers: list[str] | None = Field(
         None, description="the teacher layers to store and distill from; default: all of them"
