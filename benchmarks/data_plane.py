@@ -8,7 +8,7 @@ teacher layer, with the 640 x 480 JPEGs (quality 90, boxes) its rows point at:
 
 Its rows go through the decode stage's work stage by stage on one thread (torch and OpenCV with one
 thread, timed by ``stage_timer``: CPU milliseconds per sample and the bytes each stage moves), in
-the order ``data.pipeline.TrainSampleDecoder`` and ``train.batch_feed`` do it for a mosaic epoch of
+the order ``data.pipeline.TrainSampleDecoder`` and ``training.batch_feed`` do it for a mosaic epoch of
 the YOLOv8-s recipe at 640 px with ``under_augmentation: warp``: row-group read (opening the part as
 ``store.parts`` does: a memory map locally, and its footer), Parquet decode (the column chunks, from
 the page cache through the map, decoded), Arrow to NumPy (``data.arrow_columns``), checksum,
@@ -32,7 +32,7 @@ Beside the stages:
 - ``cores per 1,000 images/s``: the mosaic epoch's CPU milliseconds per sample (one core's), a
   second of 1,000 samples; and the two stages that dominate it;
 - the peer (``--peer``): images/s of the decode stage over the SAM fp16 store through Ray Data as
-  ``train.streams`` builds it (``read_store_rows`` -> ``TrainSampleDecoder`` ->
+  ``training.streams`` builds it (``read_store_rows`` -> ``TrainSampleDecoder`` ->
   ``iter_torch_batches``) against a ``torch.utils.data.DataLoader`` with a worker per core over the
   same parts and decoder, at equal cores; the later passes' rate.
 

@@ -2,7 +2,7 @@
 
 Both read the same store's parts with the product's read task (``store.ray_source.read_part``, with
 the images' annotations) and make samples with the same ``TrainSampleDecoder`` (the YOLOv8-s mosaic
-recipe at 640 px, targets warped). The Ray path is ``train.streams``' (one task per part,
+recipe at 640 px, targets warped). The Ray path is ``training.streams``' (one task per part,
 ``map_batches`` of Arrow blocks, unreserved, ``iter_torch_batches``) on a local Ray of ``cores``
 CPUs; the peer is what a user without Ray would write: an ``IterableDataset`` whose ``cores``
 persistent workers take every ``cores``-th part. No training step: the figure is the rate at which
@@ -28,7 +28,7 @@ from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleD
 from vfmkd_ray.store.manifest import Manifest, StoreDataset
 from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.ray_source import read_part, read_store_rows
-from vfmkd_ray.train.streams import run_unreserved
+from vfmkd_ray.training.streams import run_unreserved
 
 SECTION = "data plane"
 BATCH = 8

@@ -30,9 +30,9 @@ from vfmkd_ray.store import codecs
 from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.reader import decode_features
 from vfmkd_ray.store.schema import feature_column
-from vfmkd_ray.train.step import train_step
-from vfmkd_ray.train.task import build_task
-from vfmkd_ray.train.teacher_stores import check_stores
+from vfmkd_ray.training.step import train_step
+from vfmkd_ray.training.task import build_task
+from vfmkd_ray.training.teacher_stores import check_stores
 
 SECTION = "offline vs online teacher"
 

@@ -7,9 +7,9 @@ imports what it unpickles; on a small node these seconds, not the steps, decide 
 run or a test takes. Measured in fresh interpreters (the OS file cache warm after the first):
 
 - ``vfmkd_ray.config``: what every process that reads a config imports;
-- ``vfmkd_ray.train.relay``, ``vfmkd_ray.train.data_position``: the driver's two helper actors;
+- ``vfmkd_ray.training.relay``, ``vfmkd_ray.training.data_position``: the driver's two helper actors;
 - ``vfmkd_ray.data.pipeline``, ``vfmkd_ray.store.ray_source``: the decode and read tasks;
-- ``vfmkd_ray.train.worker``: a Train worker (torch, the model and its heads);
+- ``vfmkd_ray.training.worker``: a Train worker (torch, the model and its heads);
 - ``vfmkd_ray.store.precompute``: the precompute driver and its teacher actors;
 - ``vfmkd_ray.cli``: every ``vfmkd`` command;
 - ``torch``: the floor any torch process pays.
@@ -30,11 +30,11 @@ from benchmarks.figures import Figure, argument_parser
 SECTION = "process start (imports)"
 MODULES = (
     "vfmkd_ray.config",
-    "vfmkd_ray.train.relay",
-    "vfmkd_ray.train.data_position",
+    "vfmkd_ray.training.relay",
+    "vfmkd_ray.training.data_position",
     "vfmkd_ray.data.pipeline",
     "vfmkd_ray.store.ray_source",
-    "vfmkd_ray.train.worker",
+    "vfmkd_ray.training.worker",
     "vfmkd_ray.store.precompute",
     "vfmkd_ray.cli",
     "torch",
@@ -52,7 +52,7 @@ def run(root: str, argv: list[str]) -> list[Figure]:
     parser = argument_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    import_seconds("vfmkd_ray.train.worker")  # warms the OS file cache for every module below
+    import_seconds("vfmkd_ray.training.worker")  # warms the OS file cache for every module below
     return [
         Figure(SECTION, f"import {module}", "s", [import_seconds(module) for _ in range(args.repeats)])
         for module in MODULES

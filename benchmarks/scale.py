@@ -4,7 +4,7 @@ A tiny-feature store (one 16x4x4 fp16 layer, 64 rows per part, written through t
 ``PartWriter``, then its index and a manifest naming it; unique image ids whose ``image_uri`` cycles
 through a pool of 64 synthetic 64 px PNGs, so no teacher runs) is measured at each size:
 
-- ``plan``: load the index and plan the train and validation passes (``train.read_plan``);
+- ``plan``: load the index and plan the train and validation passes (``training.read_plan``);
 - ``resume scan``: what a precompute re-run does to find what is stored (index + rows to do), and
   beside it the scan of every part's ``image_id`` column that it replaced;
 - ``row index``: another teacher's ``StoreRowIndex`` built from the index, and beside it one built
@@ -20,7 +20,7 @@ Arrow's buffers, and a sampling thread misses what is allocated while the GIL is
 growth exponent (least squares of log time on log rows; 1.0 is linear).
 
 Peer: at ``--peer-rows`` (default: the smallest size) one training epoch (after a warm-up epoch)
-through Ray Data as ``train.streams`` builds it (``read_store_rows`` -> ``TrainSampleDecoder`` ->
+through Ray Data as ``training.streams`` builds it (``read_store_rows`` -> ``TrainSampleDecoder`` ->
 ``BatchFeed.batches``' ``iter_torch_batches``, on a local Ray) against what a user without Ray would
 write: a ``torch.utils.data.DataLoader`` (a worker per CPU, none with one CPU) over the same parts,
 read with pyarrow and decoded by the same decoder; both feed the same ``train_step`` of a YOLOv8-n
@@ -70,12 +70,12 @@ from vfmkd_ray.store.ray_source import (
 )
 from vfmkd_ray.store.row_index import StoreRowIndex
 from vfmkd_ray.store.schema import SCHEMA_VERSION, aug_seed_for, feature_column
-from vfmkd_ray.train.batch_feed import BatchFeed
-from vfmkd_ray.train.read_plan import PartReads, plan_reads
-from vfmkd_ray.train.step import train_step
-from vfmkd_ray.train.step_clock import StepClock
-from vfmkd_ray.train.streams import decode_task_cpus, run_unreserved
-from vfmkd_ray.train.task import build_task
+from vfmkd_ray.training.batch_feed import BatchFeed
+from vfmkd_ray.training.read_plan import PartReads, plan_reads
+from vfmkd_ray.training.step import train_step
+from vfmkd_ray.training.step_clock import StepClock
+from vfmkd_ray.training.streams import decode_task_cpus, run_unreserved
+from vfmkd_ray.training.task import build_task
 
 SECTION = "Store at scale (driver side and an epoch's reads)"
 LAYER, SHAPE, ROWS_PER_PART, VAL_FRACTION = "embed", (16, 4, 4), 64, 0.125
@@ -296,7 +296,7 @@ def data_loader_batches(plan: PartReads, store: StoreDataset, feed: BatchFeed) -
 
 
 def ray_batches(plan: PartReads, store: StoreDataset, feed: BatchFeed, cfg: ExperimentConfig):
-    """The training stream as ``train.streams`` builds it, iterated as a worker iterates its shard."""
+    """The training stream as ``training.streams`` builds it, iterated as a worker iterates its shard."""
     decode_cpus = decode_task_cpus(cfg, ray.cluster_resources().get("CPU", 0.0))
     rows = read_store_rows(plan.row_groups, decode_cpus)
     stream = rows.map_batches(

@@ -1,7 +1,7 @@
 """Training throughput: the Ray path against the plain-loop limit, worker scaling, worker memory.
 
 - step overhead: steady images/s of the Ray Train worker loop fed by Ray Data from the store
-  (``throughput/train_images_per_s`` of each epoch after the first, see ``train.step_clock``),
+  (``throughput/train_images_per_s`` of each epoch after the first, see ``training.step_clock``),
   over the images/s of a plain loop in this process that runs the same ``train_step`` on the same
   model with the same batches already decoded in memory, on as many torch threads as one worker;
 - scaling: the Ray path with the most ``--workers`` over the Ray path with one;
@@ -26,10 +26,10 @@ from benchmarks.workload import batch_feed, bench_config, prepare_store, raw_bat
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.models.build import run_teacher_shapes
 from vfmkd_ray.ray_session import ensure_ray
-from vfmkd_ray.train.step import train_step
-from vfmkd_ray.train.step_clock import StepClock
-from vfmkd_ray.train.task import build_task
-from vfmkd_ray.train.trainer import local_cpus_needed, run_training
+from vfmkd_ray.training.step import train_step
+from vfmkd_ray.training.step_clock import StepClock
+from vfmkd_ray.training.task import build_task
+from vfmkd_ray.training.trainer import local_cpus_needed, run_training
 
 SECTION = "training"
 

@@ -19,8 +19,8 @@ from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.models.build import ModelParts
 from vfmkd_ray.store.parts import list_parts, read_part
 from vfmkd_ray.store.precompute import run_precompute
-from vfmkd_ray.train.batch_feed import BatchFeed
-from vfmkd_ray.train.teacher_stores import check_stores
+from vfmkd_ray.training.batch_feed import BatchFeed
+from vfmkd_ray.training.teacher_stores import check_stores
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -66,7 +66,7 @@ def raw_batches(cfg: ExperimentConfig, split: str = "train") -> list[dict[str, t
 
 
 def _split_rows(rows: dict[str, np.ndarray], cfg: ExperimentConfig, split: str) -> dict[str, np.ndarray]:
-    """The rows of one split (``train.streams`` plans this from the store index)."""
+    """The rows of one split (``training.streams`` plans this from the store index)."""
     keep = np.array(
         [is_validation(str(i), cfg.data.val_fraction) == (split == "val") for i in rows["image_id"]]
     )

@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.figures import Figure, ratio
 from benchmarks.run_all import markdown, merged
-from vfmkd_ray.train.step_clock import StepClock, peak_rss_mb
+from vfmkd_ray.training.step_clock import StepClock, peak_rss_mb
 
 
 def test_step_clock_leaves_out_the_wait_for_the_first_batch():

@@ -6,7 +6,7 @@ import yaml
 from vfmkd_ray.config import CONFIGS_DIR, ConfigError, dump_config, load_config, parse_override
 from vfmkd_ray.config_checks import config_warnings
 from vfmkd_ray.models.teachers.build import teacher_shapes
-from vfmkd_ray.train.trainer import check_model
+from vfmkd_ray.training.trainer import check_model
 
 
 def test_every_repository_config_validates_and_its_model_builds():

@@ -18,8 +18,8 @@ from tests.local_cluster import kill_node, process_stat, start_head, start_worke
 from vfmkd_ray.config import load_config
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.store.precompute import run_precompute
-from vfmkd_ray.train.fault_injection import HOLD_ENV, SAMPLE_TRACE_ENV
-from vfmkd_ray.train.trainer import run_training
+from vfmkd_ray.training.fault_injection import HOLD_ENV, SAMPLE_TRACE_ENV
+from vfmkd_ray.training.trainer import run_training
 
 pytestmark = pytest.mark.ray
 

@@ -29,8 +29,8 @@ from vfmkd_ray.object_storage import S3Config
 from vfmkd_ray.store.parts import list_parts, stored_image_ids
 from vfmkd_ray.store.precompute import run_precompute
 from vfmkd_ray.store.reader import FeatureStoreError
-from vfmkd_ray.train.fault_injection import FAIL_ONCE_ENV
-from vfmkd_ray.train.trainer import run_training
+from vfmkd_ray.training.fault_injection import FAIL_ONCE_ENV
+from vfmkd_ray.training.trainer import run_training
 
 pytestmark = pytest.mark.ray
 FAIL_MARKER = "/tmp/vfmkd-fail-once-marker"

@@ -23,8 +23,8 @@ def test_a_config_and_the_drivers_actors_import_no_model_library():
     light = [
         "vfmkd_ray.config",
         "vfmkd_ray.cli",
-        "vfmkd_ray.train.relay",
-        "vfmkd_ray.train.data_position",
+        "vfmkd_ray.training.relay",
+        "vfmkd_ray.training.data_position",
         "vfmkd_ray.data.pipeline",
         "vfmkd_ray.store.ray_source",
     ]
@@ -32,4 +32,4 @@ def test_a_config_and_the_drivers_actors_import_no_model_library():
 
 
 def test_a_train_worker_imports_torch_but_no_model_zoo_it_does_not_build():
-    assert _imported_by(["vfmkd_ray.train.worker"]) == ["torch"]
+    assert _imported_by(["vfmkd_ray.training.worker"]) == ["torch"]

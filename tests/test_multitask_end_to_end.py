@@ -25,7 +25,7 @@ from vfmkd_ray.cli import main
 from vfmkd_ray.config import CONFIGS_DIR, dump_config, load_config, parse_override
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.models.students import build_student
-from vfmkd_ray.train.trainer import run_training
+from vfmkd_ray.training.trainer import run_training
 
 pytestmark = pytest.mark.ray
 

@@ -14,8 +14,8 @@ from vfmkd_ray import run_files
 from vfmkd_ray.config import load_config
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.store.precompute import run_precompute
-from vfmkd_ray.train.fault_injection import KILL_ONCE_ENV, SAMPLE_TRACE_ENV
-from vfmkd_ray.train.trainer import run_training
+from vfmkd_ray.training.fault_injection import KILL_ONCE_ENV, SAMPLE_TRACE_ENV
+from vfmkd_ray.training.trainer import run_training
 
 pytestmark = pytest.mark.ray
 INTERVAL = 2
@@ -85,7 +85,7 @@ def test_a_sigkilled_worker_resumes_inside_the_epoch_repeating_one_interval_at_m
             assert not repeated and used_again == 0
     assert summary.history[1]["train/steps_repeated"] == summary.history[0]["train/steps_repeated"]
     # A sanity check only: Ray's streaming split and the resume reorder an unshuffled run too. The
-    # order itself is pinned by tests/data/test_epoch_order.py and tests/train/test_read_once.py.
+    # order itself is pinned by tests/data/test_epoch_order.py and tests/training/test_read_once.py.
     both = set(orders[1]) & set(orders[2])
     assert len(both) >= 8, "the epochs train on the same images"
     assert [k for k in orders[1] if k in both] != [k for k in orders[2] if k in both], "an order per epoch"

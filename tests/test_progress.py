@@ -14,7 +14,7 @@ from vfmkd_ray import console
 from vfmkd_ray.console import Console
 from vfmkd_ray.progress import progress_bar
 from vfmkd_ray.ray_session import _raylet_messages_to_stderr
-from vfmkd_ray.train.relay import WorkerLines, _Shown
+from vfmkd_ray.training.relay import WorkerLines, _Shown
 
 
 class _Terminal(io.StringIO):

@@ -51,7 +51,7 @@ def test_the_error_a_worker_raised_is_named_under_rays_wrappers():
     remote = RuntimeError(
         "ray.exceptions.RayTaskError(InjectedFailure): ray::_RayTrainWorker.run()\n"
         "Traceback (most recent call last):\n  File x\n"
-        "vfmkd_ray.train.fault_injection.InjectedFailure: injected failure at epoch 0\n"
+        "vfmkd_ray.training.fault_injection.InjectedFailure: injected failure at epoch 0\n"
     )
     err = Wrapper("Training failed due to worker errors:\nWorkerGroupError: see above", {0: remote})
     assert raised_in_worker(err) == "InjectedFailure: injected failure at epoch 0"

@@ -16,7 +16,7 @@ import torch
 
 from tests.heads.test_head_contract import HEAD_CONFIGS
 from vfmkd_ray.config import load_config
-from vfmkd_ray.export.registry import FORMATS, make_format
+from vfmkd_ray.handoff.registry import FORMATS, make_format
 from vfmkd_ray.heads.registry import HEADS
 from vfmkd_ray.losses.base import StudentLevels
 from vfmkd_ray.losses.registry import LOSS_TERMS, build_loss_terms

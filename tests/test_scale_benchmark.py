@@ -21,7 +21,7 @@ from benchmarks.scale import (
 from vfmkd_ray.data.pipeline import SAMPLE_KEY_COLUMN, sample_key
 from vfmkd_ray.store.index import load_index
 from vfmkd_ray.store.manifest import StoreDataset
-from vfmkd_ray.train.read_plan import plan_reads
+from vfmkd_ray.training.read_plan import plan_reads
 
 
 def test_the_scale_benchmark_measures_every_stage_and_reads_each_byte_once(tmp_path):

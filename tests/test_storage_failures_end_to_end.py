@@ -26,7 +26,7 @@ from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.run_files import read_metrics_log
 from vfmkd_ray.store.parts import list_parts, stored_image_ids
 from vfmkd_ray.store.verify import verify_store
-from vfmkd_ray.train.fault_injection import HOLD_ENV
+from vfmkd_ray.training.fault_injection import HOLD_ENV
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]

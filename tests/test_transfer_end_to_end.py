@@ -1,6 +1,6 @@
 """``vfmkd transfer`` on a real local Ray, tiny settings: 2 backbones x 1 mode x 1 label fraction x
 2 seeds, the backbone frozen, one worker per cell (DDP around a frozen backbone:
-tests/train/test_freeze_backbone.py). One cell's worker fails (injected, no restarts): the table
+tests/training/test_freeze_backbone.py). One cell's worker fails (injected, no restarts): the table
 and plot hold all four cells with that one marked failed; a relaunch reuses the three that finished
 and retries the failed one."""
 
@@ -18,7 +18,7 @@ from vfmkd_ray.cli import main
 from vfmkd_ray.config import load_config
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.models.build import build_model
-from vfmkd_ray.train.fault_injection import FAIL_ONCE_ENV
+from vfmkd_ray.training.fault_injection import FAIL_ONCE_ENV
 
 pytestmark = pytest.mark.ray
 

@@ -19,7 +19,7 @@ from vfmkd_ray.cli import main
 from vfmkd_ray.config import dump_config, load_config
 from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.models.build import build_model
-from vfmkd_ray.train.trainer import run_training
+from vfmkd_ray.training.trainer import run_training
 
 pytestmark = pytest.mark.ray
 

@@ -29,11 +29,11 @@ if TYPE_CHECKING:
     import pandas
 
     from vfmkd_ray.evaluation.run_eval import EvalResult
-    from vfmkd_ray.export.command import ExportResult
-    from vfmkd_ray.export.snippets import Freeze
+    from vfmkd_ray.handoff.command import ExportResult
+    from vfmkd_ray.handoff.snippets import Freeze
     from vfmkd_ray.models.students import StudentConfig
     from vfmkd_ray.store.precompute import PrecomputeSummary
-    from vfmkd_ray.train.trainer import RunSummary
+    from vfmkd_ray.training.trainer import RunSummary
 
 ConfigSource = str | Path | ExperimentConfig | None
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -113,7 +113,7 @@ def train(source: ConfigSource = None, /, **overrides: Any) -> Run:
     Raises:
         ConfigError, TrainingError, FeatureStoreError, StorageError: named, as ``vfmkd train``.
     """
-    from vfmkd_ray.train.trainer import run_training
+    from vfmkd_ray.training.trainer import run_training
 
     cfg = make_config(source, **overrides)
     summary = run_training(cfg)
@@ -162,7 +162,7 @@ def export(
     Raises:
         ExportError: the format cannot hold this backbone, or the written file fails its check.
     """
-    from vfmkd_ray.export.command import run_export
+    from vfmkd_ray.handoff.command import run_export
 
     if checkpoint is None:
         if run is None:

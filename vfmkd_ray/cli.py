@@ -207,8 +207,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from vfmkd_ray.export.command import run_check
-    from vfmkd_ray.export.snippets import Freeze
+    from vfmkd_ray.handoff.command import run_check
+    from vfmkd_ray.handoff.snippets import Freeze
     from vfmkd_ray.models.students import StudentConfig
 
     student = None
@@ -252,7 +252,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _export_detector(args: argparse.Namespace) -> int:
-    from vfmkd_ray.export.mmyolo_detector import export_whole_detector
+    from vfmkd_ray.handoff.mmyolo_detector import export_whole_detector
 
     if args.format != "mmyolo":
         raise ValueError(

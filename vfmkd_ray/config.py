@@ -25,7 +25,7 @@ from vfmkd_ray.object_storage import S3Config, looks_secret
 from vfmkd_ray.schema import StrictModel
 from vfmkd_ray.store.config import StoreConfig
 from vfmkd_ray.tracking.config import TrackingConfig
-from vfmkd_ray.train.config import TrainConfig
+from vfmkd_ray.training.config import TrainConfig
 from vfmkd_ray.transfer.config import TransferConfig
 from vfmkd_ray.tune.config import TuneConfig
 

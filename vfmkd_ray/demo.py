@@ -12,7 +12,7 @@ from vfmkd_ray.ray_session import ensure_ray
 from vfmkd_ray.store.manifest import read_manifest, teacher_dataset
 from vfmkd_ray.store.precompute import PrecomputeSummary, run_precompute
 from vfmkd_ray.store.schema import SCHEMA_VERSION
-from vfmkd_ray.train.trainer import RunSummary, local_cpus_needed, run_training
+from vfmkd_ray.training.trainer import RunSummary, local_cpus_needed, run_training
 
 COSINE_PREFIX = "val/cos/"  # one per feature term: cosine to its teacher on the val split
 

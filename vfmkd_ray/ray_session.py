@@ -48,7 +48,7 @@ def ensure_ray(min_local_cpus: float = 0, state_api: bool = False) -> None:
         include_dashboard=state_api if not address else None,
         runtime_env={"env_vars": env} if env else None,
         # Workers' and Ray's own processes' output stays in the session's log files: rank 0's
-        # lines reach the console through train.relay. --verbose forwards it all.
+        # lines reach the console through training.relay. --verbose forwards it all.
         log_to_driver=shows_ray_output(),
         logging_level=logging.WARNING,
     )

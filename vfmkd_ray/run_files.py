@@ -13,7 +13,7 @@ Layout of ``<train.storage_path>/<name>/`` (a local path or an ``s3://`` URI):
 | ``curves.png``               | those records drawn, refreshed after every epoch                |
 | ``tracking.json``            | the experiment tracker's run id, so a relaunch continues it     |
 | ``tensorboard/``             | TensorBoard event files (``tracking.backend: tensorboard``)     |
-| ``checkpoint_*/training_state.pt`` | the stateful parts (``train.checkpointing``)         |
+| ``checkpoint_*/training_state.pt`` | the stateful parts (``training.checkpointing``)         |
 | ``checkpoint_manager_snapshot.json`` | Ray's list of the registered checkpoints (read only)   |
 | ``best_backbone.safetensors``, ``.pth`` | the best validation epoch's backbone (``{"backbone": ...}``) |
 | ``best_model.pth``           | ``{"model": state_dict, "config": resolved config}`` of that epoch |

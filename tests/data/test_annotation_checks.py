@@ -245,7 +245,7 @@ def test_a_mask_not_the_size_of_the_decoded_image_is_a_named_error(tmp_path):
 
 def _labels_check(tmp_path, annotations: list[dict], overrides: list[str], caplog) -> list[str]:
     from vfmkd_ray.models.build import run_teacher_shapes
-    from vfmkd_ray.train.trainer import check_labels, check_model
+    from vfmkd_ray.training.trainer import check_labels, check_model
 
     cfg = load_config(None, tiny_overrides(tmp_path) + overrides)
     (tmp_path / "data").mkdir()

@@ -23,8 +23,8 @@ from vfmkd_ray.data.warped_features import covered_column, warped_row
 from vfmkd_ray.store.manifest import StoreDataset
 from vfmkd_ray.store.reader import decode_row
 from vfmkd_ray.store.schema import build_table, feature_column
-from vfmkd_ray.train.augmented_targets import refuse_stored_features_under_augmentation
-from vfmkd_ray.train.batch_feed import BatchFeed
+from vfmkd_ray.training.augmented_targets import refuse_stored_features_under_augmentation
+from vfmkd_ray.training.batch_feed import BatchFeed
 
 
 def _rows(tiny_config):

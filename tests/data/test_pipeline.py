@@ -52,7 +52,7 @@ def test_the_decoder_turns_every_row_into_a_sample_with_its_key_and_bytes(tiny_c
 
 
 class _TrainedAlready:
-    """A data position holding some keys (``train.data_position`` answers the same question)."""
+    """A data position holding some keys (``training.data_position`` answers the same question)."""
 
     def __init__(self, keys):
         self.keys = set(keys)

@@ -42,10 +42,10 @@ from vfmkd_ray.store.precompute import precompute_teacher
 from vfmkd_ray.store.ray_source import PART_COLUMN, PART_TEXTS_COLUMN, ROW_GROUPS_COLUMN, read_parts
 from vfmkd_ray.store.reader import FeatureStoreError, decode_row
 from vfmkd_ray.store.verify import teacher_config, verify_store
-from vfmkd_ray.train.augmented_targets import augmentation, refuse_views_misuse
-from vfmkd_ray.train.read_plan import plan_reads
-from vfmkd_ray.train.streams import train_stream, train_view
-from vfmkd_ray.train.teacher_stores import _complete
+from vfmkd_ray.training.augmented_targets import augmentation, refuse_views_misuse
+from vfmkd_ray.training.read_plan import plan_reads
+from vfmkd_ray.training.streams import train_stream, train_view
+from vfmkd_ray.training.teacher_stores import _complete
 
 VIEWS = [
     "store.augment=yolov8",

@@ -11,7 +11,7 @@ from vfmkd_ray.config import load_config
 from vfmkd_ray.heads.base import Detections, MaskPredictions
 from vfmkd_ray.heads.registry import HEADS
 from vfmkd_ray.models.build import build_model
-from vfmkd_ray.train.step import model_step
+from vfmkd_ray.training.step import model_step
 
 SIZE = 64
 HEAD_CONFIGS = {

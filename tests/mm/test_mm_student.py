@@ -10,9 +10,9 @@ import torchvision
 from tests.mm.real_classes import build_backbone, config_of, randomise, strict_load
 from tests.models.foreign_files import save_state
 from vfmkd_ray.config import ConfigError, load_config
-from vfmkd_ray.export.command import run_export
+from vfmkd_ray.handoff.command import run_export
 from vfmkd_ray.models.students import StudentConfig, build_student
-from vfmkd_ray.train.trainer import check_model
+from vfmkd_ray.training.trainer import check_model
 
 pytestmark = pytest.mark.mm
 RESNET18 = StudentConfig(name="mm/mmdet.ResNet", mm={"depth": 18, "out_indices": [0, 1, 2, 3]})

@@ -18,7 +18,7 @@ from vfmkd_ray.data.synthetic import write_synthetic_coco
 from vfmkd_ray.models.students import build_student
 from vfmkd_ray.run_files import read_backbone_state
 from vfmkd_ray.store.precompute import run_precompute
-from vfmkd_ray.train.trainer import run_training
+from vfmkd_ray.training.trainer import run_training
 
 pytestmark = [pytest.mark.mm, pytest.mark.ray]
 

@@ -15,13 +15,13 @@ from tests.batches import dataset_batch
 from tests.mm.real_classes import build_backbone, build_detector, config_of, randomise, strict_load
 from vfmkd_ray import run_files
 from vfmkd_ray.config import validate_config
-from vfmkd_ray.export.command import run_export
-from vfmkd_ray.export.mmyolo_detector import export_whole_detector, mmyolo_state
+from vfmkd_ray.handoff.command import run_export
+from vfmkd_ray.handoff.mmyolo_detector import export_whole_detector, mmyolo_state
 from vfmkd_ray.models.build import build_model
 from vfmkd_ray.models.students import StudentConfig, build_student
-from vfmkd_ray.train.config import TrainConfig
-from vfmkd_ray.train.optim import gradient_scale
-from vfmkd_ray.train.step import model_step
+from vfmkd_ray.training.config import TrainConfig
+from vfmkd_ray.training.optim import gradient_scale
+from vfmkd_ray.training.step import model_step
 
 pytestmark = pytest.mark.mm
 SIZES = ("n", "s", "m", "l", "x")

@@ -16,7 +16,7 @@ from tests.models.foreign_files import save_state
 from vfmkd_ray import openmmlab
 from vfmkd_ray.cli import main
 from vfmkd_ray.config import ConfigError, load_config
-from vfmkd_ray.train.trainer import check_model
+from vfmkd_ray.training.trainer import check_model
 
 MM_RESNET = "mm/mmdet.ResNet"
 
@@ -67,7 +67,7 @@ def test_export_refuses_an_mm_student_named_without_its_dict(tmp_path, capsys):
 
 
 def test_the_product_imports_no_openmmlab_package():
-    modules = "vfmkd_ray.cli, vfmkd_ray.models.build, vfmkd_ray.export.formats, vfmkd_ray.train.trainer"
+    modules = "vfmkd_ray.cli, vfmkd_ray.models.build, vfmkd_ray.handoff.formats, vfmkd_ray.training.trainer"
     stack = openmmlab.PACKAGES
     probe = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] in {stack!r}))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -64,7 +64,7 @@ def test_a_term_that_standardises_is_refused_without_its_stores_statistics(make_
     from vfmkd_ray.losses.base import StudentLevels
     from vfmkd_ray.losses.registry import build_loss_terms
     from vfmkd_ray.models.students.yolov8_cspdarknet import YOLOv8CSPDarknet
-    from vfmkd_ray.train.trainer import refuse_terms_without_channel_stats
+    from vfmkd_ray.training.trainer import refuse_terms_without_channel_stats
 
     cfg = load_config(None, ["distill.terms={kd: {type: feature_mse, normalize: channel}}"])
     levels = StudentLevels(YOLOv8CSPDarknet("n").feature_info)
@@ -80,8 +80,8 @@ def test_a_term_that_standardises_is_refused_without_its_stores_statistics(make_
 def test_a_teacher_online_under_augmentation_keeps_its_stores_statistics(tiny_config):
     """Its store is not read for training, but its statistics still standardise its live targets."""
     from vfmkd_ray.data.coco import read_image_records
-    from vfmkd_ray.train.teacher_stores import check_stores
-    from vfmkd_ray.train.trainer import run_channel_stats
+    from vfmkd_ray.training.teacher_stores import check_stores
+    from vfmkd_ray.training.trainer import run_channel_stats
 
     dataset = build_store_in_process(tiny_config)
     teachers = {"sam": tiny_config.teachers["sam"].model_copy(update={"under_augmentation": "online"})}

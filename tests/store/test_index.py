@@ -13,7 +13,7 @@ from vfmkd_ray.store.errors import FeatureStoreError
 from vfmkd_ray.store.index import INDEX_NAME, build_index, read_index, scan_part
 from vfmkd_ray.store.manifest import read_manifest
 from vfmkd_ray.store.parts import list_parts
-from vfmkd_ray.train.teacher_stores import check_stores
+from vfmkd_ray.training.teacher_stores import check_stores
 
 
 def test_precompute_writes_an_index_of_every_row_that_its_manifest_names(tiny_config):

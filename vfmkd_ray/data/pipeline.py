@@ -81,10 +81,10 @@ class TrainSampleDecoder:
     and in-epoch data position) and, per stored teacher, ``<alias>/feat.L`` in stored form
     (``teacher_column``).
 
-    Rows stream from the primary store's row groups of one split and view (``train.streams`` plans
+    Rows stream from the primary store's row groups of one split and view (``training.streams`` plans
     them, so no other rows are read; or, when no teacher has a store, they are plain image rows);
     the other stores' rows are read by image id and view through their ``StoreRowIndex``. Rows whose
-    ``sample_key`` is in ``position`` (a ``train.data_position`` handle: rows an interrupted epoch
+    ``sample_key`` is in ``position`` (a ``training.data_position`` handle: rows an interrupted epoch
     already trained on) are dropped. With a ``bad_samples`` log, a row whose image, annotations
     (a mask that cannot be decoded) or features cannot be used is recorded and skipped; without one
     it raises, naming the image and URI (and annotation).

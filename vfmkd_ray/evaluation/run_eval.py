@@ -33,7 +33,7 @@ from vfmkd_ray.models.teachers.ensemble import run_teachers
 from vfmkd_ray.progress import progress_bar
 from vfmkd_ray.store.channel_stats import normalized_term_stats
 from vfmkd_ray.store.phi_s import term_phi_s
-from vfmkd_ray.train.step import model_step
+from vfmkd_ray.training.step import model_step
 
 BATCH = 8
 EVAL_INSTANCES = 100  # boxes, and mask prompts when a head predicts masks, per image

@@ -54,7 +54,7 @@ class LossTerm:
         adaptive=None,
     ):
         self.name = name
-        self.weight = weight  # train.kd_weights may steer it between epochs (adaptive)
+        self.weight = weight  # training.kd_weights may steer it between epochs (adaptive)
         self.source = source
         self.normalize = normalize
         self.adaptive = adaptive  # losses.config.AdaptiveWeightConfig, or None

@@ -23,7 +23,7 @@ from vfmkd_ray.evaluation.run_eval import EvalResult, run_eval
 from vfmkd_ray.locations import check_locations
 from vfmkd_ray.models.checkpoint_io import weights_sha256
 from vfmkd_ray.ray_errors import first_line, was_interrupted
-from vfmkd_ray.train.trainer import run_training, steps_per_epoch_for
+from vfmkd_ray.training.trainer import run_training, steps_per_epoch_for
 from vfmkd_ray.transfer.cells import (
     Backbone,
     Cell,

@@ -27,8 +27,8 @@ from vfmkd_ray.ray_errors import first_line
 from vfmkd_ray.ray_session import ensure_ray
 from vfmkd_ray.tracking.resolve import resolve_tracking
 from vfmkd_ray.tracking.run_tracker import RunTracker
-from vfmkd_ray.train.teacher_stores import check_stores
-from vfmkd_ray.train.trainer import local_cpus_needed
+from vfmkd_ray.training.teacher_stores import check_stores
+from vfmkd_ray.training.trainer import local_cpus_needed
 from vfmkd_ray.tune import plan
 from vfmkd_ray.tune.config import Dimension
 from vfmkd_ray.tune.progress import TrialProgress
@@ -210,7 +210,7 @@ def _summarise(cfg, directory: str, record: plan.SearchRecord, max_t: int, paren
 
 def _trial(config: dict, base: dict, trials_dir: str, parent_id: str | None) -> None:
     """One trial: the base config with this trial's values, trained by Ray Train in trials/<key>."""
-    from vfmkd_ray.train.trainer import run_training
+    from vfmkd_ray.training.trainer import run_training
 
     params = config[PARAMS]
     run_training(

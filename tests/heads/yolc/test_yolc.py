@@ -22,7 +22,7 @@ from vfmkd_ray.losses.fgd import box_masks
 from vfmkd_ray.models import from_run
 from vfmkd_ray.models.build import build_model
 from vfmkd_ray.models.multitask import FrozenModel
-from vfmkd_ray.train.step import model_step, optimizer_step
+from vfmkd_ray.training.step import model_step, optimizer_step
 
 
 def test_tiny_object_data_has_dense_clusters_of_small_boxes(yolc_config):

@@ -18,7 +18,7 @@ One deliberate difference: MMYOLO multiplies the three losses by ``num_imgs * wo
 the official implementation's batch-summed loss under its SGD recipe. Here they are not, so the
 head's loss does not grow with the batch size or the number of workers, and ``heads.<name>.weight``
 and the KD term weights keep their meaning at any batch size. Under ``train.optimizer: sgd`` the
-step multiplies the whole loss by the global batch (``train.optim.gradient_scale``), so MMYOLO's
+step multiplies the whole loss by the global batch (``training.optim.gradient_scale``), so MMYOLO's
 SGD settings act on the same batch-summed gradient as there.
 
 Everything runs in float32, also under autocast. The expected distances are recomputed here in
