@@ -54,3 +54,18 @@ def test_the_api_names_run_files_as_run_files_does():
 def test_export_needs_a_run_or_a_checkpoint():
     with pytest.raises(ValueError, match="needs a run or a checkpoint"):
         vk.export(format="timm", out="x.pth")
+
+
+def test_no_module_of_the_package_hides_an_api_name():
+    """Importing ``vfmkd_ray.<name>`` sets ``vfmkd_ray.<name>`` to that module: a module named as an
+    API function would replace ``vk.<name>`` after its first import."""
+    import pkgutil
+
+    import vfmkd_ray.evaluation.run_eval
+    import vfmkd_ray.handoff.command
+    import vfmkd_ray.store.precompute
+    import vfmkd_ray.training.trainer  # noqa: F401
+
+    modules = {module.name for module in pkgutil.iter_modules(vk.__path__)}
+    assert not modules & set(vk.__all__)
+    assert all(callable(getattr(vk, name)) for name in vk.__all__)
