@@ -51,9 +51,19 @@ def test_the_api_names_run_files_as_run_files_does():
     assert (api.BEST_MODEL, api.BEST_BACKBONE) == (run_files.BEST_MODEL, run_files.BEST_BACKBONE_SAFETENSORS)
 
 
+def test_a_moved_run_opens_where_it_is_now(tmp_path):
+    cfg = vk.make_config(**{"train.storage_path": str(tmp_path / "old"), "name": "r"})
+    (tmp_path / "new" / "r2").mkdir(parents=True)
+    (tmp_path / "new" / "r2" / run_files.RESOLVED_CONFIG).write_text(dump_config(cfg))
+    run = vk.Run.open(tmp_path / "new" / "r2")
+    assert run_files.run_dir_of(run.config) == run.run_dir == str(tmp_path / "new" / "r2")
+
+
 def test_export_needs_a_run_or_a_checkpoint():
     with pytest.raises(ValueError, match="needs a run or a checkpoint"):
         vk.export(format="timm", out="x.pth")
+    with pytest.raises(ValueError, match="not the config configs/demo.yaml"):
+        vk.export("configs/demo.yaml", format="timm", out="x.pth")
 
 
 def test_no_module_of_the_package_hides_an_api_name():

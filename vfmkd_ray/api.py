@@ -71,13 +71,16 @@ class Run:
 
     @classmethod
     def open(cls, run_dir: str | Path) -> Run:
-        """The run in ``run_dir`` (local or ``s3://``), from the config it saved."""
+        """The run in ``run_dir`` (local or ``s3://``), from the config it saved, pointed at where
+        the directory is now (a run copied or moved is evaluated, resumed and exported there)."""
         from vfmkd_ray import run_files
 
-        uri = storage.absolute(str(run_dir))
-        return cls(
-            uri, validate_config(run_files.read_config_file(run_files.path(uri, run_files.RESOLVED_CONFIG)))
-        )
+        uri = storage.absolute(str(run_dir)).rstrip("/")
+        raw = run_files.read_config_file(run_files.path(uri, run_files.RESOLVED_CONFIG))
+        parent, name = uri.rsplit("/", 1)
+        set_dotted(raw, "name", name)
+        set_dotted(raw, "train.storage_path", parent)
+        return cls(uri, validate_config(raw))
 
     @property
     def metrics(self) -> list[dict[str, float]]:
@@ -180,4 +183,8 @@ def _run_config(run: Run | str | Path | ExperimentConfig) -> ExperimentConfig | 
 
 
 def _run_dir(run: Run | str | Path) -> str:
-    return run.run_dir if isinstance(run, Run) else storage.absolute(str(run))
+    if isinstance(run, Run):
+        return run.run_dir
+    if str(run).endswith(CONFIG_SUFFIXES):
+        raise ValueError(f"export takes a run (a Run or its directory) or checkpoint=, not the config {run}")
+    return storage.absolute(str(run))

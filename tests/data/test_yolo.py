@@ -9,14 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from tests.yolo_layout import write_yolo_copy
+from vfmkd_ray.config import dump_config, load_config, validate_config
 from vfmkd_ray.data.coco import read_dataset
 from vfmkd_ray.data.coco_scores import box_results, ground_truth, score
 from vfmkd_ray.data.config import DataConfig, SyntheticConfig
 from vfmkd_ray.data.samples import load_sample
 from vfmkd_ray.data.synthetic import write_synthetic_coco
+from vfmkd_ray.data.yolo import read_names
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +86,7 @@ def _bad_copy(both, tmp_path: Path, label_text: str, **overrides) -> DataConfig:
         ("0 0.5 0.5 0.2 0.2 0.3", "has 6 values"),
         ("zero 0.5 0.5 0.2 0.2", "is not numbers"),
         ("0 0.5 1.5 0.2 0.2", "coordinate 1.5 is outside [0, 1]"),
+        ("0 0.5 1.02 0.2 0.2", "coordinate 1.02 is outside [0, 1]"),
         ("0 0.5 nan 0.2 0.2", "coordinate nan is outside [0, 1]"),
         ("7 0.5 0.5 0.2 0.2", "class 7 is not one of the 3 names (0-2)"),
         ("1.5 0.5 0.5 0.2 0.2", "class 1.5 is not one of the 3 names"),
@@ -156,3 +160,70 @@ def test_the_labels_folder_follows_ultralytics_rule_and_names_what_is_missing(tm
 def test_the_synthetic_dataset_is_coco_only(tmp_path):
     with pytest.raises(ValueError, match="written as a COCO file: data.format coco"):
         write_synthetic_coco(DataConfig(root=str(tmp_path), format="yolo"))
+
+
+def test_what_labelling_tools_write_reads_as_ultralytics_reads_it(both, tmp_path, caplog):
+    """A BOM, CRLF line ends, a coordinate a hair past 1 (Ultralytics allows 0.01) and a line
+    repeated (Ultralytics drops the copy) all read; the repeat is counted in a warning."""
+    cfg = _bad_copy(both, tmp_path, "")
+    text = "0 0.5 0.5 0.2 0.2\r\n1 0.5 0.5 1.0000001 0.3\r\n0 0.5 0.5 0.2 0.2\r\n"
+    (Path(cfg.root) / "labels" / "000002.txt").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    dataset = read_dataset(cfg)
+    assert not dataset.bad_samples and dataset.annotations["000002"].labels == [0, 1]
+    record = next(r for r in dataset.records if r.image_id == "000002")
+    assert dataset.annotations["000002"].boxes[1][2] == record.width, "clipped to the image"
+    assert "1 label lines repeat an earlier line" in caplog.text and "labels/000002.txt:3" in caplog.text
+
+
+def test_an_unreadable_label_file_or_image_header_is_a_bad_sample(both, tmp_path):
+    cfg = _bad_copy(both, tmp_path, "")
+    (Path(cfg.root) / "labels" / "000002.txt").write_bytes("0 0.5 0.5 0.2 0.2\n".encode("utf-16"))
+    (Path(cfg.root) / "images" / "000004.png").write_bytes(b"not an image")
+    with pytest.raises(
+        ValueError, match=r"image 000002, annotation labels/000002\.txt: label file .* is not UTF-8"
+    ):
+        read_dataset(cfg)
+    skipped = read_dataset(cfg.model_copy(update={"on_bad_sample": "skip"}))
+    reasons = {b.image_id: b.error for b in skipped.bad_samples}
+    assert set(reasons) == {"000002", "000004"} and "not in an image format PIL can read" in reasons["000004"]
+    small = cfg.model_copy(update={"on_bad_sample": "skip", "max_image_pixels": 1024})
+    assert {b.image_id for b in read_dataset(small).bad_samples} == {
+        "000001",
+        "000002",
+        "000003",
+        "000004",
+        "000005",
+        "000006",
+    }
+
+
+def test_label_files_that_name_no_image_are_refused_when_none_does(both, tmp_path, caplog):
+    cfg = _bad_copy(both, tmp_path, "")
+    (Path(cfg.root) / "labels" / "extra.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert len(read_dataset(cfg).records) == 6 and "1 label files name no image" in caplog.text
+    for label in (Path(cfg.root) / "labels").glob("0*.txt"):
+        label.unlink()
+    with pytest.raises(ValueError, match="none of the 1 label files .* names an image"):
+        read_dataset(cfg)
+
+
+@pytest.mark.parametrize(
+    ("spec", "names"),
+    [("names: {'0': a, '1': b}", ["a", "b"]), ("nc: 2", ["class0", "class1"]), ("names: [a, b]", ["a", "b"])],
+)
+def test_the_names_of_a_data_yaml(tmp_path, spec, names):
+    (tmp_path / "data.yaml").write_text(spec + "\n")
+    assert [c["name"] for c in read_names(str(tmp_path / "data.yaml"))] == names
+
+
+def test_a_pose_data_yaml_is_refused(tmp_path):
+    (tmp_path / "data.yaml").write_text("names: [person]\nkpt_shape: [17, 3]\n")
+    with pytest.raises(ValueError, match="pose dataset"):
+        read_names(str(tmp_path / "data.yaml"))
+
+
+def test_the_names_file_default_survives_a_dump(tmp_path):
+    """Workers, Tune trials and ``vfmkd eval RUN/resolved_config.yaml`` rebuild the config from its
+    dump, where every field is set."""
+    cfg = load_config(None, ["data.format=yolo"])
+    assert validate_config(yaml.safe_load(dump_config(cfg))).data.yolo_names_file() == "data.yaml"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from vfmkd_ray.data.augment.config import AugmentConfig
 from vfmkd_ray.schema import StrictModel
@@ -136,9 +136,18 @@ class DataConfig(StrictModel):
     synthetic: SyntheticConfig = SyntheticConfig()
     augment: AugmentConfig = AugmentConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yolo_names_file(cls, raw: Any) -> Any:
+        """Under ``format: yolo`` an ``annotations`` not given is ``data.yaml``, written into the
+        config so that it survives a dump (the workers', a run's ``resolved_config.yaml``)."""
+        if isinstance(raw, dict) and raw.get("format") == "yolo" and "annotations" not in raw:
+            return raw | {"annotations": YOLO_NAMES_FILE}
+        return raw
+
     def yolo_names_file(self) -> str | None:
-        """Under ``format: yolo``: the file of class names (``annotations`` when given)."""
-        return self.annotations if "annotations" in self.model_fields_set else YOLO_NAMES_FILE
+        """Under ``format: yolo``: the file of class names."""
+        return self.annotations
 
     def yolo_labels_dir(self) -> str:
         """Under ``format: yolo``: ``labels_dir``, or ``images_dir`` with its last ``images``

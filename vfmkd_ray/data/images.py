@@ -24,6 +24,8 @@ from vfmkd_ray.data.config import DEFAULT_MAX_IMAGE_PIXELS
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+EXIF_ORIENTATION = 0x0112
+TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # displayed with width and height swapped
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 # What PIL and its plugins raise on malformed data (SyntaxError and struct.error from parsers).
 _DECODE_ERRORS = (
@@ -82,6 +84,33 @@ def decode_image(
         raise BadImageError(f"cannot decode image {uri}: not in an image format PIL can read") from None
     except _DECODE_ERRORS as err:
         raise BadImageError(f"cannot decode image {uri}: {err}") from None
+
+
+def displayed_header_size(
+    source: object, uri: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> tuple[int, int]:
+    """(width, height) of an image as displayed (EXIF orientations 5-8 swap them), from its header
+    alone: ``source`` is a binary file object; no pixel is decoded.
+
+    Raises:
+        BadImageError: not an image PIL reads, or above ``max_pixels``.
+    """
+    Image.MAX_IMAGE_PIXELS = None  # max_pixels is the limit (see decode_image)
+    try:
+        with Image.open(source) as image:
+            width, height = image.size
+            if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSED_ORIENTATIONS:
+                width, height = height, width
+    except UnidentifiedImageError:
+        raise BadImageError(f"cannot read image {uri}: not in an image format PIL can read") from None
+    except _DECODE_ERRORS as err:
+        raise BadImageError(f"cannot read the header of image {uri}: {err}") from None
+    if width * height > max_pixels:
+        raise BadImageError(
+            f"image {uri} is {width}x{height} = {width * height} pixels, above "
+            f"data.max_image_pixels={max_pixels}"
+        )
+    return width, height
 
 
 def _check_size(size_wh: tuple[int, int], expected_wh: tuple[int, int], uri: str) -> None:
