@@ -112,8 +112,16 @@ def test_multitask_trains_resumes_evaluates_and_exports(local_ray, tmp_path, cap
         == 0
     )
     from_api = vk.export(vk.Run.open(resumed.run_dir), format="mmyolo", out=tmp_path / "api" / "backbone.pth")
-    assert from_api.files == [str(tmp_path / "api" / "backbone.pth")]
-    ours, theirs = torch.load(from_api.files[0], weights_only=True), torch.load(backbone, weights_only=True)
+    assert from_api.files == [
+        str(tmp_path / "api" / "backbone.pth"),
+        str(tmp_path / "api" / "backbone.mmyolo.py"),
+    ]
+    snippets = [
+        Path(f).read_text().replace(str(Path(f).parent), "DIR")
+        for f in (from_api.files[1], backbone.with_suffix(".mmyolo.py"))
+    ]
+    assert snippets[0] == snippets[1], "the same config snippet, naming its own file"
+    ours, theirs = (torch.load(f, weights_only=True)["state_dict"] for f in (from_api.files[0], backbone))
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     detector = tmp_path / "exports" / "detector.pth"
     argv = ["export", "--checkpoint", resumed.best_model, "--format", "mmyolo", "--whole-detector"]
