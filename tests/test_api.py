@@ -22,9 +22,9 @@ def test_keyword_overrides_are_the_command_lines_with_python_values():
 def test_a_config_object_takes_overrides_and_keeps_what_was_set():
     base = vk.make_config(**{"data.format": "yolo", "data.annotations": "meta.yaml"})
     moved = vk.make_config(base, **{"train.epochs": 3})
-    assert moved.train.epochs == 3 and moved.data.yolo_names_file() == "meta.yaml"
+    assert moved.train.epochs == 3 and moved.data.annotations == "meta.yaml"
     defaulted = vk.make_config(vk.make_config(**{"data.format": "yolo"}), seed=1)
-    assert defaulted.data.yolo_names_file() == "data.yaml"
+    assert defaulted.data.annotations == "data.yaml"
     assert vk.make_config(base) is base
 
 

@@ -226,4 +226,4 @@ def test_the_names_file_default_survives_a_dump(tmp_path):
     """Workers, Tune trials and ``vfmkd eval RUN/resolved_config.yaml`` rebuild the config from its
     dump, where every field is set."""
     cfg = load_config(None, ["data.format=yolo"])
-    assert validate_config(yaml.safe_load(dump_config(cfg))).data.yolo_names_file() == "data.yaml"
+    assert validate_config(yaml.safe_load(dump_config(cfg))).data.annotations == "data.yaml"

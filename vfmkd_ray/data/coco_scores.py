@@ -37,12 +37,14 @@ def ground_truth(dataset: CocoDataset, records: list[ImageRecord]) -> GroundTrut
     for an instance with one, the box's otherwise, no crowd regions)."""
     if dataset.coco_json is None:
         images, anns, categories = _from_annotations(dataset, records)
+        ids = {image["file_name"]: image["id"] for image in images}
     else:
         raw = json.loads(storage.read_text(dataset.coco_json))
         wanted = {r.image_id for r in records}
         images = [image for image in raw["images"] if str(image["id"]) in wanted]
         anns = [dict(a) for a in raw.get("annotations", []) if str(a["image_id"]) in wanted]
         categories = raw.get("categories", [])
+        ids = {str(image["id"]): image["id"] for image in images}
     for ann in anns:
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", float(ann["bbox"][2] * ann["bbox"][3]))
@@ -50,9 +52,6 @@ def ground_truth(dataset: CocoDataset, records: list[ImageRecord]) -> GroundTrut
     coco.dataset = {"images": images, "annotations": anns, "categories": categories}
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
-    ids = {str(image["id"]): image["id"] for image in images}
-    if dataset.coco_json is None:
-        ids = {image["file_name"]: image["id"] for image in images}
     return GroundTruth(coco, ids, all(ann.get("segmentation") for ann in anns))
 
 

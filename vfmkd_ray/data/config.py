@@ -145,10 +145,6 @@ class DataConfig(StrictModel):
             return raw | {"annotations": YOLO_NAMES_FILE}
         return raw
 
-    def yolo_names_file(self) -> str | None:
-        """Under ``format: yolo``: the file of class names."""
-        return self.annotations
-
     def yolo_labels_dir(self) -> str:
         """Under ``format: yolo``: ``labels_dir``, or ``images_dir`` with its last ``images``
         folder named ``labels`` (Ultralytics' rule)."""

@@ -69,12 +69,7 @@ def decode_image(
     Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size  # from the header: Image.open decodes no pixels
-            if width * height > max_pixels:
-                raise BadImageError(
-                    f"image {uri} is {width}x{height} = {width * height} pixels, above "
-                    f"data.max_image_pixels={max_pixels}"
-                )
+            _check_pixels(image.size, uri, max_pixels)  # from the header: no pixel decoded yet
             ImageOps.exif_transpose(image, in_place=True)
             _check_size(image.size, expected_wh, uri)
             return to_rgb8(image)
@@ -105,12 +100,17 @@ def displayed_header_size(
         raise BadImageError(f"cannot read image {uri}: not in an image format PIL can read") from None
     except _DECODE_ERRORS as err:
         raise BadImageError(f"cannot read the header of image {uri}: {err}") from None
+    _check_pixels((width, height), uri, max_pixels)
+    return width, height
+
+
+def _check_pixels(size_wh: tuple[int, int], uri: str, max_pixels: int) -> None:
+    width, height = size_wh
     if width * height > max_pixels:
         raise BadImageError(
             f"image {uri} is {width}x{height} = {width * height} pixels, above "
             f"data.max_image_pixels={max_pixels}"
         )
-    return width, height
 
 
 def _check_size(size_wh: tuple[int, int], expected_wh: tuple[int, int], uri: str) -> None:

@@ -52,10 +52,9 @@ def read_yolo_dataset(cfg: DataConfig) -> CocoDataset:
     root = storage.absolute(cfg.root)
     images_uri = storage.join(root, cfg.images_dir)
     labels_uri = storage.join(root, cfg.yolo_labels_dir())
-    names_file = cfg.yolo_names_file()
-    if names_file is None:
+    if cfg.annotations is None:
         raise ValueError("data.format yolo reads the class names from data.annotations (a data.yaml)")
-    categories = read_names(storage.join(root, names_file))
+    categories = read_names(storage.join(root, cfg.annotations))
     if not storage.is_dir(labels_uri):
         raise FileNotFoundError(
             f"no YOLO labels folder {labels_uri} (data.labels_dir; by default data.images_dir with its "
@@ -70,8 +69,9 @@ def read_yolo_dataset(cfg: DataConfig) -> CocoDataset:
     records = [record for record, _, _ in sized]
     groups = AnnotationGroups(records, CategoryLabels(categories))
     repeats: list[str] = []
+    labels_dir = labels_uri[len(root) :].lstrip("/")  # how annotation ids name a label file
     for record, text, problem in sized:
-        label_name = f"{_relative(root, labels_uri)}/{_stem_file(record)}"
+        label_name = f"{labels_dir}/{_stem_file(record)}"
         if problem is not None:
             groups.reject(record.image_id, label_name, problem)
             continue
@@ -207,7 +207,3 @@ def _read_image(
 
 def _stem_file(record: ImageRecord) -> str:
     return f"{record.image_id}.txt"
-
-
-def _relative(root: str, uri: str) -> str:
-    return uri[len(root) :].lstrip("/") if uri.startswith(root) else uri

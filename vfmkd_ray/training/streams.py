@@ -31,7 +31,6 @@ from vfmkd_ray import storage
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.data.bad_samples import BadSampleLog
 from vfmkd_ray.data.coco import CocoDataset, ImageRecord
-from vfmkd_ray.data.config import SHARED_DECODE_CPUS
 from vfmkd_ray.data.epoch_order import order_key
 from vfmkd_ray.data.ordered_blocks import PassOrder, read_regrouped
 from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
@@ -77,7 +76,8 @@ def build_streams(
     spec: SampleSpec,
     bad_samples: BadSampleLog | None,
     position=None,
-    decode_cpus: float = SHARED_DECODE_CPUS,
+    *,
+    decode_cpus: float,
 ) -> StreamPlan:
     """``position`` (``training.data_position``): the rows an interrupted epoch trained on, which the
     training streams leave out; ``decode_cpus``: what each read/decode task reserves

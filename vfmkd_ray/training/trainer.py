@@ -227,7 +227,9 @@ def _train(cfg: ExperimentConfig, callbacks, tune_trial: dict | None) -> RunSumm
     ):
         cluster_cpus = None if tune_trial is not None else ray.cluster_resources().get("CPU", 0.0)
         decode_cpus = decode_task_cpus(cfg, cluster_cpus)
-        streams = build_streams(cfg, stores, images, dataset, spec, skip_log, position, decode_cpus)
+        streams = build_streams(
+            cfg, stores, images, dataset, spec, skip_log, position, decode_cpus=decode_cpus
+        )
         loop_config = {
             "plan": plan | {"read_bytes": streams.read_bytes},
             "relay": relay,
