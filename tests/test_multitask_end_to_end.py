@@ -45,6 +45,7 @@ def test_multitask_trains_resumes_evaluates_and_exports(local_ray, tmp_path, cap
         "heads.seg.max_masks=2",
         "train.best_metric=det/mAP",  # the best epoch by in-loop COCO scores, every 2nd and the last
         "train.eval_every_epochs=2",
+        "train.channels_last=true",  # under DDP, through the resume and the exports
     ]
     cfg = load_config(CONFIGS_DIR / "multitask.yaml", overrides)
     [store] = vk.precompute(cfg)

@@ -61,6 +61,8 @@ def test_head_contract(tmp_path, head_type):
         missing = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
         assert not missing, f"no gradient for {missing[:5]} (ground truth: {ground_truth})"
 
+    _same_loss_in_channels_last_memory(cfg, batch)
+
     parts.model.eval()
     batch = dataset_batch(cfg, needs.max_objects, needs.max_masks)
     with torch.no_grad():
@@ -81,3 +83,25 @@ def test_head_contract(tmp_path, head_type):
     fresh.heads["h"].load_state_dict(module.state_dict(), strict=True)
     for key, value in module.state_dict().items():
         torch.testing.assert_close(fresh.heads["h"].state_dict()[key], value)
+
+
+def _same_loss_in_channels_last_memory(cfg, batch) -> None:
+    """``train.channels_last``: the head's loss and gradients do not depend on the memory layout
+    (no ``view`` of a feature map that only a contiguous layout allows)."""
+    results = []
+    for channels_last in (False, True):
+        parts = build_model(cfg)
+        if channels_last:
+            parts.model.to(memory_format=torch.channels_last)
+        out = model_step(parts.model, batch, parts)
+        out["loss"].backward()
+        grads = {n: p.grad for n, p in parts.model.named_parameters() if p.grad is not None}
+        results.append((out["loss"].detach(), grads))
+    (plain_loss, plain_grads), (loss, grads) = results
+    torch.testing.assert_close(loss, plain_loss, rtol=1e-4, atol=1e-5)
+    assert grads.keys() == plain_grads.keys()
+    for name, grad in grads.items():
+        # Another convolution algorithm sums in another order: equal up to float32 rounding,
+        # measured against the tensor's largest gradient (2e-4 at most here).
+        scale = plain_grads[name].abs().max().clamp_min(1e-12)
+        assert float((grad - plain_grads[name]).abs().max() / scale) < 1e-3, name

@@ -2,6 +2,8 @@
 and the teacher's shapes), a finite loss with gradients into the adapter, and zero when the adapted
 student equals the teacher where that holds."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,10 @@ def test_term_contract(term_type):
         assert term.teacher_layers == ("sam/image_embed",) and pred.shape == target.shape
     loss, diagnostics = term(pred, batch)
     assert loss.ndim == 0 and torch.isfinite(loss)
+    # train.channels_last: the same loss from a channels-last student (no layout-bound views).
+    channels_last = copy.deepcopy(adapter).to(memory_format=torch.channels_last)
+    level_cl = level.detach().contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(term(channels_last(level_cl), batch)[0], loss, rtol=1e-4, atol=1e-6)
     assert all(torch.isfinite(v).all() for v in diagnostics.values())
     loss.backward()
     assert all(p.grad is not None for p in adapter.parameters() if p.requires_grad)

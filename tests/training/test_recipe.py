@@ -260,6 +260,44 @@ def test_the_ema_is_what_the_best_files_hold_and_a_resume_restores_it(tiny_confi
     assert all(torch.equal(resumed.ema.module.state_dict()[k], v) for k, v in averaged.items())
 
 
+def test_a_channels_last_task_trains_like_a_plain_one_and_saves_plain_files(tiny_config, tmp_path):
+    """``train.channels_last``: every 4-d weight of the model and its EMA in channels-last memory,
+    three steps to the same weights as a plain task (up to float32 rounding), and best files
+    whose tensors are contiguous and load strictly into a plain model; a checkpoint resumes into
+    either layout."""
+    cfg = _ema_config(tiny_config)
+    # SGD: a step linear in the gradient, so layouts stay as close as their rounding (AdamW's
+    # normalised step turns a rounding-level gradient near zero into a step of lr).
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"optimizer": "sgd", "lr": 0.01})})
+    train = cfg.train.model_copy(update={"channels_last": True})
+    channels_last = cfg.model_copy(update={"train": train})
+    plain, task = _trained_task(cfg, steps=3), _trained_task(channels_last, steps=3)
+    assert task.describe().endswith(", channels-last") and "channels-last" not in plain.describe()
+    for module in (task.parts.model, task.ema.module):
+        weights = [p for p in module.parameters() if p.dim() == 4 and min(p.shape[2:]) > 1]
+        assert weights and all(
+            p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in weights
+        )
+    for name, value in plain.ema.module.state_dict().items():
+        ours = task.ema.module.state_dict()[name]
+        assert float((ours - value).abs().max()) <= 1e-4 * float(value.abs().max()) + 1e-8, name
+
+    files = task.write_best(str(tmp_path / "run"), {"name": cfg.name})
+    best, _ = run_files.read_model_file(files[run_files.BEST_MODEL])
+    assert all(tensor.is_contiguous() for tensor in best.values())
+    fresh = build_task(cfg, teacher_shapes(dict(cfg.teachers)), 10, torch.device("cpu")).parts.model
+    fresh.load_state_dict(best, strict=True)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in task.ema.module.state_dict().items())
+
+    reports = FolderReports(tmp_path)
+    CheckpointManager(0, str(tmp_path / "run"), reports).report_inside_epoch({}, task.stateful())
+    for config in (cfg, channels_last):
+        resumed = build_task(config, teacher_shapes(dict(config.teachers)), 10, torch.device("cpu"))
+        assert CheckpointManager(0, str(tmp_path / "run"), reports).restore(resumed.stateful())
+        restored = resumed.parts.model.state_dict()
+        assert all(torch.equal(restored[k], v) for k, v in task.parts.model.state_dict().items())
+
+
 def test_recipe_settings_that_do_nothing_are_named(tiny_config):
     cfg = load_config(
         None, ["train.momentum=0.9", "train.warmup_bias_lr=0.05", "train.ema_gamma=100", "train.sync_bn=true"]

@@ -80,6 +80,12 @@ class TrainConfig(StrictModel):
         description="batch-norm statistics over the global batch (torch SyncBatchNorm; CUDA workers "
         "only), as MMYOLO's syncbn configs",
     )
+    channels_last: bool = Field(
+        False,
+        description="the student's weights, and so its activations, in channels-last (NHWC) memory: "
+        "faster convolutions on CPUs and on GPUs with AMP, the same values and the same saved files "
+        "(a plain model loads them); timm's --channels-last",
+    )
     freeze_backbone: bool = Field(
         False,
         description="the backbone does not train (no gradients, batch-norm statistics frozen): only the "

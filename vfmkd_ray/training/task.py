@@ -81,11 +81,20 @@ class TrainTask:
             f"{'/'.join(str(g.get('name')) for g in groups)} parameters {sizes}, "
             f"{spec.kind} to x{spec.lr_factor:g} over {self.scheduler.total_steps} steps, warm-up "
             f"{warmup} steps{whole}, EMA {'on' if self.ema is not None else 'off'}"
+            f"{', channels-last' if _is_channels_last(self.parts.model) else ''}"
         )
 
     def write_best(self, run_dir: str, config: dict) -> dict[str, str]:
         """The best files (``run_files.write_best``) of what validation scored: the EMA when kept."""
         return run_files.write_best(run_dir, self.eval_model, config)
+
+
+def _is_channels_last(model: nn.Module) -> bool:
+    """Whether the model's convolution kernels are in channels-last memory (``train.channels_last``)."""
+    kernels = [p for p in model.parameters() if p.dim() == 4 and min(p.shape[2:]) > 1]
+    return bool(kernels) and all(
+        p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in kernels
+    )
 
 
 def build_task(
@@ -97,17 +106,22 @@ def build_task(
     global_batch: int | None = None,
 ) -> TrainTask:
     """The model seeded from ``cfg.seed`` on ``device`` (the backbone frozen when
-    ``train.freeze_backbone``; SyncBatchNorm on CUDA when ``train.sync_bn``), ``train.optimizer``
-    over its trainable parameters in groups, the schedule over ``total_steps``, the run's planned
-    steps, with warm-up counted in ``steps_per_epoch`` (default: ``total_steps`` over the epochs),
-    weight decay and the loss's gradient scale for ``global_batch`` (default: the largest
-    group's), the EMA when ``train.ema``, and AMP on CUDA when ``train.amp``."""
+    ``train.freeze_backbone``; SyncBatchNorm on CUDA when ``train.sync_bn``; channels-last memory
+    when ``train.channels_last``), ``train.optimizer`` over its trainable parameters in groups, the
+    schedule over ``total_steps``, the run's planned steps, with warm-up counted in
+    ``steps_per_epoch`` (default: ``total_steps`` over the epochs), weight decay and the loss's
+    gradient scale for ``global_batch`` (default: the largest group's), the EMA when ``train.ema``,
+    and AMP on CUDA when ``train.amp``."""
     train = cfg.train
     parts = build_model(cfg, shapes, load_run_model=load_frozen_model).to(device)
     if train.freeze_backbone:
         parts.model.freeze_backbone()
     if train.sync_bn and device.type == "cuda":
         parts.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(parts.model)
+    if train.channels_last:
+        # A convolution with channels-last weights writes channels-last activations whatever its
+        # input's layout, so the images need no conversion; the EMA's copy below inherits it.
+        parts.model.to(memory_format=torch.channels_last)
     groups = parameter_groups(parts.model)
     global_batch = global_batch or train.batch_size * train.max_workers
     optimizer = build_optimizer(groups, train, global_batch)
