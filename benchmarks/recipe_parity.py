@@ -20,10 +20,12 @@ Every run is scored at its last epoch, EMA weights where the recipe has them, by
 ``val.json``: vfmkd in its loop (the same ``COCOeval`` over the same images and annotations),
 MMYOLO's last ``CocoMetric`` detections file rescored here. Images/s is each run's median training
 rate over its epochs after the first, counted alike on both sides (first batch's arrival to the last
-step's end, data waits included).
+step's end, data waits included). With ``--repeats N`` new and mmyolo train N times each, one after
+the other (new, mmyolo, new, ...), and each ratio is taken per pair: one run each could not tell a
+few per cent apart from the machine's drift over half an hour (``old`` trains once).
 
     .venv/bin/python -m benchmarks.recipe_parity [--images 398] [--image-size 160] [--epochs 30]
-        [--close-mosaic 5] [--val-interval 10] [--only new old mmyolo] [--keep DIR]
+        [--close-mosaic 5] [--val-interval 10] [--only new old mmyolo] [--repeats 1] [--keep DIR]
 
 Needs the OpenMMLab stack (``make mm``) for the MMYOLO side.
 """
@@ -143,12 +145,12 @@ def vfmkd_overrides(args, data: Path, runs: Path, name: str) -> list[str]:
     ]
 
 
-def train_vfmkd(args, data: Path, work: Path, run: str) -> Outcome:
-    runs = work / "runs"
-    overrides = vfmkd_overrides(args, data, runs, f"parity-{run}") + list(OLD_RECIPE if run == "old" else ())
+def train_vfmkd(args, data: Path, work: Path, run: str, attempt: int = 1) -> Outcome:
+    runs, name = work / "runs", f"parity-{run}-{attempt}"
+    overrides = vfmkd_overrides(args, data, runs, name) + list(OLD_RECIPE if run == "old" else ())
     command = [str(Path(sys.executable).parent / "vfmkd"), "train", str(RECIPE_CONFIG), *overrides]
-    wall = _timed(command, work / f"{run}.log")
-    history = run_files.read_metrics_log(str(runs / f"parity-{run}"))
+    wall = _timed(command, work / f"{run}-{attempt}.log")
+    history = run_files.read_metrics_log(str(runs / name))
     if len(history) != args.epochs:
         raise RuntimeError(f"vfmkd {run}: {len(history)} epoch records, expected {args.epochs}")
     last = history[-1]
@@ -158,8 +160,8 @@ def train_vfmkd(args, data: Path, work: Path, run: str) -> Outcome:
     )
 
 
-def train_mmyolo(args, data: Path, work: Path) -> Outcome:
-    work_dir = work / "mmyolo"
+def train_mmyolo(args, data: Path, work: Path, attempt: int = 1) -> Outcome:
+    work_dir = work / f"mmyolo-{attempt}"
     command = [
         sys.executable,
         "-m",
@@ -175,7 +177,7 @@ def train_mmyolo(args, data: Path, work: Path) -> Outcome:
         f"--workers={os.cpu_count() or 1}",
         f"--seed={args.seed}",
     ]
-    wall = _timed(command, work / "mmyolo.log", {"CUDA_VISIBLE_DEVICES": ""})  # both sides on CPUs
+    wall = _timed(command, work / f"mmyolo-{attempt}.log", {"CUDA_VISIBLE_DEVICES": ""})  # both on CPUs
     result = json.loads((work_dir / "result.json").read_text())
     detections = json.loads(Path(result["detections"]).read_text())
     scores = score_detections(data, detections)
@@ -215,40 +217,30 @@ def _timed(command: list[str], log: Path, env: dict[str, str] | None = None) -> 
     return wall
 
 
-def figures(outcomes: dict[str, Outcome], setting: str) -> list[Figure]:
+def figures(outcomes: dict[str, list[Outcome]], setting: str) -> list[Figure]:
+    """Each run's figures over its repeats; the ratios new / mmyolo per pair of runs made one after
+    the other (the machine's speed drifts over the half hour a pair takes)."""
     out = []
-    for run, outcome in outcomes.items():
+    for run, repeats in outcomes.items():
         for metric in ("mAP", "AP50", "AP_small"):
-            out.append(
-                Figure(SECTION, f"{run}: val {metric}", "COCO AP", [getattr(outcome, metric)], setting)
-            )
-        out.append(Figure(SECTION, f"{run}: training rate", "images/s", [outcome.images_per_s], setting))
-        out.append(Figure(SECTION, f"{run}: wall time", "s", [outcome.wall_s], setting))
+            values = [getattr(o, metric) for o in repeats]
+            out.append(Figure(SECTION, f"{run}: val {metric}", "COCO AP", values, setting))
+        rates = [o.images_per_s for o in repeats]
+        out.append(Figure(SECTION, f"{run}: training rate", "images/s", rates, setting))
+        out.append(Figure(SECTION, f"{run}: wall time", "s", [o.wall_s for o in repeats], setting))
     if "new" in outcomes and "mmyolo" in outcomes:
-        new, peer = outcomes["new"], outcomes["mmyolo"]
-        out.append(
-            Figure(SECTION, "new / mmyolo: val mAP", "ratio", [_ratio(new.mAP, peer.mAP)], setting, ">= 0.95")
-        )
-        out.append(
-            Figure(
-                SECTION,
-                "new / mmyolo: training images/s",
-                "ratio",
-                [_ratio(new.images_per_s, peer.images_per_s)],
-                setting,
-                ">= 1.0",
-            )
-        )
+        pairs = list(zip(outcomes["new"], outcomes["mmyolo"], strict=False))
+        for label, metric, target in (
+            ("val mAP", "mAP", ">= 0.95"),
+            ("training images/s", "images_per_s", ">= 1.0"),
+            ("wall time", "wall_s", None),
+        ):
+            ratios = [_ratio(getattr(new, metric), getattr(peer, metric)) for new, peer in pairs]
+            out.append(Figure(SECTION, f"new / mmyolo: {label}", "ratio", ratios, setting, target or ""))
     if "new" in outcomes and "old" in outcomes:
-        out.append(
-            Figure(
-                SECTION,
-                "new / old: val mAP",
-                "ratio",
-                [_ratio(outcomes["new"].mAP, outcomes["old"].mAP)],
-                setting,
-            )
-        )
+        pairs = zip(outcomes["new"], outcomes["old"], strict=False)
+        ratios = [_ratio(new.mAP, old.mAP) for new, old in pairs]
+        out.append(Figure(SECTION, "new / old: val mAP", "ratio", ratios, setting))
     return out
 
 
@@ -266,6 +258,12 @@ def run(root: str, flags: list[str]) -> list[Figure]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", choices=RUNS, default=list(RUNS))
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="train new and mmyolo this many times, one after the other (old once)",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="work here and keep the logs and runs (default: a temporary dir)"
     )
     parser.add_argument("--gpu", action="store_true", help="not supported: both sides train on the CPU here")
@@ -279,13 +277,19 @@ def run(root: str, flags: list[str]) -> list[Figure]:
         f"{args.epochs} epochs (close-mosaic {args.close_mosaic}), batch {BATCH}, {os.cpu_count()} CPUs"
     )
     print(f"[bench] {setting}", flush=True)
-    outcomes: dict[str, Outcome] = {}
-    for name in args.only:
-        began = time.monotonic()
-        outcomes[name] = (
-            train_mmyolo(args, data, work) if name == "mmyolo" else train_vfmkd(args, data, work, name)
-        )
-        print(f"[bench] {name}: {outcomes[name]} ({time.monotonic() - began:.0f} s)", flush=True)
+    outcomes: dict[str, list[Outcome]] = {}
+    for attempt in range(1, args.repeats + 1):
+        for name in args.only:
+            if name == "old" and attempt > 1:
+                continue  # the recipe before: one run says how far the new one moved
+            began = time.monotonic()
+            outcome = (
+                train_mmyolo(args, data, work, attempt)
+                if name == "mmyolo"
+                else train_vfmkd(args, data, work, name, attempt)
+            )
+            outcomes.setdefault(name, []).append(outcome)
+            print(f"[bench] {name} {attempt}: {outcome} ({time.monotonic() - began:.0f} s)", flush=True)
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
     return figures(outcomes, setting)
