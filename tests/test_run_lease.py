@@ -198,6 +198,18 @@ def test_a_field_added_to_the_schema_since_the_run_began_is_no_change(tmp_path):
         run_config.claim_resolved_config(str(tmp_path), changed, begun=True)
 
 
+def test_a_run_from_before_channels_last_resumes_under_a_config_that_turns_it_on(tmp_path):
+    """The shipped YOLOv8 configs set train.channels_last; a run recorded before the field (so
+    without it) resumes under them, the change named, as a checkpoint restores into either layout."""
+    cfg = load_config(None, [])
+    recorded = yaml.safe_load(dump_config(cfg))
+    del recorded["train"]["channels_last"]
+    (tmp_path / run_files.RESOLVED_CONFIG).write_text(yaml.safe_dump(recorded))
+    turned_on = load_config(None, ["train.channels_last=true"])
+    changes = run_config.claim_resolved_config(str(tmp_path), turned_on, begun=True)
+    assert changes == ["train.channels_last: False -> True"]
+
+
 def test_sigterm_releases_the_lease(tmp_path):
     """`vfmkd jobs stop` and schedulers send SIGTERM: the command exits through its cleanup."""
     import signal

@@ -18,8 +18,9 @@ from vfmkd_ray.config import ConfigError, ExperimentConfig, dump_config, validat
 from vfmkd_ray.config_yaml import echo
 from vfmkd_ray.run_files import RESOLVED_CONFIG, RunFileError, path, read_config_file
 
-# What a relaunch may change and still resume the run: how long it trains and on what resources,
-# nothing about what it trains (the model, data, teachers, terms, heads, optimiser).
+# What a relaunch may change and still resume the run: how long it trains and on what resources
+# and memory layout, nothing about what it trains (the model, data, teachers, terms, heads,
+# optimiser). A checkpoint restores into either layout (train.channels_last).
 RESUMABLE_CHANGES = (
     "train.epochs",
     "train.num_workers",
@@ -27,6 +28,7 @@ RESUMABLE_CHANGES = (
     "train.use_gpu",
     "train.max_failures",
     "train.prefetch_batches",
+    "train.channels_last",
 )
 MAX_NAMED_KEYS = 5
 _UNSET = "(unset)"

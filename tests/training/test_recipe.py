@@ -273,6 +273,10 @@ def test_a_channels_last_task_trains_like_a_plain_one_and_saves_plain_files(tiny
     channels_last = cfg.model_copy(update={"train": train})
     plain, task = _trained_task(cfg, steps=3), _trained_task(channels_last, steps=3)
     assert task.describe().endswith(", channels-last") and "channels-last" not in plain.describe()
+    # A depthwise kernel is contiguous in both layouts: it does not hide the conversion.
+    with_depthwise = copy.deepcopy(task)
+    with_depthwise.parts.model.backbone.stem.conv.weight.data = torch.zeros(4, 1, 3, 3)
+    assert with_depthwise.describe().endswith(", channels-last")
     for module in (task.parts.model, task.ema.module):
         weights = [p for p in module.parameters() if p.dim() == 4 and min(p.shape[2:]) > 1]
         assert weights and all(

@@ -83,8 +83,8 @@ class TrainConfig(StrictModel):
     channels_last: bool = Field(
         False,
         description="the student's weights, and so its activations, in channels-last (NHWC) memory: "
-        "faster convolutions on CPUs and on GPUs with AMP, the same values and the same saved files "
-        "(a plain model loads them); timm's --channels-last",
+        "faster convolutions on CPUs and on GPUs with AMP, the same values, best files and exports; a "
+        "relaunch may switch it and still resume; timm's --channels-last",
     )
     freeze_backbone: bool = Field(
         False,

@@ -90,8 +90,9 @@ class TrainTask:
 
 
 def _is_channels_last(model: nn.Module) -> bool:
-    """Whether the model's convolution kernels are in channels-last memory (``train.channels_last``)."""
-    kernels = [p for p in model.parameters() if p.dim() == 4 and min(p.shape[2:]) > 1]
+    """Whether the model's convolution kernels are in channels-last memory (``train.channels_last``).
+    A depthwise or 1x1 kernel is both layouts at once and tells nothing."""
+    kernels = [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 and min(p.shape[2:]) > 1]
     return bool(kernels) and all(
         p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in kernels
     )
