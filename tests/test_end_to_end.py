@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -121,7 +122,8 @@ def test_s3_end_to_end_with_resume_and_no_secret_in_any_log(
     given in the config: they reach the workers (every read works) but appear nowhere: not in the
     printed output, the store, the run directory, or any file of Ray's session directory. The run
     uses MMYOLO's recipe (SGD in groups, warm-up, EMA): the EMA survives the restart and the
-    relaunch, one update per optimiser step of the run."""
+    relaunch, one update per optimiser step of the run. The local Ray keeps idle worker processes
+    that outnumber its free CPUs (a pass's read/decode workers between two bursts)."""
     import ray
 
     Path(FAIL_MARKER).unlink(missing_ok=True)
@@ -174,6 +176,39 @@ def test_s3_end_to_end_with_resume_and_no_secret_in_any_log(
               if MARKER_KEY_ID in text or MARKER_SECRET in text]  # fmt: skip
     assert any(session_dir.rglob("*.log")), f"no Ray logs under {session_dir} to check"
     assert not leaks, f"the S3 keys appear in {leaks}"
+    _idle_workers_are_kept()
+
+
+def _idle_workers_are_kept() -> None:
+    """With all CPUs but one held, four quarter-CPU tasks at once leave four idle workers beside one
+    free CPU: Ray's default kills those beyond the free CPUs after a second idle (as it killed a
+    pass's decode workers beside the Train workers); ``ensure_ray``'s local Ray keeps them."""
+    import ray
+
+    @ray.remote
+    class CpuHolder:
+        def ready(self) -> bool:
+            return True
+
+    @ray.remote(num_cpus=0.25)
+    def worker_pid() -> int:
+        time.sleep(1.0)  # the four overlap
+        return os.getpid()
+
+    holder = CpuHolder.options(num_cpus=ray.cluster_resources()["CPU"] - 1).remote()
+    ray.get(holder.ready.remote())
+    pids = set(ray.get([worker_pid.remote() for _ in range(4)]))
+    assert len(pids) == 4
+    time.sleep(3.0)  # Ray looks for workers idle over its threshold every 0.2 s
+    idle = {pid for pid in pids if _process_title(pid).startswith("ray::IDLE")}
+    assert idle == pids, f"idle workers killed: {sorted(pids - idle)}"
+
+
+def _process_title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
 
 
 def _objects_holding(bucket: str, markers: list[str]) -> list[str]:
