@@ -25,6 +25,7 @@ from benchmarks.data_plane_workloads import annotation_texts
 from benchmarks.figures import Figure, ratio
 from vfmkd_ray.data.coco import ImageAnnotations
 from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
+from vfmkd_ray.ray_session import local_ray_system_config
 from vfmkd_ray.store.manifest import Manifest, StoreDataset
 from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.ray_source import read_part, read_store_rows
@@ -81,7 +82,7 @@ def peer_figures(
     rows = sum(len(groups) for groups in row_groups.values())
     rates = {"DataLoader": _loader_rates(row_groups, texts, decoder, cores, passes)}
     ray.shutdown()
-    ray.init(num_cpus=cores, logging_level="ERROR")
+    ray.init(num_cpus=cores, logging_level="ERROR", _system_config=local_ray_system_config())
     try:
         for num_cpus in (0.25, 1.0):
             name = f"Ray path, decode_num_cpus {num_cpus}"

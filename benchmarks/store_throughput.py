@@ -26,6 +26,7 @@ import ray
 from benchmarks.figures import Figure, ratio
 from tests.s3_server import create_bucket, moto_s3_server
 from vfmkd_ray import storage
+from vfmkd_ray.ray_session import local_ray_system_config
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.manifest import LayerSpec, Manifest
 from vfmkd_ray.store.parts import PartWriter, list_parts
@@ -153,7 +154,7 @@ def run(root: str, argv: list[str]) -> list[Figure]:
     with moto_s3_server() as endpoint:
         create_bucket(endpoint, "bench")
         ray.shutdown()  # a Ray started before the server would not pass its AWS settings to workers
-        ray.init(num_cpus=os.cpu_count(), logging_level="ERROR")
+        ray.init(num_cpus=os.cpu_count(), logging_level="ERROR", _system_config=local_ray_system_config())
         roots = {"local": root, "s3": "s3://bench"}
         for target in args.targets:
             for codec in args.codecs:

@@ -8,6 +8,9 @@ set -euo pipefail
 RAY=${RAY:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/ray}
 # Jobs run `python -m jobs.<command>`: on this machine that must be the environment Ray runs in.
 export PATH="$(dirname "$RAY"):$PATH"
+# Keep idle worker processes, as a local Ray of `vfmkd` does (vfmkd_ray/ray_session.py): Ray's
+# default kills read/decode workers between two passes and restarts them every epoch.
+export RAY_idle_worker_killing_time_threshold_ms=600000
 GCS_PORT=${GCS_PORT:-6379}
 DASHBOARD_PORT=${DASHBOARD_PORT:-8265}
 case "${1:-}" in

@@ -73,10 +73,18 @@ def local_ray(request):
     """A real local Ray for one test (4 logical CPUs); ``indirect`` params become worker env vars."""
     import ray
 
+    from vfmkd_ray.ray_session import local_ray_system_config
+
     env = getattr(request, "param", {}) or {}
     # No dashboard: it costs seconds to start and a share of the 2 CPUs while the test runs.
     runtime_env = {"env_vars": env} if env else None
-    ray.init(num_cpus=4, runtime_env=runtime_env, logging_level="ERROR", include_dashboard=False)
+    ray.init(
+        num_cpus=4,
+        runtime_env=runtime_env,
+        logging_level="ERROR",
+        include_dashboard=False,
+        _system_config=local_ray_system_config(),  # the product's local Ray keeps its idle workers
+    )
     yield
     ray.shutdown()
 

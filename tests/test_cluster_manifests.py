@@ -1,4 +1,5 @@
-"""The cluster launcher YAML and KubeRay manifests parse and agree with the package."""
+"""The cluster launcher YAML and KubeRay manifests parse and agree with the package (and their nodes
+keep idle workers as a local Ray of vfmkd does)."""
 
 from pathlib import Path
 
@@ -6,11 +7,14 @@ import ray
 import yaml
 
 from vfmkd_ray.config import load_config
+from vfmkd_ray.ray_session import local_ray_system_config
 from vfmkd_ray.submission import COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
 GCS, DASHBOARD, CLIENT = 6379, 8265, 10001
+# Every node keeps its idle workers as a local Ray of vfmkd does: "RAY_<setting>" -> value.
+RAY_NODE_ENV = {f"RAY_{key}": str(value) for key, value in local_ray_system_config().items()}
 
 
 def _containers(manifest: dict) -> list[dict]:
@@ -39,6 +43,8 @@ def test_launcher_yaml_matches_the_package():
     assert "RAY_AUTH_MODE=token" in start and all(
         "RAY_AUTH_MODE=token" in c for c in cfg["worker_start_ray_commands"][1:]
     )
+    for command in [start, *cfg["worker_start_ray_commands"][1:]]:
+        assert all(f"{name}={value} " in command for name, value in RAY_NODE_ENV.items()), command
     assert any("pip install -e" in c for c in cfg["setup_commands"])
 
 
@@ -57,6 +63,8 @@ def test_kuberay_manifests_match_the_package():
                 env["RAY_AUTH_MODE"]["value"] == "token"
                 and "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
             )
+            for name, value in RAY_NODE_ENV.items():
+                assert env.get(name, {}).get("value") == value, f"{name} on {container['name']}"
             assert {"secretRef": {"name": "vfmkd-s3"}} in container["envFrom"], (
                 "S3 credentials on every container"
             )
@@ -73,3 +81,4 @@ def test_dockerfile_and_local_script_use_the_pinned_ray():
     script = (CLUSTER / "local.sh").read_text()
     assert "--node-ip-address=127.0.0.1" in script and "--dashboard-host=127.0.0.1" in script
     assert 'export PATH="$(dirname "$RAY"):$PATH"' in script, "jobs must find the environment's python"
+    assert all(f"export {name}={value}\n" in script for name, value in RAY_NODE_ENV.items())

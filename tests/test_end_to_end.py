@@ -5,6 +5,7 @@ These start Ray (slow); everything else in the suite is Ray-free.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import math
@@ -180,10 +181,22 @@ def test_s3_end_to_end_with_resume_and_no_secret_in_any_log(
 
 
 def _idle_workers_are_kept() -> None:
-    """With all CPUs but one held, four quarter-CPU tasks at once leave four idle workers beside one
-    free CPU: Ray's default kills those beyond the free CPUs after a second idle (as it killed a
-    pass's decode workers beside the Train workers); ``ensure_ray``'s local Ray keeps them."""
+    """With all free CPUs but one held, four quarter-CPU tasks alive at once leave four idle workers
+    beside one free CPU: Ray's default kills those beyond the free CPUs after a second idle (as it
+    killed a pass's decode workers beside the Train workers); ``ensure_ray``'s local Ray keeps them."""
     import ray
+
+    @ray.remote(num_cpus=0)
+    class Barrier:
+        def __init__(self, parties: int):
+            self.parties, self.arrived = parties, asyncio.Event()
+            self.count = 0
+
+        async def arrive(self) -> None:
+            self.count += 1
+            if self.count == self.parties:
+                self.arrived.set()
+            await self.arrived.wait()
 
     @ray.remote
     class CpuHolder:
@@ -191,17 +204,20 @@ def _idle_workers_are_kept() -> None:
             return True
 
     @ray.remote(num_cpus=0.25)
-    def worker_pid() -> int:
-        time.sleep(1.0)  # the four overlap
+    def worker_pid(barrier) -> int:
+        ray.get(barrier.arrive.remote())  # four processes alive at once
         return os.getpid()
 
-    holder = CpuHolder.options(num_cpus=ray.cluster_resources()["CPU"] - 1).remote()
-    ray.get(holder.ready.remote())
-    pids = set(ray.get([worker_pid.remote() for _ in range(4)]))
+    holder = CpuHolder.options(num_cpus=ray.available_resources()["CPU"] - 1).remote()
+    barrier = Barrier.remote(4)
+    ray.get(holder.ready.remote(), timeout=60)
+    pids = set(ray.get([worker_pid.remote(barrier) for _ in range(4)], timeout=120))
     assert len(pids) == 4
     time.sleep(3.0)  # Ray looks for workers idle over its threshold every 0.2 s
     idle = {pid for pid in pids if _process_title(pid).startswith("ray::IDLE")}
     assert idle == pids, f"idle workers killed: {sorted(pids - idle)}"
+    for actor in (holder, barrier):
+        ray.kill(actor)
 
 
 def _process_title(pid: int) -> str:

@@ -16,12 +16,21 @@ from vfmkd_ray.object_storage import forwarded_env, secrets_left_behind
 
 log = logging.getLogger(__name__)
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a submitted job
-# How long a local Ray keeps an idle worker process that its free CPUs could not keep busy. Ray's
-# 1 s killed a read/decode worker after every pass's burst (the Train workers hold most CPUs, so
-# idle workers outnumber the free ones), and the next pass started a fresh process that imported
-# torch again beside the first training steps: 1.6 s to an epoch's first batch instead of 0.6
-# (docs/performance.md). The pool stays as large as the run's busiest moment, no larger.
-LOCAL_IDLE_KEEP_MS = 600_000
+# A local Ray keeps an idle worker process for 10 minutes where Ray keeps it 1 s once idle workers
+# outnumber the free CPUs. Beside Train workers that hold most CPUs they always do between two
+# passes, so each epoch started its read/decode workers afresh, importing torch again beside the
+# first training steps: 1.6 s to an epoch's first batch instead of 0.6 (docs/performance.md). The
+# pool stays as large as the busiest moment of the last 10 minutes. (Benchmarks and tests that
+# start their own local Ray use the same settings, so that they measure what a user runs.)
+IDLE_WORKER_KEEP_MS = 600_000
+
+
+def local_ray_system_config() -> dict:
+    """A fresh dict each call: Ray keeps the one it is given and writes its session's spill
+    directory into it, which a later Ray of the same process would then inherit."""
+    return {"idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEEP_MS}
+
+
 _started_here: list[bool] = []  # whether ensure_ray started this process's Ray
 
 
@@ -53,7 +62,7 @@ def ensure_ray(min_local_cpus: float = 0, state_api: bool = False) -> None:
         # `ray start --head` and set RAY_ADDRESS.
         include_dashboard=state_api if not address else None,
         runtime_env={"env_vars": env} if env else None,
-        _system_config=None if address else {"idle_worker_killing_time_threshold_ms": LOCAL_IDLE_KEEP_MS},
+        _system_config=None if address else local_ray_system_config(),
         # Workers' and Ray's own processes' output stays in the session's log files: rank 0's
         # lines reach the console through training.relay. --verbose forwards it all.
         log_to_driver=shows_ray_output(),
