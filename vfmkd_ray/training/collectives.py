@@ -1,8 +1,14 @@
 """The collectives of the training loop: the step-count agreement that keeps DDP in lock-step,
-sum-and-count means across workers, gathering every worker's values and sharing rank 0's."""
+sum-and-count means across workers, gathering every worker's values and sharing rank 0's.
+
+With one worker there is nobody to talk to, so nothing is sent (Ray Train sets up a process group
+for one worker too). Picklable values travel on a gloo group that lives for that one call: see
+``_object_group``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
@@ -12,7 +18,7 @@ T = TypeVar("T")
 
 
 def all_workers_have(has_batch: bool, device) -> bool:
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _distributed():
         return has_batch
     flag = torch.tensor([1 if has_batch else 0], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
@@ -40,7 +46,8 @@ def gather_across_workers(values: list[T]) -> list[T]:
     if not _distributed():
         return list(values)
     gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, list(values))
+    with _object_group() as group:
+        dist.all_gather_object(gathered, list(values), group=group)
     return [value for part in gathered for value in part]
 
 
@@ -49,13 +56,22 @@ def from_rank_zero(value: T) -> T:
     if not _distributed():
         return value
     holder = [value]
-    dist.broadcast_object_list(holder, src=0)
+    with _object_group() as group:
+        dist.broadcast_object_list(holder, src=0, group=group)
     return holder[0]
+
+
+def max_across_workers(value: float, device) -> float:
+    packed = torch.tensor([value], dtype=torch.float64, device=device)
+    if _distributed():
+        dist.all_reduce(packed, op=dist.ReduceOp.MAX)
+    return float(packed[0])
 
 
 def _keys_of_all_workers(sums: dict) -> set[str]:
     """The union of every worker's keys: an all-reduce over different key lists would pair one
-    worker's value with another's different metric (or hang)."""
+    worker's value with another's different metric (or hang). A few dozen metric names pickle far
+    under the size where gloo's copy goes parallel, so they take the default group."""
     if not _distributed():
         return set(sums)
     gathered: list = [None] * dist.get_world_size()
@@ -63,12 +79,23 @@ def _keys_of_all_workers(sums: dict) -> set[str]:
     return set().union(*gathered)
 
 
+@contextmanager
+def _object_group() -> Iterator[dist.ProcessGroup]:
+    """A gloo group for one object collective, destroyed after it (every worker enters it).
+
+    Why not the default group: gloo copies a payload larger than ATen's parallel grain (32 KiB) on
+    one of its own worker threads, which then starts an OpenMP team of its own. While that thread
+    lives, libgomp manages more threads than there are CPUs and stops spinning between parallel
+    regions, so every later parallel op of the training step waits on a futex wake: a 1 MiB
+    ``mul_`` went from 9 to 52 us, and CPU training from 57 to 49 images/s after the first in-loop
+    COCO scoring (docs/performance.md). This group's threads, and their team, end with it."""
+    group = dist.new_group(backend="gloo")
+    try:
+        yield group
+    finally:
+        dist.destroy_process_group(group)
+
+
 def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def max_across_workers(value: float, device) -> float:
-    packed = torch.tensor([value], dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(packed, op=dist.ReduceOp.MAX)
-    return float(packed[0])
+    """Whether there are other workers: a one-worker group (Ray Train makes one) has nobody to ask."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
