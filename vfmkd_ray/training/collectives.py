@@ -52,12 +52,12 @@ def gather_across_workers(values: list[T]) -> list[T]:
 
 
 def from_rank_zero(value: T) -> T:
-    """Rank 0's ``value`` on every worker (picklable)."""
+    """Rank 0's ``value`` on every worker (picklable). A broadcast of one tensor is no copy on
+    gloo's threads (see ``_object_group``), so it takes the default group."""
     if not _distributed():
         return value
     holder = [value]
-    with _object_group() as group:
-        dist.broadcast_object_list(holder, src=0, group=group)
+    dist.broadcast_object_list(holder, src=0)
     return holder[0]
 
 
@@ -80,15 +80,20 @@ def _keys_of_all_workers(sums: dict) -> set[str]:
 
 
 @contextmanager
-def _object_group() -> Iterator[dist.ProcessGroup]:
-    """A gloo group for one object collective, destroyed after it (every worker enters it).
+def _object_group() -> Iterator[dist.ProcessGroup | None]:
+    """For one object collective on a gloo run: a gloo group made for it and destroyed after it
+    (every worker enters it); on any other backend, the default group.
 
     Why not the default group: gloo copies a payload larger than ATen's parallel grain (32 KiB) on
     one of its own worker threads, which then starts an OpenMP team of its own. While that thread
     lives, libgomp manages more threads than there are CPUs and stops spinning between parallel
     regions, so every later parallel op of the training step waits on a futex wake: a 1 MiB
-    ``mul_`` went from 9 to 52 us, and CPU training from 57 to 49 images/s after the first in-loop
+    ``mul_`` went from 9 to 52 us, and CPU training slowed by about a sixth after the first in-loop
     COCO scoring (docs/performance.md). This group's threads, and their team, end with it."""
+    if dist.get_backend() != dist.Backend.GLOO:
+        # NCCL moves the pickle on the GPU, and a GPU run may have no gloo route between its nodes.
+        yield None
+        return
     group = dist.new_group(backend="gloo")
     try:
         yield group
