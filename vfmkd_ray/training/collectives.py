@@ -2,8 +2,8 @@
 sum-and-count means across workers, gathering every worker's values and sharing rank 0's.
 
 With one worker there is nobody to talk to, so nothing is sent (Ray Train sets up a process group
-for one worker too). Picklable values travel on a gloo group that lives for that one call: see
-``_object_group``."""
+for one worker too). On a gloo run, a gather of picklable values travels on a group that lives for
+that one call: see ``_object_group``."""
 
 from __future__ import annotations
 
