@@ -11,14 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.s3_server import _free_port
+from tests.local_cluster import free_port
 
 STARTUP_S = 120.0  # measured 17 s on a 2-core VM: it migrates a fresh database first
 
 
 @contextmanager
 def mlflow_server(folder: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     log = open(folder / "mlflow-server.log", "wb")  # noqa: SIM115 (open for the server's whole life)
     process = subprocess.Popen(
         [

@@ -12,17 +12,13 @@ from contextlib import contextmanager
 
 import boto3
 
+from tests.local_cluster import free_port
+
 TEST_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "vfmkd-test-key",
     "AWS_SECRET_ACCESS_KEY": "vfmkd-test-secret",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for(port: int, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
@@ -42,7 +38,7 @@ def _wait_for(port: int, process: subprocess.Popen, timeout_s: float = 30.0) -> 
 def running_moto() -> Iterator[tuple[str, subprocess.Popen]]:
     """A moto S3 server on a free port of 127.0.0.1: its endpoint URL and process (a test may stop
     it early); terminated at the end."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -78,7 +74,7 @@ def dead_s3_filesystem():
     import pyarrow.fs
 
     return pyarrow.fs.S3FileSystem(
-        endpoint_override=f"127.0.0.1:{_free_port()}",
+        endpoint_override=f"127.0.0.1:{free_port()}",
         scheme="http",
         access_key="x",
         secret_key="y",

@@ -3,22 +3,16 @@
 collective leaves no lasting OpenMP team behind (one would slow every later step)."""
 
 import os
-import socket
 import time
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from tests.local_cluster import free_port
 from vfmkd_ray.training.collectives import from_rank_zero, gather_across_workers, mean_across_workers
 
 LARGE = 200_000  # ints: a pickle of about 1 MB, far over ATen's 32 KiB parallel grain
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _means_worker(rank: int, port: int, results) -> None:
@@ -36,7 +30,7 @@ def _means_worker(rank: int, port: int, results) -> None:
 
 def test_workers_with_different_keys_agree_on_every_mean():
     results = mp.Manager().dict()
-    mp.spawn(_means_worker, args=(_free_port(), results), nprocs=2)
+    mp.spawn(_means_worker, args=(free_port(), results), nprocs=2)
     expected = {"loss": 2.5, "det/nwd": 4.5, "det/crops": 5.0}
     assert results[0] == results[1] == expected
     assert results[2] == results[3] == {"idle": 1.0}, "an empty worker joins the other's reduction"
@@ -80,7 +74,7 @@ def test_large_object_collectives_leave_no_thread_behind():
     OpenMP team of its own: libgomp, managing more threads than CPUs, stops spinning and every later
     parallel op pays a futex wake. The object collectives run on a group that ends with the call."""
     results = mp.Manager().dict()
-    mp.spawn(_objects_worker, args=(_free_port(), 2, results), nprocs=2)
+    mp.spawn(_objects_worker, args=(free_port(), 2, results), nprocs=2)
     for rank in (0, 1):
         assert results[rank] == {"gathered": True, "shared": True, "new_threads": 0}, (rank, results[rank])
 
@@ -89,5 +83,5 @@ def test_a_one_worker_group_leaves_no_thread_behind():
     """Ray Train makes a process group for a single worker too: its collectives are the values
     (the default group's gather started a lasting thread here as well)."""
     results = mp.Manager().dict()
-    mp.spawn(_objects_worker, args=(_free_port(), 1, results), nprocs=1)
+    mp.spawn(_objects_worker, args=(free_port(), 1, results), nprocs=1)
     assert results[0] == {"gathered": True, "shared": True, "new_threads": 0}
