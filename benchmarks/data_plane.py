@@ -1,6 +1,7 @@
 """The data plane's CPU cost per training sample, stage by stage, and the cores a GPU needs.
 
-Each workload is a real store (``PartWriter``: Parquet + zstd, checksums, 8 rows a part) of one
+Each workload is a real store (``PartWriter``: Parquet + zstd, checksums, the product's default of
+``store.rows_per_part`` rows a part) of one
 teacher layer, with the 640 x 480 JPEGs (quality 90, boxes) its rows point at:
 
 - SAM ViT at 1024 px (``image_embed`` 256 x 64 x 64) in fp16 and int8;
@@ -36,7 +37,7 @@ Beside the stages:
   ``iter_torch_batches``) against a ``torch.utils.data.DataLoader`` with a worker per core over the
   same parts and decoder, at equal cores; the later passes' rate.
 
-    .venv/bin/python -m benchmarks.data_plane [--rows 32] [--repeats 3] [--peer-rows 96]
+    .venv/bin/python -m benchmarks.data_plane [--rows 64] [--rows-per-part 64] [--repeats 3] [--peer-rows 768]
         [--peer-passes 5] [--no-peer]
 
 ``make bench`` runs it as ``data_plane``.
@@ -58,7 +59,14 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from benchmarks.data_plane_workloads import WORKLOADS, Workload, annotation_texts, write_images, write_store
+from benchmarks.data_plane_workloads import (
+    ROWS_PER_PART,
+    WORKLOADS,
+    Workload,
+    part_annotations,
+    write_images,
+    write_store,
+)
 from benchmarks.figures import Figure, argument_parser
 from benchmarks.stage_timer import StageTimer, cores_per_thousand
 from vfmkd_ray import storage
@@ -206,10 +214,10 @@ def to_device(tensor: torch.Tensor, device: str) -> torch.Tensor:
 
 
 def product_batches(dataset: str, images: dict[str, tuple[str, ImageAnnotations]]) -> Iterator[pa.Table]:
-    """Each part of ``dataset`` as the product's read task gives it (with the images' annotations):
+    """Each part of ``dataset`` as the product's read task gives it (with its rows' annotations):
     the Arrow block the decoder takes."""
-    texts = json.dumps({ANNOTATIONS_COLUMN: annotation_texts(images)})
-    for part in list_parts(dataset):
+    for part, notes in part_annotations(dataset, images).items():
+        texts = json.dumps({ANNOTATIONS_COLUMN: notes})
         yield read_part(part, list(range(pq.ParquetFile(part).num_row_groups)), texts)
 
 
@@ -284,10 +292,15 @@ def nvjpeg_decode_ms(images: dict[str, tuple[str, ImageAnnotations]]) -> float:
 
 
 def measure_workload(
-    root: str, workload: Workload, images, repeats: int, device: str = "cpu"
+    root: str,
+    workload: Workload,
+    images,
+    repeats: int,
+    device: str = "cpu",
+    rows_per_part: int = ROWS_PER_PART,
 ) -> list[Figure]:
     dataset = f"{root}/{workload.codec}-{workload.layer}"
-    manifest = write_store(dataset, workload, images)
+    manifest = write_store(dataset, workload, images, rows_per_part)
     store = StoreDataset(ALIAS, dataset, manifest)
     staged_pass(StageTimer(), store, workload, images, device=device)  # warm-up: imports, pools, cache
     decode_stage_pass(StageTimer(), dataset, manifest, images)
@@ -386,9 +399,14 @@ def image_figures(images, per_sample_decode: list[float], device: str = "cpu") -
 
 def run(root: str, argv: list[str]) -> list[Figure]:
     parser = argument_parser(__doc__)
-    parser.add_argument("--rows", type=int, default=32, help="rows (and JPEGs) per workload")
+    parser.add_argument("--rows", type=int, default=64, help="rows (and JPEGs) per workload")
+    parser.add_argument(
+        "--rows-per-part", type=int, default=ROWS_PER_PART, help="the stores' layout (store.rows_per_part)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--peer-rows", type=int, default=96)
+    parser.add_argument(
+        "--peer-rows", type=int, default=768, help="12 parts of the default size: a pass in steady state"
+    )
     parser.add_argument("--peer-passes", type=int, default=5, help="the first one warms up")
     parser.add_argument("--no-peer", action="store_true", help="skip the Ray path / DataLoader figures")
     parser.add_argument(
@@ -403,7 +421,7 @@ def run(root: str, argv: list[str]) -> list[Figure]:
         figures: list[Figure] = []
         for workload in WORKLOADS:
             print(f"[data_plane] {workload.name}", flush=True)
-            figures += measure_workload(root, workload, images, args.repeats, device)
+            figures += measure_workload(root, workload, images, args.repeats, device, args.rows_per_part)
         decode = next(f for f in figures if f.name == f"{WORKLOADS[0].name}: {DECODE}")
         figures += image_figures(images, decode.values, device)
     finally:
@@ -413,7 +431,7 @@ def run(root: str, argv: list[str]) -> list[Figure]:
 
         peer_images = write_images(f"{root}/peer-images", args.peer_rows)
         dataset = f"{root}/peer"
-        manifest = write_store(dataset, WORKLOADS[0], peer_images)
+        manifest = write_store(dataset, WORKLOADS[0], peer_images, args.rows_per_part)
         cores = len(os.sched_getaffinity(0))
         figures += peer_figures(
             dataset, manifest, peer_images, cores, pipeline(), STUDENT_SIZE, MAX_OBJECTS, args.peer_passes

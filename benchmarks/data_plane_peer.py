@@ -1,13 +1,13 @@
 """The data plane's peer: the decode stage through Ray Data against a torch ``DataLoader``, equal cores.
 
 Both read the same store's parts with the product's read task (``store.ray_source.read_part``, with
-the images' annotations) and make samples with the same ``TrainSampleDecoder`` (the YOLOv8-s mosaic
-recipe at 640 px, targets warped). The Ray path is ``training.streams``' (one task per part,
-``map_batches`` of Arrow blocks, unreserved, ``iter_torch_batches``) on a local Ray of ``cores``
-CPUs; the peer is what a user without Ray would write: an ``IterableDataset`` whose ``cores``
-persistent workers take every ``cores``-th part. No training step: the figure is the rate at which
-each can feed one. Each path runs ``passes`` passes; the rate is that of the later ones (the first
-starts the workers).
+each part's own rows' annotations, as ``training.streams`` attaches them) and make samples with the
+same ``TrainSampleDecoder`` (the YOLOv8-s mosaic recipe at 640 px, targets warped). The Ray path is
+``training.streams``' (one task per part, ``map_batches`` of Arrow blocks, unreserved,
+``iter_torch_batches``) on a local Ray of ``cores`` CPUs; the peer is what a user without Ray would
+write: an ``IterableDataset`` whose ``cores`` persistent workers take every ``cores``-th part. No
+training step: the figure is the rate at which each can feed one. Each path runs ``passes`` passes;
+the rate is that of the later ones (the first starts the workers).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from benchmarks.data_plane_workloads import annotation_texts
+from benchmarks.data_plane_workloads import part_annotations
 from benchmarks.figures import Figure, ratio
 from vfmkd_ray.data.coco import ImageAnnotations
 from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
@@ -78,18 +78,26 @@ def peer_figures(
         SampleSpec(student_size, "none", max_objects, pipeline=pipeline),
     )
     row_groups = {part: list(range(pq.ParquetFile(part).num_row_groups)) for part in list_parts(dataset)}
-    texts = {part: {ANNOTATIONS_COLUMN: annotation_texts(images)} for part in row_groups}
+    texts = {part: {ANNOTATIONS_COLUMN: notes} for part, notes in part_annotations(dataset, images).items()}
     rows = sum(len(groups) for groups in row_groups.values())
     rates = {"DataLoader": _loader_rates(row_groups, texts, decoder, cores, passes)}
     ray.shutdown()
-    ray.init(num_cpus=cores, logging_level="ERROR", _system_config=local_ray_system_config())
+    ray.init(  # as ensure_ray starts a local Ray: no dashboard
+        num_cpus=cores,
+        include_dashboard=False,
+        logging_level="ERROR",
+        _system_config=local_ray_system_config(),
+    )
     try:
         for num_cpus in (0.25, 1.0):
             name = f"Ray path, decode_num_cpus {num_cpus}"
             rates[name] = _ray_rates(row_groups, texts, decoder, num_cpus, passes)
     finally:
         ray.shutdown()
-    note = f"{rows} rows of SAM ViT fp16 + 640 px JPEGs, mosaic + warp, {cores} cores, passes 2-{passes}"
+    note = (
+        f"{rows} rows of SAM ViT fp16 + 640 px JPEGs in {len(row_groups)} parts, mosaic + warp, "
+        f"{cores} cores, passes 2-{passes}"
+    )
     figures = [Figure(SECTION, f"decode stage: {name}", "images/s", r, note) for name, r in rates.items()]
     for name, cpus in zip(rates, (None, 0.25, 1.0), strict=True):
         if cpus is not None:

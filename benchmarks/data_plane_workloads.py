@@ -7,14 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from vfmkd_ray.data.coco import ImageAnnotations
+from vfmkd_ray.store.config import StoreConfig
 from vfmkd_ray.store.manifest import LayerSpec, Manifest
 from vfmkd_ray.store.parts import PartWriter, list_parts
 from vfmkd_ray.store.schema import SCHEMA_VERSION, feature_column
 
-IMAGE_WH, ROWS_PER_PART = (640, 480), 8
+IMAGE_WH = (640, 480)
+# The product's default layout: Ray Data pays a task (a few ms of raylet and driver time) per part
+# and pass, and the part's footer is parsed once for all its rows, so the part size moves the ratios.
+ROWS_PER_PART = StoreConfig.model_fields["rows_per_part"].default
 
 
 @dataclass(frozen=True)
@@ -59,14 +64,17 @@ def write_images(root: str, count: int) -> dict[str, tuple[str, ImageAnnotations
 
 
 def write_store(
-    dataset: str, workload: Workload, images: dict[str, tuple[str, ImageAnnotations]]
+    dataset: str,
+    workload: Workload,
+    images: dict[str, tuple[str, ImageAnnotations]],
+    rows_per_part: int = ROWS_PER_PART,
 ) -> Manifest:
     """The workload's store over ``images`` (random features), and a manifest describing it."""
     rng = np.random.default_rng(1)
     writer = PartWriter(dataset, [workload.layer], workload.codec, workload.input_size)
     ids = list(images)
-    for start in range(0, len(ids), ROWS_PER_PART):
-        chunk = ids[start : start + ROWS_PER_PART]
+    for start in range(0, len(ids), rows_per_part):
+        chunk = ids[start : start + rows_per_part]
         writer(
             {
                 "image_id": np.array(chunk),
@@ -95,6 +103,14 @@ def write_store(
     )
 
 
-def annotation_texts(images: dict[str, tuple[str, ImageAnnotations]]) -> dict[str, str]:
-    """Image id -> its annotations as the read task attaches them to its rows (JSON)."""
-    return {image_id: notes.to_json() for image_id, (_, notes) in images.items()}
+def part_annotations(
+    dataset: str, images: dict[str, tuple[str, ImageAnnotations]]
+) -> dict[str, dict[str, str]]:
+    """Part -> image id -> that row's annotations (JSON): what ``training.streams`` attaches to each
+    part's read task, its own rows' texts only."""
+    return {
+        part: {
+            str(i): images[str(i)][1].to_json() for i in pq.read_table(part, columns=["image_id"])["image_id"]
+        }
+        for part in list_parts(dataset)
+    }
