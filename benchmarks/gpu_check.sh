@@ -34,7 +34,7 @@ PRECOMPUTE=$(grep -o '[0-9.]* rows/s' "$OUT/precompute.log" | tail -1 || true)
   --set data.synthetic.image_size=1024 teachers.sam.input_size=1024 student.size=s train.amp=true \
   2>&1 | tee "$OUT/training.log"
 
-"$BIN/python" -m benchmarks.data_plane --gpu --no-peer --rows 32 --repeats 2 2>&1 | tee "$OUT/data_plane.log"
+"$BIN/python" -m benchmarks.data_plane --gpu --no-peer --rows 64 --repeats 2 2>&1 | tee "$OUT/data_plane.log"
 
 kill $SAMPLER 2>/dev/null || true
 PEAK=$(sort -n "$OUT/gpu_memory.csv" | tail -1)
