@@ -1,8 +1,8 @@
 """The data plane's CPU cost per training sample, stage by stage, and the cores a GPU needs.
 
-Each workload is a real store (``PartWriter``: Parquet + zstd, checksums, the product's default of
-``store.rows_per_part`` rows a part) of one
-teacher layer, with the 640 x 480 JPEGs (quality 90, boxes) its rows point at:
+Each workload is a real store (``PartWriter``: Parquet + zstd, checksums, in the product's default
+layout of ``store.rows_per_part`` rows a part) of one teacher layer, with the 640 x 480 JPEGs
+(quality 90, boxes) its rows point at:
 
 - SAM ViT at 1024 px (``image_embed`` 256 x 64 x 64) in fp16 and int8;
 - DINOv3-B at 640 px (``patch_tokens`` 768 x 40 x 40) in fp16.
@@ -215,10 +215,13 @@ def to_device(tensor: torch.Tensor, device: str) -> torch.Tensor:
 
 def product_batches(dataset: str, images: dict[str, tuple[str, ImageAnnotations]]) -> Iterator[pa.Table]:
     """Each part of ``dataset`` as the product's read task gives it (with its rows' annotations):
-    the Arrow block the decoder takes."""
-    for part, notes in part_annotations(dataset, images).items():
-        texts = json.dumps({ANNOTATIONS_COLUMN: notes})
-        yield read_part(part, list(range(pq.ParquetFile(part).num_row_groups)), texts)
+    the Arrow block the decoder takes. The annotations are gathered first, as the driver does,
+    outside the reads."""
+    texts = {
+        part: json.dumps({ANNOTATIONS_COLUMN: notes})
+        for part, notes in part_annotations(dataset, images).items()
+    }
+    return (read_part(part, list(range(pq.ParquetFile(part).num_row_groups)), texts[part]) for part in texts)
 
 
 def decode_stage_pass(timer: StageTimer, dataset: str, manifest: Manifest, images) -> int:
@@ -405,7 +408,10 @@ def run(root: str, argv: list[str]) -> list[Figure]:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--peer-rows", type=int, default=768, help="12 parts of the default size: a pass in steady state"
+        "--peer-rows",
+        type=int,
+        default=768,
+        help="12 parts of the default size: on 2 cores, a pass in steady state",
     )
     parser.add_argument("--peer-passes", type=int, default=5, help="the first one warms up")
     parser.add_argument("--no-peer", action="store_true", help="skip the Ray path / DataLoader figures")

@@ -82,7 +82,7 @@ def peer_figures(
     rows = sum(len(groups) for groups in row_groups.values())
     rates = {"DataLoader": _loader_rates(row_groups, texts, decoder, cores, passes)}
     ray.shutdown()
-    ray.init(  # as ensure_ray starts a local Ray: no dashboard
+    ray.init(  # as ensure_ray starts a local Ray for training: no dashboard
         num_cpus=cores,
         include_dashboard=False,
         logging_level="ERROR",

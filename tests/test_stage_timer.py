@@ -62,7 +62,8 @@ def test_the_benchmarks_stages_are_the_decode_stages_work_on_the_same_rows(tmp_p
 
     images = data_plane.write_images(str(tmp_path / "images"), 8)
     workload = data_plane.Workload("tiny", "image_embed", (4, 8, 8), 128, "int8")
-    manifest = data_plane.write_store(str(tmp_path / "store"), workload, images)
+    # Two parts: each read task gets its own rows' annotations, and mosaics stay within a part.
+    manifest = data_plane.write_store(str(tmp_path / "store"), workload, images, rows_per_part=4)
     store = StoreDataset(data_plane.ALIAS, str(tmp_path / "store"), manifest)
     made: list[dict] = []
     timer = StageTimer()

@@ -26,7 +26,7 @@ class StoreConfig(StrictModel):
         64,
         ge=1,
         description="each part is a read+decode task per epoch pass; fewer, larger parts cost less "
-        "(benchmarks/results.md: 0.91 of the plain loop at 64 rows, 0.61 at 16)",
+        "(benchmarks/results.md: 0.94 of the plain loop at 64 rows, 0.61 at 16)",
     )
     teacher_batch_size: int = Field(8, ge=1)
     num_teacher_actors: int | tuple[int, int] = Field(
