@@ -124,9 +124,9 @@ def main() -> None:
 
 def merged(path: Path, machine: dict, run: dict, figures: list[dict]) -> dict:
     """This run's figures; with ``--only``, the other sections of the results already at ``path``
-    are kept, with the runs that produced them, when they come from the same kind of machine (its
-    accelerator and CPU count: a rebuilt kernel or a newer torch is the same kind). Each run keeps
-    the machine it ran on."""
+    are kept, with the runs that produced them (each listing the sections still its own), when they
+    come from the same kind of machine (its accelerator and CPU count: a rebuilt kernel or a newer
+    torch is the same kind). Each run keeps the machine it ran on."""
     run = run | {"machine": machine}
     kept_runs, kept_figures = [], []
     if path.exists():
@@ -134,8 +134,10 @@ def merged(path: Path, machine: dict, run: dict, figures: list[dict]) -> dict:
         if _kind(earlier.get("machine", {})) == _kind(machine):
             kept_figures = [f for f in earlier["figures"] if f["section"] not in run["sections"]]
             kept_sections = {f["section"] for f in kept_figures}
-            kept_runs = [
-                {"machine": earlier.get("machine", {})} | r
+            kept_runs = [  # each naming only the sections whose figures are still its own
+                {"machine": earlier.get("machine", {})}
+                | r
+                | {"sections": [s for s in r["sections"] if s in kept_sections]}
                 for r in earlier["runs"]
                 if kept_sections & set(r["sections"])
             ]
@@ -147,8 +149,11 @@ def _kind(machine: dict) -> tuple:
 
 
 def quiet_ray() -> None:
-    """Progress bars and per-operator logs of Ray Data would bury the benchmark's own lines."""
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    """Progress bars and per-operator logs of Ray Data would bury the benchmark's own lines (the
+    context's settings also reach a split's coordinator actor, which prints each execution's start)."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 

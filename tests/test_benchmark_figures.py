@@ -74,7 +74,9 @@ def test_a_partial_run_keeps_the_other_sections_of_the_same_machine(tmp_path):
     second = {"command": "only training", "date": "d2", "minutes": 9, "sections": ["training"]}
     report = merged(path, machine, second, [training])
     assert report["figures"] == [store, training]
-    assert report["runs"] == [first | {"machine": machine}, second | {"machine": machine}]
+    # The first run keeps the figures of one section: it no longer lists the other as its own.
+    kept_first = first | {"sections": ["feature store"], "machine": machine}
+    assert report["runs"] == [kept_first, second | {"machine": machine}]
     newer_torch = machine | {"torch": "2.16"}  # the same kind of machine: its sections are kept
     report = merged(path, newer_torch, second, [training])
     assert report["figures"] == [store, training]
