@@ -33,9 +33,10 @@ Beside the stages:
 - ``cores per 1,000 images/s``: the mosaic epoch's CPU milliseconds per sample (one core's), a
   second of 1,000 samples; and the two stages that dominate it;
 - the peer (``--peer``): images/s of the decode stage over the SAM fp16 store through Ray Data as
-  ``training.streams`` builds it (``read_store_rows`` -> ``TrainSampleDecoder`` ->
-  ``iter_torch_batches``) against a ``torch.utils.data.DataLoader`` with a worker per core over the
-  same parts and decoder, at equal cores; the later passes' rate.
+  ``training.streams`` builds it and a Train worker reads it (``read_store_rows`` ->
+  ``TrainSampleDecoder``, split by Ray Train's ``DataConfig`` -> ``iter_torch_batches``) against a
+  ``torch.utils.data.DataLoader`` with a worker per core over the same parts and decoder, at equal
+  cores; the later passes' rate, start included, and their first batch's wait.
 
     .venv/bin/python -m benchmarks.data_plane [--rows 64] [--rows-per-part 64] [--repeats 3] [--peer-rows 768]
         [--peer-passes 5] [--no-peer]

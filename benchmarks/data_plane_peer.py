@@ -3,11 +3,12 @@
 Both read the same store's parts with the product's read task (``store.ray_source.read_part``, with
 each part's own rows' annotations, as ``training.streams`` attaches them) and make samples with the
 same ``TrainSampleDecoder`` (the YOLOv8-s mosaic recipe at 640 px, targets warped). The Ray path is
-``training.streams``' (one task per part, ``map_batches`` of Arrow blocks, unreserved,
-``iter_torch_batches``) on a local Ray of ``cores`` CPUs; the peer is what a user without Ray would
-write: an ``IterableDataset`` whose ``cores`` persistent workers take every ``cores``-th part. No
-training step: the figure is the rate at which each can feed one. Each path runs ``passes`` passes;
-the rate is that of the later ones (the first starts the workers).
+``training.streams``' (one task per part, ``map_batches`` of Arrow blocks, unreserved) read as a
+Train worker reads it (split by Ray Train's ``DataConfig``, ``iter_torch_batches``) on a local Ray
+of ``cores`` CPUs; the peer is what a user without Ray would write: an ``IterableDataset`` whose
+``cores`` persistent workers take every ``cores``-th part. No training step: the figure is the rate
+at which each can feed one. Each path runs ``passes`` passes; the rate is that of the later ones
+(the first starts the workers).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -23,6 +25,7 @@ import torch
 
 from benchmarks.data_plane_workloads import part_annotations
 from benchmarks.figures import Figure, ratio
+from benchmarks.worker_shard import worker_shard
 from vfmkd_ray.data.coco import ImageAnnotations
 from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
 from vfmkd_ray.ray_session import local_ray_system_config
@@ -32,6 +35,10 @@ from vfmkd_ray.store.ray_source import read_part, read_store_rows
 from vfmkd_ray.training.streams import run_unreserved
 
 SECTION = "data plane"
+FIRST_BATCH = (
+    "a pass's start: the DataLoader's persistent workers yield a sample at a time; a Ray decode task "
+    "yields its whole part, and at 0.25 CPU all parts decode at once"
+)
 BATCH = 8
 AUTO_CHOICE = {  # what data.decode_num_cpus: auto (the default) picks where
     0.25: "auto's choice where the Train workers may leave no whole CPU free",
@@ -80,7 +87,7 @@ def peer_figures(
     row_groups = {part: list(range(pq.ParquetFile(part).num_row_groups)) for part in list_parts(dataset)}
     texts = {part: {ANNOTATIONS_COLUMN: notes} for part, notes in part_annotations(dataset, images).items()}
     rows = sum(len(groups) for groups in row_groups.values())
-    rates = {"DataLoader": _loader_rates(row_groups, texts, decoder, cores, passes)}
+    passes_by_path = {"DataLoader": _loader_passes(row_groups, texts, decoder, cores, passes)}
     ray.shutdown()
     ray.init(  # as ensure_ray starts a local Ray for training: no dashboard
         num_cpus=cores,
@@ -91,14 +98,19 @@ def peer_figures(
     try:
         for num_cpus in (0.25, 1.0):
             name = f"Ray path, decode_num_cpus {num_cpus}"
-            rates[name] = _ray_rates(row_groups, texts, decoder, num_cpus, passes)
+            passes_by_path[name] = _ray_passes(row_groups, texts, decoder, num_cpus, passes)
     finally:
         ray.shutdown()
     note = (
         f"{rows} rows of SAM ViT fp16 + 640 px JPEGs in {len(row_groups)} parts, mosaic + warp, "
         f"{cores} cores, passes 2-{passes}"
     )
+    rates = {name: [p.images_per_s for p in timed] for name, timed in passes_by_path.items()}
     figures = [Figure(SECTION, f"decode stage: {name}", "images/s", r, note) for name, r in rates.items()]
+    figures += [
+        Figure(SECTION, f"first batch: {name}", "s", [p.first_batch_s for p in timed], FIRST_BATCH)
+        for name, timed in passes_by_path.items()
+    ]
     for name, cpus in zip(rates, (None, 0.25, 1.0), strict=True):
         if cpus is not None:
             figures.append(
@@ -114,34 +126,40 @@ def peer_figures(
     return figures
 
 
-def _loader_rates(row_groups, texts, decoder, cores: int, passes: int) -> list[float]:
+def _loader_passes(row_groups, texts, decoder, cores: int, passes: int) -> list[TimedPass]:
     loader = torch.utils.data.DataLoader(
         PartSamples(row_groups, decoder, {part: json.dumps(t) for part, t in texts.items()}),
         batch_size=BATCH,
         num_workers=cores,
         persistent_workers=True,
     )
-    return _rates(lambda: iter(loader), passes)
+    return _timed_passes(lambda: iter(loader), passes)
 
 
-def _ray_rates(
+def _ray_passes(
     row_groups, texts, decoder, num_cpus: float, passes: int, unreserved: bool = True
-) -> list[float]:
-    def stream():
-        rows = read_store_rows(row_groups, num_cpus, texts)
-        decoded = rows.map_batches(decoder, batch_size=None, num_cpus=num_cpus, batch_format="pyarrow")
-        if unreserved:
-            run_unreserved(decoded, sources=1)
-        return decoded.iter_torch_batches(batch_size=BATCH, prefetch_batches=1)
-
-    return _rates(stream, passes)
+) -> list[TimedPass]:
+    rows = read_store_rows(row_groups, num_cpus, texts)
+    decoded = rows.map_batches(decoder, batch_size=None, num_cpus=num_cpus, batch_format="pyarrow")
+    if unreserved:
+        run_unreserved(decoded, sources=1)
+    shard = worker_shard(decoded)  # split once, as Ray Train splits a run's streams
+    return _timed_passes(lambda: shard.iter_torch_batches(batch_size=BATCH, prefetch_batches=1), passes)
 
 
-def _rates(batches, passes: int) -> list[float]:
-    rates = []
+@dataclass(frozen=True)
+class TimedPass:
+    images_per_s: float  # over the whole pass, its start included
+    first_batch_s: float
+
+
+def _timed_passes(batches, passes: int) -> list[TimedPass]:
+    """Every pass but the first (which starts the workers), each timed from the iterator's request."""
+    timed = []
     for _ in range(passes):
-        started, images = time.perf_counter(), 0
+        started, images, first = time.perf_counter(), 0, None
         for batch in batches():
+            first = first if first is not None else time.perf_counter() - started
             images += len(batch["image"])
-        rates.append(images / (time.perf_counter() - started))
-    return rates[1:]
+        timed.append(TimedPass(images / (time.perf_counter() - started), first or 0.0))
+    return timed[1:]

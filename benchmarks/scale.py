@@ -20,11 +20,12 @@ Arrow's buffers, and a sampling thread misses what is allocated while the GIL is
 growth exponent (least squares of log time on log rows; 1.0 is linear).
 
 Peer: at ``--peer-rows`` (default: the smallest size) one training epoch (after a warm-up epoch)
-through Ray Data as ``training.streams`` builds it (``read_store_rows`` -> ``TrainSampleDecoder`` ->
-``BatchFeed.batches``' ``iter_torch_batches``, on a local Ray) against what a user without Ray would
-write: a ``torch.utils.data.DataLoader`` (a worker per CPU, none with one CPU) over the same parts,
-read with pyarrow and decoded by the same decoder; both feed the same ``train_step`` of a YOLOv8-n
-student at 64 px, training on the same thread count in this process.
+through Ray Data as ``training.streams`` builds it and a Train worker reads it (``read_store_rows``
+-> ``TrainSampleDecoder``, split by Ray Train's ``DataConfig`` -> ``BatchFeed.batches``'
+``iter_torch_batches``, on a local Ray; ``benchmarks.worker_shard`` says why the split) against what
+a user without Ray would write: a ``torch.utils.data.DataLoader`` (a worker per CPU, none with one
+CPU) over the same parts, read with pyarrow and decoded by the same decoder; both feed the same
+``train_step`` of a YOLOv8-n student at 64 px, training on the same thread count in this process.
 
     python -m benchmarks.scale [--sizes 1000,10000,100000] [--peer-rows N] [--peer-batch-size 8]
         [--no-peer] [--gpu]
@@ -48,6 +49,7 @@ import torch
 
 from benchmarks.data_plane_peer import PartSamples
 from benchmarks.figures import Figure, argument_parser, ratio
+from benchmarks.worker_shard import worker_shard
 from benchmarks.workload import bench_config
 from vfmkd_ray.batch import Batch
 from vfmkd_ray.config import ExperimentConfig
@@ -295,15 +297,19 @@ def data_loader_batches(plan: PartReads, store: StoreDataset, feed: BatchFeed) -
     return (feed.to_batch(raw) for raw in loader)
 
 
-def ray_batches(plan: PartReads, store: StoreDataset, feed: BatchFeed, cfg: ExperimentConfig):
-    """The training stream as ``training.streams`` builds it, iterated as a worker iterates its shard."""
+def ray_epochs(
+    plan: PartReads, store: StoreDataset, cfg: ExperimentConfig
+) -> Callable[[BatchFeed], Iterator]:
+    """The training stream as ``training.streams`` builds it, split once for one Train worker as Ray
+    Train splits it at a run's start; each call iterates the shard for an epoch, as the worker does."""
     decode_cpus = decode_task_cpus(cfg, ray.cluster_resources().get("CPU", 0.0))
     rows = read_store_rows(plan.row_groups, decode_cpus)
     stream = rows.map_batches(
         decoder_for(store), batch_size=None, num_cpus=decode_cpus, batch_format="pyarrow"
     )
     run_unreserved(stream, sources=1)
-    return feed.batches(stream, drop_last=True)
+    shard = worker_shard(stream)
+    return lambda feed: feed.batches(shard, drop_last=True)
 
 
 def peer_rates(root: str, rows: int, batch_size: int, gpu: bool) -> dict[str, float]:
@@ -317,18 +323,17 @@ def peer_rates(root: str, rows: int, batch_size: int, gpu: bool) -> dict[str, fl
     plan = plan_reads(load_index(dataset, manifest.index_sha256), dataset, plan_ids, 0)
     cfg = bench_config(root, [f"teachers.{ALIAS}.input_size={INPUT_SIZE}", f"train.batch_size={batch_size}"])
     device = torch.device("cuda" if gpu else "cpu")
-    paths = {
-        # The DataLoader first: its workers fork this process, better before Ray's threads exist.
-        "DataLoader": lambda feed: data_loader_batches(plan, store, feed),
-        "Ray path": lambda feed: ray_batches(plan, store, feed, cfg),
-    }
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))  # what Ray gives one worker
     try:
         rates = {}
-        for name, batches in paths.items():
+        # The DataLoader first: its workers fork this process, better before Ray's threads exist.
+        for name in ("DataLoader", "Ray path"):
             if name == "Ray path":
                 ensure_ray()
+                batches = ray_epochs(plan, store, cfg)
+            else:
+                batches = lambda feed: data_loader_batches(plan, store, feed)  # noqa: E731
             rates[name] = train_epochs(cfg, device, batches, 2 * len(plan_ids) // batch_size)
             print(f"[scale] {name}: {rates[name]:.1f} images/s", flush=True)
         return rates

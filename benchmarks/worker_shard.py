@@ -1,0 +1,26 @@
+"""The shard a Ray Train worker iterates, for benchmarks that feed a loop without a ``TorchTrainer``.
+
+A ``Dataset`` iterated in the benchmark's own process runs Ray Data's streaming executor as a
+thread of that process. A Train worker's shard (``ray.train.get_dataset_shard``) does not: Ray
+Train's ``DataConfig`` splits each stream with ``streaming_split``, whose executor runs in a
+``SplitCoordinator`` actor. The difference is not small. While the consumer is slower than the
+decode, Ray 2.60's ``DownstreamCapacityBackpressurePolicy`` lets the executor read no task output,
+``ray.wait`` returns at once on the ready outputs, and the scheduling loop spins (about 2,800 steps/s
+here). In the training process that spin competes with the step for the GIL: the scale benchmark's
+training epoch ran at 0.25-0.44 of a ``DataLoader``'s images/s iterated in-process, and at
+0.98-1.05 through the split (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import ray.data
+import ray.train
+
+
+def worker_shard(stream: ray.data.Dataset) -> ray.data.DataIterator:
+    """What one Train worker's ``get_dataset_shard`` returns for ``stream``, by Ray Train's own
+    ``DataConfig`` (the product's ``TorchTrainer`` takes its default)."""
+    splits = ray.train.DataConfig().configure(
+        {"train": stream}, world_size=1, worker_handles=None, worker_node_ids=None
+    )
+    return splits[0]["train"]
