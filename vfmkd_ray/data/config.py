@@ -120,10 +120,10 @@ class DataConfig(StrictModel):
         "auto",
         description="CPUs reserved per read/decode task. auto: a whole CPU when the cluster keeps one "
         "beside the Train workers (train.num_workers at most x train.cpus_per_worker, whole CPUs), so "
-        "Ray runs no more decode tasks than free CPUs (at 0.25 it ran four per CPU: 0.92-0.99 of a "
-        "torch DataLoader's images/s against 0.98-1.03 in 64-row parts, benchmarks/data_plane); else "
-        "0.25, which fits beside "
-        "workers that leave less than a CPU per node. Precompute's auto is 0.25 (its teacher actors "
+        "Ray runs no more decode tasks than free CPUs (at 0.25 it ran four per CPU: 0.90 of a torch "
+        "DataLoader's images/s against 0.95 in 64-row parts, a pass's first batch 7.7 s against 2.0, "
+        "benchmarks/data_plane); else 0.25, which fits beside workers that leave less than a CPU per "
+        "node. Precompute's auto is 0.25 (its teacher actors "
         "hold the CPUs). A number is used as given",
     )
 
