@@ -77,7 +77,7 @@ from vfmkd_ray.data.augment.replay import replay
 from vfmkd_ray.data.coco import ImageAnnotations
 from vfmkd_ray.data.feature_keys import feature_key
 from vfmkd_ray.data.images import decode_image, letterbox
-from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
+from vfmkd_ray.data.pipeline import SampleSpec, TrainSampleDecoder
 from vfmkd_ray.data.targets import padded_targets
 from vfmkd_ray.data.warped_features import warp_sources, warped_features
 from vfmkd_ray.store import codecs
@@ -218,10 +218,7 @@ def product_batches(dataset: str, images: dict[str, tuple[str, ImageAnnotations]
     """Each part of ``dataset`` as the product's read task gives it (with its rows' annotations):
     the Arrow block the decoder takes. The annotations are gathered first, as the driver does,
     outside the reads."""
-    texts = {
-        part: json.dumps({ANNOTATIONS_COLUMN: notes})
-        for part, notes in part_annotations(dataset, images).items()
-    }
+    texts = {part: json.dumps(columns) for part, columns in part_annotations(dataset, images).items()}
     return (read_part(part, list(range(pq.ParquetFile(part).num_row_groups)), texts[part]) for part in texts)
 
 

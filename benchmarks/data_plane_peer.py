@@ -27,7 +27,7 @@ from benchmarks.data_plane_workloads import part_annotations
 from benchmarks.figures import Figure, ratio
 from benchmarks.worker_shard import worker_shard
 from vfmkd_ray.data.coco import ImageAnnotations
-from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN, SampleSpec, TrainSampleDecoder
+from vfmkd_ray.data.pipeline import SampleSpec, TrainSampleDecoder
 from vfmkd_ray.ray_session import local_ray_system_config
 from vfmkd_ray.store.manifest import Manifest, StoreDataset
 from vfmkd_ray.store.parts import list_parts
@@ -85,7 +85,7 @@ def peer_figures(
         SampleSpec(student_size, "none", max_objects, pipeline=pipeline),
     )
     row_groups = {part: list(range(pq.ParquetFile(part).num_row_groups)) for part in list_parts(dataset)}
-    texts = {part: {ANNOTATIONS_COLUMN: notes} for part, notes in part_annotations(dataset, images).items()}
+    texts = part_annotations(dataset, images)
     rows = sum(len(groups) for groups in row_groups.values())
     passes_by_path = {"DataLoader": _loader_passes(row_groups, texts, decoder, cores, passes)}
     ray.shutdown()

@@ -11,9 +11,11 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from vfmkd_ray.data.coco import ImageAnnotations
+from vfmkd_ray.data.pipeline import ANNOTATIONS_COLUMN
 from vfmkd_ray.store.config import StoreConfig
 from vfmkd_ray.store.manifest import LayerSpec, Manifest
 from vfmkd_ray.store.parts import PartWriter, list_parts
+from vfmkd_ray.store.ray_source import RowTexts
 from vfmkd_ray.store.schema import SCHEMA_VERSION, feature_column
 
 IMAGE_WH = (640, 480)
@@ -103,14 +105,15 @@ def write_store(
     )
 
 
-def part_annotations(
-    dataset: str, images: dict[str, tuple[str, ImageAnnotations]]
-) -> dict[str, dict[str, str]]:
-    """Part -> image id -> that row's annotations (JSON): what ``training.streams`` attaches to each
-    part's read task, its own rows' texts only."""
+def part_annotations(dataset: str, images: dict[str, tuple[str, ImageAnnotations]]) -> dict[str, RowTexts]:
+    """Part -> the annotations column of its rows (image id -> JSON): what ``training.streams``
+    attaches to each part's read task, its own rows' texts only."""
     return {
         part: {
-            str(i): images[str(i)][1].to_json() for i in pq.read_table(part, columns=["image_id"])["image_id"]
+            ANNOTATIONS_COLUMN: {
+                str(i): images[str(i)][1].to_json()
+                for i in pq.read_table(part, columns=["image_id"])["image_id"]
+            }
         }
         for part in list_parts(dataset)
     }
