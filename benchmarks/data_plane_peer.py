@@ -37,7 +37,7 @@ from vfmkd_ray.training.streams import run_unreserved
 SECTION = "data plane"
 FIRST_BATCH = (
     "a pass's start: the DataLoader's persistent workers yield a sample at a time; a Ray decode task "
-    "yields its whole part, and at 0.25 CPU all parts decode at once"
+    "yields its whole part, and at 0.25 CPU four tasks share each CPU and finish together"
 )
 BATCH = 8
 AUTO_CHOICE = {  # what data.decode_num_cpus: auto (the default) picks where
@@ -161,5 +161,7 @@ def _timed_passes(batches, passes: int) -> list[TimedPass]:
         for batch in batches():
             first = first if first is not None else time.perf_counter() - started
             images += len(batch["image"])
-        timed.append(TimedPass(images / (time.perf_counter() - started), first or 0.0))
+        if first is None:
+            raise RuntimeError("a pass yielded no batch: the store or the decoder lost every row")
+        timed.append(TimedPass(images / (time.perf_counter() - started), first))
     return timed[1:]

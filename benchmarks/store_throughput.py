@@ -7,7 +7,8 @@ For each codec and target (local disk, and the moto S3 server on 127.0.0.1):
 - raw: the same encoded feature bytes as one flat file/object, read with plain reads and
   ``np.frombuffer`` per row: the limit the store path is measured against.
 
-    .venv/bin/python -m benchmarks.store_throughput [--rows 128] [--shape 256 64 64] [--repeats 3]
+    .venv/bin/python -m benchmarks.store_throughput [--rows 128] [--rows-per-part 64] [--shape 256 64 64]
+        [--repeats 3]
 
 Each figure is the median of ``--repeats`` runs with its min-max. Stored bytes are the parts' sizes.
 """
@@ -28,11 +29,12 @@ from tests.s3_server import create_bucket, moto_s3_server
 from vfmkd_ray import storage
 from vfmkd_ray.ray_session import local_ray_system_config
 from vfmkd_ray.store import codecs
+from vfmkd_ray.store.config import StoreConfig
 from vfmkd_ray.store.manifest import LayerSpec, Manifest
 from vfmkd_ray.store.parts import PartWriter, list_parts
 from vfmkd_ray.store.ray_source import read_store_rows
 from vfmkd_ray.store.reader import decode_features
-from vfmkd_ray.store.schema import feature_column
+from vfmkd_ray.store.schema import SCHEMA_VERSION, feature_column
 
 LAYER = "image_embed"
 
@@ -100,7 +102,7 @@ def run_one(root: str, codec: str, args) -> tuple[dict[str, list[float]], list[f
     shape = tuple(args.shape)
     row_bytes = len(codecs.encode(np.zeros(shape, np.float32), codec)[0])
     manifest = Manifest(
-        schema_version=1,
+        schema_version=SCHEMA_VERSION,  # the current layout: the read verifies row checksums
         teacher="bench",
         teacher_weights="none",
         input_size=shape[1] * 16,
@@ -141,7 +143,12 @@ def run(root: str, argv: list[str]) -> list[Figure]:
     )
     parser.add_argument("--rows", type=int, default=128)
     parser.add_argument("--shape", type=int, nargs=3, default=[256, 64, 64], help="C H W (SAM at 1024 px)")
-    parser.add_argument("--rows-per-part", type=int, default=16)
+    parser.add_argument(
+        "--rows-per-part",
+        type=int,
+        default=StoreConfig.model_fields["rows_per_part"].default,
+        help="the stores' layout (store.rows_per_part)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--codecs", nargs="+", default=["fp16", "bf16", "int8"])
     parser.add_argument("--targets", nargs="+", default=["local", "s3"], choices=["local", "s3"])
@@ -154,7 +161,12 @@ def run(root: str, argv: list[str]) -> list[Figure]:
     with moto_s3_server() as endpoint:
         create_bucket(endpoint, "bench")
         ray.shutdown()  # a Ray started before the server would not pass its AWS settings to workers
-        ray.init(num_cpus=os.cpu_count(), logging_level="ERROR", _system_config=local_ray_system_config())
+        ray.init(  # as ensure_ray starts a local Ray for training: no dashboard
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            logging_level="ERROR",
+            _system_config=local_ray_system_config(),
+        )
         roots = {"local": root, "s3": "s3://bench"}
         for target in args.targets:
             for codec in args.codecs:

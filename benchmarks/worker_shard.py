@@ -7,12 +7,13 @@ Train's ``DataConfig`` splits each stream with ``streaming_split``, whose execut
 decode, Ray 2.60's ``DownstreamCapacityBackpressurePolicy`` lets the executor read no task output,
 ``ray.wait`` returns at once on the ready outputs, and the scheduling loop spins (about 2,800 steps/s
 here). In the training process that spin competes with the step for the GIL: the scale benchmark's
-training epoch ran at 0.25-0.44 of a ``DataLoader``'s images/s iterated in-process, and at
+training epoch ran at 0.25-0.60 of a ``DataLoader``'s images/s iterated in-process, and at
 0.98-1.05 through the split (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import ray
 import ray.data
 import ray.train
 
@@ -20,7 +21,8 @@ import ray.train
 def worker_shard(stream: ray.data.Dataset) -> ray.data.DataIterator:
     """What one Train worker's ``get_dataset_shard`` returns for ``stream``, by Ray Train's own
     ``DataConfig`` (the product's ``TorchTrainer`` takes its default)."""
+    here = ray.get_runtime_context().get_node_id()  # Ray Train hints each worker's node
     splits = ray.train.DataConfig().configure(
-        {"train": stream}, world_size=1, worker_handles=None, worker_node_ids=None
+        {"train": stream}, world_size=1, worker_handles=None, worker_node_ids=[here]
     )
     return splits[0]["train"]

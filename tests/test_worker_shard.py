@@ -1,5 +1,6 @@
 """``benchmarks.worker_shard``: the shard a Train worker reads runs Ray Data's executor outside the
-reading process, and yields every row in each epoch iterated from one split."""
+reading process, keeps the stream's own settings, and yields every row in each epoch iterated from
+one split."""
 
 import threading
 import time
@@ -7,6 +8,7 @@ import time
 import pytest
 
 from benchmarks.worker_shard import worker_shard
+from vfmkd_ray.training.streams import run_unreserved
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -31,7 +33,9 @@ def test_the_worker_shard_runs_the_executor_outside_this_process_every_epoch():
         seen_in_process += executor_threads()
     assert seen_in_process
 
+    run_unreserved(stream, sources=1)  # the product's setting for a stream read from one source
     shard = worker_shard(stream)
+    assert shard.get_context().op_resource_reservation_enabled is False
     for _ in range(2):  # split once, iterated per epoch as a Train worker iterates it
         ids, threads = [], []
         for batch in shard.iter_batches(batch_size=10):

@@ -48,9 +48,9 @@ def test_a_stream_of_one_source_runs_unreserved_and_a_union_keeps_the_reservatio
 
 
 def test_auto_decode_tasks_take_a_whole_cpu_only_where_one_is_sure_to_be_free(tmp_path):
-    """Four decode tasks per CPU ran at 0.92-0.99 of a DataLoader's images/s, one per CPU at
-    0.98-1.03 (benchmarks/data_plane, 64-row parts); but a whole-CPU task never starts where no
-    node keeps a CPU free."""
+    """Four decode tasks per CPU ran at 0.90 of a DataLoader's images/s, one per CPU at 0.95, and
+    waited 7.7 s against 2.0 for a pass's first batch (benchmarks/data_plane, 64-row parts); but a
+    whole-CPU task never starts where no node keeps a CPU free."""
 
     def cpus(*overrides: str, cluster: float | None) -> float:
         whole = "train.cpus_per_worker=1"  # the tiny settings' 0.5 is a fragment
