@@ -3,13 +3,15 @@
 - step overhead: steady images/s of the Ray Train worker loop fed by Ray Data from the store
   (``throughput/train_images_per_s`` of each epoch after the first, see ``training.step_clock``),
   over the images/s of a plain loop in this process that runs the same ``train_step`` on the same
-  model with the same batches already decoded in memory, on as many torch threads as one worker;
+  model with the same batches already decoded in memory, on as many torch threads as one worker
+  (with ``--augment``, the YOLOv8 recipe's augmentation: the Ray path augments every epoch, the
+  plain loop replays one epoch's augmented samples);
 - scaling: the Ray path with the most ``--workers`` over the Ray path with one;
 - memory: the peak resident memory of a worker (largest over workers) per ``--batch-sizes``.
 
     .venv/bin/python benchmarks/training_throughput.py [--images 192] [--epochs 3] [--repeats 2]
         [--workers 1 2] [--batch-size 4] [--batch-sizes 2 4 8] [--cpus-per-worker 1] [--rows-per-part 64]
-        [--gpu] [--set KEY=VALUE ...]
+        [--gpu] [--augment] [--set KEY=VALUE ...]
 
 On a GPU node pass ``--gpu`` (one GPU per worker); the first epoch of every run is warm-up and is
 not counted.
@@ -26,12 +28,14 @@ from benchmarks.workload import batch_feed, bench_config, prepare_store, raw_bat
 from vfmkd_ray.config import ExperimentConfig
 from vfmkd_ray.models.build import run_teacher_shapes
 from vfmkd_ray.ray_session import ensure_ray
+from vfmkd_ray.training.augmented_targets import augmentation
 from vfmkd_ray.training.step import train_step
 from vfmkd_ray.training.step_clock import StepClock
 from vfmkd_ray.training.task import build_task
 from vfmkd_ray.training.trainer import local_cpus_needed, run_training
 
 SECTION = "training"
+AUGMENTED = ["data.augment.pipeline=yolov8", "teachers.sam.under_augmentation=warp"]  # --augment
 
 
 def ray_history(cfg: ExperimentConfig, workers: int, batch_size: int, repeat: int) -> list[dict]:
@@ -52,8 +56,14 @@ def plain_loop_rates(cfg: ExperimentConfig, device: torch.device) -> list[float]
     torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))  # what Ray gives one worker
     try:
         shapes = run_teacher_shapes(cfg)
-        raw = raw_batches(cfg)
+        # With data.augment, one epoch's augmented samples, replayed: the step's cost as the run's.
+        raw = raw_batches(cfg, pipeline=augmentation(cfg, max_objects=0))
         task = build_task(cfg, shapes, cfg.train.epochs * len(raw), device)
+        if cfg.data.augment.pipeline != "none" and task.parts.needs.max_objects:
+            raise ValueError(
+                "--augment's plain loop carries no annotations: its heads must need no boxes (the demo's "
+                "KD terms), not those of this config"
+            )
         feed = batch_feed(cfg, task.parts, device)
         batches = [feed.to_batch(batch) for batch in raw]
         rates = []
@@ -135,6 +145,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker; the plain loop on cuda:0")
     parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="the YOLOv8 recipe's augmentation (data.augment.pipeline yolov8, the SAM maps warped): "
+        "the Ray path augments every epoch, the plain loop replays one epoch's samples from memory",
+    )
+    parser.add_argument(
         "--set",
         nargs="*",
         default=[],
@@ -154,6 +170,7 @@ def config_for(root: str, args: argparse.Namespace) -> ExperimentConfig:
             f"train.batch_size={args.batch_size}",
             f"train.cpus_per_worker={args.cpus_per_worker}",
             f"train.use_gpu={str(args.gpu).lower()}",
+            *(AUGMENTED if args.augment else []),
             *args.set,
         ],
     )

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from vfmkd_ray.config import ExperimentConfig, load_config
+from vfmkd_ray.data.augment.block import BlockAugmentation
 from vfmkd_ray.data.coco import read_image_records
 from vfmkd_ray.data.pipeline import SampleSpec, TrainSampleDecoder
 from vfmkd_ray.data.splits import is_validation
@@ -45,11 +46,14 @@ def prepare_store(cfg: ExperimentConfig) -> None:
     run_precompute(cfg, [cfg.primary_teacher])
 
 
-def raw_batches(cfg: ExperimentConfig, split: str = "train") -> list[dict[str, torch.Tensor]]:
+def raw_batches(
+    cfg: ExperimentConfig, split: str = "train", pipeline: BlockAugmentation | None = None
+) -> list[dict[str, torch.Tensor]]:
     """Every full ``train.batch_size`` batch of ``split`` as the worker's shard yields it: images,
-    valid sizes, online flags and stored-form features, as CPU tensors."""
+    valid sizes, online flags and stored-form features, as CPU tensors; with ``pipeline``, the
+    samples of its first epoch (augmented, the stored features carried as the run carries them)."""
     stores = check_stores(cfg, read_image_records(cfg.data))
-    spec = SampleSpec(cfg.input_size, cfg.store.augment)
+    spec = SampleSpec(cfg.input_size, cfg.store.augment, pipeline=pipeline)
     decoder = TrainSampleDecoder(stores.primary, spec, max_pixels=cfg.data.max_image_pixels)
     samples = [
         out
