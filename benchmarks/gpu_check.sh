@@ -39,7 +39,8 @@ PRECOMPUTE=$(grep -o '[0-9.]* rows/s' "$OUT/precompute.log" | tail -1 || true)
 "$BIN/python" -m benchmarks.training_throughput --gpu --augment --images "$IMAGES" --epochs 3 --repeats 1 \
   --workers 1 --batch-size 16 --batch-sizes 16 --cpus-per-worker 4 \
   --set data.synthetic.image_size=1024 teachers.sam.input_size=1024 student.size=s train.amp=true \
-  2>&1 | tee "$OUT/training_augmented.log"
+  2>&1 | tee "$OUT/training_augmented.log" \
+  || echo "[gpu_check] the augmented training run failed: $OUT/training_augmented.log" >&2
 
 "$BIN/python" -m benchmarks.data_plane --gpu --no-peer --rows 64 --repeats 2 2>&1 | tee "$OUT/data_plane.log"
 

@@ -32,10 +32,16 @@ from vfmkd_ray.training.augmented_targets import augmentation
 from vfmkd_ray.training.step import train_step
 from vfmkd_ray.training.step_clock import StepClock
 from vfmkd_ray.training.task import build_task
-from vfmkd_ray.training.trainer import local_cpus_needed, run_training
+from vfmkd_ray.training.trainer import check_model, local_cpus_needed, run_training
 
 SECTION = "training"
-AUGMENTED = ["data.augment.pipeline=yolov8", "teachers.sam.under_augmentation=warp"]  # --augment
+# --augment: mosaic in every epoch, as in all but the recipe's last 10 (a run of a few epochs
+# would otherwise be all close-mosaic, and the plain loop's replayed epoch 0 too).
+AUGMENTED = [
+    "data.augment.pipeline=yolov8",
+    "data.augment.close_mosaic_epochs=0",
+    "teachers.sam.under_augmentation=warp",
+]
 
 
 def ray_history(cfg: ExperimentConfig, workers: int, batch_size: int, repeat: int) -> list[dict]:
@@ -59,11 +65,6 @@ def plain_loop_rates(cfg: ExperimentConfig, device: torch.device) -> list[float]
         # With data.augment, one epoch's augmented samples, replayed: the step's cost as the run's.
         raw = raw_batches(cfg, pipeline=augmentation(cfg, max_objects=0))
         task = build_task(cfg, shapes, cfg.train.epochs * len(raw), device)
-        if cfg.data.augment.pipeline != "none" and task.parts.needs.max_objects:
-            raise ValueError(
-                "--augment's plain loop carries no annotations: its heads must need no boxes (the demo's "
-                "KD terms), not those of this config"
-            )
         feed = batch_feed(cfg, task.parts, device)
         batches = [feed.to_batch(batch) for batch in raw]
         rates = []
@@ -176,6 +177,20 @@ def config_for(root: str, args: argparse.Namespace) -> ExperimentConfig:
     )
 
 
+def refuse_boxes_under_augmentation(cfg: ExperimentConfig) -> None:
+    """The plain loop replays augmented samples without annotations: under ``data.augment`` only
+    heads and terms that need no boxes compare like with like. Checked before any store is built."""
+    if cfg.data.augment.pipeline == "none":
+        return
+    needs = check_model(cfg, run_teacher_shapes(cfg)).needs
+    if needs.max_objects:
+        raise ValueError(
+            f"data.augment.pipeline {cfg.data.augment.pipeline} (--augment): the plain loop's replayed "
+            f"samples carry no boxes, but heads {list(cfg.heads)} or the KD terms need up to "
+            f"{needs.max_objects} a sample; drop --augment, or those heads"
+        )
+
+
 def run(root: str, argv: list[str]) -> list[Figure]:
     """Parses ``argv`` (the flags above), builds the store under ``root`` and measures."""
     parser = argparse.ArgumentParser(
@@ -184,6 +199,7 @@ def run(root: str, argv: list[str]) -> list[Figure]:
     add_arguments(parser)
     args = parser.parse_args(argv)
     cfg = config_for(root, args)
+    refuse_boxes_under_augmentation(cfg)
     # One local Ray for the store and every run, sized for the most workers: Ray Data does not
     # schedule its decode tasks on a local Ray started for fewer.
     most = cfg.train.model_copy(update={"num_workers": max(args.workers)})
