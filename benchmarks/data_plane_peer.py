@@ -25,14 +25,13 @@ import torch
 
 from benchmarks.data_plane_workloads import part_annotations
 from benchmarks.figures import Figure, ratio
-from benchmarks.worker_shard import worker_shard
+from benchmarks.worker_shard import decoded_shard
 from vfmkd_ray.data.coco import ImageAnnotations
 from vfmkd_ray.data.pipeline import SampleSpec, TrainSampleDecoder
 from vfmkd_ray.ray_session import local_ray_system_config
 from vfmkd_ray.store.manifest import Manifest, StoreDataset
 from vfmkd_ray.store.parts import list_parts
 from vfmkd_ray.store.ray_source import read_part, read_store_rows
-from vfmkd_ray.training.streams import run_unreserved
 
 SECTION = "data plane"
 FIRST_BATCH = (
@@ -136,14 +135,8 @@ def _loader_passes(row_groups, texts, decoder, cores: int, passes: int) -> list[
     return _timed_passes(lambda: iter(loader), passes)
 
 
-def _ray_passes(
-    row_groups, texts, decoder, num_cpus: float, passes: int, unreserved: bool = True
-) -> list[TimedPass]:
-    rows = read_store_rows(row_groups, num_cpus, texts)
-    decoded = rows.map_batches(decoder, batch_size=None, num_cpus=num_cpus, batch_format="pyarrow")
-    if unreserved:
-        run_unreserved(decoded, sources=1)
-    shard = worker_shard(decoded)  # split once, as Ray Train splits a run's streams
+def _ray_passes(row_groups, texts, decoder, num_cpus: float, passes: int) -> list[TimedPass]:
+    shard = decoded_shard(read_store_rows(row_groups, num_cpus, texts), decoder, num_cpus)  # split once
     return _timed_passes(lambda: shard.iter_torch_batches(batch_size=BATCH, prefetch_batches=1), passes)
 
 

@@ -49,7 +49,7 @@ import torch
 
 from benchmarks.data_plane_peer import PartSamples
 from benchmarks.figures import Figure, argument_parser, ratio
-from benchmarks.worker_shard import worker_shard
+from benchmarks.worker_shard import decoded_shard
 from benchmarks.workload import bench_config
 from vfmkd_ray.batch import Batch
 from vfmkd_ray.config import ExperimentConfig
@@ -76,7 +76,7 @@ from vfmkd_ray.training.batch_feed import BatchFeed
 from vfmkd_ray.training.read_plan import PartReads, plan_reads
 from vfmkd_ray.training.step import train_step
 from vfmkd_ray.training.step_clock import StepClock
-from vfmkd_ray.training.streams import decode_task_cpus, run_unreserved
+from vfmkd_ray.training.streams import decode_task_cpus
 from vfmkd_ray.training.task import build_task
 
 SECTION = "Store at scale (driver side and an epoch's reads)"
@@ -304,11 +304,7 @@ def ray_epochs(
     Train splits it at a run's start; each call iterates the shard for an epoch, as the worker does."""
     decode_cpus = decode_task_cpus(cfg, ray.cluster_resources().get("CPU", 0.0))
     rows = read_store_rows(plan.row_groups, decode_cpus)
-    stream = rows.map_batches(
-        decoder_for(store), batch_size=None, num_cpus=decode_cpus, batch_format="pyarrow"
-    )
-    run_unreserved(stream, sources=1)
-    shard = worker_shard(stream)
+    shard = decoded_shard(rows, decoder_for(store), decode_cpus)
     return lambda feed: feed.batches(shard, drop_last=True)
 
 
