@@ -16,7 +16,6 @@ Each figure is the median of ``--repeats`` runs with its min-max. Stored bytes a
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import ray
 from benchmarks.figures import Figure, ratio
 from tests.s3_server import create_bucket, moto_s3_server
 from vfmkd_ray import storage
-from vfmkd_ray.ray_session import local_ray_system_config
+from vfmkd_ray.ray_session import ensure_ray
 from vfmkd_ray.store import codecs
 from vfmkd_ray.store.config import StoreConfig
 from vfmkd_ray.store.manifest import LayerSpec, Manifest
@@ -161,12 +160,7 @@ def run(root: str, argv: list[str]) -> list[Figure]:
     with moto_s3_server() as endpoint:
         create_bucket(endpoint, "bench")
         ray.shutdown()  # a Ray started before the server would not pass its AWS settings to workers
-        ray.init(  # as ensure_ray starts a local Ray for training: no dashboard
-            num_cpus=os.cpu_count(),
-            include_dashboard=False,
-            logging_level="ERROR",
-            _system_config=local_ray_system_config(),
-        )
+        ensure_ray()  # the product's local Ray: a CPU per core, no dashboard
         roots = {"local": root, "s3": "s3://bench"}
         for target in args.targets:
             for codec in args.codecs:
